@@ -1,0 +1,527 @@
+//! Configuration: a TOML file, every key overridable from `ATTESTCA_<SECTION>__<KEY>` variables,
+//! secrets only from the environment or files.
+//!
+//! Secrets (token PIN, database password, Basic-auth passwords) are deliberately absent from
+//! [`Config`]: they are read by [`Config::resolve_signer`] and friends into [`SecretString`]s,
+//! whose `Debug` output is redacted, so they cannot end up in a log line by accident.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+
+use crate::signer::CaKeyAlgorithm;
+
+/// Errors loading or checking the configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Parse(String),
+    #[error("configuration: {0}")]
+    Invalid(String),
+    #[error("secret {what}: {reason}")]
+    Secret { what: String, reason: String },
+}
+
+/// The whole configuration file.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerConfig,
+    pub tls: TlsConfig,
+    #[serde(default)]
+    pub database: DatabaseConfig,
+    pub signer: SignerSection,
+    pub ca: CaConfig,
+    #[serde(default)]
+    pub rigs: RigsConfig,
+    pub profiles: BTreeMap<String, ProfileConfig>,
+}
+
+/// `[server]`: listeners and limits.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// HTTPS listener for EST (and, later, the operator API).
+    pub est_addr: SocketAddr,
+    /// Plain-HTTP listener for health, and later OCSP, CRLs and metrics.
+    pub http_addr: SocketAddr,
+    /// Directory for state; relative paths elsewhere in the file are resolved against it.
+    pub data_dir: PathBuf,
+    /// Largest accepted request body, in bytes (413 above it).
+    pub max_request_bytes: usize,
+    /// A TLS handshake that takes longer is cut off.
+    pub tls_handshake_timeout_secs: u64,
+    /// `text` or `json` log lines.
+    pub log_format: LogFormat,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            est_addr: "0.0.0.0:8443".parse().expect("literal address"),
+            http_addr: "0.0.0.0:8080".parse().expect("literal address"),
+            data_dir: PathBuf::from("/var/lib/attestca"),
+            max_request_bytes: 64 * 1024,
+            tls_handshake_timeout_secs: 10,
+            log_format: LogFormat::Text,
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// `[tls]`: the EST listener's server certificate.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM chain: server certificate first, then intermediates.
+    pub certificate_file: PathBuf,
+    /// PEM PKCS#8 private key of the server certificate.
+    pub key_file: PathBuf,
+}
+
+/// `[database]`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// `postgres://user@host/db` or `sqlite://path`. Empty: SQLite in the data directory.
+    pub url: String,
+    /// File holding the database password (alternative: `ATTESTCA_DATABASE_PASSWORD`).
+    pub password_file: Option<PathBuf>,
+    /// Connection pool size.
+    pub max_connections: u32,
+    /// Most records committed in one transaction by the writer.
+    pub write_batch_max: usize,
+    /// A rig re-posting the same CSR within this many seconds gets the certificate already issued.
+    pub retry_window_secs: u64,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            password_file: None,
+            max_connections: 16,
+            write_batch_max: 256,
+            retry_window_secs: 600,
+        }
+    }
+}
+
+/// `[signer]`: where the issuing CA key lives.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignerSection {
+    /// `pkcs11` (production) or `software` (development only).
+    pub backend: SignerBackend,
+    /// `ecdsa-p256` or `ecdsa-p384`.
+    #[serde(default = "default_algorithm")]
+    pub algorithm: CaKeyAlgorithm,
+    /// Software backend: PKCS#8 PEM key file (mode 0600).
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// PKCS#11 backend: path of the module (e.g. /usr/lib/softhsm/libsofthsm2.so).
+    #[serde(default)]
+    pub module: Option<PathBuf>,
+    /// PKCS#11 backend: label of the token.
+    #[serde(default)]
+    pub token_label: Option<String>,
+    /// PKCS#11 backend: label (and id) of the key pair.
+    #[serde(default)]
+    pub key_label: Option<String>,
+    /// PKCS#11 backend: sessions kept open for signing.
+    #[serde(default = "default_sessions")]
+    pub sessions: usize,
+    /// PKCS#11 backend: file holding the user PIN (alternative: `ATTESTCA_SIGNER_PIN`).
+    #[serde(default)]
+    pub pin_file: Option<PathBuf>,
+}
+
+fn default_algorithm() -> CaKeyAlgorithm {
+    CaKeyAlgorithm::EcdsaP256
+}
+
+fn default_sessions() -> usize {
+    4
+}
+
+/// Signer backends.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SignerBackend {
+    Software,
+    Pkcs11,
+}
+
+/// A resolved signer configuration, secrets included.
+#[derive(Clone, Debug)]
+pub enum SignerConfig {
+    Software(SoftwareSignerConfig),
+    Pkcs11(Pkcs11SignerConfig),
+}
+
+/// The software key backend.
+#[derive(Clone, Debug)]
+pub struct SoftwareSignerConfig {
+    pub key_file: PathBuf,
+    pub algorithm: CaKeyAlgorithm,
+}
+
+/// The PKCS#11 backend.
+#[derive(Clone, Debug)]
+pub struct Pkcs11SignerConfig {
+    pub module: PathBuf,
+    pub token_label: String,
+    pub key_label: String,
+    pub algorithm: CaKeyAlgorithm,
+    pub sessions: usize,
+    pub pin: SecretString,
+}
+
+/// `[ca]`: the issuing CA's certificates.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaConfig {
+    /// PEM: the issuing CA certificate first, then its issuers up to the root.
+    pub chain_file: PathBuf,
+    /// Subject of the issuing CA, used by `attestca init`.
+    #[serde(default = "default_issuing_subject")]
+    pub subject: String,
+    /// Subject of the self-signed root made by `attestca init --test-root`.
+    #[serde(default = "default_root_subject")]
+    pub root_subject: String,
+    /// Software key of that test root (test installs only; a production root stays offline).
+    #[serde(default = "default_root_key")]
+    pub root_key_file: PathBuf,
+}
+
+fn default_issuing_subject() -> String {
+    "CN=attestca Issuing CA,O=attestca".into()
+}
+fn default_root_subject() -> String {
+    "CN=attestca Test Root CA,O=attestca".into()
+}
+fn default_root_key() -> PathBuf {
+    PathBuf::from("pki/root.key")
+}
+
+/// `[rigs]`: who may enroll devices.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RigsConfig {
+    /// PEM CA certificates: a TLS client certificate chaining to one of them identifies a rig,
+    /// named by its subject CN.
+    pub trust_anchor_files: Vec<PathBuf>,
+    /// Rig accounts for HTTP Basic authentication.
+    pub accounts: Vec<RigAccountConfig>,
+}
+
+/// One Basic-auth rig account.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RigAccountConfig {
+    pub name: String,
+    /// An Argon2 PHC string (`attestca hash-password` makes one). Not a secret by itself.
+    #[serde(default)]
+    pub password_hash: Option<String>,
+    /// A file holding the password (alternative: `ATTESTCA_RIG_PASSWORD_<NAME>`).
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+}
+
+/// `[profiles.<label>]`: an issuance profile; the label `default` serves unlabelled EST paths.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProfileConfig {
+    /// Validity of issued certificates.
+    pub validity_days: u32,
+    /// notBefore is set this many seconds in the past, for devices with slightly slow clocks.
+    pub backdate_secs: u64,
+    /// Device key algorithms accepted in CSRs: `p256`, `p384`, `rsa`.
+    pub key_algorithms: Vec<DeviceKeyAlgorithm>,
+    /// Smallest RSA modulus accepted.
+    pub min_rsa_bits: usize,
+    /// Subject CN is required.
+    pub cn_required: bool,
+    /// A regular expression the whole CN must match.
+    pub cn_pattern: Option<String>,
+    /// SubjectAltName types copied from the CSR: `dns`, `ip`, `uri`, `email`. Others are refused.
+    pub san_types: Vec<SanType>,
+    /// keyUsage bits of issued certificates.
+    pub key_usage: Vec<KeyUsageName>,
+    /// extendedKeyUsage: `client-auth`, `server-auth`, or dotted OIDs.
+    pub extended_key_usage: Vec<String>,
+    /// CRL distribution point URLs written into certificates.
+    pub crl_urls: Vec<String>,
+    /// OCSP responder URLs written into the AIA extension.
+    pub ocsp_urls: Vec<String>,
+    /// CA-issuers URLs written into the AIA extension.
+    pub ca_issuers_urls: Vec<String>,
+    /// Rig names allowed to enroll on this profile; `*` allows every authenticated rig.
+    pub rigs: Vec<String>,
+}
+
+impl Default for ProfileConfig {
+    fn default() -> Self {
+        Self {
+            validity_days: 365,
+            backdate_secs: 60,
+            key_algorithms: vec![
+                DeviceKeyAlgorithm::P256,
+                DeviceKeyAlgorithm::P384,
+                DeviceKeyAlgorithm::Rsa,
+            ],
+            min_rsa_bits: 2048,
+            cn_required: true,
+            cn_pattern: None,
+            san_types: vec![SanType::Dns, SanType::Ip, SanType::Uri],
+            key_usage: vec![KeyUsageName::DigitalSignature],
+            extended_key_usage: vec!["client-auth".into()],
+            crl_urls: Vec::new(),
+            ocsp_urls: Vec::new(),
+            ca_issuers_urls: Vec::new(),
+            rigs: vec!["*".into()],
+        }
+    }
+}
+
+/// Device key algorithms.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceKeyAlgorithm {
+    P256,
+    P384,
+    Rsa,
+}
+
+/// SubjectAltName types a profile may accept.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SanType {
+    Dns,
+    Ip,
+    Uri,
+    Email,
+}
+
+/// keyUsage bits.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum KeyUsageName {
+    DigitalSignature,
+    NonRepudiation,
+    KeyEncipherment,
+    DataEncipherment,
+    KeyAgreement,
+}
+
+/// The profile label served on unlabelled EST paths.
+pub const DEFAULT_PROFILE: &str = "default";
+
+impl Config {
+    /// Loads a TOML file, then applies `ATTESTCA_<SECTION>__<KEY>` environment overrides.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let config: Config = Figment::from(Toml::file_exact(path))
+            .merge(env_overrides())
+            .extract()
+            .map_err(|e| ConfigError::Parse(format!("{}: {e}", path.display())))?;
+        config.checked()
+    }
+
+    /// Applies environment overrides to a configuration built in code (the development run).
+    pub fn with_env_overrides(self) -> Result<Self, ConfigError> {
+        let config: Config = Figment::from(Serialized::defaults(self))
+            .merge(env_overrides())
+            .extract()
+            .map_err(|e| ConfigError::Parse(e.to_string()))?;
+        config.checked()
+    }
+
+    fn checked(mut self) -> Result<Self, ConfigError> {
+        if !self.profiles.contains_key(DEFAULT_PROFILE) {
+            return Err(ConfigError::Invalid(format!(
+                "a [profiles.{DEFAULT_PROFILE}] section is required: it serves unlabelled EST paths"
+            )));
+        }
+        for (label, profile) in &self.profiles {
+            if label.is_empty()
+                || !label
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+                
+            {
+                return Err(ConfigError::Invalid(format!(
+                    "profile label {label:?} is not usable as an EST path segment"
+                )));
+            }
+            if let Some(pattern) = &profile.cn_pattern {
+                regex::Regex::new(pattern).map_err(|e| {
+                    ConfigError::Invalid(format!("profiles.{label}.cn_pattern: {e}"))
+                })?;
+            }
+            if profile.validity_days == 0 {
+                return Err(ConfigError::Invalid(format!(
+                    "profiles.{label}.validity_days must be positive"
+                )));
+            }
+        }
+        if self.database.url.is_empty() {
+            self.database.url = format!(
+                "sqlite://{}",
+                self.server.data_dir.join("attestca.db").display()
+            );
+        }
+        let dir = self.server.data_dir.clone();
+        let resolve = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = dir.join(&*p);
+            }
+        };
+        resolve(&mut self.tls.certificate_file);
+        resolve(&mut self.tls.key_file);
+        resolve(&mut self.ca.chain_file);
+        resolve(&mut self.ca.root_key_file);
+        self.rigs.trust_anchor_files.iter_mut().for_each(resolve);
+        for account in &mut self.rigs.accounts {
+            if let Some(p) = account.password_file.as_mut() {
+                resolve(p);
+            }
+        }
+        for p in [
+            self.signer.key_file.as_mut(),
+            self.signer.pin_file.as_mut(),
+            self.database.password_file.as_mut(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            resolve(p);
+        }
+        Ok(self)
+    }
+
+    /// The signer configuration with its PIN resolved.
+    pub fn resolve_signer(&self) -> Result<SignerConfig, ConfigError> {
+        let s = &self.signer;
+        let missing = |key: &str| {
+            ConfigError::Invalid(format!(
+                "signer.{key} is required for the {:?} backend",
+                s.backend
+            ))
+        };
+        match s.backend {
+            SignerBackend::Software => Ok(SignerConfig::Software(SoftwareSignerConfig {
+                key_file: s.key_file.clone().ok_or_else(|| missing("key_file"))?,
+                algorithm: s.algorithm,
+            })),
+            SignerBackend::Pkcs11 => Ok(SignerConfig::Pkcs11(Pkcs11SignerConfig {
+                module: s.module.clone().ok_or_else(|| missing("module"))?,
+                token_label: s.token_label.clone().ok_or_else(|| missing("token_label"))?,
+                key_label: s.key_label.clone().ok_or_else(|| missing("key_label"))?,
+                algorithm: s.algorithm,
+                sessions: s.sessions,
+                pin: read_secret("token PIN", "ATTESTCA_SIGNER_PIN", s.pin_file.as_deref())?,
+            })),
+        }
+    }
+
+    /// The database URL with the password (from the environment or a file) filled in.
+    pub fn resolve_database_url(&self) -> Result<SecretString, ConfigError> {
+        let url = &self.database.url;
+        let password = match read_secret(
+            "database password",
+            "ATTESTCA_DATABASE_PASSWORD",
+            self.database.password_file.as_deref(),
+        ) {
+            Ok(p) => Some(p),
+            Err(ConfigError::Secret { reason, .. }) if reason == NOT_PROVIDED => None,
+            Err(e) => return Err(e),
+        };
+        let Some(password) = password else {
+            return Ok(SecretString::from(url.clone()));
+        };
+        use secrecy::ExposeSecret;
+        let (scheme, rest) = url.split_once("://").ok_or_else(|| {
+            ConfigError::Invalid("database.url must look like scheme://...".into())
+        })?;
+        let (userinfo, host) = rest.split_once('@').ok_or_else(|| {
+            ConfigError::Invalid(
+                "database.url needs a user (postgres://user@host/db) when a password is given"
+                    .into(),
+            )
+        })?;
+        let user = userinfo.split(':').next().unwrap_or(userinfo);
+        let encoded: String = password
+            .expose_secret()
+            .bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect();
+        Ok(SecretString::from(format!(
+            "{scheme}://{user}:{encoded}@{host}"
+        )))
+    }
+}
+
+const NOT_PROVIDED: &str = "not provided";
+
+/// Reads a secret from an environment variable or, failing that, a file (trailing newline
+/// trimmed).
+pub fn read_secret(what: &str, env: &str, file: Option<&Path>) -> Result<SecretString, ConfigError> {
+    if let Ok(value) = std::env::var(env) {
+        return Ok(SecretString::from(value));
+    }
+    if let Some(path) = file {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Secret {
+            what: what.into(),
+            reason: format!("{}: {e}", path.display()),
+        })?;
+        return Ok(SecretString::from(
+            text.trim_end_matches(['\r', '\n']).to_owned(),
+        ));
+    }
+    Err(ConfigError::Secret {
+        what: what.into(),
+        reason: NOT_PROVIDED.into(),
+    })
+}
+
+/// The environment variable that may carry a rig account's password.
+pub fn rig_password_env(name: &str) -> String {
+    let suffix: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("ATTESTCA_RIG_PASSWORD_{suffix}")
+}
+
+fn env_overrides() -> Env {
+    // Only double-underscore keys are configuration; ATTESTCA_SIGNER_PIN and other secrets are
+    // read separately and never become part of `Config`.
+    Env::prefixed("ATTESTCA_")
+        .filter(|key| key.as_str().contains("__"))
+        .split("__")
+}

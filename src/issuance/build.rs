@@ -1,0 +1,89 @@
+//! Encoding and signing one certificate: the TBS, the serial, the validity, the signature.
+
+use std::time::Duration;
+
+use der::{DateTime, Encode};
+use x509_cert::ext::Extension;
+use x509_cert::name::Name;
+use x509_cert::serial_number::SerialNumber;
+use x509_cert::time::{Time, Validity};
+use x509_cert::{SubjectPublicKeyInfo, Version};
+
+use super::IssuanceError;
+use crate::asn1::{SignedEnvelope, TbsCertificateFields};
+use crate::signer::Signer;
+
+/// Everything that goes into a certificate apart from the signature algorithm.
+#[derive(Clone, Debug)]
+pub struct CertificateSpec {
+    pub serial: Vec<u8>,
+    pub issuer: Name,
+    pub subject: Name,
+    pub public_key: SubjectPublicKeyInfo,
+    /// Unix seconds.
+    pub not_before: u64,
+    /// Unix seconds.
+    pub not_after: u64,
+    pub extensions: Vec<Extension>,
+}
+
+/// A freshly signed certificate and the facts the store records about it.
+#[derive(Clone, Debug)]
+pub struct IssuedCertificate {
+    pub der: Vec<u8>,
+    /// Lower-case hex of the serial number's content octets.
+    pub serial_hex: String,
+    pub not_before: u64,
+    pub not_after: u64,
+}
+
+/// A random positive serial of 16 bytes (at least 120 bits of entropy), as RFC 5280 and the
+/// CA/Browser Forum ask: unpredictable, positive, at most 20 octets.
+pub fn random_serial() -> Vec<u8> {
+    let mut bytes = [0u8; 16];
+    // aws-lc's DRBG only fails if the OS entropy source is gone, which nothing can recover from.
+    aws_lc_rs::rand::fill(&mut bytes).expect("the system random generator failed");
+    bytes[0] &= 0x7f;
+    if bytes[0] == 0 {
+        // Keep the encoding at 16 octets: a leading zero octet would be stripped by DER.
+        bytes[0] = 0x40;
+    }
+    bytes.to_vec()
+}
+
+/// X.509 time from Unix seconds: UTCTime through 2049, GeneralizedTime after (RFC 5280 4.1.2.5).
+pub fn x509_time(unix: u64) -> Result<Time, der::Error> {
+    Ok(Time::from(DateTime::from_unix_duration(Duration::from_secs(
+        unix,
+    ))?))
+}
+
+impl CertificateSpec {
+    /// Encodes the TBS, signs it with `signer` and returns the certificate.
+    pub fn sign(&self, signer: &dyn Signer) -> Result<IssuedCertificate, IssuanceError> {
+        let algorithm = signer.algorithm().signature_algorithm();
+        let tbs = TbsCertificateFields {
+            version: Version::V3,
+            serial_number: SerialNumber::new(&self.serial)?,
+            signature: algorithm.clone(),
+            issuer: self.issuer.clone(),
+            validity: Validity::new(x509_time(self.not_before)?, x509_time(self.not_after)?),
+            subject: self.subject.clone(),
+            subject_public_key_info: self.public_key.clone(),
+            extensions: if self.extensions.is_empty() {
+                None
+            } else {
+                Some(self.extensions.clone())
+            },
+        };
+        let tbs_der = tbs.to_der()?;
+        let signature = signer.sign(&tbs_der)?;
+        let der = SignedEnvelope::assemble(&tbs_der, algorithm, &signature)?;
+        Ok(IssuedCertificate {
+            der,
+            serial_hex: hex::encode(&self.serial),
+            not_before: self.not_before,
+            not_after: self.not_after,
+        })
+    }
+}

@@ -1,0 +1,114 @@
+//! The X.509 extensions attestca writes, each built the one way RFC 5280 wants it.
+
+use const_oid::AssociatedOid;
+use const_oid::ObjectIdentifier;
+use der::Encode;
+use der::asn1::{Ia5String, OctetString};
+use flagset::FlagSet;
+use sha2::{Digest, Sha256};
+use x509_cert::SubjectPublicKeyInfo;
+use x509_cert::ext::Extension;
+use x509_cert::ext::pkix::crl::dp::DistributionPoint;
+use x509_cert::ext::pkix::name::{DistributionPointName, GeneralName};
+use x509_cert::ext::pkix::{
+    AccessDescription, AuthorityInfoAccessSyntax, AuthorityKeyIdentifier, BasicConstraints,
+    CrlDistributionPoints, ExtendedKeyUsage, KeyUsage, KeyUsages, SubjectAltName,
+    SubjectKeyIdentifier,
+};
+
+/// id-ad-ocsp and id-ad-caIssuers (RFC 5280 4.2.2.1).
+const ID_AD_OCSP: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.48.1");
+const ID_AD_CA_ISSUERS: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.48.2");
+
+fn extension<T: Encode + AssociatedOid>(value: &T, critical: bool) -> der::Result<Extension> {
+    Ok(Extension {
+        extn_id: T::OID,
+        critical,
+        extn_value: OctetString::new(value.to_der()?)?,
+    })
+}
+
+/// Key identifier of a public key: the leftmost 160 bits of the SHA-256 of the
+/// subjectPublicKey bits (RFC 7093 section 2, method 1).
+pub fn key_identifier(spki: &SubjectPublicKeyInfo) -> Vec<u8> {
+    Sha256::digest(spki.subject_public_key.raw_bytes())[..20].to_vec()
+}
+
+/// basicConstraints, always critical.
+pub fn basic_constraints(ca: bool, path_len: Option<u8>) -> der::Result<Extension> {
+    extension(
+        &BasicConstraints {
+            ca,
+            path_len_constraint: path_len,
+        },
+        true,
+    )
+}
+
+/// keyUsage, always critical.
+pub fn key_usage(usages: FlagSet<KeyUsages>) -> der::Result<Extension> {
+    extension(&KeyUsage(usages), true)
+}
+
+/// extendedKeyUsage, non-critical.
+pub fn extended_key_usage(purposes: &[ObjectIdentifier]) -> der::Result<Extension> {
+    extension(&ExtendedKeyUsage(purposes.to_vec()), false)
+}
+
+/// subjectKeyIdentifier of `spki`.
+pub fn subject_key_identifier(spki: &SubjectPublicKeyInfo) -> der::Result<Extension> {
+    extension(
+        &SubjectKeyIdentifier(OctetString::new(key_identifier(spki))?),
+        false,
+    )
+}
+
+/// authorityKeyIdentifier holding only the issuer's key identifier.
+pub fn authority_key_identifier(issuer_key_id: &[u8]) -> der::Result<Extension> {
+    extension(
+        &AuthorityKeyIdentifier {
+            key_identifier: Some(OctetString::new(issuer_key_id)?),
+            authority_cert_issuer: None,
+            authority_cert_serial_number: None,
+        },
+        false,
+    )
+}
+
+/// subjectAltName; critical exactly when the subject is empty (RFC 5280 4.2.1.6).
+pub fn subject_alt_name(names: &[GeneralName], subject_empty: bool) -> der::Result<Extension> {
+    extension(&SubjectAltName(names.to_vec()), subject_empty)
+}
+
+fn uri(url: &str) -> der::Result<GeneralName> {
+    Ok(GeneralName::UniformResourceIdentifier(Ia5String::new(url)?))
+}
+
+/// cRLDistributionPoints: one distribution point per URL.
+pub fn crl_distribution_points(urls: &[String]) -> der::Result<Extension> {
+    let points = urls
+        .iter()
+        .map(|u| {
+            Ok(DistributionPoint {
+                distribution_point: Some(DistributionPointName::FullName(vec![uri(u)?])),
+                reasons: None,
+                crl_issuer: None,
+            })
+        })
+        .collect::<der::Result<Vec<_>>>()?;
+    extension(&CrlDistributionPoints(points), false)
+}
+
+/// authorityInfoAccess with OCSP and caIssuers locations.
+pub fn authority_info_access(ocsp: &[String], ca_issuers: &[String]) -> der::Result<Extension> {
+    let mut descriptions = Vec::new();
+    for (method, urls) in [(ID_AD_OCSP, ocsp), (ID_AD_CA_ISSUERS, ca_issuers)] {
+        for u in urls {
+            descriptions.push(AccessDescription {
+                access_method: method,
+                access_location: uri(u)?,
+            });
+        }
+    }
+    extension(&AuthorityInfoAccessSyntax(descriptions), false)
+}

@@ -1,0 +1,137 @@
+//! Certificate issuance: turns an approved request into a signed certificate under a profile.
+//!
+//! This layer decides nothing about *whether* to issue (that is [`crate::enrollment`]); it
+//! decides *what* is issued: serial, validity, extensions, and the signature through the
+//! [`Signer`] seam.
+
+pub mod build;
+pub mod extensions;
+pub mod profile;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use der::Encode;
+use x509_cert::Certificate;
+use x509_cert::ext::pkix::name::GeneralName;
+use x509_cert::name::Name;
+use x509_cert::SubjectPublicKeyInfo;
+
+pub use build::{CertificateSpec, IssuedCertificate};
+pub use profile::IssuanceProfile;
+
+use crate::signer::{Signer, SignerError};
+
+/// Errors while issuing.
+#[derive(Debug, thiserror::Error)]
+pub enum IssuanceError {
+    #[error("the CA key could not sign: {0}")]
+    Signer(#[from] SignerError),
+    #[error("encoding the certificate failed: {0}")]
+    Encoding(#[from] der::Error),
+    #[error("the issuing CA certificate does not match the signing key")]
+    KeyMismatch,
+    #[error("issuing CA: {0}")]
+    CaCertificate(String),
+}
+
+/// What the registration authority approved: the subject, its key and its names.
+#[derive(Clone, Debug)]
+pub struct LeafRequest {
+    pub subject: Name,
+    pub public_key: SubjectPublicKeyInfo,
+    pub subject_alt_names: Vec<GeneralName>,
+}
+
+/// The issuing CA: its certificate, its chain and its signing key.
+pub struct IssuingCa {
+    certificate: Certificate,
+    chain_der: Vec<Vec<u8>>,
+    key_identifier: Vec<u8>,
+    not_after: u64,
+    signer: Arc<dyn Signer>,
+}
+
+impl IssuingCa {
+    /// Binds a CA certificate chain (issuing CA first) to its signing key, checking they match.
+    pub fn new(chain_der: Vec<Vec<u8>>, signer: Arc<dyn Signer>) -> Result<Self, IssuanceError> {
+        let first = chain_der
+            .first()
+            .ok_or_else(|| IssuanceError::CaCertificate("the CA chain is empty".into()))?;
+        let certificate = crate::pem::certificate_from_der(first)?;
+        if certificate.tbs_certificate().subject_public_key_info() != signer.public_key() {
+            return Err(IssuanceError::KeyMismatch);
+        }
+        let key_identifier = extensions::key_identifier(signer.public_key());
+        let not_after = unix_seconds(
+            certificate
+                .tbs_certificate()
+                .validity()
+                .not_after
+                .to_system_time(),
+        );
+        Ok(Self {
+            certificate,
+            chain_der,
+            key_identifier,
+            not_after,
+            signer,
+        })
+    }
+
+    /// The issuing CA certificate.
+    pub fn certificate(&self) -> &Certificate {
+        &self.certificate
+    }
+
+    /// The chain as DER, issuing CA first.
+    pub fn chain_der(&self) -> &[Vec<u8>] {
+        &self.chain_der
+    }
+
+    /// The signing key.
+    pub fn signer(&self) -> &Arc<dyn Signer> {
+        &self.signer
+    }
+
+    /// Issues an end-entity certificate under `profile`, valid from `now`.
+    pub fn issue(
+        &self,
+        profile: &IssuanceProfile,
+        request: &LeafRequest,
+        now: SystemTime,
+    ) -> Result<IssuedCertificate, IssuanceError> {
+        let now = unix_seconds(now);
+        let not_before = now.saturating_sub(profile.backdate_secs);
+        // A certificate never outlives its issuer (RFC 5280 path validation would reject it).
+        let not_after = (now + profile.validity_secs).min(self.not_after);
+        let extensions = profile.extensions(
+            &request.public_key,
+            &self.key_identifier,
+            &request.subject_alt_names,
+            request.subject.is_empty(),
+        )?;
+        let spec = CertificateSpec {
+            serial: build::random_serial(),
+            issuer: self.certificate.tbs_certificate().subject().clone(),
+            subject: request.subject.clone(),
+            public_key: request.public_key.clone(),
+            not_before,
+            not_after,
+            extensions,
+        };
+        spec.sign(self.signer.as_ref())
+    }
+
+    /// DER of the issuing CA certificate.
+    pub fn certificate_der(&self) -> Result<Vec<u8>, IssuanceError> {
+        Ok(self.certificate.to_der()?)
+    }
+}
+
+/// Seconds since the Unix epoch (0 for times before it).
+pub fn unix_seconds(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_secs()
+}

@@ -1,0 +1,26 @@
+//! attestca: an issuing certificate authority for hardware-backed device identity.
+//!
+//! The crate is layered along the path a request takes (see `docs/architecture.md`):
+//!
+//! 1. [`est`] and [`server`]: the wire — HTTP, TLS, EST encodings. Never builds certificates.
+//! 2. [`access`] and [`enrollment`]: who may enroll, and the registration-authority decision
+//!    (profile, CSR checks, retries). Never touches HTTP types.
+//! 3. [`issuance`]: turns an approved request into a signed certificate under a profile.
+//! 4. [`signer`]: the CA key, in a PKCS#11 token or (for development) a software key file.
+//! 5. [`store`]: certificates and enrollment events in PostgreSQL or SQLite.
+//!
+//! [`config`], [`setup`] and [`rig`] sit beside the layers: configuration, CA set-up, and the
+//! factory-rig client.
+
+pub mod access;
+pub mod asn1;
+pub mod config;
+pub mod enrollment;
+pub mod est;
+pub mod issuance;
+pub mod pem;
+pub mod rig;
+pub mod server;
+pub mod setup;
+pub mod signer;
+pub mod store;

@@ -1,0 +1,260 @@
+//! Storage of certificates and enrollment events, in PostgreSQL or SQLite, through one schema.
+//!
+//! Queries are written once in the SQL both engines accept (`$n` parameters, `ON CONFLICT`,
+//! `RETURNING`) and run through sqlx's `Any` driver; the schema is one migration set per engine
+//! under `migrations/`, applied at start-up. Writes that must be durable before a certificate
+//! leaves the CA go through the batching [`ledger::Ledger`].
+
+pub mod ledger;
+
+use std::str::FromStr;
+
+use secrecy::{ExposeSecret, SecretString};
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyPool, Row};
+
+/// Errors from the database.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("database migration: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+    #[error("database URL must start with postgres:// or sqlite:// (got {0:?})")]
+    UnsupportedUrl(String),
+    #[error("the database writer has stopped")]
+    WriterGone,
+}
+
+/// Which engine is behind the pool.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Engine {
+    Postgres,
+    Sqlite,
+}
+
+impl Engine {
+    /// Short name for logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Engine::Postgres => "postgresql",
+            Engine::Sqlite => "sqlite",
+        }
+    }
+}
+
+/// A certificate as stored.
+#[derive(Clone, Debug)]
+pub struct CertificateRecord {
+    pub serial: String,
+    pub der: Vec<u8>,
+    pub issuer_key_id: Vec<u8>,
+    pub subject: String,
+    pub sans: String,
+    pub spki_sha256: Vec<u8>,
+    pub profile: String,
+    pub not_before: i64,
+    pub not_after: i64,
+    pub status: String,
+    pub revoked_at: Option<i64>,
+    pub revocation_reason: Option<String>,
+    pub requester: String,
+    pub device_identity: Option<String>,
+    pub csr_sha256: Vec<u8>,
+    pub issued_at: i64,
+}
+
+/// One enrollment attempt, as stored.
+#[derive(Clone, Debug, Default)]
+pub struct EnrollmentEvent {
+    pub occurred_at: i64,
+    pub requester: Option<String>,
+    pub operation: String,
+    pub profile: String,
+    pub outcome: String,
+    pub reason: String,
+    pub detail: String,
+    pub serial: Option<String>,
+    pub csr_sha256: Option<Vec<u8>>,
+    pub peer: Option<String>,
+}
+
+/// The database: a connection pool and the engine behind it.
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    engine: Engine,
+}
+
+/// The columns of `certificates`, in [`certificate_from_row`] order, as a literal so that
+/// queries stay `&'static str` (sqlx refuses runtime-built SQL).
+macro_rules! certificate_columns {
+    () => {
+        "serial, der, issuer_key_id, subject, sans, spki_sha256, profile, not_before, not_after, \
+         status, revoked_at, revocation_reason, requester, device_identity, csr_sha256, issued_at"
+    };
+}
+
+impl Store {
+    /// Connects, creating an SQLite file if needed, and applies pending migrations.
+    pub async fn connect(url: &SecretString, max_connections: u32) -> Result<Self, StoreError> {
+        sqlx::any::install_default_drivers();
+        let raw = url.expose_secret();
+        let (engine, url) = if raw.starts_with("postgres://") || raw.starts_with("postgresql://")
+        {
+            (Engine::Postgres, raw.to_owned())
+        } else if let Some(path) = raw.strip_prefix("sqlite://") {
+            if let Some(dir) = std::path::Path::new(path.split('?').next().unwrap_or(path)).parent()
+            {
+                let _ = std::fs::create_dir_all(dir);
+            }
+            let sep = if raw.contains('?') { '&' } else { '?' };
+            let url = if raw.contains("mode=") {
+                raw.to_owned()
+            } else {
+                format!("{raw}{sep}mode=rwc")
+            };
+            (Engine::Sqlite, url)
+        } else {
+            let scheme = raw.split("://").next().unwrap_or("").to_owned();
+            return Err(StoreError::UnsupportedUrl(scheme));
+        };
+        let options = AnyConnectOptions::from_str(&url)?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(match engine {
+                Engine::Postgres => max_connections.max(2),
+                // SQLite has one writer at a time; a few readers suffice.
+                Engine::Sqlite => max_connections.clamp(2, 8),
+            })
+            .connect_with(options)
+            .await?;
+        if engine == Engine::Sqlite {
+            // WAL lets readers proceed while the writer commits; synchronous stays FULL (the
+            // default) so that a commit is on disk before a certificate is returned.
+            sqlx::query("PRAGMA journal_mode=WAL").execute(&pool).await?;
+        }
+        let store = Self { pool, engine };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        match self.engine {
+            Engine::Postgres => sqlx::migrate!("./migrations/postgres").run(&self.pool).await?,
+            Engine::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&self.pool).await?,
+        }
+        Ok(())
+    }
+
+    /// The engine behind this store.
+    pub fn engine(&self) -> Engine {
+        self.engine
+    }
+
+    /// The pool, for the ledger and for tests.
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// A cheap round trip, for readiness checks.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// The certificate issued to `requester` for the CSR with this hash since `since`, if any.
+    pub async fn find_recent_issue(
+        &self,
+        requester: &str,
+        csr_sha256: &[u8],
+        since: i64,
+    ) -> Result<Option<CertificateRecord>, StoreError> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            certificate_columns!(),
+            " FROM certificates WHERE serial = (SELECT serial FROM issued_requests \
+             WHERE requester = $1 AND csr_sha256 = $2 AND issued_at >= $3)"
+        ))
+            .bind(requester)
+            .bind(csr_sha256)
+            .bind(since)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| certificate_from_row(&r)).transpose()
+    }
+
+    /// The certificate with this serial (lower-case hex).
+    pub async fn certificate(&self, serial: &str) -> Result<Option<CertificateRecord>, StoreError> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            certificate_columns!(),
+            " FROM certificates WHERE serial = $1"
+        ))
+            .bind(serial)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| certificate_from_row(&r)).transpose()
+    }
+
+    /// Enrollment events, newest first.
+    pub async fn recent_events(&self, limit: i64) -> Result<Vec<EnrollmentEvent>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT occurred_at, requester, operation, profile, outcome, reason, detail, serial, \
+             csr_sha256, peer FROM enrollment_events ORDER BY id DESC LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(EnrollmentEvent {
+                    occurred_at: r.try_get("occurred_at")?,
+                    requester: r.try_get("requester")?,
+                    operation: r.try_get("operation")?,
+                    profile: r.try_get("profile")?,
+                    outcome: r.try_get("outcome")?,
+                    reason: r.try_get("reason")?,
+                    detail: r.try_get("detail")?,
+                    serial: r.try_get("serial")?,
+                    csr_sha256: r.try_get("csr_sha256")?,
+                    peer: r.try_get("peer")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Marks a certificate revoked. Returns false if no active certificate has that serial.
+    pub async fn revoke(&self, serial: &str, reason: &str, at: i64) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE certificates SET status = 'revoked', revoked_at = $2, revocation_reason = $3 \
+             WHERE serial = $1 AND status = 'active'",
+        )
+        .bind(serial)
+        .bind(at)
+        .bind(reason)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+}
+
+fn certificate_from_row(r: &sqlx::any::AnyRow) -> Result<CertificateRecord, StoreError> {
+    Ok(CertificateRecord {
+        serial: r.try_get("serial")?,
+        der: r.try_get("der")?,
+        issuer_key_id: r.try_get("issuer_key_id")?,
+        subject: r.try_get("subject")?,
+        sans: r.try_get("sans")?,
+        spki_sha256: r.try_get("spki_sha256")?,
+        profile: r.try_get("profile")?,
+        not_before: r.try_get("not_before")?,
+        not_after: r.try_get("not_after")?,
+        status: r.try_get("status")?,
+        revoked_at: r.try_get("revoked_at")?,
+        revocation_reason: r.try_get("revocation_reason")?,
+        requester: r.try_get("requester")?,
+        device_identity: r.try_get("device_identity")?,
+        csr_sha256: r.try_get("csr_sha256")?,
+        issued_at: r.try_get("issued_at")?,
+    })
+}
