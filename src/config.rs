@@ -360,7 +360,6 @@ impl Config {
                 || !label
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
-                
             {
                 return Err(ConfigError::Invalid(format!(
                     "profile label {label:?} is not usable as an EST path segment"
@@ -428,7 +427,10 @@ impl Config {
             })),
             SignerBackend::Pkcs11 => Ok(SignerConfig::Pkcs11(Pkcs11SignerConfig {
                 module: s.module.clone().ok_or_else(|| missing("module"))?,
-                token_label: s.token_label.clone().ok_or_else(|| missing("token_label"))?,
+                token_label: s
+                    .token_label
+                    .clone()
+                    .ok_or_else(|| missing("token_label"))?,
                 key_label: s.key_label.clone().ok_or_else(|| missing("key_label"))?,
                 algorithm: s.algorithm,
                 sessions: s.sessions,
@@ -484,7 +486,11 @@ const NOT_PROVIDED: &str = "not provided";
 
 /// Reads a secret from an environment variable or, failing that, a file (trailing newline
 /// trimmed).
-pub fn read_secret(what: &str, env: &str, file: Option<&Path>) -> Result<SecretString, ConfigError> {
+pub fn read_secret(
+    what: &str,
+    env: &str,
+    file: Option<&Path>,
+) -> Result<SecretString, ConfigError> {
     if let Ok(value) = std::env::var(env) {
         return Ok(SecretString::from(value));
     }

@@ -24,3 +24,4 @@ pub mod server;
 pub mod setup;
 pub mod signer;
 pub mod store;
+pub mod verify;

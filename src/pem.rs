@@ -66,12 +66,11 @@ pub fn read_certificate_ders(path: &Path) -> Result<Vec<Vec<u8>>, PemError> {
 /// Reads a PKCS#8 `PRIVATE KEY` PEM file and returns its DER.
 pub fn read_private_key(path: &Path) -> Result<Vec<u8>, PemError> {
     let text = fs::read_to_string(path).map_err(io_err(path))?;
-    let (label, der) = pem_rfc7468::decode_vec(text.trim().as_bytes()).map_err(|e| {
-        PemError::Malformed {
+    let (label, der) =
+        pem_rfc7468::decode_vec(text.trim().as_bytes()).map_err(|e| PemError::Malformed {
             path: path.display().to_string(),
             reason: e.to_string(),
-        }
-    })?;
+        })?;
     if label != "PRIVATE KEY" {
         return Err(PemError::Malformed {
             path: path.display().to_string(),

@@ -1,1 +1,183 @@
-fn main() {}
+//! `attestca-rig`: the factory-rig side — fetch the CA chain, make device keys and CSRs, enroll.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use der::Decode;
+use secrecy::SecretString;
+use x509_cert::Certificate;
+
+use attestca::rig::client::{EstClient, tls_config};
+use attestca::rig::device::DeviceKey;
+
+#[derive(Parser)]
+#[command(
+    name = "attestca-rig",
+    version,
+    about = "Factory-rig EST client for attestca"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args)]
+struct Server {
+    /// EST server, e.g. https://127.0.0.1:8443
+    #[arg(long)]
+    server: String,
+    /// PEM file of the CA chain that anchors the server's TLS certificate.
+    #[arg(long)]
+    trust: PathBuf,
+    /// EST label (issuance profile); omit for the default profile.
+    #[arg(long)]
+    label: Option<String>,
+}
+
+#[derive(Args)]
+struct RigAuth {
+    /// Rig client certificate (PEM).
+    #[arg(long, requires = "rig_key")]
+    rig_cert: Option<PathBuf>,
+    /// Rig client key (PEM PKCS#8).
+    #[arg(long, requires = "rig_cert")]
+    rig_key: Option<PathBuf>,
+    /// File holding `user:password` of a Basic-auth rig account.
+    #[arg(long, conflicts_with = "rig_cert")]
+    basic_file: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Fetch the CA chain and write it as PEM.
+    Cacerts {
+        #[command(flatten)]
+        server: Server,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Generate a P-256 device key and a CSR: OUT/device.key (PEM PKCS#8), OUT/device.csr (DER).
+    Csr {
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long)]
+        cn: String,
+    },
+    /// Enroll a new device: key, CSR, simpleenroll, and a check that the certificate chains to
+    /// cacerts. Writes OUT/device.key and OUT/device.crt.
+    Enroll {
+        #[command(flatten)]
+        server: Server,
+        #[command(flatten)]
+        auth: RigAuth,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long)]
+        cn: String,
+    },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    match run(Cli::parse()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("attestca-rig: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn client(server: &Server, auth: Option<&RigAuth>) -> anyhow::Result<EstClient> {
+    let identity = auth.and_then(|a| a.rig_cert.as_deref().zip(a.rig_key.as_deref()));
+    let tls = tls_config(&server.trust, identity)?;
+    let basic = match auth.and_then(|a| a.basic_file.as_deref()) {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            let (user, password) = text
+                .trim()
+                .split_once(':')
+                .context("the Basic credentials file must hold user:password")?;
+            Some((user.to_owned(), SecretString::from(password.to_owned())))
+        }
+        None => None,
+    };
+    EstClient::new(&server.server, server.label.as_deref(), tls, basic)
+}
+
+fn write_key_and_csr(out: &Path, cn: &str) -> anyhow::Result<(DeviceKey, Vec<u8>)> {
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let key = DeviceKey::generate()?;
+    let csr = key.csr(cn)?;
+    attestca::pem::write_private_key(&out.join("device.key"), &key.pkcs8)?;
+    attestca::pem::write_file(&out.join("device.csr"), &csr, 0o644)?;
+    Ok((key, csr))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Cacerts { server, out } => {
+            let chain = client(&server, None)?.cacerts().await?;
+            let refs: Vec<&[u8]> = chain.iter().map(Vec::as_slice).collect();
+            attestca::pem::write_certificates(&out, &refs)?;
+            println!(
+                "{} CA certificates written to {}",
+                chain.len(),
+                out.display()
+            );
+        }
+        Command::Csr { out, cn } => {
+            write_key_and_csr(&out, &cn)?;
+            println!("wrote {0}/device.key and {0}/device.csr", out.display());
+        }
+        Command::Enroll {
+            server,
+            auth,
+            out,
+            cn,
+        } => {
+            if auth.rig_cert.is_none() && auth.basic_file.is_none() {
+                bail!("give --rig-cert/--rig-key or --basic-file");
+            }
+            let est = client(&server, Some(&auth))?;
+            let chain = est.cacerts().await.context("fetching cacerts")?;
+            let (_key, csr) = write_key_and_csr(&out, &cn)?;
+            let certificate = est.simpleenroll(&csr).await?;
+            check_chains(&certificate, &chain)?;
+            attestca::pem::write_certificates(&out.join("device.crt"), &[&certificate])?;
+            let cert = Certificate::from_der(&certificate)?;
+            println!(
+                "enrolled {cn}: serial {} written to {}",
+                hex::encode(cert.tbs_certificate().serial_number().as_bytes()),
+                out.join("device.crt").display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The end-of-line check: the certificate chains through the cacerts certificates (a CMS
+/// `SET OF`, so in no particular order) to a self-signed root among them.
+fn check_chains(certificate: &[u8], pool: &[Vec<u8>]) -> anyhow::Result<()> {
+    let parsed = pool
+        .iter()
+        .map(|d| Certificate::from_der(d))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut child = certificate.to_vec();
+    for _ in 0..=pool.len() {
+        let Some(i) = parsed
+            .iter()
+            .position(|p| attestca::verify::issued_by(&child, p))
+        else {
+            bail!("the certificate does not chain to the CA certificates from cacerts");
+        };
+        if pool[i] == child {
+            return Ok(()); // reached a self-signed root
+        }
+        child = pool[i].clone();
+    }
+    bail!("the cacerts chain loops")
+}

@@ -1,1 +1,238 @@
-fn main() {}
+//! `attestca`: the CA server and its operator commands.
+
+use std::io::Read;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use secrecy::SecretString;
+
+use attestca::config::{Config, LogFormat};
+use attestca::setup;
+
+#[derive(Parser)]
+#[command(
+    name = "attestca",
+    version,
+    about = "An issuing CA for hardware-backed device identity (EST, PKCS#11, SQL)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the CA: EST over HTTPS, health over plain HTTP.
+    Serve {
+        /// Production configuration file (TOML).
+        #[arg(long, conflicts_with = "dev", required_unless_present = "dev")]
+        config: Option<PathBuf>,
+        /// Zero-setup development run: SQLite, a software key and a dev PKI under --data-dir.
+        #[arg(long)]
+        dev: bool,
+        /// Development data directory.
+        #[arg(long, default_value = "attestca-dev", requires = "dev")]
+        data_dir: PathBuf,
+        /// Development EST (HTTPS) address.
+        #[arg(long, requires = "dev")]
+        est_addr: Option<SocketAddr>,
+        /// Development plain-HTTP address.
+        #[arg(long, requires = "dev")]
+        http_addr: Option<SocketAddr>,
+    },
+    /// Create the CA: a test install (self-signed root + issuing key in the signer), or the
+    /// issuing key plus a CSR for an external offline root.
+    Init {
+        #[arg(long)]
+        config: PathBuf,
+        /// Test/dev install: create a self-signed root (software key) and the issuing CA.
+        #[arg(long, conflicts_with = "csr_out", required_unless_present = "csr_out")]
+        test_root: bool,
+        /// With --test-root: also create a TLS server certificate for these names.
+        #[arg(long, value_delimiter = ',', requires = "test_root")]
+        tls_names: Vec<String>,
+        /// With --test-root: also create a rig CA (at rigs.trust_anchor_files[0]) and a rig
+        /// certificate with this CN (rig.crt / rig.key next to the CA chain).
+        #[arg(long, requires = "test_root")]
+        rig_cert: Option<String>,
+        /// Production: generate the issuing key in the signer and write a CSR (PEM) here.
+        #[arg(long)]
+        csr_out: Option<PathBuf>,
+    },
+    /// Install the issuing-CA certificate signed by the offline root.
+    ImportCa {
+        #[arg(long)]
+        config: PathBuf,
+        /// The signed issuing-CA certificate (PEM).
+        #[arg(long)]
+        cert: PathBuf,
+        /// Its issuers up to the root (PEM).
+        #[arg(long)]
+        chain: PathBuf,
+    },
+    /// Hash a password (read from standard input) for a rig account's password_hash.
+    HashPassword,
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ATTESTCA_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,cryptoki=off,sqlx=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("attestca: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve {
+            config,
+            dev,
+            data_dir,
+            est_addr,
+            http_addr,
+        } => {
+            let config = if dev {
+                init_logging(LogFormat::Text);
+                let (default_est, default_http) = setup::dev_default_addrs();
+                let data_dir = std::path::absolute(&data_dir)?;
+                let base = setup::dev_config(
+                    &data_dir,
+                    est_addr.unwrap_or(default_est),
+                    http_addr.unwrap_or(default_http),
+                )
+                .with_env_overrides()?;
+                let config = setup::ensure_dev_install(base)?;
+                print_dev_banner(&config);
+                config
+            } else {
+                let path = config.context("--config is required without --dev")?;
+                let config = Config::load(&path)?;
+                init_logging(config.server.log_format);
+                config
+            };
+            attestca::server::serve(&config, shutdown_signal()).await?;
+            Ok(())
+        }
+        Command::Init {
+            config,
+            test_root,
+            tls_names,
+            rig_cert,
+            csr_out,
+        } => {
+            init_logging(LogFormat::Text);
+            let config = Config::load(&config)?;
+            if test_root {
+                setup::init_test_root(
+                    &config,
+                    &setup::TestInstallExtras {
+                        tls_server_names: tls_names,
+                        rig_certificate: rig_cert,
+                    },
+                )?;
+                println!(
+                    "created the test CA: chain in {}",
+                    config.ca.chain_file.display()
+                );
+            } else if let Some(out) = csr_out {
+                let csr = setup::init_external_root(&config)?;
+                attestca::pem::write_file(
+                    &out,
+                    attestca::pem::encode("CERTIFICATE REQUEST", &csr).as_bytes(),
+                    0o644,
+                )?;
+                println!(
+                    "generated the issuing key in the signer; CSR for the offline root: {}\n\
+                     after signing it, run: attestca import-ca --config FILE --cert issuing.crt --chain root.pem",
+                    out.display()
+                );
+            }
+            Ok(())
+        }
+        Command::ImportCa {
+            config,
+            cert,
+            chain,
+        } => {
+            init_logging(LogFormat::Text);
+            let config = Config::load(&config)?;
+            setup::import_ca(&config, &cert, &chain)?;
+            println!(
+                "installed the issuing CA chain at {}",
+                config.ca.chain_file.display()
+            );
+            Ok(())
+        }
+        Command::HashPassword => {
+            let mut password = String::new();
+            std::io::stdin().read_to_string(&mut password)?;
+            let password = SecretString::from(password.trim_end_matches(['\r', '\n']).to_owned());
+            println!("{}", attestca::access::hash_password(&password)?);
+            Ok(())
+        }
+    }
+}
+
+fn print_dev_banner(config: &Config) {
+    let layout = setup::DevLayout {
+        data_dir: config.server.data_dir.clone(),
+    };
+    let est = config.server.est_addr;
+    println!(
+        "attestca development CA (SQLite + software key: NOT for production)\n\
+         \x20 data directory   {data}\n\
+         \x20 CA chain         {chain}\n\
+         \x20 rig certificate  {rig_crt} (key {rig_key})\n\
+         \x20 Basic-auth rig   {basic}\n\
+         \x20 EST (HTTPS)      https://{est}/.well-known/est/\n\
+         \x20 health (HTTP)    http://{http}/healthz\n\
+         enroll a device:\n\
+         \x20 attestca-rig enroll --server https://{est} --trust {chain} --rig-cert {rig_crt} --rig-key {rig_key} --out device-1 --cn device-1",
+        data = layout.data_dir.display(),
+        chain = layout.chain().display(),
+        rig_crt = layout.rig_cert().display(),
+        rig_key = layout.rig_key().display(),
+        basic = layout.rig_basic().display(),
+        http = config.server.http_addr,
+    );
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

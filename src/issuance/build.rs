@@ -53,9 +53,9 @@ pub fn random_serial() -> Vec<u8> {
 
 /// X.509 time from Unix seconds: UTCTime through 2049, GeneralizedTime after (RFC 5280 4.1.2.5).
 pub fn x509_time(unix: u64) -> Result<Time, der::Error> {
-    Ok(Time::from(DateTime::from_unix_duration(Duration::from_secs(
-        unix,
-    ))?))
+    Ok(Time::from(DateTime::from_unix_duration(
+        Duration::from_secs(unix),
+    )?))
 }
 
 impl CertificateSpec {

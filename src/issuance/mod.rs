@@ -13,9 +13,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use der::Encode;
 use x509_cert::Certificate;
+use x509_cert::SubjectPublicKeyInfo;
 use x509_cert::ext::pkix::name::GeneralName;
 use x509_cert::name::Name;
-use x509_cert::SubjectPublicKeyInfo;
 
 pub use build::{CertificateSpec, IssuedCertificate};
 pub use profile::IssuanceProfile;

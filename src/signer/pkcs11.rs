@@ -97,7 +97,11 @@ impl Pkcs11Signer {
             Attribute::Id(label),
         ];
         let (public, _private) = session
-            .generate_key_pair(&Mechanism::EccKeyPairGen, &public_template, &private_template)
+            .generate_key_pair(
+                &Mechanism::EccKeyPairGen,
+                &public_template,
+                &private_template,
+            )
             .map_err(p11("generate key pair"))?;
         let spki = read_public_key(&session, public, config.algorithm)?;
         tracing::info!(token = %config.token_label, key = %config.key_label, "generated the CA key inside the token (sensitive, non-extractable)");
@@ -165,7 +169,10 @@ impl Pkcs11Signer {
 
 fn connect(config: &Pkcs11SignerConfig) -> Result<(Pkcs11, Slot), SignerError> {
     let context = Pkcs11::new(&config.module).map_err(|e| {
-        SignerError::Config(format!("cannot load PKCS#11 module {}: {e}", config.module.display()))
+        SignerError::Config(format!(
+            "cannot load PKCS#11 module {}: {e}",
+            config.module.display()
+        ))
     })?;
     context
         .initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
@@ -225,7 +232,10 @@ fn find_key(
     Ok(found.into_iter().next())
 }
 
-fn find_private(session: &Session, config: &Pkcs11SignerConfig) -> Result<ObjectHandle, SignerError> {
+fn find_private(
+    session: &Session,
+    config: &Pkcs11SignerConfig,
+) -> Result<ObjectHandle, SignerError> {
     find_key(session, config, ObjectClass::PRIVATE_KEY)?.ok_or_else(|| {
         SignerError::KeyNotFound(format!(
             "no private key labelled {:?} in token {:?}",

@@ -100,8 +100,7 @@ impl Store {
     pub async fn connect(url: &SecretString, max_connections: u32) -> Result<Self, StoreError> {
         sqlx::any::install_default_drivers();
         let raw = url.expose_secret();
-        let (engine, url) = if raw.starts_with("postgres://") || raw.starts_with("postgresql://")
-        {
+        let (engine, url) = if raw.starts_with("postgres://") || raw.starts_with("postgresql://") {
             (Engine::Postgres, raw.to_owned())
         } else if let Some(path) = raw.strip_prefix("sqlite://") {
             if let Some(dir) = std::path::Path::new(path.split('?').next().unwrap_or(path)).parent()
@@ -131,7 +130,9 @@ impl Store {
         if engine == Engine::Sqlite {
             // WAL lets readers proceed while the writer commits; synchronous stays FULL (the
             // default) so that a commit is on disk before a certificate is returned.
-            sqlx::query("PRAGMA journal_mode=WAL").execute(&pool).await?;
+            sqlx::query("PRAGMA journal_mode=WAL")
+                .execute(&pool)
+                .await?;
         }
         let store = Self { pool, engine };
         store.migrate().await?;
@@ -140,8 +141,16 @@ impl Store {
 
     async fn migrate(&self) -> Result<(), StoreError> {
         match self.engine {
-            Engine::Postgres => sqlx::migrate!("./migrations/postgres").run(&self.pool).await?,
-            Engine::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&self.pool).await?,
+            Engine::Postgres => {
+                sqlx::migrate!("./migrations/postgres")
+                    .run(&self.pool)
+                    .await?
+            }
+            Engine::Sqlite => {
+                sqlx::migrate!("./migrations/sqlite")
+                    .run(&self.pool)
+                    .await?
+            }
         }
         Ok(())
     }
@@ -175,11 +184,11 @@ impl Store {
             " FROM certificates WHERE serial = (SELECT serial FROM issued_requests \
              WHERE requester = $1 AND csr_sha256 = $2 AND issued_at >= $3)"
         ))
-            .bind(requester)
-            .bind(csr_sha256)
-            .bind(since)
-            .fetch_optional(&self.pool)
-            .await?;
+        .bind(requester)
+        .bind(csr_sha256)
+        .bind(since)
+        .fetch_optional(&self.pool)
+        .await?;
         row.map(|r| certificate_from_row(&r)).transpose()
     }
 
@@ -190,9 +199,9 @@ impl Store {
             certificate_columns!(),
             " FROM certificates WHERE serial = $1"
         ))
-            .bind(serial)
-            .fetch_optional(&self.pool)
-            .await?;
+        .bind(serial)
+        .fetch_optional(&self.pool)
+        .await?;
         row.map(|r| certificate_from_row(&r)).transpose()
     }
 

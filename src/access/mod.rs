@@ -1,0 +1,251 @@
+//! Who is asking: factory rigs authenticated by TLS client certificate or HTTP Basic.
+//!
+//! The wire layer extracts what was presented ([`PresentedCredentials`]); this module decides
+//! who that is ([`Requester`]). Client certificates are resolved once per TLS connection
+//! ([`RigAuthenticator::identify_certificate`]), Basic credentials per request.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use aws_lc_rs::hmac;
+use rustls_pki_types::{CertificateDer, TrustAnchor, UnixTime};
+use secrecy::{ExposeSecret, SecretString};
+use subtle::ConstantTimeEq;
+
+use crate::config::{ConfigError, RigsConfig, read_secret, rig_password_env};
+
+/// How a requester proved who it is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthMethod {
+    ClientCertificate,
+    Basic,
+}
+
+/// An authenticated factory rig.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Requester {
+    /// The rig's name: the CN of its certificate, or its Basic account name.
+    pub name: String,
+    pub method: AuthMethod,
+}
+
+impl Requester {
+    /// The identity recorded in events and bound to retries: `tls:<name>` or `basic:<name>`.
+    pub fn id(&self) -> String {
+        match self.method {
+            AuthMethod::ClientCertificate => format!("tls:{}", self.name),
+            AuthMethod::Basic => format!("basic:{}", self.name),
+        }
+    }
+}
+
+/// What the TLS handshake established about the peer.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum PeerCertificate {
+    /// No client certificate was presented.
+    #[default]
+    None,
+    /// A certificate chaining to the rig trust anchors: a rig with this name.
+    Rig(String),
+    /// A certificate the TLS layer accepted but that names no rig.
+    Other(String),
+}
+
+/// Credentials presented with one request.
+#[derive(Clone, Debug, Default)]
+pub struct PresentedCredentials {
+    pub peer_certificate: PeerCertificate,
+    /// `(user, password)` from an `Authorization: Basic` header.
+    pub basic: Option<(String, SecretString)>,
+}
+
+/// Authentication failures.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum AuthError {
+    #[error("authentication required: present a rig client certificate or Basic credentials")]
+    Missing,
+    #[error("invalid credentials")]
+    Invalid,
+}
+
+/// Rig trust anchors and Basic accounts.
+pub struct RigAuthenticator {
+    anchors: Vec<TrustAnchor<'static>>,
+    accounts: HashMap<String, String>,
+    /// Per account, an HMAC (under a per-process key) of the last password that verified, so
+    /// that a rig at line rate pays for Argon2 once, not on every board.
+    verified: Mutex<HashMap<String, Vec<u8>>>,
+    cache_key: hmac::Key,
+}
+
+impl RigAuthenticator {
+    /// Loads trust anchors and accounts; hashes passwords given in the clear (env or file).
+    pub fn from_config(config: &RigsConfig) -> Result<Self, ConfigError> {
+        let mut anchors = Vec::new();
+        for path in &config.trust_anchor_files {
+            for der in crate::pem::read_certificate_ders(path)
+                .map_err(|e| ConfigError::Invalid(format!("rigs.trust_anchor_files: {e}")))?
+            {
+                let cert = CertificateDer::from(der);
+                let anchor = webpki::anchor_from_trusted_cert(&cert).map_err(|e| {
+                    ConfigError::Invalid(format!(
+                        "{}: not a usable trust anchor: {e:?}",
+                        path.display()
+                    ))
+                })?;
+                anchors.push(anchor.to_owned());
+            }
+        }
+        let mut accounts = HashMap::new();
+        for account in &config.accounts {
+            let hash = match &account.password_hash {
+                Some(hash) => {
+                    PasswordHash::new(hash).map_err(|e| {
+                        ConfigError::Invalid(format!(
+                            "rig account {}: password_hash: {e}",
+                            account.name
+                        ))
+                    })?;
+                    hash.clone()
+                }
+                None => {
+                    let password = read_secret(
+                        &format!("password of rig account {}", account.name),
+                        &rig_password_env(&account.name),
+                        account.password_file.as_deref(),
+                    )?;
+                    hash_password(&password)?
+                }
+            };
+            if accounts.insert(account.name.clone(), hash).is_some() {
+                return Err(ConfigError::Invalid(format!(
+                    "rig account {} is defined twice",
+                    account.name
+                )));
+            }
+        }
+        let mut key = [0u8; 32];
+        aws_lc_rs::rand::fill(&mut key)
+            .map_err(|_| ConfigError::Invalid("the system random generator failed".into()))?;
+        Ok(Self {
+            anchors,
+            accounts,
+            verified: Mutex::new(HashMap::new()),
+            cache_key: hmac::Key::new(hmac::HMAC_SHA256, &key),
+        })
+    }
+
+    /// The rig trust anchors as DER certificates, for the TLS client verifier.
+    pub fn has_anchors(&self) -> bool {
+        !self.anchors.is_empty()
+    }
+
+    /// Names the rig a client certificate chain belongs to, if it chains to a rig anchor,
+    /// is valid now and allows clientAuth.
+    pub fn identify_certificate(&self, chain: &[CertificateDer<'_>]) -> PeerCertificate {
+        let Some(end_entity) = chain.first() else {
+            return PeerCertificate::None;
+        };
+        let subject = common_name(end_entity).unwrap_or_default();
+        let Ok(cert) = webpki::EndEntityCert::try_from(end_entity) else {
+            return PeerCertificate::Other(subject);
+        };
+        let verified = cert.verify_for_usage(
+            webpki::ALL_VERIFICATION_ALGS,
+            &self.anchors,
+            &chain[1..],
+            UnixTime::now(),
+            webpki::KeyUsage::client_auth(),
+            None,
+            None,
+        );
+        match verified {
+            Ok(_) if !subject.is_empty() => PeerCertificate::Rig(subject),
+            _ => PeerCertificate::Other(subject),
+        }
+    }
+
+    /// Authenticates a request: a rig certificate wins; otherwise Basic credentials.
+    pub async fn authenticate(
+        &self,
+        presented: &PresentedCredentials,
+    ) -> Result<Requester, AuthError> {
+        if let PeerCertificate::Rig(name) = &presented.peer_certificate {
+            return Ok(Requester {
+                name: name.clone(),
+                method: AuthMethod::ClientCertificate,
+            });
+        }
+        let Some((user, password)) = &presented.basic else {
+            return Err(AuthError::Missing);
+        };
+        let Some(hash) = self.accounts.get(user) else {
+            // Spend the same effort as for a real account, so timing does not reveal names.
+            let _ = verify_blocking(DUMMY_HASH.clone(), password.clone()).await;
+            return Err(AuthError::Invalid);
+        };
+        let tag = hmac::sign(&self.cache_key, password.expose_secret().as_bytes());
+        if let Ok(cache) = self.verified.lock() {
+            if let Some(known) = cache.get(user) {
+                if bool::from(known.as_slice().ct_eq(tag.as_ref())) {
+                    return Ok(Requester {
+                        name: user.clone(),
+                        method: AuthMethod::Basic,
+                    });
+                }
+            }
+        }
+        if verify_blocking(hash.clone(), password.clone()).await {
+            if let Ok(mut cache) = self.verified.lock() {
+                cache.insert(user.clone(), tag.as_ref().to_vec());
+            }
+            Ok(Requester {
+                name: user.clone(),
+                method: AuthMethod::Basic,
+            })
+        } else {
+            Err(AuthError::Invalid)
+        }
+    }
+}
+
+/// An Argon2id hash of a random string, verified against when the account does not exist.
+static DUMMY_HASH: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    hash_password(&SecretString::from("no such account".to_owned())).unwrap_or_default()
+});
+
+async fn verify_blocking(hash: String, password: SecretString) -> bool {
+    tokio::task::spawn_blocking(move || {
+        PasswordHash::new(&hash)
+            .map(|parsed| {
+                Argon2::default()
+                    .verify_password(password.expose_secret().as_bytes(), &parsed)
+                    .is_ok()
+            })
+            .unwrap_or(false)
+    })
+    .await
+    .unwrap_or(false)
+}
+
+/// Hashes a password with Argon2id (default parameters) into a PHC string.
+pub fn hash_password(password: &SecretString) -> Result<String, ConfigError> {
+    let mut salt = [0u8; 16];
+    aws_lc_rs::rand::fill(&mut salt)
+        .map_err(|_| ConfigError::Invalid("the system random generator failed".into()))?;
+    let salt = SaltString::encode_b64(&salt)
+        .map_err(|e| ConfigError::Invalid(format!("password salt: {e}")))?;
+    Argon2::default()
+        .hash_password(password.expose_secret().as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| ConfigError::Invalid(format!("password hashing: {e}")))
+}
+
+/// The subject CN of a DER certificate, if it has one.
+pub fn common_name(der: &[u8]) -> Option<String> {
+    let cert = crate::pem::certificate_from_der(der).ok()?;
+    let cn = cert.tbs_certificate().subject().common_name().ok()??;
+    Some(cn.value().into_owned())
+}

@@ -1,0 +1,337 @@
+//! The registration authority: decides whether a request gets a certificate, and records why.
+//!
+//! Order of checks for `simpleenroll`: profile exists (404) → requester authenticated (401) →
+//! rig allowed on the profile (403) → CSR decodes, proves possession and fits the profile
+//! (400) → retry of an earlier request (same certificate back) → issue → commit → return.
+//! Every outcome, including refusals, becomes an enrollment event.
+
+pub mod csr;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use der::Encode;
+use sha2::{Digest, Sha256};
+
+use crate::access::{AuthError, PresentedCredentials, Requester, RigAuthenticator};
+use crate::issuance::{IssuanceError, IssuanceProfile, IssuingCa, LeafRequest, unix_seconds};
+use crate::store::ledger::{Committed, Ledger, LedgerEntry};
+use crate::store::{CertificateRecord, EnrollmentEvent, Store, StoreError};
+
+/// Why an enrollment did not produce a certificate. Each variant has a stable reason code.
+#[derive(Debug, thiserror::Error)]
+pub enum EnrollmentError {
+    #[error("no issuance profile is labelled {0:?}")]
+    UnknownProfile(String),
+    #[error("{0}")]
+    Unauthenticated(AuthError),
+    #[error("rig {rig:?} is not allowed to enroll on profile {profile:?}")]
+    NotAuthorized { rig: String, profile: String },
+    #[error("{detail}")]
+    BadRequest { code: &'static str, detail: String },
+    #[error("{detail}")]
+    Forbidden { code: &'static str, detail: String },
+    #[error("the CA cannot complete this request now: {detail}")]
+    Unavailable { code: &'static str, detail: String },
+}
+
+/// The class of a refusal, for the wire layer to map to a status code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RefusalKind {
+    NotFound,
+    Unauthenticated,
+    Forbidden,
+    BadRequest,
+    Unavailable,
+}
+
+impl EnrollmentError {
+    /// A stable, documented reason code (`csr.bad_signature`, `auth.missing`, ...).
+    pub fn reason_code(&self) -> &'static str {
+        match self {
+            EnrollmentError::UnknownProfile(_) => "profile.unknown",
+            EnrollmentError::Unauthenticated(AuthError::Missing) => "auth.missing",
+            EnrollmentError::Unauthenticated(AuthError::Invalid) => "auth.invalid",
+            EnrollmentError::NotAuthorized { .. } => "auth.not_allowed_on_profile",
+            EnrollmentError::BadRequest { code, .. }
+            | EnrollmentError::Forbidden { code, .. }
+            | EnrollmentError::Unavailable { code, .. } => code,
+        }
+    }
+
+    /// How the wire layer should answer.
+    pub fn kind(&self) -> RefusalKind {
+        match self {
+            EnrollmentError::UnknownProfile(_) => RefusalKind::NotFound,
+            EnrollmentError::Unauthenticated(_) => RefusalKind::Unauthenticated,
+            EnrollmentError::NotAuthorized { .. } | EnrollmentError::Forbidden { .. } => {
+                RefusalKind::Forbidden
+            }
+            EnrollmentError::BadRequest { .. } => RefusalKind::BadRequest,
+            EnrollmentError::Unavailable { .. } => RefusalKind::Unavailable,
+        }
+    }
+
+    fn storage(e: StoreError) -> Self {
+        tracing::error!(error = %e, "storage failure during enrollment");
+        EnrollmentError::Unavailable {
+            code: "storage.unavailable",
+            detail: "the certificate store is unavailable; retry later".into(),
+        }
+    }
+
+    fn issuance(e: IssuanceError) -> Self {
+        tracing::error!(error = %e, "issuance failure");
+        EnrollmentError::Unavailable {
+            code: "signer.unavailable",
+            detail: "the CA could not sign; retry later".into(),
+        }
+    }
+}
+
+/// One `simpleenroll` request, as the wire layer hands it over.
+#[derive(Debug)]
+pub struct EnrollRequest {
+    /// The EST label; `None` for the default profile.
+    pub label: Option<String>,
+    pub credentials: PresentedCredentials,
+    pub csr_der: Vec<u8>,
+    /// Client address, for the event.
+    pub peer: Option<String>,
+}
+
+/// A successful enrollment.
+#[derive(Debug, Clone)]
+pub struct Enrolled {
+    pub certificate_der: Vec<u8>,
+    pub serial: String,
+    /// True when this is the certificate issued earlier for the same CSR and rig.
+    pub retried: bool,
+}
+
+/// The registration authority and everything it needs.
+pub struct EnrollmentService {
+    profiles: HashMap<String, IssuanceProfile>,
+    ca: Arc<IssuingCa>,
+    store: Store,
+    ledger: Ledger,
+    rigs: Arc<RigAuthenticator>,
+    retry_window_secs: i64,
+    issuer_key_id: Vec<u8>,
+}
+
+const OPERATION_ENROLL: &str = "simpleenroll";
+
+impl EnrollmentService {
+    /// Assembles the service.
+    pub fn new(
+        profiles: HashMap<String, IssuanceProfile>,
+        ca: Arc<IssuingCa>,
+        store: Store,
+        ledger: Ledger,
+        rigs: Arc<RigAuthenticator>,
+        retry_window_secs: u64,
+    ) -> Self {
+        let issuer_key_id = crate::issuance::extensions::key_identifier(ca.signer().public_key());
+        Self {
+            profiles,
+            ca,
+            store,
+            ledger,
+            rigs,
+            retry_window_secs: i64::try_from(retry_window_secs).unwrap_or(i64::MAX),
+            issuer_key_id,
+        }
+    }
+
+    /// The profile for a label (`None` = default), if configured.
+    pub fn profile(&self, label: Option<&str>) -> Option<&IssuanceProfile> {
+        self.profiles
+            .get(label.unwrap_or(crate::config::DEFAULT_PROFILE))
+    }
+
+    /// The issuing CA.
+    pub fn ca(&self) -> &IssuingCa {
+        &self.ca
+    }
+
+    /// Handles `simpleenroll`: decides, issues, commits, and records the event.
+    pub async fn enroll(&self, request: EnrollRequest) -> Result<Enrolled, EnrollmentError> {
+        let now = SystemTime::now();
+        let profile_name = request
+            .label
+            .clone()
+            .unwrap_or_else(|| crate::config::DEFAULT_PROFILE.to_owned());
+        let mut event = EnrollmentEvent {
+            occurred_at: unix_seconds(now) as i64,
+            operation: OPERATION_ENROLL.into(),
+            profile: profile_name,
+            peer: request.peer.clone(),
+            ..Default::default()
+        };
+        let result = self.decide_and_issue(&request, now, &mut event).await;
+        match &result {
+            Ok(_) => {} // the ledger committed the event together with the certificate
+            Err(refusal) => {
+                event.outcome = match refusal.kind() {
+                    RefusalKind::Unavailable => "failed",
+                    _ => "refused",
+                }
+                .into();
+                event.reason = refusal.reason_code().into();
+                event.detail = refusal.to_string();
+                if let Err(e) = self.ledger.commit(LedgerEntry::Event(event)).await {
+                    tracing::error!(error = %e, "could not record a refused enrollment");
+                }
+            }
+        }
+        result
+    }
+
+    async fn decide_and_issue(
+        &self,
+        request: &EnrollRequest,
+        now: SystemTime,
+        event: &mut EnrollmentEvent,
+    ) -> Result<Enrolled, EnrollmentError> {
+        let profile = self
+            .profile(request.label.as_deref())
+            .ok_or_else(|| EnrollmentError::UnknownProfile(event.profile.clone()))?;
+        let requester = self
+            .rigs
+            .authenticate(&request.credentials)
+            .await
+            .map_err(EnrollmentError::Unauthenticated)?;
+        event.requester = Some(requester.id());
+        if !profile.allows_rig(&requester.name) {
+            return Err(EnrollmentError::NotAuthorized {
+                rig: requester.name.clone(),
+                profile: profile.label.clone(),
+            });
+        }
+        event.csr_sha256 = Some(Sha256::digest(&request.csr_der).to_vec());
+        let csr = csr::validate(&request.csr_der, profile)?;
+
+        let window_start = event.occurred_at - self.retry_window_secs;
+        if let Some(earlier) = self
+            .store
+            .find_recent_issue(&requester.id(), &csr.sha256, window_start)
+            .await
+            .map_err(EnrollmentError::storage)?
+        {
+            return self.resend(earlier, event).await;
+        }
+        self.issue(profile, &requester, &csr, now, event, window_start)
+            .await
+    }
+
+    async fn resend(
+        &self,
+        earlier: CertificateRecord,
+        event: &mut EnrollmentEvent,
+    ) -> Result<Enrolled, EnrollmentError> {
+        event.outcome = "retried".into();
+        event.reason = "enroll.retry".into();
+        event.serial = Some(earlier.serial.clone());
+        self.ledger
+            .commit(LedgerEntry::Event(event.clone()))
+            .await
+            .map_err(EnrollmentError::storage)?;
+        Ok(Enrolled {
+            certificate_der: earlier.der,
+            serial: earlier.serial,
+            retried: true,
+        })
+    }
+
+    async fn issue(
+        &self,
+        profile: &IssuanceProfile,
+        requester: &Requester,
+        csr: &csr::ValidatedCsr,
+        now: SystemTime,
+        event: &mut EnrollmentEvent,
+        window_start: i64,
+    ) -> Result<Enrolled, EnrollmentError> {
+        let leaf = LeafRequest {
+            subject: csr.subject.clone(),
+            public_key: csr.public_key.clone(),
+            subject_alt_names: csr.subject_alt_names.clone(),
+        };
+        let spki_der = csr
+            .public_key
+            .to_der()
+            .map_err(|e| EnrollmentError::issuance(e.into()))?;
+        // A serial collision is a 2^-120 event; three attempts make it a non-event.
+        for _ in 0..3 {
+            let ca = Arc::clone(&self.ca);
+            let (p, l) = (profile.clone(), leaf.clone());
+            let issued = tokio::task::spawn_blocking(move || ca.issue(&p, &l, now))
+                .await
+                .map_err(|e| EnrollmentError::Unavailable {
+                    code: "signer.unavailable",
+                    detail: e.to_string(),
+                })?
+                .map_err(EnrollmentError::issuance)?;
+            event.outcome = "issued".into();
+            event.reason = "enroll.issued".into();
+            event.serial = Some(issued.serial_hex.clone());
+            let record = CertificateRecord {
+                serial: issued.serial_hex.clone(),
+                der: issued.der.clone(),
+                issuer_key_id: self.issuer_key_id.clone(),
+                subject: csr.subject.to_string(),
+                sans: csr::describe_alt_names(&csr.subject_alt_names),
+                spki_sha256: Sha256::digest(&spki_der).to_vec(),
+                profile: profile.label.clone(),
+                not_before: issued.not_before as i64,
+                not_after: issued.not_after as i64,
+                status: "active".into(),
+                revoked_at: None,
+                revocation_reason: None,
+                requester: requester.id(),
+                device_identity: None,
+                csr_sha256: csr.sha256.clone(),
+                issued_at: event.occurred_at,
+            };
+            let committed = self
+                .ledger
+                .commit(LedgerEntry::Issued {
+                    certificate: Box::new(record),
+                    event: event.clone(),
+                    retry_window_start: window_start,
+                })
+                .await
+                .map_err(EnrollmentError::storage)?;
+            match committed {
+                Committed::Stored => {
+                    tracing::info!(serial = %issued.serial_hex, rig = %requester.id(), profile = %profile.label, "issued");
+                    return Ok(Enrolled {
+                        certificate_der: issued.der,
+                        serial: issued.serial_hex,
+                        retried: false,
+                    });
+                }
+                Committed::AlreadyIssued { serial } => {
+                    let earlier = self
+                        .store
+                        .certificate(&serial)
+                        .await
+                        .map_err(EnrollmentError::storage)?
+                        .ok_or_else(|| EnrollmentError::storage(StoreError::WriterGone))?;
+                    return Ok(Enrolled {
+                        certificate_der: earlier.der,
+                        serial,
+                        retried: true,
+                    });
+                }
+                Committed::SerialCollision => continue,
+            }
+        }
+        Err(EnrollmentError::Unavailable {
+            code: "issuance.serial_collision",
+            detail: "could not allocate a unique serial number".into(),
+        })
+    }
+}

@@ -1,0 +1,294 @@
+//! The EST wire protocol: routes, request decoding and response encoding.
+//!
+//! Handlers are thin: they turn HTTP into an [`EnrollRequest`], call the registration
+//! authority, and turn its answer into EST's media types. Refusals are mapped to status codes
+//! in exactly one place, [`refusal_response`].
+
+pub mod codec;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use base64::Engine;
+use const_oid::db::rfc5912::{
+    ECDSA_WITH_SHA_256, ECDSA_WITH_SHA_384, ID_EC_PUBLIC_KEY, SECP_256_R_1, SECP_384_R_1,
+};
+use der::Encode;
+use secrecy::SecretString;
+use x509_cert::attr::Attribute;
+
+use crate::access::PresentedCredentials;
+use crate::config::DeviceKeyAlgorithm;
+use crate::enrollment::{EnrollRequest, EnrollmentError, EnrollmentService, RefusalKind};
+use crate::issuance::IssuanceProfile;
+use crate::server::ConnectionInfo;
+
+/// EST operation names; a profile label may not be one of them.
+pub const OPERATIONS: &[&str] = &[
+    "cacerts",
+    "simpleenroll",
+    "simplereenroll",
+    "csrattrs",
+    "serverkeygen",
+    "fullcmc",
+    "nonce",
+];
+
+const PKCS7_CERTS_ONLY: &str = "application/pkcs7-mime; smime-type=certs-only";
+const PKCS7: &str = "application/pkcs7-mime";
+const CSRATTRS: &str = "application/csrattrs";
+const REALM: &str = "Basic realm=\"attestca EST\", charset=\"UTF-8\"";
+
+/// Shared state of the EST routes.
+pub struct EstState {
+    enrollment: Arc<EnrollmentService>,
+    /// The cacerts response body, encoded once.
+    cacerts: Bytes,
+}
+
+impl EstState {
+    /// Prepares the state; fails if the CA chain cannot be encoded.
+    pub fn new(enrollment: Arc<EnrollmentService>) -> Result<Self, der::Error> {
+        let der = codec::certs_only(enrollment.ca().chain_der())?;
+        Ok(Self {
+            cacerts: Bytes::from(codec::encode_body(&der)),
+            enrollment,
+        })
+    }
+}
+
+/// The EST routes under `/.well-known/est/`, with and without a label.
+pub fn router(state: Arc<EstState>, max_request_bytes: usize) -> Router {
+    Router::new()
+        .route("/.well-known/est/cacerts", get(cacerts))
+        .route("/.well-known/est/{label}/cacerts", get(cacerts_labelled))
+        .route("/.well-known/est/csrattrs", get(csrattrs))
+        .route("/.well-known/est/{label}/csrattrs", get(csrattrs_labelled))
+        .route("/.well-known/est/simpleenroll", post(simpleenroll))
+        .route(
+            "/.well-known/est/{label}/simpleenroll",
+            post(simpleenroll_labelled),
+        )
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(max_request_bytes))
+        .with_state(state)
+}
+
+fn text(status: StatusCode, message: impl Into<String>) -> Response {
+    let mut body = message.into();
+    body.push('\n');
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        body,
+    )
+        .into_response()
+}
+
+fn base64_response(content_type: &'static str, body: impl Into<Bytes>) -> Response {
+    (
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, content_type),
+            // Deprecated by RFC 8951 but still expected by deployed clients.
+            (
+                header::HeaderName::from_static("content-transfer-encoding"),
+                "base64",
+            ),
+        ],
+        body.into(),
+    )
+        .into_response()
+}
+
+async fn not_found() -> Response {
+    text(StatusCode::NOT_FOUND, "no such EST resource")
+}
+
+fn unknown_label(label: &str) -> Response {
+    text(
+        StatusCode::NOT_FOUND,
+        format!("profile.unknown: no issuance profile is labelled {label:?}"),
+    )
+}
+
+async fn cacerts(State(state): State<Arc<EstState>>) -> Response {
+    base64_response(PKCS7, state.cacerts.clone())
+}
+
+async fn cacerts_labelled(
+    State(state): State<Arc<EstState>>,
+    Path(label): Path<String>,
+) -> Response {
+    if state.enrollment.profile(Some(&label)).is_none() {
+        return unknown_label(&label);
+    }
+    cacerts(State(state)).await
+}
+
+async fn csrattrs(State(state): State<Arc<EstState>>) -> Response {
+    match state.enrollment.profile(None) {
+        Some(profile) => csrattrs_for(profile),
+        None => unknown_label(crate::config::DEFAULT_PROFILE),
+    }
+}
+
+async fn csrattrs_labelled(
+    State(state): State<Arc<EstState>>,
+    Path(label): Path<String>,
+) -> Response {
+    match state.enrollment.profile(Some(&label)) {
+        Some(profile) => csrattrs_for(profile),
+        None => unknown_label(&label),
+    }
+}
+
+/// CSR attributes the profile asks for: when it accepts exactly one EC curve, that curve (as
+/// an id-ecPublicKey attribute, RFC 8951 §4) and its hash; otherwise no requirements.
+fn csrattrs_for(profile: &IssuanceProfile) -> Response {
+    let wanted = match profile.key_algorithms.as_slice() {
+        [DeviceKeyAlgorithm::P256] => Some((SECP_256_R_1, ECDSA_WITH_SHA_256)),
+        [DeviceKeyAlgorithm::P384] => Some((SECP_384_R_1, ECDSA_WITH_SHA_384)),
+        _ => None,
+    };
+    let encoded = (|| -> Result<Vec<u8>, der::Error> {
+        let mut elements = Vec::new();
+        if let Some((curve, hash)) = wanted {
+            let attribute = Attribute {
+                oid: ID_EC_PUBLIC_KEY,
+                values: der::asn1::SetOfVec::try_from(vec![der::asn1::Any::encode_from(&curve)?])?,
+            };
+            elements.push(attribute.to_der()?);
+            elements.push(hash.to_der()?);
+        }
+        codec::csr_attrs(&elements)
+    })();
+    match encoded {
+        Ok(der) => base64_response(CSRATTRS, codec::encode_body(&der)),
+        Err(e) => text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("csrattrs encoding: {e}"),
+        ),
+    }
+}
+
+async fn simpleenroll(
+    State(state): State<Arc<EstState>>,
+    connection: Option<axum::Extension<ConnectionInfo>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    enroll(state, None, connection.map(|c| c.0), headers, body).await
+}
+
+async fn simpleenroll_labelled(
+    State(state): State<Arc<EstState>>,
+    Path(label): Path<String>,
+    connection: Option<axum::Extension<ConnectionInfo>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    enroll(state, Some(label), connection.map(|c| c.0), headers, body).await
+}
+
+async fn enroll(
+    state: Arc<EstState>,
+    label: Option<String>,
+    connection: Option<ConnectionInfo>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Some(l) = &label {
+        if state.enrollment.profile(Some(l)).is_none() {
+            return unknown_label(l);
+        }
+    }
+    if !is_content_type(&headers, "application/pkcs10") {
+        return text(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "request.content_type: simpleenroll takes Content-Type: application/pkcs10 (base64 of a DER CSR)",
+        );
+    }
+    let csr_der = match codec::decode_body(&body) {
+        Ok(der) => der,
+        Err(reason) => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                format!("request.encoding: {reason}"),
+            );
+        }
+    };
+    let connection = connection.unwrap_or_default();
+    let credentials = PresentedCredentials {
+        peer_certificate: connection.peer_certificate,
+        basic: basic_credentials(&headers),
+    };
+    let request = EnrollRequest {
+        label,
+        credentials,
+        csr_der,
+        peer: connection.peer_addr.map(|a| a.to_string()),
+    };
+    match state.enrollment.enroll(request).await {
+        Ok(enrolled) => match codec::certs_only(&[enrolled.certificate_der]) {
+            Ok(der) => base64_response(PKCS7_CERTS_ONLY, codec::encode_body(&der)),
+            Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("encoding: {e}")),
+        },
+        Err(refusal) => refusal_response(&refusal),
+    }
+}
+
+/// Maps a registration-authority refusal to HTTP, once for all EST operations.
+pub fn refusal_response(refusal: &EnrollmentError) -> Response {
+    let status = match refusal.kind() {
+        RefusalKind::NotFound => StatusCode::NOT_FOUND,
+        RefusalKind::Unauthenticated => StatusCode::UNAUTHORIZED,
+        RefusalKind::Forbidden => StatusCode::FORBIDDEN,
+        RefusalKind::BadRequest => StatusCode::BAD_REQUEST,
+        RefusalKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    let mut response = text(status, format!("{}: {refusal}", refusal.reason_code()));
+    let headers = response.headers_mut();
+    match status {
+        StatusCode::UNAUTHORIZED => {
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(REALM));
+        }
+        StatusCode::SERVICE_UNAVAILABLE => {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        }
+        _ => {}
+    }
+    response
+}
+
+fn is_content_type(headers: &HeaderMap, expected: &str) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case(expected))
+}
+
+/// `Authorization: Basic` credentials, if present and well-formed. A malformed header is
+/// treated as wrong credentials by the caller (it yields a user no account has).
+fn basic_credentials(headers: &HeaderMap) -> Option<(String, SecretString)> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, encoded) = value.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()
+        .and_then(|d| String::from_utf8(d).ok())
+        .unwrap_or_default();
+    match decoded.split_once(':') {
+        Some((user, password)) => Some((user.to_owned(), SecretString::from(password.to_owned()))),
+        None => Some((String::new(), SecretString::from(String::new()))),
+    }
+}

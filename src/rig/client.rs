@@ -1,0 +1,147 @@
+//! A small EST client (RFC 7030) over rustls, for rigs and tests.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, anyhow, bail};
+use der::{Decode, Encode};
+use rustls::RootCertStore;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::est::codec;
+
+/// How a rig authenticates.
+pub enum RigCredentials {
+    None,
+    ClientCertificate {
+        chain_pem: Vec<u8>,
+        key_pem: Vec<u8>,
+    },
+    Basic {
+        user: String,
+        password: SecretString,
+    },
+}
+
+/// A TLS client configuration trusting `trust_pem` and presenting an optional client identity.
+pub fn tls_config(
+    trust_pem: &Path,
+    identity: Option<(&Path, &Path)>,
+) -> anyhow::Result<rustls::ClientConfig> {
+    let mut roots = RootCertStore::empty();
+    for der in crate::pem::read_certificate_ders(trust_pem)? {
+        roots.add(CertificateDer::from(der))?;
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots);
+    Ok(match identity {
+        None => builder.with_no_client_auth(),
+        Some((cert, key)) => {
+            let chain = crate::pem::read_certificate_ders(cert)?
+                .into_iter()
+                .map(CertificateDer::from)
+                .collect();
+            let key =
+                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(crate::pem::read_private_key(key)?));
+            builder.with_client_auth_cert(chain, key)?
+        }
+    })
+}
+
+/// An EST server, optionally under a label.
+pub struct EstClient {
+    http: reqwest::Client,
+    base: String,
+    basic: Option<(String, SecretString)>,
+}
+
+impl EstClient {
+    /// `server` is `https://host:port`; `label` selects a profile.
+    pub fn new(
+        server: &str,
+        label: Option<&str>,
+        tls: rustls::ClientConfig,
+        basic: Option<(String, SecretString)>,
+    ) -> anyhow::Result<Self> {
+        let http = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls)
+            .timeout(std::time::Duration::from_secs(30))
+            .build()?;
+        let base = match label {
+            Some(l) => format!("{}/.well-known/est/{l}", server.trim_end_matches('/')),
+            None => format!("{}/.well-known/est", server.trim_end_matches('/')),
+        };
+        Ok(Self { http, base, basic })
+    }
+
+    /// `GET cacerts`: the CA chain as DER certificates.
+    pub async fn cacerts(&self) -> anyhow::Result<Vec<Vec<u8>>> {
+        let response = self
+            .http
+            .get(format!("{}/cacerts", self.base))
+            .send()
+            .await?;
+        let status = response.status();
+        let body = response.bytes().await?;
+        if !status.is_success() {
+            bail!(
+                "cacerts: HTTP {status}: {}",
+                String::from_utf8_lossy(&body).trim()
+            );
+        }
+        certificates_from_pkcs7(&codec::decode_body(&body).map_err(|e| anyhow!("cacerts: {e}"))?)
+    }
+
+    /// `POST simpleenroll`: returns the issued certificate (DER).
+    pub async fn simpleenroll(&self, csr_der: &[u8]) -> anyhow::Result<Vec<u8>> {
+        let mut request = self
+            .http
+            .post(format!("{}/simpleenroll", self.base))
+            .header("Content-Type", "application/pkcs10")
+            .body(codec::encode_body(csr_der));
+        if let Some((user, password)) = &self.basic {
+            request = request.basic_auth(user, Some(password.expose_secret()));
+        }
+        let response = request.send().await.context("simpleenroll")?;
+        let status = response.status();
+        let body = response.bytes().await?;
+        if !status.is_success() {
+            bail!(
+                "simpleenroll: HTTP {status}: {}",
+                String::from_utf8_lossy(&body).trim()
+            );
+        }
+        let certs = certificates_from_pkcs7(
+            &codec::decode_body(&body).map_err(|e| anyhow!("simpleenroll: {e}"))?,
+        )?;
+        match certs.as_slice() {
+            [one] => Ok(one.clone()),
+            _ => bail!(
+                "simpleenroll: expected one certificate, got {}",
+                certs.len()
+            ),
+        }
+    }
+}
+
+/// The certificates of a certs-only CMS SignedData.
+pub fn certificates_from_pkcs7(der: &[u8]) -> anyhow::Result<Vec<Vec<u8>>> {
+    use cms::cert::CertificateChoices;
+    use cms::signed_data::SignedData;
+    let info = cms::content_info::ContentInfo::from_der(der).context("not a CMS ContentInfo")?;
+    let signed: SignedData = info.content.decode_as().context("not a SignedData")?;
+    let mut out = Vec::new();
+    for choice in signed
+        .certificates
+        .map(|c| c.0.into_vec())
+        .unwrap_or_default()
+    {
+        if let CertificateChoices::Certificate(cert) = choice {
+            out.push(cert.to_der()?);
+        }
+    }
+    Ok(out)
+}

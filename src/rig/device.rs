@@ -1,0 +1,72 @@
+//! Device keys and CSRs, as a rig makes them for a board.
+
+use std::str::FromStr;
+
+use der::asn1::SetOfVec;
+use der::{Decode, Encode};
+use p256::ecdsa::{DerSignature, SigningKey};
+use p256::pkcs8::DecodePrivateKey;
+use signature::Signer as _;
+use x509_cert::AlgorithmIdentifier;
+use x509_cert::name::Name;
+use x509_cert::request::{CertReq, CertReqInfo, Version};
+
+use crate::asn1::SignedEnvelope;
+use crate::signer::CaKeyAlgorithm;
+
+/// A P-256 device key with its PKCS#8 encoding.
+pub struct DeviceKey {
+    pub pkcs8: Vec<u8>,
+    signing: SigningKey,
+}
+
+impl DeviceKey {
+    /// Generates a new P-256 key.
+    pub fn generate() -> anyhow::Result<Self> {
+        let pkcs8 = crate::signer::software::generate_pkcs8(CaKeyAlgorithm::EcdsaP256)?;
+        Self::from_pkcs8(&pkcs8)
+    }
+
+    /// Loads a P-256 PKCS#8 key.
+    pub fn from_pkcs8(pkcs8: &[u8]) -> anyhow::Result<Self> {
+        let signing = SigningKey::from_pkcs8_der(pkcs8)
+            .map_err(|e| anyhow::anyhow!("not a P-256 PKCS#8 key: {e}"))?;
+        Ok(Self {
+            pkcs8: pkcs8.to_vec(),
+            signing,
+        })
+    }
+
+    /// A PKCS#10 CSR (DER) for this key with subject `CN=<cn>`, signed ecdsa-with-SHA256.
+    pub fn csr(&self, cn: &str) -> anyhow::Result<Vec<u8>> {
+        let subject = Name::from_str(&format!("CN={}", escape_rdn(cn)))
+            .map_err(|e| anyhow::anyhow!("CN {cn:?}: {e}"))?;
+        let public_key = CaKeyAlgorithm::EcdsaP256
+            .spki_from_point(self.signing.verifying_key().to_sec1_point(false).as_bytes())?;
+        let info = CertReqInfo {
+            version: Version::V1,
+            subject,
+            public_key,
+            attributes: SetOfVec::new(),
+        };
+        let info_der = info.to_der()?;
+        let signature: DerSignature = self.signing.sign(&info_der);
+        let algorithm: AlgorithmIdentifier = CaKeyAlgorithm::EcdsaP256.signature_algorithm();
+        let der = SignedEnvelope::assemble(&info_der, algorithm, signature.as_bytes())?;
+        CertReq::from_der(&der)?;
+        Ok(der)
+    }
+}
+
+fn escape_rdn(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for (i, c) in value.chars().enumerate() {
+        if matches!(c, ',' | '+' | '"' | '\\' | '<' | '>' | ';' | '=')
+            || (i == 0 && (c == '#' || c == ' '))
+        {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}

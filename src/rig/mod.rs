@@ -1,0 +1,4 @@
+//! The factory-rig side of EST: device keys and CSRs, and an EST client.
+
+pub mod client;
+pub mod device;

@@ -1,0 +1,211 @@
+//! The processes' listeners: HTTPS for EST, plain HTTP for health (and, later, OCSP, CRLs and
+//! metrics), and the wiring of every layer from a [`Config`].
+
+pub mod tls;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::StatusCode;
+use axum::routing::get;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+use tower::ServiceExt;
+
+use crate::access::{PeerCertificate, RigAuthenticator};
+use crate::config::Config;
+use crate::enrollment::EnrollmentService;
+use crate::est::EstState;
+use crate::issuance::{IssuanceProfile, IssuingCa};
+use crate::store::Store;
+use crate::store::ledger::Ledger;
+
+/// What the connection established, attached to every request on it.
+#[derive(Clone, Debug, Default)]
+pub struct ConnectionInfo {
+    pub peer_addr: Option<SocketAddr>,
+    pub peer_certificate: PeerCertificate,
+}
+
+/// Start-up failures.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Signer(#[from] crate::signer::SignerError),
+    #[error(transparent)]
+    Issuance(#[from] crate::issuance::IssuanceError),
+    #[error("CA certificates: {0}")]
+    Pem(#[from] crate::pem::PemError),
+    #[error("{what} {addr}: {source}")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("encoding: {0}")]
+    Encoding(#[from] der::Error),
+}
+
+/// A CA assembled from configuration, ready to serve.
+pub struct Assembled {
+    pub enrollment: Arc<EnrollmentService>,
+    pub rigs: Arc<RigAuthenticator>,
+    pub store: Store,
+    pub tls: Arc<rustls::ServerConfig>,
+}
+
+/// Opens the signer, the store and the CA certificates, and assembles the services.
+pub async fn assemble(config: &Config) -> Result<Assembled, ServerError> {
+    let signer = crate::signer::open(&config.resolve_signer()?)?;
+    let chain = crate::pem::read_certificate_ders(&config.ca.chain_file).map_err(|e| {
+        crate::config::ConfigError::Invalid(format!(
+            "{e} (create the CA with `attestca init` first)"
+        ))
+    })?;
+    let ca = Arc::new(IssuingCa::new(chain, signer)?);
+    let store = Store::connect(
+        &config.resolve_database_url()?,
+        config.database.max_connections,
+    )
+    .await?;
+    tracing::info!(engine = store.engine().name(), "database ready");
+    let ledger = Ledger::start(store.clone(), config.database.write_batch_max);
+    let rigs = Arc::new(RigAuthenticator::from_config(&config.rigs)?);
+    let profiles = config
+        .profiles
+        .iter()
+        .map(|(label, p)| Ok((label.clone(), IssuanceProfile::from_config(label, p)?)))
+        .collect::<Result<HashMap<_, _>, crate::config::ConfigError>>()?;
+    let enrollment = Arc::new(EnrollmentService::new(
+        profiles,
+        ca,
+        store.clone(),
+        ledger,
+        Arc::clone(&rigs),
+        config.database.retry_window_secs,
+    ));
+    let tls = Arc::new(tls::server_config(config)?);
+    Ok(Assembled {
+        enrollment,
+        rigs,
+        store,
+        tls,
+    })
+}
+
+/// Runs both listeners until `shutdown` completes.
+pub async fn serve(
+    config: &Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let assembled = assemble(config).await?;
+    let est_listener = TcpListener::bind(config.server.est_addr)
+        .await
+        .map_err(|source| ServerError::Bind {
+            what: "EST (HTTPS) listener",
+            addr: config.server.est_addr,
+            source,
+        })?;
+    let http_listener = TcpListener::bind(config.server.http_addr)
+        .await
+        .map_err(|source| ServerError::Bind {
+            what: "plain-HTTP listener",
+            addr: config.server.http_addr,
+            source,
+        })?;
+    let est_app = crate::est::router(
+        Arc::new(EstState::new(Arc::clone(&assembled.enrollment))?),
+        config.server.max_request_bytes,
+    );
+    let http_app = health_router();
+    tracing::info!(est = %config.server.est_addr, http = %config.server.http_addr, "attestca serving");
+
+    let handshake_timeout = Duration::from_secs(config.server.tls_handshake_timeout_secs.max(1));
+    let est = tokio::spawn(serve_tls(
+        est_listener,
+        assembled.tls,
+        assembled.rigs,
+        est_app,
+        handshake_timeout,
+    ));
+    let http = tokio::spawn(async move {
+        if let Err(e) = axum::serve(http_listener, http_app).await {
+            tracing::error!(error = %e, "plain-HTTP listener failed");
+        }
+    });
+    shutdown.await;
+    tracing::info!("shutting down");
+    est.abort();
+    http.abort();
+    Ok(())
+}
+
+fn health_router() -> Router {
+    Router::new().route("/healthz", get(|| async { (StatusCode::OK, "ok\n") }))
+}
+
+async fn serve_tls(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    rigs: Arc<RigAuthenticator>,
+    app: Router,
+    handshake_timeout: Duration,
+) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    loop {
+        let (tcp, peer_addr) = match listener.accept().await {
+            Ok(conn) => conn,
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let (acceptor, rigs, app) = (acceptor.clone(), Arc::clone(&rigs), app.clone());
+        tokio::spawn(async move {
+            let stream = match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(e)) => {
+                    tracing::debug!(peer = %peer_addr, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(peer = %peer_addr, "TLS handshake timed out");
+                    return;
+                }
+            };
+            let peer_certificate = stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .map(|chain| rigs.identify_certificate(chain))
+                .unwrap_or_default();
+            let info = ConnectionInfo {
+                peer_addr: Some(peer_addr),
+                peer_certificate,
+            };
+            let service = hyper::service::service_fn(
+                move |mut request: hyper::Request<hyper::body::Incoming>| {
+                    request.extensions_mut().insert(info.clone());
+                    app.clone().oneshot(request.map(axum::body::Body::new))
+                },
+            );
+            let served = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+            if let Err(e) = served {
+                tracing::debug!(peer = %peer_addr, error = %e, "connection ended with an error");
+            }
+        });
+    }
+}

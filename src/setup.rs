@@ -1,0 +1,401 @@
+//! CA set-up: the test/dev PKI, a CSR for an external root, importing the signed issuing-CA
+//! certificate, and the zero-setup development configuration.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
+
+use const_oid::db::rfc5280::{ID_KP_CLIENT_AUTH, ID_KP_SERVER_AUTH};
+use der::asn1::{Ia5String, SetOfVec};
+use der::{Decode, Encode};
+use secrecy::SecretString;
+use x509_cert::Certificate;
+use x509_cert::ext::pkix::KeyUsages;
+use x509_cert::ext::pkix::name::GeneralName;
+use x509_cert::name::Name;
+use x509_cert::request::{CertReq, CertReqInfo, Version};
+
+use crate::asn1::SignedEnvelope;
+use crate::config::{
+    CaConfig, Config, DatabaseConfig, ProfileConfig, RigAccountConfig, RigsConfig, ServerConfig,
+    SignerBackend, SignerSection, TlsConfig,
+};
+use crate::issuance::build::random_serial;
+use crate::issuance::extensions as ext;
+use crate::issuance::{CertificateSpec, unix_seconds};
+use crate::signer::software::{SoftwareSigner, generate_pkcs8};
+use crate::signer::{CaKeyAlgorithm, Signer};
+
+/// Set-up failures.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Signer(#[from] crate::signer::SignerError),
+    #[error(transparent)]
+    Issuance(#[from] crate::issuance::IssuanceError),
+    #[error(transparent)]
+    Pem(#[from] crate::pem::PemError),
+    #[error("encoding: {0}")]
+    Encoding(#[from] der::Error),
+    #[error("{0}")]
+    Refused(String),
+}
+
+const YEAR: u64 = 365 * 86_400;
+
+/// A software key and the certificate made for it.
+struct KeyAndCertificate {
+    signer: SoftwareSigner,
+    pkcs8: Vec<u8>,
+    der: Vec<u8>,
+}
+
+fn name(dn: &str) -> Result<Name, SetupError> {
+    Name::from_str(dn).map_err(|e| SetupError::Refused(format!("{dn:?} is not a valid name: {e}")))
+}
+
+fn now() -> u64 {
+    unix_seconds(std::time::SystemTime::now())
+}
+
+fn issuer_of(der: &[u8]) -> Result<(Name, Vec<u8>, u64), SetupError> {
+    let cert = Certificate::from_der(der)?;
+    let tbs = cert.tbs_certificate();
+    Ok((
+        tbs.subject().clone(),
+        ext::key_identifier(tbs.subject_public_key_info()),
+        unix_seconds(tbs.validity().not_after.to_system_time()),
+    ))
+}
+
+/// A self-signed CA certificate with a new software key.
+fn self_signed_ca(subject: &str, years: u64) -> Result<KeyAndCertificate, SetupError> {
+    let pkcs8 = generate_pkcs8(CaKeyAlgorithm::EcdsaP256)?;
+    let signer = SoftwareSigner::from_pkcs8(CaKeyAlgorithm::EcdsaP256, &pkcs8)?;
+    let subject = name(subject)?;
+    let spki = signer.public_key().clone();
+    let now = now();
+    let spec = CertificateSpec {
+        serial: random_serial(),
+        issuer: subject.clone(),
+        subject,
+        public_key: spki.clone(),
+        not_before: now - 3600,
+        not_after: now + years * YEAR,
+        extensions: vec![
+            ext::basic_constraints(true, None)?,
+            ext::key_usage(KeyUsages::KeyCertSign | KeyUsages::CRLSign)?,
+            ext::subject_key_identifier(&spki)?,
+        ],
+    };
+    let der = spec.sign(&signer)?.der;
+    Ok(KeyAndCertificate { signer, pkcs8, der })
+}
+
+/// An end-entity certificate for a new software key, issued by `issuer`.
+fn end_entity(
+    issuer: &KeyAndCertificate,
+    cn: &str,
+    purpose: const_oid::ObjectIdentifier,
+    alt_names: Vec<GeneralName>,
+    years: u64,
+) -> Result<(Vec<u8>, Vec<u8>), SetupError> {
+    let pkcs8 = generate_pkcs8(CaKeyAlgorithm::EcdsaP256)?;
+    let key = SoftwareSigner::from_pkcs8(CaKeyAlgorithm::EcdsaP256, &pkcs8)?;
+    let spki = key.public_key().clone();
+    let (issuer_name, issuer_key_id, issuer_not_after) = issuer_of(&issuer.der)?;
+    let now = now();
+    let mut extensions = vec![
+        ext::basic_constraints(false, None)?,
+        ext::key_usage(KeyUsages::DigitalSignature.into())?,
+        ext::extended_key_usage(&[purpose])?,
+        ext::subject_key_identifier(&spki)?,
+        ext::authority_key_identifier(&issuer_key_id)?,
+    ];
+    if !alt_names.is_empty() {
+        extensions.push(ext::subject_alt_name(&alt_names, false)?);
+    }
+    let spec = CertificateSpec {
+        serial: random_serial(),
+        issuer: issuer_name,
+        subject: name(&format!("CN={cn}"))?,
+        public_key: spki,
+        not_before: now - 3600,
+        not_after: (now + years * YEAR).min(issuer_not_after),
+        extensions,
+    };
+    Ok((spec.sign(&issuer.signer)?.der, pkcs8))
+}
+
+/// What `attestca init --test-root` should also create for a complete test installation.
+#[derive(Clone, Debug, Default)]
+pub struct TestInstallExtras {
+    /// DNS names and IP addresses for a TLS server certificate at `tls.*_file`.
+    pub tls_server_names: Vec<String>,
+    /// Create a rig CA at `rigs.trust_anchor_files[0]` and a rig certificate with this CN
+    /// (written as `<dir>/rig.crt` and `<dir>/rig.key` next to the CA chain file).
+    pub rig_certificate: Option<String>,
+}
+
+/// Creates a test installation: a self-signed root (software key), the issuing key in the
+/// configured signer (inside the HSM with PKCS#11), the issuing CA certificate, and the chain.
+pub fn init_test_root(config: &Config, extras: &TestInstallExtras) -> Result<(), SetupError> {
+    if config.ca.chain_file.exists() {
+        return Err(SetupError::Refused(format!(
+            "{} exists: this CA is already initialised",
+            config.ca.chain_file.display()
+        )));
+    }
+    let root = self_signed_ca(&config.ca.root_subject, 20)?;
+    crate::pem::write_private_key(&config.ca.root_key_file, &root.pkcs8)?;
+    let issuing_key = crate::signer::generate(&config.resolve_signer()?)?;
+    let issuing_der = issue_issuing_ca(&root, &config.ca.subject, issuing_key.as_ref())?;
+    crate::pem::write_certificates(&config.ca.chain_file, &[&issuing_der, &root.der])?;
+    if !extras.tls_server_names.is_empty() && !config.tls.certificate_file.exists() {
+        let names = extras
+            .tls_server_names
+            .iter()
+            .map(|n| match IpAddr::from_str(n) {
+                Ok(ip) => Ok(GeneralName::from(ip)),
+                Err(_) => Ok(GeneralName::DnsName(Ia5String::new(n)?)),
+            })
+            .collect::<Result<Vec<_>, der::Error>>()?;
+        let (der, key) = end_entity(
+            &root,
+            &extras.tls_server_names[0],
+            ID_KP_SERVER_AUTH,
+            names,
+            2,
+        )?;
+        crate::pem::write_certificates(&config.tls.certificate_file, &[&der])?;
+        crate::pem::write_private_key(&config.tls.key_file, &key)?;
+    }
+    if let Some(cn) = &extras.rig_certificate {
+        let anchor = config.rigs.trust_anchor_files.first().ok_or_else(|| {
+            SetupError::Refused("a rig certificate needs rigs.trust_anchor_files".into())
+        })?;
+        let rig_ca = self_signed_ca("CN=attestca Test Rig CA,O=attestca", 20)?;
+        crate::pem::write_certificates(anchor, &[&rig_ca.der])?;
+        crate::pem::write_private_key(&anchor.with_extension("key"), &rig_ca.pkcs8)?;
+        let (der, key) = end_entity(&rig_ca, cn, ID_KP_CLIENT_AUTH, Vec::new(), 5)?;
+        let dir = config.ca.chain_file.parent().unwrap_or(Path::new("."));
+        crate::pem::write_certificates(&dir.join("rig.crt"), &[&der])?;
+        crate::pem::write_private_key(&dir.join("rig.key"), &key)?;
+    }
+    Ok(())
+}
+
+fn issue_issuing_ca(
+    root: &KeyAndCertificate,
+    subject: &str,
+    issuing_key: &dyn Signer,
+) -> Result<Vec<u8>, SetupError> {
+    let (root_name, root_key_id, root_not_after) = issuer_of(&root.der)?;
+    let spki = issuing_key.public_key().clone();
+    let now = now();
+    let spec = CertificateSpec {
+        serial: random_serial(),
+        issuer: root_name,
+        subject: name(subject)?,
+        public_key: spki.clone(),
+        not_before: now - 3600,
+        not_after: (now + 10 * YEAR).min(root_not_after),
+        extensions: vec![
+            ext::basic_constraints(true, Some(0))?,
+            ext::key_usage(KeyUsages::KeyCertSign | KeyUsages::CRLSign)?,
+            ext::subject_key_identifier(&spki)?,
+            ext::authority_key_identifier(&root_key_id)?,
+        ],
+    };
+    Ok(spec.sign(&root.signer)?.der)
+}
+
+/// Production set-up, step 1: generates the issuing key in the configured signer and returns
+/// a PKCS#10 CSR (DER) for the offline root to sign.
+pub fn init_external_root(config: &Config) -> Result<Vec<u8>, SetupError> {
+    if config.ca.chain_file.exists() {
+        return Err(SetupError::Refused(format!(
+            "{} exists: this CA is already initialised",
+            config.ca.chain_file.display()
+        )));
+    }
+    let key = crate::signer::generate(&config.resolve_signer()?)?;
+    let info = CertReqInfo {
+        version: Version::V1,
+        subject: name(&config.ca.subject)?,
+        public_key: key.public_key().clone(),
+        attributes: SetOfVec::new(),
+    };
+    let info_der = info.to_der()?;
+    let signature = key.sign(&info_der)?;
+    let der =
+        SignedEnvelope::assemble(&info_der, key.algorithm().signature_algorithm(), &signature)?;
+    CertReq::from_der(&der)?;
+    Ok(der)
+}
+
+/// Production set-up, step 2: installs the issuing-CA certificate signed by the offline root,
+/// after checking that it certifies the key in the signer and chains to the given issuers.
+pub fn import_ca(config: &Config, certificate: &Path, chain: &Path) -> Result<(), SetupError> {
+    let signer = crate::signer::open(&config.resolve_signer()?)?;
+    let issuing = crate::pem::read_certificate_ders(certificate)?;
+    let first = issuing
+        .first()
+        .ok_or_else(|| SetupError::Refused("no certificate given".into()))?
+        .clone();
+    let parents = crate::pem::read_certificate_ders(chain)?;
+    let mut all = vec![first.clone()];
+    all.extend(parents.into_iter().filter(|p| *p != first));
+    // Checks the key match; a mismatch is the usual mistake (wrong CSR signed).
+    crate::issuance::IssuingCa::new(all.clone(), Arc::clone(&signer))?;
+    verify_chain(&all)?;
+    let refs: Vec<&[u8]> = all.iter().map(Vec::as_slice).collect();
+    crate::pem::write_certificates(&config.ca.chain_file, &refs)?;
+    Ok(())
+}
+
+/// Checks that each certificate is signed by the next and the last is self-signed.
+fn verify_chain(chain: &[Vec<u8>]) -> Result<(), SetupError> {
+    for (i, der) in chain.iter().enumerate() {
+        let issuer_der = chain.get(i + 1).unwrap_or(der);
+        let issuer = Certificate::from_der(issuer_der)?;
+        if !crate::verify::issued_by(der, &issuer) {
+            return Err(SetupError::Refused(format!(
+                "certificate {} of the chain is not signed by certificate {}",
+                i + 1,
+                (i + 2).min(chain.len())
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Paths of the development installation under a data directory.
+pub struct DevLayout {
+    pub data_dir: PathBuf,
+}
+
+impl DevLayout {
+    pub fn pki(&self) -> PathBuf {
+        self.data_dir.join("pki")
+    }
+    pub fn chain(&self) -> PathBuf {
+        self.pki().join("ca-chain.pem")
+    }
+    pub fn rig_cert(&self) -> PathBuf {
+        self.pki().join("rig.crt")
+    }
+    pub fn rig_key(&self) -> PathBuf {
+        self.pki().join("rig.key")
+    }
+    pub fn rig_basic(&self) -> PathBuf {
+        self.pki().join("rig-basic.txt")
+    }
+    pub fn rig_ca(&self) -> PathBuf {
+        self.pki().join("rig-ca.crt")
+    }
+}
+
+/// The development configuration: SQLite and a software key under `data_dir`, one default
+/// profile open to every authenticated rig.
+pub fn dev_config(data_dir: &Path, est_addr: SocketAddr, http_addr: SocketAddr) -> Config {
+    let layout = DevLayout {
+        data_dir: data_dir.to_owned(),
+    };
+    let mut profiles = BTreeMap::new();
+    profiles.insert(
+        crate::config::DEFAULT_PROFILE.to_owned(),
+        ProfileConfig::default(),
+    );
+    Config {
+        server: ServerConfig {
+            est_addr,
+            http_addr,
+            data_dir: data_dir.to_owned(),
+            ..ServerConfig::default()
+        },
+        tls: TlsConfig {
+            certificate_file: layout.pki().join("tls-server.crt"),
+            key_file: layout.pki().join("tls-server.key"),
+        },
+        database: DatabaseConfig {
+            url: format!("sqlite://{}", data_dir.join("attestca.db").display()),
+            ..DatabaseConfig::default()
+        },
+        signer: SignerSection {
+            backend: SignerBackend::Software,
+            algorithm: CaKeyAlgorithm::EcdsaP256,
+            key_file: Some(layout.pki().join("issuing-ca.key")),
+            module: None,
+            token_label: None,
+            key_label: None,
+            sessions: 1,
+            pin_file: None,
+        },
+        ca: CaConfig {
+            chain_file: layout.chain(),
+            subject: "CN=attestca Dev Issuing CA,O=attestca development".into(),
+            root_subject: "CN=attestca Dev Root CA,O=attestca development".into(),
+            root_key_file: layout.pki().join("root-ca.key"),
+        },
+        rigs: RigsConfig {
+            trust_anchor_files: vec![layout.rig_ca()],
+            accounts: Vec::new(),
+        },
+        profiles,
+    }
+}
+
+/// Creates the development PKI on first start (and reuses it after), and the Basic-auth rig
+/// account; returns the configuration with that account added.
+pub fn ensure_dev_install(mut config: Config) -> Result<Config, SetupError> {
+    let layout = DevLayout {
+        data_dir: config.server.data_dir.clone(),
+    };
+    std::fs::create_dir_all(layout.pki()).map_err(|e| {
+        SetupError::Refused(format!("cannot create {}: {e}", layout.pki().display()))
+    })?;
+    if !config.ca.chain_file.exists() {
+        init_test_root(
+            &config,
+            &TestInstallExtras {
+                tls_server_names: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
+                rig_certificate: Some("rig-dev-01".into()),
+            },
+        )?;
+        tracing::info!(dir = %layout.pki().display(), "created the development PKI");
+    }
+    let basic = layout.rig_basic();
+    if !basic.exists() {
+        let mut password = [0u8; 18];
+        aws_lc_rs::rand::fill(&mut password)
+            .map_err(|_| SetupError::Refused("the system random generator failed".into()))?;
+        let line = format!("rig-basic:{}\n", hex::encode(password));
+        crate::pem::write_file(&basic, line.as_bytes(), 0o600)?;
+    }
+    let text = std::fs::read_to_string(&basic)
+        .map_err(|e| SetupError::Refused(format!("{}: {e}", basic.display())))?;
+    let (user, password) = text.trim().split_once(':').ok_or_else(|| {
+        SetupError::Refused(format!("{} must hold user:password", basic.display()))
+    })?;
+    config.rigs.accounts.push(RigAccountConfig {
+        name: user.to_owned(),
+        password_hash: Some(crate::access::hash_password(&SecretString::from(
+            password.to_owned(),
+        ))?),
+        password_file: None,
+    });
+    Ok(config)
+}
+
+/// Default development listener addresses.
+pub fn dev_default_addrs() -> (SocketAddr, SocketAddr) {
+    (
+        SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8443),
+        SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080),
+    )
+}

@@ -1,0 +1,331 @@
+#!/usr/bin/env bash
+# Runs attestca's whole test suite: `cargo test` plus the shell end-to-end tests
+# in tests/shell/, against real components (SoftHSM, PostgreSQL, pkilint).
+#
+# It prepares everything those tests need, installing what is missing when it
+# can (root + apt-get), because CI and new machines start without our tools:
+#   ATTESTCA_TEST_PKILINT         path of pkilint's lint_pkix_cert
+#   ATTESTCA_TEST_PKCS11_MODULE   path of SoftHSM's PKCS#11 module
+#   ATTESTCA_TEST_DATABASE_URL    admin URL of a PostgreSQL server (CREATE DATABASE allowed)
+#   ATTESTCA_TEST_REQUIRE_ALL=1   tests fail instead of skipping when something is missing
+#   ATTESTCA_VECTORS_DIR          ../shared/vectors, when present
+#
+# Usage: tests/run.sh [extra arguments for `cargo test`]
+# Environment knobs:
+#   CARGO                             cargo binary to use (default: cargo)
+#   DATABASE_URL                      use this PostgreSQL instead of finding/starting one
+#   ATTESTCA_TEST_FORCE_THROWAWAY_PG=1  ignore DATABASE_URL and 127.0.0.1:5432 and start
+#                                     a throwaway server (exercises that path)
+#   ATTESTCA_TEST_SETUP_ONLY=1        prepare the environment, print it, check the
+#                                     database, and stop before cargo (no build); the
+#                                     arguments, if any, are then run as a command in
+#                                     that environment, e.g.
+#                                     ATTESTCA_TEST_SETUP_ONLY=1 tests/run.sh bash tests/shell/x.sh
+#   ATTESTCA_SHELL_TEST_TIMEOUT       seconds allowed to each tests/shell script (default 900)
+set -euo pipefail
+
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$REPO_ROOT"
+
+TOOLS_DIR="$REPO_ROOT/target/test-tools"
+APT_UPDATED=0
+PG_TMP=""        # data/socket dir of a throwaway PostgreSQL we started, if any
+PG_BIN=""        # directory of that server's binaries
+
+say() { printf '[run.sh] %s\n' "$*"; }
+die() { printf '[run.sh] ERROR: %s\n' "$*" >&2; exit 1; }
+have() { command -v "$1" >/dev/null 2>&1; }
+is_root() { [[ "$(id -u)" -eq 0 ]]; }
+can_apt() { is_root && have apt-get; }
+
+# ---------------------------------------------------------------- clean-up
+# A throwaway PostgreSQL must never outlive this script, whatever way it ends.
+cleanup() {
+    local rc=$?
+    if [[ -n "$PG_TMP" ]]; then
+        if [[ -f "$PG_TMP/data/postmaster.pid" ]]; then
+            as_pg_owner "$PG_BIN/pg_ctl" -D "$PG_TMP/data" -m immediate stop >/dev/null 2>&1 || true
+        fi
+        rm -rf "$PG_TMP"
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+# Turn signals into a normal exit so that the EXIT trap runs.
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# ---------------------------------------------------------------- packages
+# apt_install PKG...: install Debian packages, or tell the user which ones to
+# install when we cannot (not root, or not Debian). `apt-get update` runs at
+# most once, and only when something is actually missing.
+apt_install() {
+    if ! can_apt; then
+        die "missing tools; please install the Debian package(s): $* (as root: apt-get install $*)"
+    fi
+    if [[ "$APT_UPDATED" -eq 0 ]]; then
+        say "apt-get update"
+        apt-get update -qq
+        APT_UPDATED=1
+    fi
+    say "installing Debian package(s): $*"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$@"
+}
+
+# Tools every run needs, whatever PostgreSQL we end up using.
+ensure_base_packages() {
+    local missing=()
+    have softhsm2-util || missing+=(softhsm2 opensc)
+    # opensc alone, when SoftHSM is there but pkcs11-tool is not
+    if have softhsm2-util && ! have pkcs11-tool; then missing+=(opensc); fi
+    have curl || missing+=(curl)
+    have openssl || missing+=(openssl)
+    have python3 || missing+=(python3 python3-venv)
+    if ((${#missing[@]})); then apt_install "${missing[@]}"; fi
+    have "${CARGO:-cargo}" || [[ -n "${ATTESTCA_TEST_SETUP_ONLY:-}" ]] \
+        || die "cargo not found (install Rust with rustup; Debian's cargo may be too old)"
+}
+
+# ---------------------------------------------------------------- pkilint
+# A private venv, cached under target/ so that later runs skip the download.
+ensure_pkilint() {
+    local venv="$TOOLS_DIR/venv"
+    local lint="$venv/bin/lint_pkix_cert"
+    # Reuse the cache only if its interpreter still works (the python it was
+    # made from may have been removed or upgraded since).
+    if [[ -x "$lint" ]] && "$venv/bin/python" -c 'import pkilint' >/dev/null 2>&1; then
+        say "pkilint: cached in $venv"
+    else
+        rm -rf "$venv"
+        mkdir -p "$TOOLS_DIR"
+        if ! python3 -m venv "$venv"; then
+            # Debian ships venv/ensurepip separately from python3.
+            rm -rf "$venv"
+            can_apt || die "python3 -m venv failed; please install the Debian package python3-venv"
+            apt_install python3-venv
+            python3 -m venv "$venv" || die "python3 -m venv still fails after installing python3-venv"
+        fi
+        say "pkilint: pip install into $venv"
+        "$venv/bin/pip" install --quiet pkilint || { rm -rf "$venv"; die "pip install pkilint failed"; }
+        [[ -x "$lint" ]] || die "pkilint installed but $lint is missing"
+    fi
+    export ATTESTCA_TEST_PKILINT="$lint"
+}
+
+# ---------------------------------------------------------------- SoftHSM
+find_softhsm_module() {
+    local candidate
+    for candidate in /usr/lib/softhsm/libsofthsm2.so \
+                     /usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so \
+                     /usr/lib/*/softhsm/libsofthsm2.so; do
+        if [[ -f "$candidate" ]]; then
+            printf '%s\n' "$candidate"
+            return 0
+        fi
+    done
+    return 1
+}
+
+ensure_softhsm() {
+    local module
+    module="$(find_softhsm_module)" \
+        || die "libsofthsm2.so not found although softhsm2-util is installed; reinstall the Debian package softhsm2"
+    # Tests make their own token directories (SOFTHSM2_CONF per test): no token here.
+    export ATTESTCA_TEST_PKCS11_MODULE="$module"
+    say "SoftHSM module: $module"
+}
+
+# ---------------------------------------------------------------- PostgreSQL
+# The newest versioned Debian bin dir wins over PATH: /usr/bin/pg_ctl and
+# friends may be Debian's pg_wrapper, and /usr/local/bin may hold stray links.
+find_pg_bin_dir() {
+    local dir candidates=(/usr/lib/postgresql/*/bin)
+    dir="$(printf '%s\n' "${candidates[@]}" | sort -V | tail -n 1)"
+    if [[ -x "$dir/initdb" && -x "$dir/pg_ctl" ]]; then
+        printf '%s\n' "$dir"
+        return 0
+    fi
+    if have initdb && have pg_ctl; then
+        dirname "$(readlink -f "$(command -v initdb)")"
+        return 0
+    fi
+    return 1
+}
+
+# pg_client TOOL: path of a PostgreSQL client tool (psql, pg_isready), if any.
+pg_client() {
+    local dir
+    if have "$1"; then command -v "$1"; return 0; fi
+    dir="$(find_pg_bin_dir 2>/dev/null || true)"
+    if [[ -n "$dir" && -x "$dir/$1" ]]; then printf '%s\n' "$dir/$1"; return 0; fi
+    return 1
+}
+
+# Is a PostgreSQL server answering on 127.0.0.1:5432?
+local_pg_answers() {
+    local tool
+    if tool="$(pg_client pg_isready)"; then
+        "$tool" -q -h 127.0.0.1 -p 5432 -t 5
+    elif tool="$(pg_client psql)"; then
+        "$tool" -h 127.0.0.1 -p 5432 -U postgres -d postgres -Atc 'select 1' >/dev/null 2>&1
+    else
+        # No client at all: an open port is the best evidence we can get.
+        (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null
+    fi
+}
+
+port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# as_pg_owner CMD...: initdb and postgres refuse to run as root, so as root we
+# run them as the `postgres` system user (created by Debian's postgresql).
+as_pg_owner() {
+    if is_root; then
+        runuser -u postgres -- "$@"
+    else
+        "$@"
+    fi
+}
+
+start_throwaway_pg() {
+    local port=55432 log
+    PG_BIN="$(find_pg_bin_dir || true)"
+    if [[ -z "$PG_BIN" ]]; then
+        apt_install postgresql
+        PG_BIN="$(find_pg_bin_dir)" || die "postgresql installed but no initdb found"
+    fi
+    if is_root && ! id postgres >/dev/null 2>&1; then
+        die "running as root but there is no 'postgres' user to run initdb as (install the Debian package postgresql)"
+    fi
+    # Under /tmp, not $TMPDIR: the postgres user must reach it, and the socket
+    # path must stay short (Unix socket paths are limited to ~107 bytes).
+    PG_TMP="$(mktemp -d /tmp/attestca-pg.XXXXXX)"
+    if is_root; then chown postgres: "$PG_TMP"; fi
+    log="$PG_TMP/pg.log"
+
+    say "initdb in $PG_TMP/data ($PG_BIN)"
+    as_pg_owner "$PG_BIN/initdb" -D "$PG_TMP/data" -U postgres -A trust --no-sync -E UTF8 \
+        >"$PG_TMP/initdb.log" 2>&1 || { cat "$PG_TMP/initdb.log" >&2; die "initdb failed"; }
+
+    while port_in_use "$port"; do
+        port=$((port + 1))
+        ((port < 55532)) || die "no free port in 55432-55531 for PostgreSQL"
+    done
+
+    as_pg_owner "$PG_BIN/pg_ctl" -D "$PG_TMP/data" -l "$log" \
+        -o "-p $port -k $PG_TMP -c listen_addresses=127.0.0.1 -c fsync=off" -w start >/dev/null \
+        || { tail -n 30 "$log" >&2 || true; die "pg_ctl start failed"; }
+    ATTESTCA_TEST_DATABASE_URL="postgres://postgres@127.0.0.1:$port/postgres"
+}
+
+# Sanity check when psql is at hand: the URL works and may CREATE DATABASE.
+check_database_url() {
+    local psql ok
+    psql="$(pg_client psql)" || { say "psql not found; not checking the database URL"; return 0; }
+    ok="$("$psql" "$ATTESTCA_TEST_DATABASE_URL" -Atc \
+        'select rolsuper or rolcreatedb from pg_roles where rolname = current_user')" \
+        || die "cannot connect to $ATTESTCA_TEST_DATABASE_URL"
+    [[ "$ok" == "t" ]] || die "the role in $ATTESTCA_TEST_DATABASE_URL may not CREATE DATABASE"
+}
+
+choose_database() {
+    if [[ -n "${ATTESTCA_TEST_FORCE_THROWAWAY_PG:-}" ]]; then
+        say "PostgreSQL: ATTESTCA_TEST_FORCE_THROWAWAY_PG set, ignoring DATABASE_URL and port 5432"
+        start_throwaway_pg
+        say "PostgreSQL: started a throwaway server: $ATTESTCA_TEST_DATABASE_URL"
+    elif [[ -n "${DATABASE_URL:-}" ]]; then
+        ATTESTCA_TEST_DATABASE_URL="$DATABASE_URL"
+        say "PostgreSQL: using DATABASE_URL"
+    elif local_pg_answers; then
+        ATTESTCA_TEST_DATABASE_URL="postgres://postgres@127.0.0.1:5432/postgres"
+        say "PostgreSQL: using the server on 127.0.0.1:5432"
+    else
+        start_throwaway_pg
+        say "PostgreSQL: nothing on 127.0.0.1:5432, started a throwaway server: $ATTESTCA_TEST_DATABASE_URL"
+    fi
+    export ATTESTCA_TEST_DATABASE_URL
+    check_database_url
+}
+
+# ---------------------------------------------------------------- the rest
+export_misc() {
+    # Rust tests fail rather than skip when one of the components above is missing.
+    export ATTESTCA_TEST_REQUIRE_ALL=1
+    if [[ -d "$REPO_ROOT/../shared/vectors" ]]; then
+        ATTESTCA_VECTORS_DIR="$(cd "$REPO_ROOT/../shared/vectors" && pwd)"
+        export ATTESTCA_VECTORS_DIR
+    fi
+}
+
+print_environment() {
+    local var
+    for var in ATTESTCA_TEST_PKILINT ATTESTCA_TEST_PKCS11_MODULE ATTESTCA_TEST_DATABASE_URL \
+               ATTESTCA_TEST_REQUIRE_ALL ATTESTCA_VECTORS_DIR; do
+        say "$var=${!var:-<unset>}"
+    done
+}
+
+build_binaries() {
+    local cargo="${CARGO:-cargo}"
+    say "$cargo build --bins"
+    # The shell tests need these binaries: without them there is nothing more to run.
+    "$cargo" build --bins || die "cargo build --bins failed"
+}
+
+run_cargo_tests() {
+    local cargo="${CARGO:-cargo}"
+    say "$cargo test --all-targets $*"
+    "$cargo" test --all-targets "$@"
+}
+
+run_shell_tests() {
+    local timeout_s="${ATTESTCA_SHELL_TEST_TIMEOUT:-900}" t name rc
+    local passed=0 failed=0 failed_names=()
+    export ATTESTCA_BIN="$REPO_ROOT/target/debug/attestca"
+    export ATTESTCA_RIG_BIN="$REPO_ROOT/target/debug/attestca-rig"
+    shopt -s nullglob
+    for t in tests/shell/*.sh; do
+        name="$(basename "$t")"
+        say "shell test $name"
+        rc=0
+        # timeout: a hung server must not eat CI's whole time budget.
+        timeout --kill-after=30 "$timeout_s" bash "$t" || rc=$?
+        if ((rc == 0)); then
+            say "PASS $name"
+            passed=$((passed + 1))
+        else
+            say "FAIL $name (exit $rc)"
+            failed=$((failed + 1))
+            failed_names+=("$name")
+        fi
+    done
+    shopt -u nullglob
+    ((failed == 0)) || say "failed shell tests: ${failed_names[*]}"
+    echo "shell: $passed passed, $failed failed"
+    ((failed == 0))
+}
+
+main() {
+    local cargo_status=0 shell_status=0
+    ensure_base_packages
+    ensure_pkilint
+    ensure_softhsm
+    choose_database
+    export_misc
+    print_environment
+    if [[ -n "${ATTESTCA_TEST_SETUP_ONLY:-}" ]]; then
+        say "ATTESTCA_TEST_SETUP_ONLY set: stopping before cargo"
+        if (($#)); then
+            say "running: $*"
+            "$@"
+        fi
+        return
+    fi
+    build_binaries
+    # Go on to the shell tests even when a Rust test failed: one run shows all failures.
+    run_cargo_tests "$@" || cargo_status=$?
+    run_shell_tests || shell_status=$?
+    if ((cargo_status != 0)); then say "cargo test failed (exit $cargo_status)"; fi
+    ((cargo_status == 0 && shell_status == 0))
+}
+
+main "$@"

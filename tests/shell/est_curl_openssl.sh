@@ -1,0 +1,508 @@
+#!/usr/bin/env bash
+# EST end-to-end test of the real server binary, driven only by tools nobody on
+# this project wrote: curl, openssl and coreutils (plus pkilint). It checks the
+# wire format of RFC 7030/8951 (content types, base64, status codes), that what
+# is issued verifies with OpenSSL, the rig binary's contract, and that a restart
+# reuses the dev PKI.
+#
+# Needs: ATTESTCA_BIN (the `attestca` server) and ATTESTCA_RIG_BIN (`attestca-rig`);
+# optional: ATTESTCA_TEST_PKILINT (lint_pkix_cert), ATTESTCA_TEST_REQUIRE_ALL=1
+# (then a missing pkilint fails instead of being skipped), ATTESTCA_KEEP_TMP=1
+# (keep the temp dir, with the server log, for a post-mortem).
+# Output: one `ok - STEP` / `not ok - STEP` line per check, evidence under failures.
+set -euo pipefail
+
+: "${ATTESTCA_BIN:?set ATTESTCA_BIN to the attestca server binary}"
+: "${ATTESTCA_RIG_BIN:?set ATTESTCA_RIG_BIN to the attestca-rig binary}"
+for tool in curl openssl base64 awk cmp timeout; do
+    command -v "$tool" >/dev/null 2>&1 || { echo "Bail out! $tool not found"; exit 1; }
+done
+
+W="$(mktemp -d "${TMPDIR:-/tmp}/attestca-est.XXXXXX")"
+DATA="$W/data"          # the server's --data-dir
+PKI="$DATA/pki"
+MTLS=(--cert "$PKI/rig.crt" --key "$PKI/rig.key")   # curl's TLS client credentials
+LOG="$W/server.log"
+SERVER_PID=""
+EST_PORT="" HTTP_PORT="" EST=""
+PASSED=0 FAILED=0 SKIPPED=0
+FAILED_STEPS=()
+mkdir -p "$W/steps"
+
+# ---------------------------------------------------------------- server
+stop_server() {
+    [[ -n "$SERVER_PID" ]] || return 0
+    kill -TERM "$SERVER_PID" 2>/dev/null || true
+    local i
+    for ((i = 0; i < 150; i++)); do           # 15 s for a graceful stop
+        kill -0 "$SERVER_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -KILL "$SERVER_PID" 2>/dev/null || true
+    wait "$SERVER_PID" 2>/dev/null || true
+    SERVER_PID=""
+}
+
+cleanup() {
+    local rc=$?
+    stop_server
+    if [[ -n "${ATTESTCA_KEEP_TMP:-}" ]]; then
+        echo "# kept $W (server log: $LOG)"
+    else
+        rm -rf "$W"
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# free_port [TAKEN...]: a port nothing listens on (racy, but good enough here).
+free_port() {
+    local p i taken
+    for ((i = 0; i < 500; i++)); do
+        p=$((20000 + RANDOM % 40000))
+        for taken in "$@"; do [[ "$p" == "$taken" ]] && continue 2; done
+        port_in_use "$p" || { echo "$p"; return 0; }
+    done
+    return 1
+}
+
+log_tail() { echo "--- last lines of $LOG"; tail -n 40 "$LOG" 2>/dev/null || true; echo "---"; }
+
+# start_server: on fresh ports, same data dir; waits up to 60 s for /healthz.
+start_server() {
+    local deadline rc
+    EST_PORT="$(free_port)" || { echo "no free TCP port found"; return 1; }
+    HTTP_PORT="$(free_port "$EST_PORT")" || { echo "no free TCP port found"; return 1; }
+    EST="https://127.0.0.1:$EST_PORT/.well-known/est"
+    echo "=== $(date -u +%FT%TZ) starting on est=$EST_PORT http=$HTTP_PORT" >>"$LOG"
+    "$ATTESTCA_BIN" serve --dev --data-dir "$DATA" \
+        --est-addr "127.0.0.1:$EST_PORT" --http-addr "127.0.0.1:$HTTP_PORT" >>"$LOG" 2>&1 &
+    SERVER_PID=$!
+    deadline=$((SECONDS + 60))
+    until curl -fsS --max-time 2 -o /dev/null "http://127.0.0.1:$HTTP_PORT/healthz" 2>/dev/null; do
+        if ! kill -0 "$SERVER_PID" 2>/dev/null; then
+            rc=0
+            wait "$SERVER_PID" || rc=$?
+            echo "server exited (status $rc) before /healthz answered"
+            SERVER_PID=""
+            log_tail
+            return 1
+        fi
+        if ((SECONDS >= deadline)); then
+            echo "/healthz did not answer 200 within 60 s"
+            log_tail
+            return 1
+        fi
+        sleep 0.5
+    done
+    local f
+    for f in ca-chain.pem rig.crt rig.key rig-basic.txt; do
+        [[ -s "$PKI/$f" ]] || { echo "$PKI/$f missing after start-up"; ls -lR "$DATA"; return 1; }
+    done
+}
+
+# ---------------------------------------------------------------- steps
+# run_step NAME FUNCTION: runs FUNCTION in a subshell with errexit, so any
+# failing command ends the step; prints ok/not ok and, on failure, the step's
+# output as evidence. Steps share data through files in $W only.
+run_step() {
+    local name=$1 fn=$2 out rc
+    out="$W/steps/$((PASSED + FAILED + SKIPPED + 1)).out"
+    set +e
+    (
+        set -eEuo pipefail
+        trap 'echo "command failed (exit $?) at line $LINENO: $BASH_COMMAND"' ERR
+        "$fn"
+    ) >"$out" 2>&1
+    rc=$?
+    set -e
+    if ((rc == 0)); then
+        echo "ok - $name"
+        PASSED=$((PASSED + 1))
+    elif ((rc == 77)); then
+        echo "ok - $name # SKIP $(tail -n 1 "$out")"
+        SKIPPED=$((SKIPPED + 1))
+    else
+        echo "not ok - $name"
+        sed 's/^/#   /' "$out"
+        FAILED=$((FAILED + 1))
+        FAILED_STEPS+=("$name")
+    fi
+}
+
+fail() { echo "$*"; exit 1; }   # ends the current step (we are in its subshell)
+skip() { echo "$*"; exit 77; }
+
+# ---------------------------------------------------------------- HTTP helpers
+# req NAME CURL-ARGS...: one request; $W/NAME.h gets the headers, $W/NAME.b the
+# body, $W/NAME.err curl's complaints; STATUS and CURL_RC are set.
+req() {
+    local name=$1
+    shift
+    CURL_RC=0
+    STATUS="$(curl -sS --http1.1 --max-time 30 --cacert "$PKI/ca-chain.pem" \
+        -D "$W/$name.h" -o "$W/$name.b" -w '%{http_code}' "$@" 2>"$W/$name.err")" || CURL_RC=$?
+}
+
+# header NAME FILE: values of header NAME (any case) in the last response of
+# FILE, one per line; earlier blocks such as "100 Continue" are ignored.
+header() {
+    awk -v want="$1" '
+        { sub(/\r$/, "") }
+        /^HTTP\// { n = 0; next }
+        {
+            i = index($0, ":")
+            if (i > 0 && tolower(substr($0, 1, i - 1)) == tolower(want)) {
+                v = substr($0, i + 1); sub(/^[ \t]+/, "", v); sub(/[ \t]+$/, "", v)
+                vals[++n] = v
+            }
+        }
+        END { for (j = 1; j <= n; j++) print vals[j] }' "$2"
+}
+
+# Content-Type lower-cased without blanks or quotes, for comparisons.
+content_type() { header Content-Type "$W/$1.h" | tail -n 1 | tr -d ' \t"' | tr '[:upper:]' '[:lower:]'; }
+
+show_response() {
+    echo "status: $STATUS (curl exit $CURL_RC)"
+    if [[ -s "$W/$1.err" ]]; then sed 's/^/curl: /' "$W/$1.err"; fi
+    echo "headers:"; tr -d '\r' <"$W/$1.h" 2>/dev/null | sed 's/^/  /'
+    echo "body (first 300 bytes):"; head -c 300 "$W/$1.b" 2>/dev/null | cat -v; echo
+}
+
+expect_status() { # expect_status CODE NAME
+    [[ "$STATUS" == "$1" ]] || { echo "expected HTTP $1"; show_response "$2"; exit 1; }
+}
+
+expect_ctype_prefix() { # expect_ctype_prefix PREFIX NAME
+    local ct
+    ct="$(content_type "$2")"
+    [[ "$ct" == "$1"* ]] || { echo "expected Content-Type $1..., got '$ct'"; show_response "$2"; exit 1; }
+}
+
+# An error must be explained to a human: text/plain and a non-empty body.
+expect_refusal() { # expect_refusal CODE NAME
+    expect_status "$1" "$2"
+    expect_ctype_prefix text/plain "$2"
+    [[ -s "$W/$2.b" ]] || { echo "empty error body"; show_response "$2"; exit 1; }
+    echo "body: $(head -c 200 "$W/$2.b")"
+}
+
+count_certs() { grep -c -- '-----BEGIN CERTIFICATE-----' "$1" || true; }
+
+# fingerprints PEM: sorted SHA-256 fingerprints of every certificate in PEM.
+fingerprints() {
+    local line cert=""
+    while IFS= read -r line; do
+        case "$line" in
+            *"-----BEGIN CERTIFICATE-----"*) cert="$line"$'\n' ;;
+            *"-----END CERTIFICATE-----"*)
+                printf '%s%s\n' "$cert" "$line" | openssl x509 -noout -fingerprint -sha256
+                cert="" ;;
+            *) if [[ -n "$cert" ]]; then cert+="$line"$'\n'; fi ;;
+        esac
+    done <"$1" | sort
+}
+
+expect_verifies() { # expect_verifies CERT.pem
+    local out
+    out="$(openssl verify -CAfile "$PKI/ca-chain.pem" "$1" 2>&1)" || fail "openssl verify failed: $out"
+    [[ "$out" == *": OK" ]] || fail "openssl verify: $out"
+    echo "$out"
+}
+
+expect_same_pubkey() { # expect_same_pubkey CERT.pem KEY.pem
+    local a b
+    a="$(openssl x509 -in "$1" -noout -pubkey)"
+    b="$(openssl pkey -in "$2" -pubout)"
+    [[ "$a" == "$b" ]] || fail "public key of $1 differs from that of $2"
+}
+
+# new_csr NAME CN: P-256 key NAME.key and DER CSR NAME.der, made by OpenSSL.
+new_csr() {
+    openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=$2" \
+        -keyout "$W/$1.key" -outform DER -out "$W/$1.der" 2>/dev/null
+}
+
+basic_user() { tr -d '\r\n' <"$PKI/rig-basic.txt"; }
+
+# enroll NAME CSR.b64 CREDENTIAL-ARGS...: POST a CSR to simpleenroll.
+enroll() {
+    local name=$1 body=$2
+    shift 2
+    req "$name" -H 'Content-Type: application/pkcs10' -H 'Expect:' \
+        --data-binary "@$body" "$@" "$EST/simpleenroll"
+}
+
+# unpack_enrollment NAME OUT.pem: the one certificate of an enrollment response.
+unpack_enrollment() {
+    local ct n
+    expect_status 200 "$1"
+    ct="$(content_type "$1")"
+    [[ "$ct" == "application/pkcs7-mime;smime-type=certs-only" ]] \
+        || { echo "expected Content-Type application/pkcs7-mime; smime-type=certs-only, got '$ct'"; show_response "$1"; exit 1; }
+    base64 -d <"$W/$1.b" | openssl pkcs7 -inform DER -print_certs -out "$W/$1.certs.pem"
+    n="$(count_certs "$W/$1.certs.pem")"
+    [[ "$n" == 1 ]] || fail "expected exactly 1 certificate in the response, got $n"
+    # Plain PEM without print_certs' subject=/issuer= lines, which pkilint rejects
+    # ("Substrate is not DER-encoded").
+    openssl x509 -in "$W/$1.certs.pem" -out "$2"
+}
+
+# ---------------------------------------------------------------- the checks
+t_cacerts() {
+    local len actual n cte
+    req cacerts "$EST/cacerts"        # no client credentials at all
+    expect_status 200 cacerts
+    expect_ctype_prefix application/pkcs7-mime cacerts
+    # (Captured before grep -q: an early grep exit must not fail the pipe.)
+    cte="$(header Content-Transfer-Encoding "$W/cacerts.h")"
+    grep -qix base64 <<<"$cte" \
+        || { echo "no Content-Transfer-Encoding: base64"; show_response cacerts; exit 1; }
+    len="$(header Content-Length "$W/cacerts.h" | tail -n 1)"
+    [[ -n "$len" ]] || { echo "no Content-Length"; show_response cacerts; exit 1; }
+    actual="$(wc -c <"$W/cacerts.b")"
+    [[ "$len" == "$((actual))" ]] || fail "Content-Length $len but $((actual)) body bytes"
+    base64 -d <"$W/cacerts.b" | openssl pkcs7 -inform DER -print_certs -out "$W/cacerts.pem"
+    n="$(count_certs "$W/cacerts.pem")"
+    [[ "$n" == 2 ]] || { cat "$W/cacerts.pem"; fail "expected 2 certificates, got $n"; }
+}
+
+t_cacerts_matches_chain() {
+    [[ -s "$W/cacerts.pem" ]] || fail "no cacerts.pem from the cacerts step"
+    [[ "$(fingerprints "$W/cacerts.pem")" == "$(fingerprints "$PKI/ca-chain.pem")" ]] || {
+        echo "cacerts:"; fingerprints "$W/cacerts.pem"
+        echo "ca-chain.pem:"; fingerprints "$PKI/ca-chain.pem"
+        exit 1
+    }
+}
+
+t_csrattrs() {
+    # With credentials: RFC 7030 lets a server ask for authentication here.
+    req csrattrs "${MTLS[@]}" "$EST/csrattrs"
+    expect_status 200 csrattrs
+    expect_ctype_prefix application/csrattrs csrattrs
+    base64 -d <"$W/csrattrs.b" >"$W/csrattrs.der"
+    openssl asn1parse -inform DER -in "$W/csrattrs.der"
+}
+
+t_enroll_mtls() {
+    new_csr dev1 curl-device-1
+    base64 "$W/dev1.der" >"$W/dev1.b64"                 # wrapped at 76 columns
+    enroll enroll1 "$W/dev1.b64" "${MTLS[@]}"
+    unpack_enrollment enroll1 "$W/device.pem"
+    expect_verifies "$W/device.pem"
+    expect_same_pubkey "$W/device.pem" "$W/dev1.key"
+    openssl x509 -in "$W/device.pem" -noout -serial -subject
+}
+
+t_enroll_retry() {
+    [[ -s "$W/device.pem" ]] || fail "no device.pem from the first enrollment"
+    enroll enroll1again "$W/dev1.b64" "${MTLS[@]}"
+    unpack_enrollment enroll1again "$W/device-again.pem"
+    local s1 s2 f1 f2
+    s1="$(openssl x509 -in "$W/device.pem" -noout -serial)"
+    s2="$(openssl x509 -in "$W/device-again.pem" -noout -serial)"
+    [[ "$s1" == "$s2" ]] || fail "a retry got a new certificate: $s1 then $s2"
+    f1="$(openssl x509 -in "$W/device.pem" -noout -fingerprint -sha256)"
+    f2="$(openssl x509 -in "$W/device-again.pem" -noout -fingerprint -sha256)"
+    [[ "$f1" == "$f2" ]] || fail "same serial ($s1) but different certificates: $f1 vs $f2"
+    echo "$s1"
+}
+
+t_enroll_basic() {
+    new_csr dev2 curl-device-2
+    base64 -w0 "$W/dev2.der" >"$W/dev2.b64"             # one line, no newline
+    enroll enroll2 "$W/dev2.b64" --user "$(basic_user)"
+    unpack_enrollment enroll2 "$W/device2.pem"
+    expect_verifies "$W/device2.pem"
+    expect_same_pubkey "$W/device2.pem" "$W/dev2.key"
+}
+
+t_pkilint() {
+    if [[ -z "${ATTESTCA_TEST_PKILINT:-}" ]]; then
+        [[ -z "${ATTESTCA_TEST_REQUIRE_ALL:-}" ]] || fail "ATTESTCA_TEST_PKILINT unset while ATTESTCA_TEST_REQUIRE_ALL is set"
+        skip "pkilint not available (set ATTESTCA_TEST_PKILINT)"
+    fi
+    local cert
+    for cert in "$W/device.pem" "$W/device2.pem"; do
+        [[ -s "$cert" ]] || fail "$cert missing (enrollment failed)"
+        echo "lint $cert"
+        "$ATTESTCA_TEST_PKILINT" lint -s WARNING "$cert" || fail "pkilint reported findings for $cert (exit $?)"
+    done
+}
+
+t_refuse_anonymous() {
+    local challenge
+    enroll anon "$W/dev1.b64"
+    expect_refusal 401 anon
+    challenge="$(header WWW-Authenticate "$W/anon.h")"
+    grep -Eqi '^basic[[:space:]]+realm=' <<<"$challenge" \
+        || { echo "no WWW-Authenticate: Basic realm=... challenge"; show_response anon; exit 1; }
+}
+
+t_refuse_wrong_password() {
+    local user
+    user="$(basic_user)"
+    enroll badpw "$W/dev1.b64" --user "${user%%:*}:not-${user#*:}"
+    expect_refusal 401 badpw
+}
+
+t_refuse_content_type() {
+    req ctype -H 'Content-Type: text/plain' -H 'Expect:' --data-binary "@$W/dev1.b64" "${MTLS[@]}" "$EST/simpleenroll"
+    expect_refusal 415 ctype
+}
+
+t_refuse_not_base64() {
+    printf 'not base64 at all!!' >"$W/junk.txt"
+    enroll junk "$W/junk.txt" "${MTLS[@]}"
+    expect_refusal 400 junk
+}
+
+t_refuse_random_der() {
+    head -c 300 /dev/urandom | base64 >"$W/random.b64"
+    enroll random "$W/random.b64" "${MTLS[@]}"
+    expect_refusal 400 random
+}
+
+t_refuse_huge() {
+    head -c 1048576 /dev/zero | tr '\0' 'A' >"$W/huge.b64"     # valid base64, 1 MiB
+    # Let the server refuse before the body is sent (Expect: 100-continue), so a
+    # server that closes early cannot turn its 413 into a connection reset.
+    req huge -H 'Content-Type: application/pkcs10' -H 'Expect: 100-continue' \
+        --data-binary "@$W/huge.b64" "${MTLS[@]}" "$EST/simpleenroll"
+    expect_refusal 413 huge
+}
+
+t_refuse_unknown_label() {
+    req nolabel "https://127.0.0.1:$EST_PORT/.well-known/est/no-such-label/cacerts"
+    expect_refusal 404 nolabel
+}
+
+
+t_rig_csr() {
+    local out="$W/rig-csr" first text subject
+    mkdir -p "$out"
+    timeout 60 "$ATTESTCA_RIG_BIN" csr --out "$out" --cn rig-csr-1
+    [[ -s "$out/device.key" && -s "$out/device.csr" ]] || { ls -l "$out"; fail "device.key or device.csr missing"; }
+    openssl req -inform DER -in "$out/device.csr" -verify -noout
+    first="$(head -n 1 "$out/device.key")"
+    [[ "$first" == "-----BEGIN PRIVATE KEY-----" ]] || fail "device.key is not PEM PKCS#8: $first"
+    text="$(openssl pkey -in "$out/device.key" -noout -text)"
+    grep -Eq 'NIST CURVE: P-256|prime256v1' <<<"$text" || fail "device.key is not a P-256 key: $text"
+    [[ "$(openssl req -inform DER -in "$out/device.csr" -noout -pubkey)" == "$(openssl pkey -in "$out/device.key" -pubout)" ]] \
+        || fail "the CSR's public key is not device.key's"
+    subject="$(openssl req -inform DER -in "$out/device.csr" -noout -subject)"
+    [[ "$subject" == *rig-csr-1* ]] || fail "CN rig-csr-1 not in the CSR subject: $subject"
+}
+
+t_rig_enroll() {
+    local out="$W/rig-enroll"
+    mkdir -p "$out"
+    timeout 120 "$ATTESTCA_RIG_BIN" enroll \
+        --server "https://127.0.0.1:$EST_PORT" --trust "$PKI/ca-chain.pem" \
+        --rig-cert "$PKI/rig.crt" --rig-key "$PKI/rig.key" --out "$out" --cn rig-device-1
+    [[ -s "$out/device.crt" && -s "$out/device.key" ]] || { ls -l "$out"; fail "device.crt or device.key missing"; }
+    expect_verifies "$out/device.crt"
+    expect_same_pubkey "$out/device.crt" "$out/device.key"
+}
+
+t_rig_enroll_wrong_key() {
+    local out="$W/rig-bogus" rc=0
+    mkdir -p "$out"
+    openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$W/bogus.key"
+    timeout 120 "$ATTESTCA_RIG_BIN" enroll \
+        --server "https://127.0.0.1:$EST_PORT" --trust "$PKI/ca-chain.pem" \
+        --rig-cert "$PKI/rig.crt" --rig-key "$W/bogus.key" --out "$out" --cn rig-device-bogus || rc=$?
+    ((rc != 0)) || fail "enroll with a key that does not match --rig-cert exited 0"
+    ((rc != 124)) || fail "enroll with a bogus key hung (killed after 120 s)"
+    [[ ! -e "$out/device.crt" ]] || fail "a failed enroll still wrote $out/device.crt"
+    echo "exit $rc"
+}
+
+t_restart_same_chain() {
+    cmp "$W/ca-chain.before.pem" "$PKI/ca-chain.pem" || fail "ca-chain.pem changed across a restart"
+}
+
+t_restart_old_cert_verifies() {
+    [[ -s "$W/device.pem" ]] || fail "no device.pem from before the restart"
+    expect_verifies "$W/device.pem"
+}
+
+t_restart_cacerts() {
+    local n
+    req cacerts2 "$EST/cacerts"
+    expect_status 200 cacerts2
+    base64 -d <"$W/cacerts2.b" | openssl pkcs7 -inform DER -print_certs -out "$W/cacerts2.pem"
+    n="$(count_certs "$W/cacerts2.pem")"
+    [[ "$n" == 2 ]] || fail "expected 2 certificates, got $n"
+    [[ "$(fingerprints "$W/cacerts2.pem")" == "$(fingerprints "$W/ca-chain.before.pem")" ]] \
+        || fail "cacerts after the restart differs from the chain before it"
+}
+
+# ---------------------------------------------------------------- main
+# Server starts run in this shell (not in run_step's subshell): SERVER_PID and
+# the ports must outlive them.
+server_step() { # server_step NAME COMMAND...
+    local name=$1 out="$W/steps/server-$((PASSED + FAILED)).out"
+    shift
+    if "$@" >"$out" 2>&1; then
+        echo "ok - $name"
+        PASSED=$((PASSED + 1))
+    else
+        echo "not ok - $name"
+        sed 's/^/#   /' "$out"
+        FAILED=$((FAILED + 1))
+        FAILED_STEPS+=("$name")
+        return 1
+    fi
+}
+
+restart_server() {
+    cp "$PKI/ca-chain.pem" "$W/ca-chain.before.pem" || return 1
+    stop_server
+    start_server
+}
+
+main() {
+    if ! server_step "server starts and answers /healthz" start_server; then
+        echo "Bail out! the server did not start"
+        exit 1
+    fi
+
+    run_step "cacerts: anonymous GET, pkcs7-mime, base64, Content-Length, 2 certificates" t_cacerts
+    run_step "cacerts: same certificates as ca-chain.pem" t_cacerts_matches_chain
+    run_step "csrattrs: application/csrattrs that parses as DER" t_csrattrs
+    run_step "simpleenroll: mTLS, wrapped base64 CSR -> 1 certificate that verifies, same key" t_enroll_mtls
+    run_step "simpleenroll: same CSR again is a retry (same certificate)" t_enroll_retry
+    run_step "simpleenroll: Basic auth, one-line base64 CSR -> verifies" t_enroll_basic
+    run_step "pkilint -s WARNING accepts the issued certificates" t_pkilint
+    run_step "refuse: no credentials -> 401 with Basic challenge" t_refuse_anonymous
+    run_step "refuse: wrong Basic password -> 401" t_refuse_wrong_password
+    run_step "refuse: Content-Type text/plain -> 415" t_refuse_content_type
+    run_step "refuse: body not base64 -> 400" t_refuse_not_base64
+    run_step "refuse: base64 of random bytes -> 400" t_refuse_random_der
+    run_step "refuse: 1 MiB body -> 413" t_refuse_huge
+    run_step "refuse: unknown label -> 404" t_refuse_unknown_label
+    run_step "rig csr writes a P-256 PKCS#8 key and a DER CSR that verifies" t_rig_csr
+    run_step "rig enroll gets a certificate that verifies" t_rig_enroll
+    run_step "rig enroll with a key not matching --rig-cert fails" t_rig_enroll_wrong_key
+    server_step "restart on the same data dir" restart_server || true
+    run_step "restart: ca-chain.pem unchanged" t_restart_same_chain
+    run_step "restart: certificate issued before still verifies" t_restart_old_cert_verifies
+    run_step "restart: cacerts serves the same chain" t_restart_cacerts
+
+    echo "1..$((PASSED + FAILED + SKIPPED))"
+    if ((FAILED > 0)); then
+        printf '# failed: %s\n' "${FAILED_STEPS[@]}"
+        log_tail | sed 's/^/# /'
+    fi
+    echo "est_curl_openssl: $PASSED passed, $FAILED failed, $SKIPPED skipped"
+    ((FAILED == 0))
+}
+
+main
