@@ -9,8 +9,9 @@ pub mod codec;
 use std::sync::Arc;
 
 use axum::Router;
+use axum::body::Body;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -47,15 +48,20 @@ const REALM: &str = "Basic realm=\"attestca EST\", charset=\"UTF-8\"";
 /// Shared state of the EST routes.
 pub struct EstState {
     enrollment: Arc<EnrollmentService>,
+    max_request_bytes: usize,
     /// The cacerts response body, encoded once.
     cacerts: Bytes,
 }
 
 impl EstState {
     /// Prepares the state; fails if the CA chain cannot be encoded.
-    pub fn new(enrollment: Arc<EnrollmentService>) -> Result<Self, der::Error> {
+    pub fn new(
+        enrollment: Arc<EnrollmentService>,
+        max_request_bytes: usize,
+    ) -> Result<Self, der::Error> {
         let der = codec::certs_only(enrollment.ca().chain_der())?;
         Ok(Self {
+            max_request_bytes,
             cacerts: Bytes::from(codec::encode_body(&der)),
             enrollment,
         })
@@ -63,7 +69,7 @@ impl EstState {
 }
 
 /// The EST routes under `/.well-known/est/`, with and without a label.
-pub fn router(state: Arc<EstState>, max_request_bytes: usize) -> Router {
+pub fn router(state: Arc<EstState>) -> Router {
     Router::new()
         .route("/.well-known/est/cacerts", get(cacerts))
         .route("/.well-known/est/{label}/cacerts", get(cacerts_labelled))
@@ -75,7 +81,6 @@ pub fn router(state: Arc<EstState>, max_request_bytes: usize) -> Router {
             post(simpleenroll_labelled),
         )
         .fallback(not_found)
-        .layer(DefaultBodyLimit::max(max_request_bytes))
         .with_state(state)
 }
 
@@ -181,7 +186,7 @@ async fn simpleenroll(
     State(state): State<Arc<EstState>>,
     connection: Option<axum::Extension<ConnectionInfo>>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
     enroll(state, None, connection.map(|c| c.0), headers, body).await
 }
@@ -191,7 +196,7 @@ async fn simpleenroll_labelled(
     Path(label): Path<String>,
     connection: Option<axum::Extension<ConnectionInfo>>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
     enroll(state, Some(label), connection.map(|c| c.0), headers, body).await
 }
@@ -201,7 +206,7 @@ async fn enroll(
     label: Option<String>,
     connection: Option<ConnectionInfo>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
     if let Some(l) = &label {
         if state.enrollment.profile(Some(l)).is_none() {
@@ -214,6 +219,10 @@ async fn enroll(
             "request.content_type: simpleenroll takes Content-Type: application/pkcs10 (base64 of a DER CSR)",
         );
     }
+    let body = match read_limited(body, &headers, state.max_request_bytes).await {
+        Ok(body) => body,
+        Err(response) => return response,
+    };
     let csr_der = match codec::decode_body(&body) {
         Ok(der) => der,
         Err(reason) => {
@@ -264,6 +273,61 @@ pub fn refusal_response(refusal: &EnrollmentError) -> Response {
         _ => {}
     }
     response
+}
+
+/// Bodies up to this size are read (and discarded) when over the limit, so that the client,
+/// still sending, reliably receives the 413 instead of a connection reset. Larger declared
+/// bodies are refused without reading.
+const DRAIN_LIMIT: usize = 1 << 20;
+/// A client that stops sending mid-body is cut off after this long.
+const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Reads a request body of at most `limit` bytes; answers 413 above it and 408 on a stall.
+async fn read_limited(body: Body, headers: &HeaderMap, limit: usize) -> Result<Bytes, Response> {
+    use http_body_util::BodyExt;
+    let too_large = || {
+        text(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request.too_large: request bodies are limited to {limit} bytes"),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > DRAIN_LIMIT) {
+        return Err(too_large());
+    }
+    let mut body = body;
+    let mut collected = Vec::new();
+    let mut seen = 0usize;
+    loop {
+        let frame = match tokio::time::timeout(BODY_TIMEOUT, body.frame()).await {
+            Err(_) => {
+                return Err(text(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "request.timeout: the request body did not arrive in time",
+                ));
+            }
+            Ok(None) => break,
+            Ok(Some(Err(e))) => {
+                return Err(text(StatusCode::BAD_REQUEST, format!("request.body: {e}")));
+            }
+            Ok(Some(Ok(frame))) => frame,
+        };
+        if let Ok(data) = frame.into_data() {
+            seen += data.len();
+            if seen <= limit {
+                collected.extend_from_slice(&data);
+            } else if seen > DRAIN_LIMIT {
+                break;
+            }
+        }
+    }
+    if seen > limit {
+        return Err(too_large());
+    }
+    Ok(Bytes::from(collected))
 }
 
 fn is_content_type(headers: &HeaderMap, expected: &str) -> bool {

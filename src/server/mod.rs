@@ -121,10 +121,10 @@ pub async fn serve(
             addr: config.server.http_addr,
             source,
         })?;
-    let est_app = crate::est::router(
-        Arc::new(EstState::new(Arc::clone(&assembled.enrollment))?),
+    let est_app = crate::est::router(Arc::new(EstState::new(
+        Arc::clone(&assembled.enrollment),
         config.server.max_request_bytes,
-    );
+    )?));
     let http_app = health_router();
     tracing::info!(est = %config.server.est_addr, http = %config.server.http_addr, "attestca serving");
 

@@ -1,0 +1,290 @@
+//! Helpers shared by the integration tests: real server processes, a SoftHSM token, a fresh
+//! PostgreSQL database, and the external verifiers (openssl, pkcs11-tool).
+#![allow(dead_code)]
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The value of `var`, or `None` (test skipped with a notice) when it is unset outside CI.
+/// Under `tests/run.sh` (ATTESTCA_TEST_REQUIRE_ALL=1) or in CI a missing component fails.
+pub fn require(component: &str, var: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(v) if !v.is_empty() => Some(v),
+        _ => {
+            if std::env::var_os("ATTESTCA_TEST_REQUIRE_ALL").is_some()
+                || std::env::var_os("CI").is_some()
+            {
+                panic!("{component} is required: set {var} (tests/run.sh does)");
+            }
+            eprintln!("SKIPPED: {component} not available (set {var}, or run tests/run.sh)");
+            None
+        }
+    }
+}
+
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind an ephemeral port")
+}
+
+/// An attestca process, killed when dropped.
+pub struct ServerProcess {
+    child: Child,
+    pub log: PathBuf,
+    pub est: SocketAddr,
+    pub http: SocketAddr,
+}
+
+impl ServerProcess {
+    pub fn spawn(
+        args: &[&str],
+        envs: &[(&str, String)],
+        log: &Path,
+        est: SocketAddr,
+        http: SocketAddr,
+    ) -> Self {
+        let file = std::fs::File::create(log).expect("create server log");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_attestca"));
+        command
+            .args(args)
+            .stdout(file.try_clone().expect("clone log handle"))
+            .stderr(file);
+        for (k, v) in envs {
+            command.env(k, v);
+        }
+        let child = command.spawn().expect("start attestca");
+        Self {
+            child,
+            log: log.to_owned(),
+            est,
+            http,
+        }
+    }
+
+    /// Waits for /healthz; panics with the log if the server dies or never answers.
+    pub async fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let url = format!("http://{}/healthz", self.http);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "attestca exited ({status}) during start-up:\n{}",
+                    self.log_text()
+                );
+            }
+            if let Ok(r) = reqwest::get(&url).await {
+                if r.status() == 200 {
+                    return;
+                }
+            }
+            if Instant::now() > deadline {
+                panic!("attestca did not become ready:\n{}", self.log_text());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn est_url(&self) -> String {
+        format!("https://{}", self.est)
+    }
+
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Two loopback addresses on free ports.
+pub fn addresses() -> (SocketAddr, SocketAddr) {
+    (
+        SocketAddr::from(([127, 0, 0, 1], free_port())),
+        SocketAddr::from(([127, 0, 0, 1], free_port())),
+    )
+}
+
+/// Runs a command, returning (success, stdout+stderr).
+pub fn run(program: &str, args: &[&str], envs: &[(&str, String)]) -> (bool, String) {
+    let mut command = Command::new(program);
+    command.args(args).stdin(Stdio::null());
+    for (k, v) in envs {
+        command.env(k, v);
+    }
+    match command.output() {
+        Ok(out) => (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        ),
+        Err(e) => (false, format!("cannot run {program}: {e}")),
+    }
+}
+
+/// A SoftHSM token in its own directory.
+pub struct SoftHsmToken {
+    pub conf: PathBuf,
+    pub label: String,
+    pub pin: String,
+}
+
+impl SoftHsmToken {
+    pub fn create(dir: &Path, label: &str, pin: &str) -> Self {
+        let tokens = dir.join("tokens");
+        std::fs::create_dir_all(&tokens).expect("token directory");
+        let conf = dir.join("softhsm2.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+                tokens.display()
+            ),
+        )
+        .expect("softhsm2.conf");
+        let (ok, out) = run(
+            "softhsm2-util",
+            &[
+                "--init-token",
+                "--free",
+                "--label",
+                label,
+                "--so-pin",
+                "12345678",
+                "--pin",
+                pin,
+            ],
+            &[("SOFTHSM2_CONF", conf.display().to_string())],
+        );
+        assert!(ok, "softhsm2-util --init-token failed: {out}");
+        Self {
+            conf,
+            label: label.to_owned(),
+            pin: pin.to_owned(),
+        }
+    }
+}
+
+/// A database of its own on the PostgreSQL server, dropped at the end.
+pub struct TestDatabase {
+    admin_url: String,
+    pub name: String,
+    pub url: String,
+}
+
+impl TestDatabase {
+    pub async fn create(admin_url: &str) -> Self {
+        let mut suffix = [0u8; 6];
+        aws_lc_rs::rand::fill(&mut suffix).expect("random");
+        let name = format!("attestca_test_{}", hex::encode(suffix));
+        let admin = sqlx::PgPool::connect(admin_url)
+            .await
+            .expect("connect to the admin database");
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&admin)
+            .await
+            .expect("create test database");
+        admin.close().await;
+        let base = admin_url
+            .rsplit_once('/')
+            .map(|(b, _)| b)
+            .unwrap_or(admin_url);
+        Self {
+            admin_url: admin_url.to_owned(),
+            url: format!("{base}/{name}"),
+            name,
+        }
+    }
+
+    pub async fn pool(&self) -> sqlx::PgPool {
+        sqlx::PgPool::connect(&self.url)
+            .await
+            .expect("connect to the test database")
+    }
+
+    pub async fn drop_database(self) {
+        if let Ok(admin) = sqlx::PgPool::connect(&self.admin_url).await {
+            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            )))
+            .execute(&admin)
+            .await;
+        }
+    }
+}
+
+/// `openssl verify -CAfile chain cert`.
+pub fn openssl_verify(chain: &Path, cert_pem: &Path) -> (bool, String) {
+    run(
+        "openssl",
+        &[
+            "verify",
+            "-CAfile",
+            &chain.display().to_string(),
+            &cert_pem.display().to_string(),
+        ],
+        &[],
+    )
+}
+
+/// Writes DER certificates as PEM.
+pub fn write_pem(path: &Path, der: &[u8]) {
+    attestca::pem::write_certificates(path, &[der]).expect("write PEM");
+}
+
+/// An HTTPS client for raw status-code checks.
+pub fn https_client(chain: &Path, identity: Option<(&Path, &Path)>) -> reqwest::Client {
+    let tls = attestca::rig::client::tls_config(chain, identity).expect("TLS client config");
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .build()
+        .expect("HTTP client")
+}
+
+/// A CSR (DER) for a fresh P-256 key with subject CN=`cn`.
+pub fn csr(cn: &str) -> Vec<u8> {
+    attestca::rig::device::DeviceKey::generate()
+        .and_then(|k| k.csr(cn))
+        .expect("make a CSR")
+}
+
+/// Base64 of DER, wrapped, as an EST body.
+pub fn body(der: &[u8]) -> String {
+    attestca::est::codec::encode_body(der)
+}
+
+/// The issued certificate from a simpleenroll response body.
+pub fn certificate_from_response(body: &[u8]) -> Vec<u8> {
+    let der = attestca::est::codec::decode_body(body).expect("base64 response");
+    let mut certs =
+        attestca::rig::client::certificates_from_pkcs7(&der).expect("certs-only PKCS#7");
+    assert_eq!(
+        certs.len(),
+        1,
+        "an enrollment response carries exactly one certificate"
+    );
+    certs.remove(0)
+}
+
+/// Serial (lower-case hex) of a DER certificate.
+pub fn serial_of(der: &[u8]) -> String {
+    use der::Decode;
+    let cert = x509_cert::Certificate::from_der(der).expect("certificate");
+    hex::encode(cert.tbs_certificate().serial_number().as_bytes())
+}

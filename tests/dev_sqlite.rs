@@ -1,0 +1,177 @@
+//! The zero-setup run: `attestca serve --dev` with SQLite and a software key — the files the
+//! interface contract promises, enrollment with both rig authentication modes, the rows in the
+//! embedded database, and "issue once" under concurrent retries.
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+use sqlx::Row;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dev_run_enrolls_and_records_in_sqlite() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let dir = tmp.path().join("data");
+    let (est, http) = addresses();
+    let mut server = ServerProcess::spawn(
+        &[
+            "serve",
+            "--dev",
+            "--data-dir",
+            &dir.display().to_string(),
+            "--est-addr",
+            &est.to_string(),
+            "--http-addr",
+            &http.to_string(),
+        ],
+        &[],
+        &tmp.path().join("server.log"),
+        est,
+        http,
+    );
+    server.wait_ready().await;
+
+    // The interface contract's files.
+    let pki = dir.join("pki");
+    for f in ["ca-chain.pem", "rig.crt", "rig.key", "rig-basic.txt"] {
+        assert!(pki.join(f).is_file(), "{f} missing");
+    }
+    let chain = pki.join("ca-chain.pem");
+    let chain_certs = attestca::pem::read_certificates(&chain).expect("chain");
+    assert_eq!(chain_certs.len(), 2, "issuing CA then root");
+    assert_eq!(
+        chain_certs[0].tbs_certificate().issuer(),
+        chain_certs[1].tbs_certificate().subject(),
+        "the first certificate is the issuing CA, issued by the second"
+    );
+    let basic = std::fs::read_to_string(pki.join("rig-basic.txt")).expect("rig-basic.txt");
+    let (user, password) = basic.trim().split_once(':').expect("user:password");
+
+    let url = format!("{}/.well-known/est/simpleenroll", server.est_url());
+    let rig = https_client(&chain, Some((&pki.join("rig.crt"), &pki.join("rig.key"))));
+    let anonymous = https_client(&chain, None);
+
+    let mtls = rig
+        .post(&url)
+        .header("Content-Type", "application/pkcs10")
+        .body(body(&csr("dev-device-1")))
+        .send()
+        .await
+        .expect("mTLS enroll");
+    assert_eq!(mtls.status(), 200, "{}", server.log_text());
+    let mtls_cert = certificate_from_response(&mtls.bytes().await.expect("body"));
+
+    let basic = anonymous
+        .post(&url)
+        .basic_auth(user, Some(password))
+        .header("Content-Type", "application/pkcs10")
+        .body(body(&csr("dev-device-2")))
+        .send()
+        .await
+        .expect("Basic enroll");
+    assert_eq!(basic.status(), 200, "{}", server.log_text());
+    let basic_cert = certificate_from_response(&basic.bytes().await.expect("body"));
+
+    for (name, der) in [("mtls", &mtls_cert), ("basic", &basic_cert)] {
+        let pem = tmp.path().join(format!("{name}.pem"));
+        write_pem(&pem, der);
+        let (ok, out) = openssl_verify(&chain, &pem);
+        assert!(ok, "{name}: {out}");
+    }
+
+    // Eight concurrent posts of one CSR by one rig: one certificate, the same for all.
+    let shared = body(&csr("dev-device-3"));
+    let posts = (0..8).map(|_| {
+        rig.post(&url)
+            .header("Content-Type", "application/pkcs10")
+            .body(shared.clone())
+            .send()
+    });
+    let mut serials = Vec::new();
+    for response in futures::future::join_all(posts).await {
+        let response = response.expect("concurrent post");
+        assert_eq!(response.status(), 200);
+        serials.push(serial_of(&certificate_from_response(
+            &response.bytes().await.expect("body"),
+        )));
+    }
+    serials.dedup();
+    assert_eq!(
+        serials.len(),
+        1,
+        "concurrent retries got different certificates: {serials:?}"
+    );
+
+    // The embedded database has the rows and events.
+    let db = sqlx::SqlitePool::connect(&format!(
+        "sqlite://{}?mode=ro",
+        dir.join("attestca.db").display()
+    ))
+    .await
+    .expect("open the SQLite file");
+    let rows = sqlx::query("SELECT serial, requester, der FROM certificates ORDER BY issued_at")
+        .fetch_all(&db)
+        .await
+        .expect("rows");
+    assert_eq!(rows.len(), 3, "two devices and one for the concurrent CSR");
+    let requester_of = |der: &Vec<u8>| {
+        rows.iter()
+            .find(|r| r.get::<Vec<u8>, _>("der") == *der)
+            .map(|r| r.get::<String, _>("requester"))
+    };
+    assert_eq!(requester_of(&mtls_cert).as_deref(), Some("tls:rig-dev-01"));
+    assert_eq!(
+        requester_of(&basic_cert).as_deref(),
+        Some(format!("basic:{user}").as_str())
+    );
+    let retried: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM enrollment_events WHERE outcome = 'retried' AND serial = $1",
+    )
+    .bind(&serials[0])
+    .fetch_one(&db)
+    .await
+    .expect("events");
+    assert_eq!(
+        retried, 7,
+        "seven of the eight concurrent posts are recorded as retries"
+    );
+    db.close().await;
+
+    // The dev PKI is reused on restart.
+    let before = std::fs::read(&chain).expect("chain");
+    server.stop();
+    let (est, http) = addresses();
+    let mut again = ServerProcess::spawn(
+        &[
+            "serve",
+            "--dev",
+            "--data-dir",
+            &dir.display().to_string(),
+            "--est-addr",
+            &est.to_string(),
+            "--http-addr",
+            &http.to_string(),
+        ],
+        &[],
+        &tmp.path().join("server2.log"),
+        est,
+        http,
+    );
+    again.wait_ready().await;
+    assert_eq!(std::fs::read(&chain).expect("chain"), before);
+    assert_secret_permissions(&pki);
+}
+
+/// Private keys and the Basic password are readable by their owner only.
+fn assert_secret_permissions(pki: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    for entry in std::fs::read_dir(pki).expect("pki dir").flatten() {
+        let path = entry.path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if name.ends_with(".key") || name == "rig-basic.txt" {
+            let mode = entry.metadata().expect("metadata").permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{name} has mode {mode:o}");
+        }
+    }
+}
