@@ -187,15 +187,14 @@ impl RigAuthenticator {
             return Err(AuthError::Invalid);
         };
         let tag = hmac::sign(&self.cache_key, password.expose_secret().as_bytes());
-        if let Ok(cache) = self.verified.lock() {
-            if let Some(known) = cache.get(user) {
-                if bool::from(known.as_slice().ct_eq(tag.as_ref())) {
-                    return Ok(Requester {
-                        name: user.clone(),
-                        method: AuthMethod::Basic,
-                    });
-                }
-            }
+        if let Ok(cache) = self.verified.lock()
+            && let Some(known) = cache.get(user)
+            && bool::from(known.as_slice().ct_eq(tag.as_ref()))
+        {
+            return Ok(Requester {
+                name: user.clone(),
+                method: AuthMethod::Basic,
+            });
         }
         if verify_blocking(hash.clone(), password.clone()).await {
             if let Ok(mut cache) = self.verified.lock() {

@@ -332,9 +332,12 @@ fn check_alt_name(name: &GeneralName, profile: &IssuanceProfile) -> Result<(), E
     Ok(())
 }
 
+/// A DNS name in preferred syntax with at least two labels: single-label names ("localhost",
+/// "printer") are not valid dNSNames for pkilint and most relying parties.
 fn is_dns_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 253
+        && name.contains('.')
         && name.split('.').all(|label| {
             !label.is_empty()
                 && label.len() <= 63
@@ -370,4 +373,169 @@ pub fn describe_alt_names(names: &[GeneralName]) -> String {
         })
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ProfileConfig;
+
+    fn profile(edit: impl FnOnce(&mut ProfileConfig)) -> IssuanceProfile {
+        let mut config = ProfileConfig::default();
+        edit(&mut config);
+        IssuanceProfile::from_config("test", &config).expect("valid profile")
+    }
+
+    /// A DER CSR made by the openssl command line (an implementation this project did not write).
+    fn openssl_csr(key: &[&str], subject: &str, extra: &[&str]) -> Vec<u8> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let out = dir.path().join("csr.der");
+        let key_out = dir.path().join("key.pem");
+        let mut args = vec!["req", "-new", "-nodes", "-subj", subject, "-outform", "DER"];
+        args.extend_from_slice(key);
+        args.extend_from_slice(extra);
+        let (out_s, key_s) = (out.display().to_string(), key_out.display().to_string());
+        args.extend_from_slice(&["-out", &out_s, "-keyout", &key_s]);
+        let status = std::process::Command::new("openssl")
+            .args(&args)
+            .output()
+            .expect("run openssl");
+        assert!(
+            status.status.success(),
+            "{}",
+            String::from_utf8_lossy(&status.stderr)
+        );
+        std::fs::read(out).expect("csr")
+    }
+
+    const P256: &[&str] = &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"];
+
+    fn code(result: Result<ValidatedCsr, EnrollmentError>) -> &'static str {
+        match result {
+            Ok(_) => "ok",
+            Err(e) => e.reason_code(),
+        }
+    }
+
+    #[test]
+    fn accepts_a_p256_csr_and_keeps_its_names() {
+        let der = openssl_csr(
+            P256,
+            "/CN=dev-1/O=Example",
+            &["-addext", "subjectAltName=DNS:dev-1.example,IP:10.0.0.7"],
+        );
+        let csr = validate(&der, &profile(|_| {})).expect("valid");
+        assert_eq!(csr.key_algorithm, DeviceKeyAlgorithm::P256);
+        assert_eq!(
+            describe_alt_names(&csr.subject_alt_names),
+            "DNS:dev-1.example, IP:10.0.0.7"
+        );
+    }
+
+    #[test]
+    fn refuses_a_tampered_signature() {
+        let mut der = openssl_csr(P256, "/CN=dev-1", &[]);
+        let last = der.len() - 1;
+        der[last] ^= 0x55;
+        let result = code(validate(&der, &profile(|_| {})));
+        assert!(
+            result == "csr.bad_signature" || result == "csr.malformed",
+            "{result}"
+        );
+        // Changing the signed content (the CN) breaks the signature while the DER stays valid.
+        let mut der = openssl_csr(P256, "/CN=dev-1", &[]);
+        let at = der
+            .windows(5)
+            .position(|w| w == b"dev-1")
+            .expect("CN bytes");
+        der[at + 4] = b'2';
+        assert_eq!(code(validate(&der, &profile(|_| {}))), "csr.bad_signature");
+    }
+
+    #[test]
+    fn applies_the_key_allow_list() {
+        let p384 = openssl_csr(
+            &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-384"],
+            "/CN=d",
+            &[],
+        );
+        assert_eq!(code(validate(&p384, &profile(|_| {}))), "ok");
+        assert_eq!(
+            code(validate(
+                &p384,
+                &profile(|p| p.key_algorithms = vec![DeviceKeyAlgorithm::P256])
+            )),
+            "csr.key_algorithm_not_allowed"
+        );
+        let rsa2048 = openssl_csr(&["-newkey", "rsa:2048"], "/CN=d", &[]);
+        assert_eq!(code(validate(&rsa2048, &profile(|_| {}))), "ok");
+        let rsa1024 = openssl_csr(&["-newkey", "rsa:1024"], "/CN=d", &[]);
+        assert_eq!(
+            code(validate(&rsa1024, &profile(|_| {}))),
+            "csr.key_too_small"
+        );
+        let secp256k1 = openssl_csr(
+            &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:secp256k1"],
+            "/CN=d",
+            &[],
+        );
+        assert_eq!(
+            code(validate(&secp256k1, &profile(|_| {}))),
+            "csr.key_algorithm_not_allowed"
+        );
+    }
+
+    #[test]
+    fn applies_the_subject_and_alt_name_rules() {
+        let strict = profile(|p| p.cn_pattern = Some("SN-[0-9]{4}".into()));
+        assert_eq!(
+            code(validate(&openssl_csr(P256, "/CN=SN-0042", &[]), &strict)),
+            "ok"
+        );
+        assert_eq!(
+            code(validate(&openssl_csr(P256, "/CN=SN-0042x", &[]), &strict)),
+            "csr.subject_rejected"
+        );
+        assert_eq!(
+            code(validate(&openssl_csr(P256, "/O=NoCN", &[]), &strict)),
+            "csr.subject_cn_missing"
+        );
+        assert_eq!(
+            code(validate(
+                &openssl_csr(P256, "/CN=d/L=Somewhere", &[]),
+                &strict
+            )),
+            "csr.subject_attribute_not_allowed"
+        );
+        let email = openssl_csr(
+            P256,
+            "/CN=d",
+            &["-addext", "subjectAltName=email:a@example.com"],
+        );
+        assert_eq!(
+            code(validate(&email, &profile(|_| {}))),
+            "csr.san_type_not_allowed"
+        );
+        for bad in ["DNS:-bad-.example", "DNS:single-label", "DNS:a..example"] {
+            let der = openssl_csr(
+                P256,
+                "/CN=d",
+                &["-addext", &format!("subjectAltName={bad}")],
+            );
+            assert_eq!(
+                code(validate(&der, &profile(|_| {}))),
+                "csr.san_malformed",
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn refuses_garbage() {
+        assert_eq!(
+            code(validate(b"\x30\x03\x02\x01\x00", &profile(|_| {}))),
+            "csr.malformed"
+        );
+        assert_eq!(code(validate(&[], &profile(|_| {}))), "csr.malformed");
+    }
 }

@@ -64,3 +64,55 @@ pub fn csr_attrs(elements: &[Vec<u8>]) -> Result<Vec<u8>, der::Error> {
         .collect::<Result<Vec<_>, _>>()?;
     anys.to_der()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_base64_in_every_layout_clients_send() {
+        let der: Vec<u8> = (0u8..=200).collect();
+        let flat = base64::engine::general_purpose::STANDARD.encode(&der);
+        let crlf = flat
+            .as_bytes()
+            .chunks(64)
+            .map(|c| std::str::from_utf8(c).unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("\r\n");
+        let spaced = format!(" \t{}\n\n", flat.replace('A', "A "));
+        let unpadded = flat.trim_end_matches('=').to_owned();
+        let pem = format!(
+            "-----BEGIN CERTIFICATE REQUEST-----\n{crlf}\n-----END CERTIFICATE REQUEST-----\n"
+        );
+        for (name, body) in [
+            ("flat", flat.clone()),
+            ("crlf", crlf),
+            ("spaced", spaced),
+            ("unpadded", unpadded),
+            ("pem", pem),
+        ] {
+            assert_eq!(
+                decode_body(body.as_bytes()).as_deref(),
+                Ok(der.as_slice()),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn refuses_non_base64_and_empty_bodies() {
+        assert!(decode_body(b"not base64 at all!!").is_err());
+        assert!(decode_body(b" \r\n").is_err());
+        assert!(decode_body(&[0xff, 0xfe]).is_err());
+    }
+
+    #[test]
+    fn encodes_64_character_lines() {
+        let der = vec![7u8; 200];
+        let text = encode_body(&der);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[..lines.len() - 1].iter().all(|l| l.len() == 64));
+        assert!(text.ends_with('\n') && !text.contains('\r'));
+        assert_eq!(decode_body(text.as_bytes()), Ok(der));
+    }
+}

@@ -208,10 +208,10 @@ async fn enroll(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    if let Some(l) = &label {
-        if state.enrollment.profile(Some(l)).is_none() {
-            return unknown_label(l);
-        }
+    if let Some(l) = &label
+        && state.enrollment.profile(Some(l)).is_none()
+    {
+        return unknown_label(l);
     }
     if !is_content_type(&headers, "application/pkcs10") {
         return text(

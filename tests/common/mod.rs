@@ -77,10 +77,10 @@ impl ServerProcess {
                     self.log_text()
                 );
             }
-            if let Ok(r) = reqwest::get(&url).await {
-                if r.status() == 200 {
-                    return;
-                }
+            if let Ok(r) = reqwest::get(&url).await
+                && r.status() == 200
+            {
+                return;
             }
             if Instant::now() > deadline {
                 panic!("attestca did not become ready:\n{}", self.log_text());

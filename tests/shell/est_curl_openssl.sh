@@ -329,7 +329,9 @@ t_pkilint() {
         skip "pkilint not available (set ATTESTCA_TEST_PKILINT)"
     fi
     local cert
-    for cert in "$W/device.pem" "$W/device2.pem"; do
+    # The issuing CA and the root as well as the device certificates (split the chain file).
+    awk -v dir="$W" '/BEGIN CERTIFICATE/{n++} {print > (dir "/chain-part" n ".pem")}' "$PKI/ca-chain.pem"
+    for cert in "$W/device.pem" "$W/device2.pem" "$W/chain-part1.pem" "$W/chain-part2.pem"; do
         [[ -s "$cert" ]] || fail "$cert missing (enrollment failed)"
         echo "lint $cert"
         "$ATTESTCA_TEST_PKILINT" lint -s WARNING "$cert" || fail "pkilint reported findings for $cert (exit $?)"
