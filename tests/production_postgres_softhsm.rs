@@ -354,6 +354,8 @@ async fn example_production_config_on_postgres_and_softhsm() {
         "auth.not_allowed_on_profile",
         "csr.malformed",
         "csr.subject_rejected",
+        "request.too_large",
+        "request.content_type",
     ] {
         assert!(
             refused.iter().any(|r| r == code),

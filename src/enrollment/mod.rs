@@ -156,6 +156,42 @@ impl EnrollmentService {
         &self.ca
     }
 
+    /// Records a request the wire layer refused before it could be decoded (wrong media type,
+    /// oversized or unreadable body), so that every attempt leaves an event.
+    pub async fn record_undecodable(
+        &self,
+        label: Option<&str>,
+        credentials: &PresentedCredentials,
+        peer: Option<String>,
+        code: &'static str,
+        detail: &str,
+    ) {
+        let requester = match &credentials.peer_certificate {
+            crate::access::PeerCertificate::Rig(name) => Some(
+                Requester {
+                    name: name.clone(),
+                    method: crate::access::AuthMethod::ClientCertificate,
+                }
+                .id(),
+            ),
+            _ => None,
+        };
+        let event = EnrollmentEvent {
+            occurred_at: unix_seconds(SystemTime::now()) as i64,
+            requester,
+            operation: OPERATION_ENROLL.into(),
+            profile: label.unwrap_or(crate::config::DEFAULT_PROFILE).to_owned(),
+            outcome: "refused".into(),
+            reason: code.into(),
+            detail: detail.to_owned(),
+            peer,
+            ..Default::default()
+        };
+        if let Err(e) = self.ledger.commit(LedgerEntry::Event(event)).await {
+            tracing::error!(error = %e, "could not record a refused enrollment");
+        }
+    }
+
     /// Handles `simpleenroll`: decides, issues, commits, and records the event.
     pub async fn enroll(&self, request: EnrollRequest) -> Result<Enrolled, EnrollmentError> {
         let now = SystemTime::now();

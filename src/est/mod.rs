@@ -213,35 +213,40 @@ async fn enroll(
     {
         return unknown_label(l);
     }
-    if !is_content_type(&headers, "application/pkcs10") {
-        return text(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "request.content_type: simpleenroll takes Content-Type: application/pkcs10 (base64 of a DER CSR)",
-        );
-    }
-    let body = match read_limited(body, &headers, state.max_request_bytes).await {
-        Ok(body) => body,
-        Err(response) => return response,
-    };
-    let csr_der = match codec::decode_body(&body) {
-        Ok(der) => der,
-        Err(reason) => {
-            return text(
-                StatusCode::BAD_REQUEST,
-                format!("request.encoding: {reason}"),
-            );
-        }
-    };
     let connection = connection.unwrap_or_default();
     let credentials = PresentedCredentials {
         peer_certificate: connection.peer_certificate,
         basic: basic_credentials(&headers),
     };
+    let peer = connection.peer_addr.map(|a| a.to_string());
+    let decoded = if !is_content_type(&headers, "application/pkcs10") {
+        Err((
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "request.content_type",
+            "simpleenroll takes Content-Type: application/pkcs10 (base64 of a DER CSR)".to_owned(),
+        ))
+    } else {
+        match read_limited(body, &headers, state.max_request_bytes).await {
+            Err(refusal) => Err(refusal),
+            Ok(body) => codec::decode_body(&body)
+                .map_err(|reason| (StatusCode::BAD_REQUEST, "request.encoding", reason)),
+        }
+    };
+    let csr_der = match decoded {
+        Ok(der) => der,
+        Err((status, code, detail)) => {
+            state
+                .enrollment
+                .record_undecodable(label.as_deref(), &credentials, peer, code, &detail)
+                .await;
+            return text(status, format!("{code}: {detail}"));
+        }
+    };
     let request = EnrollRequest {
         label,
         credentials,
         csr_der,
-        peer: connection.peer_addr.map(|a| a.to_string()),
+        peer,
     };
     match state.enrollment.enroll(request).await {
         Ok(enrolled) => match codec::certs_only(&[enrolled.certificate_der]) {
@@ -282,13 +287,17 @@ const DRAIN_LIMIT: usize = 1 << 20;
 /// A client that stops sending mid-body is cut off after this long.
 const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// Reads a request body of at most `limit` bytes; answers 413 above it and 408 on a stall.
-async fn read_limited(body: Body, headers: &HeaderMap, limit: usize) -> Result<Bytes, Response> {
+/// A refusal decided by the wire layer: status, reason code, explanation.
+type WireRefusal = (StatusCode, &'static str, String);
+
+/// Reads a request body of at most `limit` bytes; 413 above it, 408 when it stalls.
+async fn read_limited(body: Body, headers: &HeaderMap, limit: usize) -> Result<Bytes, WireRefusal> {
     use http_body_util::BodyExt;
     let too_large = || {
-        text(
+        (
             StatusCode::PAYLOAD_TOO_LARGE,
-            format!("request.too_large: request bodies are limited to {limit} bytes"),
+            "request.too_large",
+            format!("request bodies are limited to {limit} bytes"),
         )
     };
     let declared = headers
@@ -304,14 +313,15 @@ async fn read_limited(body: Body, headers: &HeaderMap, limit: usize) -> Result<B
     loop {
         let frame = match tokio::time::timeout(BODY_TIMEOUT, body.frame()).await {
             Err(_) => {
-                return Err(text(
+                return Err((
                     StatusCode::REQUEST_TIMEOUT,
-                    "request.timeout: the request body did not arrive in time",
+                    "request.timeout",
+                    "the request body did not arrive in time".to_owned(),
                 ));
             }
             Ok(None) => break,
             Ok(Some(Err(e))) => {
-                return Err(text(StatusCode::BAD_REQUEST, format!("request.body: {e}")));
+                return Err((StatusCode::BAD_REQUEST, "request.body", e.to_string()));
             }
             Ok(Some(Ok(frame))) => frame,
         };
