@@ -67,7 +67,7 @@ fn issuer_of(der: &[u8]) -> Result<(Name, Vec<u8>, u64), SetupError> {
     let tbs = cert.tbs_certificate();
     Ok((
         tbs.subject().clone(),
-        ext::key_identifier(tbs.subject_public_key_info()),
+        ext::certificate_key_identifier(&cert),
         unix_seconds(tbs.validity().not_after.to_system_time()),
     ))
 }

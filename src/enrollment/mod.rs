@@ -133,7 +133,7 @@ impl EnrollmentService {
         rigs: Arc<RigAuthenticator>,
         retry_window_secs: u64,
     ) -> Self {
-        let issuer_key_id = crate::issuance::extensions::key_identifier(ca.signer().public_key());
+        let issuer_key_id = ca.key_identifier().to_vec();
         Self {
             profiles,
             ca,

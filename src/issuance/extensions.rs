@@ -34,6 +34,17 @@ pub fn key_identifier(spki: &SubjectPublicKeyInfo) -> Vec<u8> {
     Sha256::digest(spki.subject_public_key.raw_bytes())[..20].to_vec()
 }
 
+/// The key identifier relying parties will match an AKI against: the certificate's own
+/// subjectKeyIdentifier when it has one (an external root may have used another method, e.g.
+/// SHA-1), else the RFC 7093 value.
+pub fn certificate_key_identifier(cert: &x509_cert::Certificate) -> Vec<u8> {
+    let tbs = cert.tbs_certificate();
+    match tbs.get_extension::<SubjectKeyIdentifier>() {
+        Ok(Some((_, ski))) => ski.0.as_bytes().to_vec(),
+        _ => key_identifier(tbs.subject_public_key_info()),
+    }
+}
+
 /// basicConstraints, always critical.
 pub fn basic_constraints(ca: bool, path_len: Option<u8>) -> der::Result<Extension> {
     extension(

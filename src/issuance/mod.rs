@@ -62,7 +62,7 @@ impl IssuingCa {
         if certificate.tbs_certificate().subject_public_key_info() != signer.public_key() {
             return Err(IssuanceError::KeyMismatch);
         }
-        let key_identifier = extensions::key_identifier(signer.public_key());
+        let key_identifier = extensions::certificate_key_identifier(&certificate);
         let not_after = unix_seconds(
             certificate
                 .tbs_certificate()
@@ -87,6 +87,11 @@ impl IssuingCa {
     /// The chain as DER, issuing CA first.
     pub fn chain_der(&self) -> &[Vec<u8>] {
         &self.chain_der
+    }
+
+    /// The key identifier issued certificates carry in their AKI.
+    pub fn key_identifier(&self) -> &[u8] {
+        &self.key_identifier
     }
 
     /// The signing key.
