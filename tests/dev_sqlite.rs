@@ -13,23 +13,7 @@ use sqlx::Row;
 async fn dev_run_enrolls_and_records_in_sqlite() {
     let tmp = tempfile::tempdir().expect("temp dir");
     let dir = tmp.path().join("data");
-    let (est, http) = addresses();
-    let mut server = ServerProcess::spawn(
-        &[
-            "serve",
-            "--dev",
-            "--data-dir",
-            &dir.display().to_string(),
-            "--est-addr",
-            &est.to_string(),
-            "--http-addr",
-            &http.to_string(),
-        ],
-        &[],
-        &tmp.path().join("server.log"),
-        est,
-        http,
-    );
+    let mut server = ServerProcess::dev(&dir, &tmp.path().join("server.log"));
     server.wait_ready().await;
 
     // The interface contract's files.
@@ -141,23 +125,7 @@ async fn dev_run_enrolls_and_records_in_sqlite() {
     // The dev PKI is reused on restart.
     let before = std::fs::read(&chain).expect("chain");
     server.stop();
-    let (est, http) = addresses();
-    let mut again = ServerProcess::spawn(
-        &[
-            "serve",
-            "--dev",
-            "--data-dir",
-            &dir.display().to_string(),
-            "--est-addr",
-            &est.to_string(),
-            "--http-addr",
-            &http.to_string(),
-        ],
-        &[],
-        &tmp.path().join("server2.log"),
-        est,
-        http,
-    );
+    let mut again = ServerProcess::dev(&dir, &tmp.path().join("server2.log"));
     again.wait_ready().await;
     assert_eq!(std::fs::read(&chain).expect("chain"), before);
     assert_secret_permissions(&pki);

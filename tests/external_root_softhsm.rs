@@ -17,6 +17,63 @@ fn openssl(args: &[&str]) {
     assert!(ok, "openssl {}: {out}", args.join(" "));
 }
 
+/// A fresh EC key (PKCS#8 PEM) and a CSR for it.
+fn key_and_csr(curve: &str, subject: &str, key: &str, csr: &str) {
+    let curve = format!("ec_paramgen_curve:{curve}");
+    openssl(&[
+        "req", "-new", "-newkey", "ec", "-pkeyopt", &curve, "-nodes", "-subj", subject, "-keyout",
+        key, "-out", csr,
+    ]);
+}
+
+/// A self-signed P-256 CA certificate and its key.
+fn self_signed_ca(subject: &str, key: &str, cert: &str) {
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-subj",
+        subject,
+        "-days",
+        "3650",
+        "-keyout",
+        key,
+        "-out",
+        cert,
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+    ]);
+}
+
+/// `openssl x509 -req`: the CA `(cert, key)` signs `csr` with the extensions in `ext`.
+fn sign(csr: &str, ca: &(String, String), serial: &str, ext: &std::path::Path, out: &str) {
+    let ext = ext.display().to_string();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        csr,
+        "-CA",
+        &ca.0,
+        "-CAkey",
+        &ca.1,
+        "-set_serial",
+        serial,
+        "-days",
+        "365",
+        "-extfile",
+        &ext,
+        "-out",
+        out,
+    ]);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn offline_root_signs_a_p384_issuing_key_held_in_softhsm() {
     let Some(module) = require("SoftHSM", "ATTESTCA_TEST_PKCS11_MODULE") else {
@@ -97,86 +154,26 @@ validity_days = 30
     );
 
     // 2. openssl is the offline root.
-    openssl(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-subj",
-        "/CN=Offline Test Root",
-        "-days",
-        "3650",
-        "-keyout",
-        &t("root.key"),
-        "-out",
-        &t("root.pem"),
-        "-addext",
-        "basicConstraints=critical,CA:TRUE",
-        "-addext",
-        "keyUsage=critical,keyCertSign,cRLSign",
-    ]);
+    self_signed_ca("/CN=Offline Test Root", &t("root.key"), &t("root.pem"));
+    let ca_ext = tmp.path().join("ca.ext");
     std::fs::write(
-        tmp.path().join("ca.ext"),
+        &ca_ext,
         "basicConstraints=critical,CA:TRUE,pathlen:0\nkeyUsage=critical,keyCertSign,cRLSign\n\
          subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n",
     )
     .expect("ext");
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
+    let root = (t("root.pem"), t("root.key"));
+    sign(
         &t("issuing.csr"),
-        "-CA",
-        &t("root.pem"),
-        "-CAkey",
-        &t("root.key"),
-        "-set_serial",
+        &root,
         "0x1001",
-        "-days",
-        "1825",
-        "-extfile",
-        &t("ca.ext"),
-        "-out",
+        &ca_ext,
         &t("issuing.crt"),
-    ]);
+    );
 
     // A certificate for some other key is refused.
-    openssl(&[
-        "req",
-        "-new",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-384",
-        "-nodes",
-        "-subj",
-        "/CN=Impostor",
-        "-keyout",
-        &t("other.key"),
-        "-out",
-        &t("other.csr"),
-    ]);
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        &t("other.csr"),
-        "-CA",
-        &t("root.pem"),
-        "-CAkey",
-        &t("root.key"),
-        "-set_serial",
-        "0x1002",
-        "-days",
-        "30",
-        "-extfile",
-        &t("ca.ext"),
-        "-out",
-        &t("other.crt"),
-    ]);
+    key_and_csr("P-384", "/CN=Impostor", &t("other.key"), &t("other.csr"));
+    sign(&t("other.csr"), &root, "0x1002", &ca_ext, &t("other.crt"));
     let (ok, out) = run(
         attestca,
         &[
@@ -212,110 +209,27 @@ validity_days = 30
     assert!(ok, "import-ca: {out}");
 
     // TLS server and rig credentials, made with openssl as an operator would.
+    let server_ext = tmp.path().join("server.ext");
     std::fs::write(
-        tmp.path().join("server.ext"),
+        &server_ext,
         "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n\
          extendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1\n",
     )
     .expect("ext");
-    openssl(&[
-        "req",
-        "-new",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-subj",
-        "/CN=127.0.0.1",
-        "-keyout",
-        &t("server.key"),
-        "-out",
+    key_and_csr("P-256", "/CN=127.0.0.1", &t("server.key"), &t("server.csr"));
+    sign(
         &t("server.csr"),
-    ]);
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        &t("server.csr"),
-        "-CA",
-        &t("root.pem"),
-        "-CAkey",
-        &t("root.key"),
-        "-set_serial",
+        &root,
         "0x2001",
-        "-days",
-        "30",
-        "-extfile",
-        &t("server.ext"),
-        "-out",
+        &server_ext,
         &t("server.crt"),
-    ]);
-    openssl(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-subj",
-        "/CN=Line Rig CA",
-        "-days",
-        "30",
-        "-keyout",
-        &t("rig-ca.key"),
-        "-out",
-        &t("rig-ca.pem"),
-        "-addext",
-        "basicConstraints=critical,CA:TRUE",
-        "-addext",
-        "keyUsage=critical,keyCertSign",
-    ]);
-    std::fs::write(tmp.path().join("rig.ext"), "extendedKeyUsage=clientAuth\n").expect("ext");
-    openssl(&[
-        "req",
-        "-new",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-subj",
-        "/CN=rig-offline-1",
-        "-keyout",
-        &t("rig.key"),
-        "-out",
-        &t("rig.csr"),
-    ]);
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        &t("rig.csr"),
-        "-CA",
-        &t("rig-ca.pem"),
-        "-CAkey",
-        &t("rig-ca.key"),
-        "-set_serial",
-        "0x3001",
-        "-days",
-        "30",
-        "-extfile",
-        &t("rig.ext"),
-        "-out",
-        &t("rig.crt"),
-    ]);
-    // openssl writes traditional EC keys; attestca-rig and rustls want PKCS#8.
-    openssl(&[
-        "pkcs8",
-        "-topk8",
-        "-nocrypt",
-        "-in",
-        &t("rig.key"),
-        "-out",
-        &t("rig.p8"),
-    ]);
+    );
+    self_signed_ca("/CN=Line Rig CA", &t("rig-ca.key"), &t("rig-ca.pem"));
+    let rig_ext = tmp.path().join("rig.ext");
+    std::fs::write(&rig_ext, "extendedKeyUsage=clientAuth\n").expect("ext");
+    key_and_csr("P-256", "/CN=rig-offline-1", &t("rig.key"), &t("rig.csr"));
+    let rig_ca = (t("rig-ca.pem"), t("rig-ca.key"));
+    sign(&t("rig.csr"), &rig_ca, "0x3001", &rig_ext, &t("rig.crt"));
 
     // 4. Serve and enroll.
     let mut server = ServerProcess::spawn(
@@ -329,7 +243,7 @@ validity_days = 30
     let chain = tmp.path().join("data/pki/ca-chain.pem");
     let rig = https_client(
         Path::new(&t("root.pem")),
-        Some((Path::new(&t("rig.crt")), Path::new(&t("rig.p8")))),
+        Some((Path::new(&t("rig.crt")), Path::new(&t("rig.key")))),
     );
     let response = rig
         .post(format!("{}/.well-known/est/simpleenroll", server.est_url()))

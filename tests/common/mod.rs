@@ -66,6 +66,27 @@ impl ServerProcess {
         }
     }
 
+    /// `attestca serve --dev` on fresh loopback ports, with its data in `data_dir`.
+    pub fn dev(data_dir: &Path, log: &Path) -> Self {
+        let (est, http) = addresses();
+        Self::spawn(
+            &[
+                "serve",
+                "--dev",
+                "--data-dir",
+                &data_dir.display().to_string(),
+                "--est-addr",
+                &est.to_string(),
+                "--http-addr",
+                &http.to_string(),
+            ],
+            &[],
+            log,
+            est,
+            http,
+        )
+    }
+
     /// Waits for /healthz; panics with the log if the server dies or never answers.
     pub async fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(60);
