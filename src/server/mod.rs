@@ -107,25 +107,17 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     let assembled = assemble(config).await?;
-    let est_listener = TcpListener::bind(config.server.est_addr)
-        .await
-        .map_err(|source| ServerError::Bind {
-            what: "EST (HTTPS) listener",
-            addr: config.server.est_addr,
-            source,
-        })?;
-    let http_listener = TcpListener::bind(config.server.http_addr)
-        .await
-        .map_err(|source| ServerError::Bind {
-            what: "plain-HTTP listener",
-            addr: config.server.http_addr,
-            source,
-        })?;
+    let est_listener = bind("EST (HTTPS) listener", config.server.est_addr).await?;
+    let http_listener = bind("plain-HTTP listener", config.server.http_addr).await?;
     let est_app = crate::est::router(Arc::new(EstState::new(
         Arc::clone(&assembled.enrollment),
         config.server.max_request_bytes,
     )?));
     let http_app = health_router();
+    let purge = tokio::spawn(purge_retry_claims(
+        assembled.store.clone(),
+        config.database.retry_window_secs,
+    ));
     tracing::info!(est = %config.server.est_addr, http = %config.server.http_addr, "attestca serving");
 
     let handshake_timeout = Duration::from_secs(config.server.tls_handshake_timeout_secs.max(1));
@@ -145,7 +137,30 @@ pub async fn serve(
     tracing::info!("shutting down");
     est.abort();
     http.abort();
+    purge.abort();
     Ok(())
+}
+
+/// Every minute, drops retry claims older than the retry window. Idempotent, so every
+/// instance sharing a database may run it.
+async fn purge_retry_claims(store: Store, window_secs: u64) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tick.tick().await;
+        let now = crate::issuance::unix_seconds(std::time::SystemTime::now());
+        let before = i64::try_from(now.saturating_sub(window_secs)).unwrap_or(0);
+        match store.purge_retry_claims(before).await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(purged = n, "expired retry claims removed"),
+            Err(e) => tracing::warn!(error = %e, "could not purge expired retry claims"),
+        }
+    }
+}
+
+async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, ServerError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServerError::Bind { what, addr, source })
 }
 
 fn health_router() -> Router {

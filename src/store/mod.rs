@@ -232,6 +232,16 @@ impl Store {
             .collect()
     }
 
+    /// Forgets retry claims older than `before` (Unix seconds): past the retry window they no
+    /// longer decide anything, and the table would otherwise grow with every enrollment.
+    pub async fn purge_retry_claims(&self, before: i64) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM issued_requests WHERE issued_at < $1")
+            .bind(before)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
     /// Marks a certificate revoked. Returns false if no active certificate has that serial.
     pub async fn revoke(&self, serial: &str, reason: &str, at: i64) -> Result<bool, StoreError> {
         let done = sqlx::query(

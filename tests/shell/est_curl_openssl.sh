@@ -413,6 +413,31 @@ t_rig_enroll() {
     expect_same_pubkey "$out/device.crt" "$out/device.key"
 }
 
+t_rig_enroll_basic() {
+    local out="$W/rig-enroll-basic"
+    mkdir -p "$out"
+    timeout 120 "$ATTESTCA_RIG_BIN" enroll \
+        --server "https://127.0.0.1:$EST_PORT" --trust "$PKI/ca-chain.pem" \
+        --basic-file "$PKI/rig-basic.txt" --out "$out" --cn rig-device-2
+    expect_verifies "$out/device.crt"
+}
+
+# Both TLS versions the brief asks for negotiate, each with the rig's client certificate.
+t_tls_versions() {
+    local version flags code
+    for version in 1.2 1.3; do
+        flags=(--tlsv"$version" --tls-max "$version")
+        code="$(curl -sS --http1.1 --max-time 30 "${flags[@]}" --cacert "$PKI/ca-chain.pem" \
+            --cert "$PKI/rig.crt" --key "$PKI/rig.key" -o /dev/null -w '%{http_code}' \
+            "https://127.0.0.1:$EST_PORT/.well-known/est/cacerts")"
+        [[ "$code" == 200 ]] || fail "TLS $version: HTTP $code"
+        echo "TLS $version: HTTP $code"
+    done
+    if openssl s_client -connect "127.0.0.1:$EST_PORT" -tls1_1 </dev/null >/dev/null 2>&1; then
+        fail "TLS 1.1 was accepted"
+    fi
+}
+
 t_rig_enroll_wrong_key() {
     local out="$W/rig-bogus" rc=0
     mkdir -p "$out"
@@ -492,7 +517,9 @@ main() {
     run_step "refuse: unknown label -> 404" t_refuse_unknown_label
     run_step "rig csr writes a P-256 PKCS#8 key and a DER CSR that verifies" t_rig_csr
     run_step "rig enroll gets a certificate that verifies" t_rig_enroll
+    run_step "rig enroll with --basic-file gets a certificate that verifies" t_rig_enroll_basic
     run_step "rig enroll with a key not matching --rig-cert fails" t_rig_enroll_wrong_key
+    run_step "TLS 1.2 and 1.3 negotiate, TLS 1.1 does not" t_tls_versions
     server_step "restart on the same data dir" restart_server || true
     run_step "restart: ca-chain.pem unchanged" t_restart_same_chain
     run_step "restart: certificate issued before still verifies" t_restart_old_cert_verifies

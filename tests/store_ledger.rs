@@ -1,0 +1,159 @@
+//! The durable write path on both engines: the ledger's decisions (stored, already issued,
+//! serial collision, re-issue after the retry window) and the purge of expired retry claims.
+
+mod common;
+
+use attestca::store::ledger::{Committed, Ledger, LedgerEntry};
+use attestca::store::{CertificateRecord, EnrollmentEvent, Store};
+use common::*;
+use secrecy::SecretString;
+
+fn record(serial: &str, csr: &[u8], issued_at: i64) -> CertificateRecord {
+    CertificateRecord {
+        serial: serial.into(),
+        der: vec![0x30, 0x00],
+        issuer_key_id: vec![1; 20],
+        subject: "CN=ledger-test".into(),
+        sans: String::new(),
+        spki_sha256: vec![2; 32],
+        profile: "default".into(),
+        not_before: issued_at,
+        not_after: issued_at + 86_400,
+        status: "active".into(),
+        revoked_at: None,
+        revocation_reason: None,
+        requester: "tls:rig-1".into(),
+        device_identity: None,
+        csr_sha256: csr.to_vec(),
+        issued_at,
+    }
+}
+
+fn issued(serial: &str, csr: &[u8], issued_at: i64, window_start: i64) -> LedgerEntry {
+    LedgerEntry::Issued {
+        certificate: Box::new(record(serial, csr, issued_at)),
+        event: EnrollmentEvent {
+            occurred_at: issued_at,
+            requester: Some("tls:rig-1".into()),
+            operation: "simpleenroll".into(),
+            profile: "default".into(),
+            outcome: "issued".into(),
+            reason: "enroll.issued".into(),
+            serial: Some(serial.into()),
+            ..Default::default()
+        },
+        retry_window_start: window_start,
+    }
+}
+
+async fn exercise(store: Store) {
+    let ledger = Ledger::start(store.clone(), 16);
+    let (csr_a, csr_b) = ([0xaa; 32], [0xbb; 32]);
+    let t = 1_000_000;
+
+    assert_eq!(
+        ledger
+            .commit(issued("01", &csr_a, t, t - 600))
+            .await
+            .expect("commit"),
+        Committed::Stored
+    );
+    let found = store
+        .find_recent_issue("tls:rig-1", &csr_a, t - 600)
+        .await
+        .expect("lookup");
+    assert_eq!(found.map(|c| c.serial).as_deref(), Some("01"));
+
+    // The same rig and CSR within the window: the first certificate wins, the second is not stored.
+    assert_eq!(
+        ledger
+            .commit(issued("02", &csr_a, t + 5, t + 5 - 600))
+            .await
+            .expect("commit"),
+        Committed::AlreadyIssued {
+            serial: "01".into()
+        }
+    );
+    assert!(
+        store.certificate("02").await.expect("lookup").is_none(),
+        "the loser's row must be gone"
+    );
+
+    // A serial that exists already is a collision: nothing stored for that entry.
+    assert_eq!(
+        ledger
+            .commit(issued("01", &csr_b, t + 6, t + 6 - 600))
+            .await
+            .expect("commit"),
+        Committed::SerialCollision
+    );
+    assert!(
+        store
+            .find_recent_issue("tls:rig-1", &csr_b, 0)
+            .await
+            .expect("lookup")
+            .is_none()
+    );
+
+    // After the window, the same CSR may be issued again.
+    let later = t + 700;
+    assert_eq!(
+        ledger
+            .commit(issued("03", &csr_a, later, later - 600))
+            .await
+            .expect("commit"),
+        Committed::Stored
+    );
+    let found = store
+        .find_recent_issue("tls:rig-1", &csr_a, later - 600)
+        .await
+        .expect("lookup");
+    assert_eq!(found.map(|c| c.serial).as_deref(), Some("03"));
+
+    // Purging claims older than the window forgets them (and only them).
+    assert_eq!(store.purge_retry_claims(later).await.expect("purge"), 0);
+    assert_eq!(store.purge_retry_claims(later + 1).await.expect("purge"), 1);
+    assert!(
+        store
+            .find_recent_issue("tls:rig-1", &csr_a, 0)
+            .await
+            .expect("lookup")
+            .is_none()
+    );
+    assert!(
+        store.certificate("03").await.expect("lookup").is_some(),
+        "certificates are never purged"
+    );
+
+    let events = store.recent_events(10).await.expect("events");
+    let outcomes: Vec<&str> = events.iter().rev().map(|e| e.outcome.as_str()).collect();
+    assert_eq!(
+        outcomes,
+        ["issued", "retried", "issued"],
+        "a collision records nothing"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ledger_on_sqlite() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let url = SecretString::from(format!(
+        "sqlite://{}",
+        tmp.path().join("ledger.db").display()
+    ));
+    exercise(Store::connect(&url, 4).await.expect("sqlite store")).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ledger_on_postgres() {
+    let Some(admin_url) = require("PostgreSQL", "ATTESTCA_TEST_DATABASE_URL") else {
+        return;
+    };
+    let db = TestDatabase::create(&admin_url).await;
+    let store = Store::connect(&SecretString::from(db.url.clone()), 4)
+        .await
+        .expect("postgres store");
+    exercise(store.clone()).await;
+    store.pool().close().await;
+    db.drop_database().await;
+}
