@@ -113,3 +113,59 @@ impl Signer for SoftwareSigner {
         "software"
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signs_with_both_ca_curves_and_the_signature_verifies() {
+        for algorithm in [CaKeyAlgorithm::EcdsaP256, CaKeyAlgorithm::EcdsaP384] {
+            let pkcs8 = generate_pkcs8(algorithm).expect("generate");
+            let signer = SoftwareSigner::from_pkcs8(algorithm, &pkcs8).expect("load");
+            let message = b"to be signed";
+            let signature = signer.sign(message).expect("sign");
+            let oid = algorithm.signature_algorithm().oid;
+            assert!(crate::verify::verify(
+                signer.public_key(),
+                oid,
+                message,
+                &signature
+            ));
+            assert!(!crate::verify::verify(
+                signer.public_key(),
+                oid,
+                b"something else",
+                &signature
+            ));
+        }
+    }
+
+    #[test]
+    fn refuses_a_key_of_the_other_curve() {
+        let p384 = generate_pkcs8(CaKeyAlgorithm::EcdsaP384).expect("generate");
+        assert!(SoftwareSigner::from_pkcs8(CaKeyAlgorithm::EcdsaP256, &p384).is_err());
+    }
+
+    #[test]
+    fn refuses_a_key_file_others_can_read() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = SoftwareSignerConfig {
+            key_file: dir.path().join("ca.key"),
+            algorithm: CaKeyAlgorithm::EcdsaP256,
+        };
+        SoftwareSigner::generate(&config).expect("generate");
+        assert!(SoftwareSigner::open(&config).is_ok());
+        std::fs::set_permissions(&config.key_file, std::fs::Permissions::from_mode(0o644))
+            .expect("chmod");
+        assert!(matches!(
+            SoftwareSigner::open(&config),
+            Err(SignerError::Config(_))
+        ));
+        assert!(
+            SoftwareSigner::generate(&config).is_err(),
+            "never replaces an existing key"
+        );
+    }
+}
