@@ -72,6 +72,7 @@ pub enum AuthError {
 
 /// Rig trust anchors and Basic accounts.
 pub struct RigAuthenticator {
+    anchor_certificates: Vec<CertificateDer<'static>>,
     anchors: Vec<TrustAnchor<'static>>,
     accounts: HashMap<String, String>,
     /// Per account, an HMAC (under a per-process key) of the last password that verified, so
@@ -84,6 +85,7 @@ impl RigAuthenticator {
     /// Loads trust anchors and accounts; hashes passwords given in the clear (env or file).
     pub fn from_config(config: &RigsConfig) -> Result<Self, ConfigError> {
         let mut anchors = Vec::new();
+        let mut anchor_certificates = Vec::new();
         for path in &config.trust_anchor_files {
             for der in crate::pem::read_certificate_ders(path)
                 .map_err(|e| ConfigError::Invalid(format!("rigs.trust_anchor_files: {e}")))?
@@ -96,6 +98,7 @@ impl RigAuthenticator {
                     ))
                 })?;
                 anchors.push(anchor.to_owned());
+                anchor_certificates.push(cert);
             }
         }
         let mut accounts = HashMap::new();
@@ -130,6 +133,7 @@ impl RigAuthenticator {
         aws_lc_rs::rand::fill(&mut key)
             .map_err(|_| ConfigError::Invalid("the system random generator failed".into()))?;
         Ok(Self {
+            anchor_certificates,
             anchors,
             accounts,
             verified: Mutex::new(HashMap::new()),
@@ -137,9 +141,9 @@ impl RigAuthenticator {
         })
     }
 
-    /// The rig trust anchors as DER certificates, for the TLS client verifier.
-    pub fn has_anchors(&self) -> bool {
-        !self.anchors.is_empty()
+    /// The rig trust anchors as certificates, for the TLS client verifier.
+    pub fn anchor_certificates(&self) -> &[CertificateDer<'static>] {
+        &self.anchor_certificates
     }
 
     /// Names the rig a client certificate chain belongs to, if it chains to a rig anchor,

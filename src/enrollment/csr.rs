@@ -13,7 +13,6 @@ use const_oid::db::rfc5912::{
 };
 use der::asn1::ObjectIdentifier as Oid;
 use der::{Decode, Encode, Tag, Tagged};
-use sha2::{Digest, Sha256};
 use x509_cert::SubjectPublicKeyInfo;
 use x509_cert::ext::Extension;
 use x509_cert::ext::pkix::SubjectAltName;
@@ -30,7 +29,6 @@ use crate::verify::{self, PublicKeyKind};
 /// A CSR whose signature verified and whose content the profile allows.
 #[derive(Clone, Debug)]
 pub struct ValidatedCsr {
-    pub sha256: Vec<u8>,
     pub subject: Name,
     pub public_key: SubjectPublicKeyInfo,
     pub key_algorithm: DeviceKeyAlgorithm,
@@ -71,7 +69,6 @@ pub fn validate(der: &[u8], profile: &IssuanceProfile) -> Result<ValidatedCsr, E
         ));
     }
     Ok(ValidatedCsr {
-        sha256: Sha256::digest(der).to_vec(),
         subject: request.info.subject.clone(),
         public_key,
         key_algorithm,

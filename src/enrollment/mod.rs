@@ -246,19 +246,20 @@ impl EnrollmentService {
                 profile: profile.label.clone(),
             });
         }
-        event.csr_sha256 = Some(Sha256::digest(&request.csr_der).to_vec());
+        let csr_sha256 = Sha256::digest(&request.csr_der).to_vec();
+        event.csr_sha256 = Some(csr_sha256.clone());
         let csr = csr::validate(&request.csr_der, profile)?;
 
         let window_start = event.occurred_at - self.retry_window_secs;
         if let Some(earlier) = self
             .store
-            .find_recent_issue(&requester.id(), &csr.sha256, window_start)
+            .find_recent_issue(&requester.id(), &csr_sha256, window_start)
             .await
             .map_err(EnrollmentError::storage)?
         {
             return self.resend(earlier, event).await;
         }
-        self.issue(profile, &requester, &csr, now, event, window_start)
+        self.issue(profile, &requester, &csr, csr_sha256, now, event)
             .await
     }
 
@@ -286,10 +287,11 @@ impl EnrollmentService {
         profile: &IssuanceProfile,
         requester: &Requester,
         csr: &csr::ValidatedCsr,
+        csr_sha256: Vec<u8>,
         now: SystemTime,
         event: &mut EnrollmentEvent,
-        window_start: i64,
     ) -> Result<Enrolled, EnrollmentError> {
+        let window_start = event.occurred_at - self.retry_window_secs;
         let leaf = LeafRequest {
             subject: csr.subject.clone(),
             public_key: csr.public_key.clone(),
@@ -328,7 +330,7 @@ impl EnrollmentService {
                 revocation_reason: None,
                 requester: requester.id(),
                 device_identity: None,
-                csr_sha256: csr.sha256.clone(),
+                csr_sha256: csr_sha256.clone(),
                 issued_at: event.occurred_at,
             };
             let committed = self

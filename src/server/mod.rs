@@ -92,7 +92,7 @@ pub async fn assemble(config: &Config) -> Result<Assembled, ServerError> {
         Arc::clone(&rigs),
         config.database.retry_window_secs,
     ));
-    let tls = Arc::new(tls::server_config(config)?);
+    let tls = Arc::new(tls::server_config(config, rigs.anchor_certificates())?);
     Ok(Assembled {
         enrollment,
         rigs,

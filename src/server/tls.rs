@@ -9,9 +9,13 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
 use crate::config::{Config, ConfigError};
 
-/// Builds the server configuration. `client_anchor_files` are the CA certificates a client
-/// certificate may chain to (rig anchors now; device and operator anchors later).
-pub fn server_config(config: &Config) -> Result<rustls::ServerConfig, ConfigError> {
+/// Builds the server configuration. `client_anchors` are the CA certificates a client
+/// certificate may chain to (rig anchors now; device and operator anchors later); which role a
+/// certificate has is decided afterwards, by the access layer.
+pub fn server_config(
+    config: &Config,
+    client_anchors: &[CertificateDer<'static>],
+) -> Result<rustls::ServerConfig, ConfigError> {
     let invalid = |what: String| ConfigError::Invalid(format!("tls: {what}"));
     let chain: Vec<CertificateDer<'static>> =
         crate::pem::read_certificate_ders(&config.tls.certificate_file)
@@ -24,12 +28,10 @@ pub fn server_config(config: &Config) -> Result<rustls::ServerConfig, ConfigErro
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key));
 
     let mut roots = RootCertStore::empty();
-    for path in &config.rigs.trust_anchor_files {
-        for der in crate::pem::read_certificate_ders(path).map_err(|e| invalid(e.to_string()))? {
-            roots
-                .add(CertificateDer::from(der))
-                .map_err(|e| invalid(format!("{}: {e}", path.display())))?;
-        }
+    for anchor in client_anchors {
+        roots
+            .add(anchor.clone())
+            .map_err(|e| invalid(format!("client trust anchor: {e}")))?;
     }
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
