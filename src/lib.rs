@@ -14,6 +14,7 @@
 
 pub mod access;
 pub mod asn1;
+pub mod attestation;
 pub mod config;
 pub mod enrollment;
 pub mod est;

@@ -1,0 +1,177 @@
+//! Certification paths for evidence: from a statement's certificate through the bundle's pool
+//! to a vendor root, at the verification clock's time.
+//!
+//! webpki is built for TLS end entities (it refuses CA certificates as leaves and has no
+//! clock-free mode for recorded evidence), so attestation paths are checked here: signature of
+//! each link (aws-lc), issuer/subject names, validity at the given time, basicConstraints CA
+//! and pathLenConstraint on every issuing certificate (with an opt-in tolerance for vendors
+//! whose old attestation keys lack basicConstraints).
+
+use std::time::SystemTime;
+
+use der::Encode;
+use x509_cert::Certificate;
+use x509_cert::ext::pkix::BasicConstraints;
+
+use super::AttestationError;
+
+/// Longest path accepted (leaf + intermediates + root).
+const MAX_DEPTH: usize = 6;
+
+/// How strict to be about issuing certificates.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PathOptions {
+    /// Accept an issuing certificate without basicConstraints directly above the leaf
+    /// (YubiKey PIV slot-f9 certificates made before 2019).
+    pub tolerate_missing_basic_constraints_above_leaf: bool,
+}
+
+/// A verified path, leaf first, ending in the root that anchored it.
+#[derive(Clone, Debug)]
+pub struct VerifiedPath {
+    pub certificates: Vec<Certificate>,
+    /// Index into the `roots` slice given to [`build`].
+    pub root_index: usize,
+}
+
+fn der_of(c: &Certificate) -> Vec<u8> {
+    c.to_der().unwrap_or_default()
+}
+
+/// Whether `cert` is valid at `at`.
+pub fn valid_at(cert: &Certificate, at: SystemTime) -> bool {
+    let validity = cert.tbs_certificate().validity();
+    validity.not_before.to_system_time() <= at && at <= validity.not_after.to_system_time()
+}
+
+fn issues(issuer: &Certificate, child: &Certificate) -> bool {
+    issuer.tbs_certificate().subject() == child.tbs_certificate().issuer()
+        && crate::verify::issued_by(&der_of(child), issuer)
+}
+
+/// Checks that `cert`, at `depth` above the leaf (1 = directly above), may issue.
+fn may_issue(
+    cert: &Certificate,
+    depth: usize,
+    options: PathOptions,
+) -> Result<(), AttestationError> {
+    let constraints = cert
+        .tbs_certificate()
+        .get_extension::<BasicConstraints>()
+        .map_err(|e| {
+            AttestationError::malformed("attestation.malformed", format!("basicConstraints: {e}"))
+        })?;
+    match constraints {
+        Some((_, bc)) if bc.ca => {
+            // pathLen counts the intermediates below this certificate, excluding the leaf.
+            if let Some(limit) = bc.path_len_constraint {
+                if depth - 1 > usize::from(limit) {
+                    return Err(AttestationError::refused(
+                        "attestation.chain_invalid",
+                        format!("{} exceeds its pathLenConstraint", subject(cert)),
+                    ));
+                }
+            }
+            Ok(())
+        }
+        None if depth == 1 && options.tolerate_missing_basic_constraints_above_leaf => Ok(()),
+        _ => Err(AttestationError::refused(
+            "attestation.chain_invalid",
+            format!(
+                "{} is not a CA certificate but issues one in the path",
+                subject(cert)
+            ),
+        )),
+    }
+}
+
+/// The subject of a certificate, for messages.
+pub fn subject(cert: &Certificate) -> String {
+    cert.tbs_certificate().subject().to_string()
+}
+
+/// Builds and checks a path from `leaf` through `pool` to one of `roots`, all valid at `at`.
+pub fn build(
+    leaf: &Certificate,
+    pool: &[Certificate],
+    roots: &[Certificate],
+    at: SystemTime,
+    options: PathOptions,
+) -> Result<VerifiedPath, AttestationError> {
+    let mut path = vec![leaf.clone()];
+    let mut last_error = AttestationError::refused(
+        "attestation.untrusted_root",
+        format!("{} does not chain to a trusted vendor root", subject(leaf)),
+    );
+    if let Some(found) = extend(&mut path, pool, roots, at, options, &mut last_error) {
+        return Ok(found);
+    }
+    Err(last_error)
+}
+
+fn extend(
+    path: &mut Vec<Certificate>,
+    pool: &[Certificate],
+    roots: &[Certificate],
+    at: SystemTime,
+    options: PathOptions,
+    last_error: &mut AttestationError,
+) -> Option<VerifiedPath> {
+    let current = path.last()?.clone();
+    if !valid_at(&current, at) {
+        *last_error = AttestationError::refused(
+            "attestation.expired",
+            format!(
+                "{} is not valid at the verification time",
+                subject(&current)
+            ),
+        );
+        return None;
+    }
+    let depth = path.len();
+    // A root anchors the path when it issued the current certificate, or is the certificate.
+    for (i, root) in roots.iter().enumerate() {
+        let is_root = der_of(root) == der_of(&current);
+        if is_root || issues(root, &current) {
+            if !valid_at(root, at) {
+                *last_error = AttestationError::refused(
+                    "attestation.expired",
+                    format!(
+                        "vendor root {} is not valid at the verification time",
+                        subject(root)
+                    ),
+                );
+                continue;
+            }
+            if !is_root {
+                if let Err(e) = may_issue(root, depth, options) {
+                    *last_error = e;
+                    continue;
+                }
+                path.push(root.clone());
+            }
+            return Some(VerifiedPath {
+                certificates: path.clone(),
+                root_index: i,
+            });
+        }
+    }
+    if depth >= MAX_DEPTH {
+        return None;
+    }
+    for candidate in pool {
+        if path.iter().any(|p| der_of(p) == der_of(candidate)) || !issues(candidate, &current) {
+            continue;
+        }
+        if let Err(e) = may_issue(candidate, depth, options) {
+            *last_error = e;
+            continue;
+        }
+        path.push(candidate.clone());
+        if let Some(found) = extend(path, pool, roots, at, options, last_error) {
+            return Some(found);
+        }
+        path.pop();
+    }
+    None
+}

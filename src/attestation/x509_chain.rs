@@ -1,0 +1,222 @@
+//! Format 1, X.509 attestation-certificate chains: attestation certificate for the CSR key ←
+//! per-device attestation-key certificate ← vendor CA ← vendor root, with a per-vendor reader
+//! for what the attestation certificate says about the key.
+
+use const_oid::ObjectIdentifier;
+use der::asn1::{Int, OctetString, Utf8StringRef};
+use der::{Decode, Enumerated, Sequence};
+use x509_cert::Certificate;
+
+use super::chain::{self, PathOptions};
+use super::vendors::{Vendor, VendorReader};
+use super::{
+    AttestationError, AttestationFormat, AttestedKey, DeviceIdentity, ID_EXT_SIMULATED_SE,
+    ID_STMT_X509_CHAIN, StatementVerifier, VerificationContext,
+};
+
+/// YubiKey PIV attestation extension: the device serial (INTEGER).
+const YUBICO_SERIAL: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.4.1.41482.3.7");
+/// subject serialNumber attribute.
+const SERIAL_NUMBER: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.4.5");
+
+/// How the simulated secure element's key came to be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Enumerated)]
+#[repr(u8)]
+pub enum KeyOrigin {
+    Generated = 1,
+    Imported = 2,
+}
+
+/// The simulated secure element's attestation extension.
+///
+/// ```asn1
+/// SimulatedSeKeyAttestation ::= SEQUENCE {
+///    version INTEGER, nonce OCTET STRING (SIZE (8..64)), deviceSerial OCTET STRING,
+///    keyOrigin ENUMERATED { generated(1), imported(2) }, exportable BOOLEAN,
+///    firmware UTF8String OPTIONAL }
+/// ```
+#[derive(Clone, Debug, Sequence)]
+pub struct SimulatedSeKeyAttestation<'a> {
+    pub version: Int,
+    pub nonce: OctetString,
+    pub device_serial: OctetString,
+    pub key_origin: KeyOrigin,
+    pub exportable: bool,
+    #[asn1(optional = "true")]
+    pub firmware: Option<Utf8StringRef<'a>>,
+}
+
+/// The X.509-chain verifier.
+pub struct X509ChainVerifier;
+
+fn extension_value<'a>(cert: &'a Certificate, oid: ObjectIdentifier) -> Option<&'a [u8]> {
+    cert.tbs_certificate()
+        .extensions()?
+        .iter()
+        .find(|e| e.extn_id == oid)
+        .map(|e| e.extn_value.as_bytes())
+}
+
+impl StatementVerifier for X509ChainVerifier {
+    fn statement_type(&self) -> ObjectIdentifier {
+        ID_STMT_X509_CHAIN
+    }
+
+    fn format(&self) -> AttestationFormat {
+        AttestationFormat::X509Chain
+    }
+
+    fn verify(
+        &self,
+        statement: &[u8],
+        context: &VerificationContext<'_>,
+    ) -> Result<AttestedKey, AttestationError> {
+        let attestation = Certificate::from_der(statement).map_err(|e| {
+            AttestationError::malformed(
+                "attestation.malformed",
+                format!("the x509-chain statement is not a certificate: {e}"),
+            )
+        })?;
+        verify_attestation_certificate(&attestation, context)
+    }
+}
+
+/// Verifies an attestation certificate (and the pool) against the vendors that use format 1.
+pub fn verify_attestation_certificate(
+    attestation: &Certificate,
+    context: &VerificationContext<'_>,
+) -> Result<AttestedKey, AttestationError> {
+    if !super::same_key(
+        attestation.tbs_certificate().subject_public_key_info(),
+        context.csr_key,
+    ) {
+        return Err(AttestationError::refused(
+            "attestation.key_mismatch",
+            "the attestation certificate is for another key than the CSR's",
+        ));
+    }
+    let mut last = AttestationError::refused(
+        "attestation.untrusted_root",
+        "the attestation chain does not reach a trusted vendor root",
+    );
+    for vendor in context.vendors.for_format(AttestationFormat::X509Chain) {
+        let options = PathOptions {
+            tolerate_missing_basic_constraints_above_leaf: vendor.reader
+                == VendorReader::YubikeyPiv,
+        };
+        match chain::build(
+            attestation,
+            context.pool,
+            &vendor.roots,
+            context.at,
+            options,
+        ) {
+            Ok(path) => return read(vendor, &path.certificates),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+fn read(vendor: &Vendor, path: &[Certificate]) -> Result<AttestedKey, AttestationError> {
+    let attestation = &path[0];
+    match vendor.reader {
+        VendorReader::SimulatedSe => read_simulated_se(vendor, attestation, path.get(1)),
+        VendorReader::YubikeyPiv => read_yubikey(vendor, attestation),
+        other => Err(AttestationError::refused(
+            "attestation.format_not_allowed",
+            format!(
+                "vendor {} ({other:?}) does not issue x509-chain evidence",
+                vendor.name
+            ),
+        )),
+    }
+}
+
+fn read_simulated_se(
+    vendor: &Vendor,
+    attestation: &Certificate,
+    attestation_key: Option<&Certificate>,
+) -> Result<AttestedKey, AttestationError> {
+    let value = extension_value(attestation, ID_EXT_SIMULATED_SE).ok_or_else(|| {
+        AttestationError::malformed(
+            "attestation.malformed",
+            "the attestation certificate lacks the SimulatedSeKeyAttestation extension",
+        )
+    })?;
+    let ext = SimulatedSeKeyAttestation::from_der(value).map_err(|e| {
+        AttestationError::malformed(
+            "attestation.malformed",
+            format!("SimulatedSeKeyAttestation: {e}"),
+        )
+    })?;
+    let nonce = ext.nonce.as_bytes().to_vec();
+    if !(8..=64).contains(&nonce.len()) {
+        return Err(AttestationError::malformed(
+            "attestation.malformed",
+            "the attested nonce must be 8 to 64 bytes",
+        ));
+    }
+    let serial = ext.device_serial.as_bytes().to_vec();
+    let display = hex::encode_upper(&serial);
+    // The attestation key certificate names the device it lives in; the statement must be
+    // about that same device.
+    let ak_serial = attestation_key
+        .and_then(|ak| {
+            ak.tbs_certificate()
+                .subject()
+                .by_oid::<der::asn1::PrintableStringRef<'_>>(SERIAL_NUMBER)
+                .ok()
+                .flatten()
+        })
+        .map(|s| s.as_str().to_ascii_uppercase());
+    if ak_serial.as_deref() != Some(display.as_str()) {
+        return Err(AttestationError::refused(
+            "attestation.device_mismatch",
+            "the attestation key certificate belongs to another device than the statement names",
+        ));
+    }
+    Ok(AttestedKey {
+        format: AttestationFormat::X509Chain,
+        vendor: vendor.name.clone(),
+        device: DeviceIdentity {
+            hardware_type: vendor.hardware_type,
+            serial,
+            display,
+        },
+        nonce: Some(nonce),
+        generated_on_device: Some(ext.key_origin == KeyOrigin::Generated),
+        exportable: Some(ext.exportable),
+    })
+}
+
+fn read_yubikey(
+    vendor: &Vendor,
+    attestation: &Certificate,
+) -> Result<AttestedKey, AttestationError> {
+    let value = extension_value(attestation, YUBICO_SERIAL).ok_or_else(|| {
+        AttestationError::malformed(
+            "attestation.malformed",
+            "the YubiKey attestation certificate lacks the serial extension (41482.3.7)",
+        )
+    })?;
+    let serial = der::asn1::Uint::from_der(value).map_err(|e| {
+        AttestationError::malformed("attestation.malformed", format!("YubiKey serial: {e}"))
+    })?;
+    let bytes = serial.as_bytes().to_vec();
+    let number = bytes.iter().fold(0u128, |n, b| (n << 8) | u128::from(*b));
+    Ok(AttestedKey {
+        format: AttestationFormat::X509Chain,
+        vendor: vendor.name.clone(),
+        device: DeviceIdentity {
+            hardware_type: vendor.hardware_type,
+            serial: bytes,
+            display: number.to_string(),
+        },
+        // PIV attestation has no nonce; it exists only for keys generated on the YubiKey,
+        // which PIV never lets out.
+        nonce: None,
+        generated_on_device: Some(true),
+        exportable: Some(false),
+    })
+}
