@@ -40,7 +40,32 @@ pub struct Config {
     pub ca: CaConfig,
     #[serde(default)]
     pub rigs: RigsConfig,
+    #[serde(default)]
+    pub attestation: AttestationConfig,
     pub profiles: BTreeMap<String, ProfileConfig>,
+}
+
+/// `[attestation]`: freshness nonces and the vendor trust store.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AttestationConfig {
+    /// A nonce from `/.well-known/est/nonce` expires after this many seconds.
+    pub nonce_lifetime_secs: u64,
+    /// Verify evidence as of this Unix time instead of now. Only for replaying recorded
+    /// evidence in tests; never set it in production.
+    pub verification_time: Option<u64>,
+    /// Trusted vendors (`[[attestation.vendors]]`).
+    pub vendors: Vec<crate::attestation::vendors::VendorConfig>,
+}
+
+impl Default for AttestationConfig {
+    fn default() -> Self {
+        Self {
+            nonce_lifetime_secs: 300,
+            verification_time: None,
+            vendors: Vec::new(),
+        }
+    }
 }
 
 /// `[server]`: listeners and limits.
@@ -271,6 +296,21 @@ pub struct ProfileConfig {
     pub ca_issuers_urls: Vec<String>,
     /// Rig names allowed to enroll on this profile; `*` allows every authenticated rig.
     pub rigs: Vec<String>,
+    /// Refuse CSRs without verified key attestation.
+    pub attestation_required: bool,
+    /// Vendors (trust-store names) accepted; empty = every configured vendor.
+    pub attestation_vendors: Vec<String>,
+    /// Evidence formats accepted; empty = every format.
+    pub attestation_formats: Vec<crate::attestation::AttestationFormat>,
+    /// Refuse keys the evidence says were imported rather than generated on the device.
+    pub require_generated_on_device: bool,
+    /// Refuse keys the evidence says can leave the device.
+    pub require_non_exportable: bool,
+    /// Refuse devices that are not on an imported supply-chain manifest.
+    pub require_manifest: bool,
+    /// Allow a device that already has an active certificate to enroll a different key
+    /// (otherwise refused as a possible clone).
+    pub allow_reprovision: bool,
 }
 
 impl Default for ProfileConfig {
@@ -293,6 +333,13 @@ impl Default for ProfileConfig {
             ocsp_urls: Vec::new(),
             ca_issuers_urls: Vec::new(),
             rigs: vec!["*".into()],
+            attestation_required: false,
+            attestation_vendors: Vec::new(),
+            attestation_formats: Vec::new(),
+            require_generated_on_device: true,
+            require_non_exportable: true,
+            require_manifest: false,
+            allow_reprovision: false,
         }
     }
 }
@@ -392,6 +439,9 @@ impl Config {
         resolve(&mut self.tls.key_file);
         resolve(&mut self.ca.chain_file);
         resolve(&mut self.ca.root_key_file);
+        for vendor in &mut self.attestation.vendors {
+            vendor.roots.iter_mut().for_each(resolve);
+        }
         self.rigs.trust_anchor_files.iter_mut().for_each(resolve);
         for account in &mut self.rigs.accounts {
             if let Some(p) = account.password_file.as_mut() {

@@ -346,6 +346,7 @@ pub fn dev_config(data_dir: &Path, est_addr: SocketAddr, http_addr: SocketAddr) 
             trust_anchor_files: vec![layout.rig_ca()],
             accounts: Vec::new(),
         },
+        attestation: Default::default(),
         profiles,
     }
 }

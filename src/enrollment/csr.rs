@@ -6,7 +6,8 @@
 
 use const_oid::ObjectIdentifier;
 use const_oid::db::rfc4519::{
-    COMMON_NAME, COUNTRY_NAME, ORGANIZATION_NAME, ORGANIZATIONAL_UNIT_NAME, SERIAL_NUMBER,
+    COMMON_NAME, COUNTRY_NAME, LOCALITY_NAME, ORGANIZATION_NAME, ORGANIZATIONAL_UNIT_NAME,
+    SERIAL_NUMBER, ST,
 };
 use const_oid::db::rfc5912::{
     ID_EC_PUBLIC_KEY, ID_EXTENSION_REQ, RSA_ENCRYPTION, SECP_256_R_1, SECP_384_R_1,
@@ -177,7 +178,7 @@ fn check_subject(subject: &Name, profile: &IssuanceProfile) -> Result<(), Enroll
     for atv in subject.iter() {
         let tag = atv.value.tag();
         let string_ok = match atv.oid {
-            COMMON_NAME | ORGANIZATION_NAME | ORGANIZATIONAL_UNIT_NAME => {
+            COMMON_NAME | ORGANIZATION_NAME | ORGANIZATIONAL_UNIT_NAME | LOCALITY_NAME | ST => {
                 matches!(tag, Tag::Utf8String | Tag::PrintableString)
             }
             SERIAL_NUMBER | COUNTRY_NAME => tag == Tag::PrintableString,
@@ -207,6 +208,7 @@ fn check_subject(subject: &Name, profile: &IssuanceProfile) -> Result<(), Enroll
         })?;
         let limit = match atv.oid {
             COMMON_NAME | ORGANIZATION_NAME | ORGANIZATIONAL_UNIT_NAME => 64,
+            LOCALITY_NAME | ST => 128,
             COUNTRY_NAME => 2,
             _ => 64,
         };
@@ -366,6 +368,16 @@ pub fn describe_alt_names(names: &[GeneralName]) -> String {
                 }
                 _ => "IP:?".into(),
             },
+            GeneralName::OtherName(other) => {
+                match x509_cert::ext::pkix::name::HardwareModuleName::from_other_name(other) {
+                    Ok(Some(hw)) => format!(
+                        "hardwareModuleName:{}:{}",
+                        hw.hw_type,
+                        hex::encode_upper(hw.hw_serial_num.as_bytes())
+                    ),
+                    _ => format!("otherName:{}", other.type_id),
+                }
+            }
             _ => "other".into(),
         })
         .collect::<Vec<_>>()
@@ -498,10 +510,11 @@ mod tests {
             "csr.subject_cn_missing"
         );
         assert_eq!(
-            code(validate(
-                &openssl_csr(P256, "/CN=d/L=Somewhere", &[]),
-                &strict
-            )),
+            code(validate(&openssl_csr(P256, "/CN=SN-0001/L=Somewhere/ST=Region", &[]), &strict)),
+            "ok"
+        );
+        assert_eq!(
+            code(validate(&openssl_csr(P256, "/CN=SN-0001/street=Main St", &[]), &strict)),
             "csr.subject_attribute_not_allowed"
         );
         let email = openssl_csr(

@@ -6,6 +6,7 @@
 //! Every outcome, including refusals, becomes an enrollment event.
 
 pub mod csr;
+mod evidence;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -117,30 +118,46 @@ pub struct EnrollmentService {
     store: Store,
     ledger: Ledger,
     rigs: Arc<RigAuthenticator>,
+    gate: Arc<crate::attestation::gate::AttestationGate>,
     retry_window_secs: i64,
+    nonce_lifetime_secs: u64,
     issuer_key_id: Vec<u8>,
+}
+
+/// Everything the registration authority is built from.
+pub struct EnrollmentParts {
+    pub profiles: HashMap<String, IssuanceProfile>,
+    pub ca: Arc<IssuingCa>,
+    pub store: Store,
+    pub ledger: Ledger,
+    pub rigs: Arc<RigAuthenticator>,
+    pub gate: Arc<crate::attestation::gate::AttestationGate>,
+    pub retry_window_secs: u64,
+    pub nonce_lifetime_secs: u64,
 }
 
 const OPERATION_ENROLL: &str = "simpleenroll";
 
+/// A request that passed every check, ready to issue.
+struct Approved<'a> {
+    csr: &'a csr::ValidatedCsr,
+    attested: Option<crate::attestation::AttestedKey>,
+    csr_sha256: Vec<u8>,
+}
+
 impl EnrollmentService {
     /// Assembles the service.
-    pub fn new(
-        profiles: HashMap<String, IssuanceProfile>,
-        ca: Arc<IssuingCa>,
-        store: Store,
-        ledger: Ledger,
-        rigs: Arc<RigAuthenticator>,
-        retry_window_secs: u64,
-    ) -> Self {
-        let issuer_key_id = ca.key_identifier().to_vec();
+    pub fn new(parts: EnrollmentParts) -> Self {
+        let issuer_key_id = parts.ca.key_identifier().to_vec();
         Self {
-            profiles,
-            ca,
-            store,
-            ledger,
-            rigs,
-            retry_window_secs: i64::try_from(retry_window_secs).unwrap_or(i64::MAX),
+            profiles: parts.profiles,
+            ca: parts.ca,
+            store: parts.store,
+            ledger: parts.ledger,
+            rigs: parts.rigs,
+            gate: parts.gate,
+            retry_window_secs: i64::try_from(parts.retry_window_secs).unwrap_or(i64::MAX),
+            nonce_lifetime_secs: parts.nonce_lifetime_secs,
             issuer_key_id,
         }
     }
@@ -249,6 +266,8 @@ impl EnrollmentService {
         let csr_sha256 = Sha256::digest(&request.csr_der).to_vec();
         event.csr_sha256 = Some(csr_sha256.clone());
         let csr = csr::validate(&request.csr_der, profile)?;
+        let evidence = self.gate.evidence(&csr.request)?;
+        event.evidence_sha256 = evidence.as_ref().map(|e| e.sha256.clone());
 
         let window_start = event.occurred_at - self.retry_window_secs;
         if let Some(earlier) = self
@@ -259,8 +278,21 @@ impl EnrollmentService {
         {
             return self.resend(earlier, event).await;
         }
-        self.issue(profile, &requester, &csr, csr_sha256, now, event)
-            .await
+        let attested = self
+            .check_attestation(profile, &requester, &csr, evidence, event)
+            .await?;
+        self.issue(
+            profile,
+            &requester,
+            Approved {
+                csr: &csr,
+                attested,
+                csr_sha256,
+            },
+            now,
+            event,
+        )
+        .await
     }
 
     async fn resend(
@@ -286,16 +318,27 @@ impl EnrollmentService {
         &self,
         profile: &IssuanceProfile,
         requester: &Requester,
-        csr: &csr::ValidatedCsr,
-        csr_sha256: Vec<u8>,
+        approved: Approved<'_>,
         now: SystemTime,
         event: &mut EnrollmentEvent,
     ) -> Result<Enrolled, EnrollmentError> {
+        let Approved {
+            csr,
+            attested,
+            csr_sha256,
+        } = approved;
         let window_start = event.occurred_at - self.retry_window_secs;
+        let mut subject_alt_names = csr.subject_alt_names.clone();
+        if let Some(a) = &attested {
+            subject_alt_names.push(
+                crate::issuance::extensions::hardware_module_name(&a.device)
+                    .map_err(|e| EnrollmentError::issuance(e.into()))?,
+            );
+        }
         let leaf = LeafRequest {
             subject: csr.subject.clone(),
             public_key: csr.public_key.clone(),
-            subject_alt_names: csr.subject_alt_names.clone(),
+            subject_alt_names,
         };
         let spki_der = csr
             .public_key
@@ -320,7 +363,7 @@ impl EnrollmentService {
                 der: issued.der.clone(),
                 issuer_key_id: self.issuer_key_id.clone(),
                 subject: csr.subject.to_string(),
-                sans: csr::describe_alt_names(&csr.subject_alt_names),
+                sans: csr::describe_alt_names(&leaf.subject_alt_names),
                 spki_sha256: Sha256::digest(&spki_der).to_vec(),
                 profile: profile.label.clone(),
                 not_before: issued.not_before as i64,
@@ -329,7 +372,7 @@ impl EnrollmentService {
                 revoked_at: None,
                 revocation_reason: None,
                 requester: requester.id(),
-                device_identity: None,
+                device_identity: attested.as_ref().map(|a| a.device_key()),
                 csr_sha256: csr_sha256.clone(),
                 issued_at: event.occurred_at,
             };

@@ -75,6 +75,8 @@ pub fn router(state: Arc<EstState>) -> Router {
         .route("/.well-known/est/{label}/cacerts", get(cacerts_labelled))
         .route("/.well-known/est/csrattrs", get(csrattrs))
         .route("/.well-known/est/{label}/csrattrs", get(csrattrs_labelled))
+        .route("/.well-known/est/nonce", get(nonce).post(nonce))
+        .route("/.well-known/est/{label}/nonce", get(nonce_labelled).post(nonce_labelled))
         .route("/.well-known/est/simpleenroll", post(simpleenroll))
         .route(
             "/.well-known/est/{label}/simpleenroll",
@@ -163,6 +165,10 @@ fn csrattrs_for(profile: &IssuanceProfile) -> Response {
     };
     let encoded = (|| -> Result<Vec<u8>, der::Error> {
         let mut elements = Vec::new();
+        if profile.attestation.required {
+            // A bare OID: "include key attestation evidence" (est-wire.md, csrattrs).
+            elements.push(crate::attestation::ID_AA_ATTESTATION.to_der()?);
+        }
         if let Some((curve, hash)) = wanted {
             let attribute = Attribute {
                 oid: ID_EC_PUBLIC_KEY,
@@ -253,6 +259,85 @@ async fn enroll(
             Ok(der) => base64_response(PKCS7_CERTS_ONLY, codec::encode_body(&der)),
             Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("encoding: {e}")),
         },
+        Err(refusal) => refusal_response(&refusal),
+    }
+}
+
+const FRESHNESS_JSON: &str = "application/est-attestation-freshness+json";
+/// Nonce length when the request does not ask for one.
+const DEFAULT_NONCE_LEN: usize = 32;
+
+/// The optional body of a nonce request (draft-ietf-lamps-attestation-freshness).
+#[derive(serde::Deserialize)]
+struct NonceRequest {
+    len: Option<usize>,
+    #[serde(rename = "reqTypeInfo")]
+    #[allow(dead_code)]
+    req_type_info: Option<serde_json::Value>,
+}
+
+async fn nonce(
+    State(state): State<Arc<EstState>>,
+    connection: Option<axum::Extension<ConnectionInfo>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    issue_nonce(state, None, connection.map(|c| c.0), headers, body).await
+}
+
+async fn nonce_labelled(
+    State(state): State<Arc<EstState>>,
+    Path(label): Path<String>,
+    connection: Option<axum::Extension<ConnectionInfo>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    issue_nonce(state, Some(label), connection.map(|c| c.0), headers, body).await
+}
+
+async fn issue_nonce(
+    state: Arc<EstState>,
+    label: Option<String>,
+    connection: Option<ConnectionInfo>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let body = match read_limited(body, &headers, 4096).await {
+        Ok(b) => b,
+        Err((status, code, detail)) => return text(status, format!("{code}: {detail}")),
+    };
+    let requested = if body.iter().all(u8::is_ascii_whitespace) {
+        None
+    } else {
+        match serde_json::from_slice::<NonceRequest>(&body) {
+            Ok(r) => r.len,
+            Err(e) => {
+                return text(StatusCode::BAD_REQUEST, format!("nonce.request: not a freshness request: {e}"));
+            }
+        }
+    };
+    let connection = connection.unwrap_or_default();
+    let credentials = PresentedCredentials {
+        peer_certificate: connection.peer_certificate,
+        basic: basic_credentials(&headers),
+    };
+    match state
+        .enrollment
+        .issue_nonce(label.as_deref(), &credentials, requested.unwrap_or(DEFAULT_NONCE_LEN))
+        .await
+    {
+        Ok((nonce, expiry)) => {
+            let body = serde_json::json!({
+                "nonce": base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(nonce),
+                "expiry": expiry,
+            });
+            (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, FRESHNESS_JSON)],
+                body.to_string(),
+            )
+                .into_response()
+        }
         Err(refusal) => refusal_response(&refusal),
     }
 }

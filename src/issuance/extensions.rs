@@ -45,6 +45,16 @@ pub fn certificate_key_identifier(cert: &x509_cert::Certificate) -> Vec<u8> {
     }
 }
 
+/// The otherName hardwareModuleName (RFC 4108) naming an attested device.
+pub fn hardware_module_name(device: &crate::attestation::DeviceIdentity) -> der::Result<GeneralName> {
+    use x509_cert::ext::pkix::name::{HardwareModuleName, OtherName};
+    let name = HardwareModuleName {
+        hw_type: device.hardware_type,
+        hw_serial_num: OctetString::new(device.serial.clone())?,
+    };
+    Ok(GeneralName::OtherName(OtherName::try_from(&name)?))
+}
+
 /// basicConstraints, always critical.
 pub fn basic_constraints(ca: bool, path_len: Option<u8>) -> der::Result<Extension> {
     extension(

@@ -30,6 +30,21 @@ pub struct IssuanceProfile {
     pub ca_issuers_urls: Vec<String>,
     /// Rig names allowed on this profile; `None` means every authenticated rig.
     pub allowed_rigs: Option<Vec<String>>,
+    pub attestation: AttestationPolicy,
+}
+
+/// What a profile demands of key attestation.
+#[derive(Clone, Debug, Default)]
+pub struct AttestationPolicy {
+    pub required: bool,
+    /// Accepted vendors; empty = all configured.
+    pub vendors: Vec<String>,
+    /// Accepted formats; empty = all.
+    pub formats: Vec<crate::attestation::AttestationFormat>,
+    pub require_generated_on_device: bool,
+    pub require_non_exportable: bool,
+    pub require_manifest: bool,
+    pub allow_reprovision: bool,
 }
 
 impl IssuanceProfile {
@@ -101,6 +116,15 @@ impl IssuanceProfile {
             ocsp_urls: config.ocsp_urls.clone(),
             ca_issuers_urls: config.ca_issuers_urls.clone(),
             allowed_rigs,
+            attestation: AttestationPolicy {
+                required: config.attestation_required,
+                vendors: config.attestation_vendors.clone(),
+                formats: config.attestation_formats.clone(),
+                require_generated_on_device: config.require_generated_on_device,
+                require_non_exportable: config.require_non_exportable,
+                require_manifest: config.require_manifest,
+                allow_reprovision: config.allow_reprovision,
+            },
         })
     }
 

@@ -84,14 +84,27 @@ pub async fn assemble(config: &Config) -> Result<Assembled, ServerError> {
         .iter()
         .map(|(label, p)| Ok((label.clone(), IssuanceProfile::from_config(label, p)?)))
         .collect::<Result<HashMap<_, _>, crate::config::ConfigError>>()?;
-    let enrollment = Arc::new(EnrollmentService::new(
+    let vendors = crate::attestation::VendorTrustStore::from_config(&config.attestation.vendors)?;
+    let clock: Arc<dyn crate::attestation::Clock> = match config.attestation.verification_time {
+        Some(t) => {
+            tracing::warn!(unix_time = t, "attestation evidence is verified at a fixed time (attestation.verification_time): for tests only");
+            Arc::new(crate::attestation::FixedClock(
+                std::time::UNIX_EPOCH + Duration::from_secs(t),
+            ))
+        }
+        None => Arc::new(crate::attestation::SystemClock),
+    };
+    let gate = Arc::new(crate::attestation::gate::AttestationGate::new(vendors, clock));
+    let enrollment = Arc::new(EnrollmentService::new(crate::enrollment::EnrollmentParts {
         profiles,
         ca,
-        store.clone(),
+        store: store.clone(),
         ledger,
-        Arc::clone(&rigs),
-        config.database.retry_window_secs,
-    ));
+        rigs: Arc::clone(&rigs),
+        gate,
+        retry_window_secs: config.database.retry_window_secs,
+        nonce_lifetime_secs: config.attestation.nonce_lifetime_secs,
+    }));
     let tls = Arc::new(tls::server_config(config, rigs.anchor_certificates())?);
     Ok(Assembled {
         enrollment,
@@ -141,8 +154,8 @@ pub async fn serve(
     Ok(())
 }
 
-/// Every minute, drops retry claims older than the retry window. Idempotent, so every
-/// instance sharing a database may run it.
+/// Every minute, drops retry claims older than the retry window and long-expired nonces.
+/// Idempotent, so every instance sharing a database may run it.
 async fn purge_retry_claims(store: Store, window_secs: u64) {
     let mut tick = tokio::time::interval(Duration::from_secs(60));
     loop {
@@ -153,6 +166,10 @@ async fn purge_retry_claims(store: Store, window_secs: u64) {
             Ok(0) => {}
             Ok(n) => tracing::debug!(purged = n, "expired retry claims removed"),
             Err(e) => tracing::warn!(error = %e, "could not purge expired retry claims"),
+        }
+        // Expired nonces are kept a while so that a late use is reported as expired.
+        if let Err(e) = store.purge_nonces(before - 3600).await {
+            tracing::warn!(error = %e, "could not purge expired nonces");
         }
     }
 }

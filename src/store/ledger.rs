@@ -199,7 +199,9 @@ async fn insert_event(
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO enrollment_events (occurred_at, requester, operation, profile, outcome, \
-         reason, detail, serial, csr_sha256, peer) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+         reason, detail, serial, csr_sha256, peer, evidence_sha256, attestation_format, vendor, \
+         device_identity) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
     )
     .bind(e.occurred_at)
     .bind(&e.requester)
@@ -211,6 +213,10 @@ async fn insert_event(
     .bind(&e.serial)
     .bind(&e.csr_sha256)
     .bind(&e.peer)
+    .bind(&e.evidence_sha256)
+    .bind(&e.attestation_format)
+    .bind(&e.vendor)
+    .bind(&e.device_identity)
     .execute(&mut **tx)
     .await?;
     Ok(())

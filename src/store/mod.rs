@@ -77,6 +77,34 @@ pub struct EnrollmentEvent {
     pub serial: Option<String>,
     pub csr_sha256: Option<Vec<u8>>,
     pub peer: Option<String>,
+    /// SHA-256 of the attestation bundle, when the CSR carried one.
+    pub evidence_sha256: Option<Vec<u8>>,
+    pub attestation_format: Option<String>,
+    pub vendor: Option<String>,
+    pub device_identity: Option<String>,
+}
+
+/// What consuming a nonce found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NonceCheck {
+    /// It was live and issued to this requester; it is now spent.
+    Consumed,
+    /// This CA never issued it.
+    Unknown,
+    /// It was issued to another requester (and is left untouched).
+    Foreign,
+    /// It was already spent.
+    Reused,
+    /// It expired before use.
+    Expired,
+}
+
+/// One part of a verified supply-chain manifest.
+#[derive(Clone, Debug)]
+pub struct ManifestRecord {
+    pub unique_id: String,
+    pub part_number: String,
+    pub key_sha256s: Vec<Vec<u8>>,
 }
 
 /// The database: a connection pool and the engine behind it.
@@ -209,7 +237,8 @@ impl Store {
     pub async fn recent_events(&self, limit: i64) -> Result<Vec<EnrollmentEvent>, StoreError> {
         let rows = sqlx::query(
             "SELECT occurred_at, requester, operation, profile, outcome, reason, detail, serial, \
-             csr_sha256, peer FROM enrollment_events ORDER BY id DESC LIMIT $1",
+             csr_sha256, peer, evidence_sha256, attestation_format, vendor, device_identity \
+             FROM enrollment_events ORDER BY id DESC LIMIT $1",
         )
         .bind(limit)
         .fetch_all(&self.pool)
@@ -227,9 +256,160 @@ impl Store {
                     serial: r.try_get("serial")?,
                     csr_sha256: r.try_get("csr_sha256")?,
                     peer: r.try_get("peer")?,
+                    evidence_sha256: r.try_get("evidence_sha256")?,
+                    attestation_format: r.try_get("attestation_format")?,
+                    vendor: r.try_get("vendor")?,
+                    device_identity: r.try_get("device_identity")?,
                 })
             })
             .collect()
+    }
+
+    /// Records a freshly issued nonce.
+    pub async fn insert_nonce(
+        &self,
+        nonce: &[u8],
+        requester: &str,
+        issued_at: i64,
+        expires_at: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO nonces (nonce, requester, issued_at, expires_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(nonce)
+        .bind(requester)
+        .bind(issued_at)
+        .bind(expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Spends a nonce for `requester` in one conditional UPDATE (so concurrent uses cannot both
+    /// succeed), and says why not when it cannot be spent.
+    pub async fn consume_nonce(
+        &self,
+        nonce: &[u8],
+        requester: &str,
+        now: i64,
+    ) -> Result<NonceCheck, StoreError> {
+        let spent = sqlx::query(
+            "UPDATE nonces SET consumed_at = $3 WHERE nonce = $1 AND requester = $2 \
+             AND consumed_at IS NULL AND expires_at >= $3",
+        )
+        .bind(nonce)
+        .bind(requester)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        if spent.rows_affected() == 1 {
+            return Ok(NonceCheck::Consumed);
+        }
+        let row = sqlx::query("SELECT requester, expires_at, consumed_at FROM nonces WHERE nonce = $1")
+            .bind(nonce)
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some(row) = row else {
+            return Ok(NonceCheck::Unknown);
+        };
+        let owner: String = row.try_get("requester")?;
+        let expires_at: i64 = row.try_get("expires_at")?;
+        let consumed_at: Option<i64> = row.try_get("consumed_at")?;
+        Ok(if owner != requester {
+            NonceCheck::Foreign
+        } else if consumed_at.is_some() {
+            NonceCheck::Reused
+        } else if expires_at < now {
+            NonceCheck::Expired
+        } else {
+            // Spent concurrently between the two statements.
+            NonceCheck::Reused
+        })
+    }
+
+    /// Stores the parts of a verified manifest (all or nothing); returns how many were new.
+    pub async fn insert_manifest(
+        &self,
+        vendor: &str,
+        parts: &[ManifestRecord],
+        manifest_sha256: &[u8],
+        imported_at: i64,
+    ) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let mut added = 0;
+        for part in parts {
+            let inserted = sqlx::query(
+                "INSERT INTO manifest_parts (vendor, unique_id, part_number, manifest_sha256, imported_at) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (vendor, unique_id) DO NOTHING",
+            )
+            .bind(vendor)
+            .bind(&part.unique_id)
+            .bind(&part.part_number)
+            .bind(manifest_sha256)
+            .bind(imported_at)
+            .execute(&mut *tx)
+            .await?;
+            added += inserted.rows_affected();
+            for key in &part.key_sha256s {
+                sqlx::query(
+                    "INSERT INTO manifest_keys (vendor, unique_id, spki_sha256) VALUES ($1, $2, $3) \
+                     ON CONFLICT (vendor, unique_id, spki_sha256) DO NOTHING",
+                )
+                .bind(vendor)
+                .bind(&part.unique_id)
+                .bind(key)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(added)
+    }
+
+    /// Whether a manifest lists this device of this vendor with this key.
+    pub async fn manifest_lists(
+        &self,
+        vendor: &str,
+        unique_id: &str,
+        spki_sha256: &[u8],
+    ) -> Result<bool, StoreError> {
+        let found: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM manifest_keys WHERE vendor = $1 AND unique_id = $2 AND spki_sha256 = $3",
+        )
+        .bind(vendor)
+        .bind(unique_id)
+        .bind(spki_sha256)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(found.is_some())
+    }
+
+    /// An active, unexpired certificate of this device for a different key, if any: the sign
+    /// of a cloned identity.
+    pub async fn active_certificate_for_other_key(
+        &self,
+        device_identity: &str,
+        spki_sha256: &[u8],
+        now: i64,
+    ) -> Result<Option<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT serial FROM certificates WHERE device_identity = $1 AND status = 'active' \
+             AND not_after > $3 AND spki_sha256 <> $2 LIMIT 1",
+        )
+        .bind(device_identity)
+        .bind(spki_sha256)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// Forgets nonces that expired before `before`.
+    pub async fn purge_nonces(&self, before: i64) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM nonces WHERE expires_at < $1")
+            .bind(before)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
     }
 
     /// Forgets retry claims older than `before` (Unix seconds): past the retry window they no

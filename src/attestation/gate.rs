@@ -1,0 +1,85 @@
+//! The gate: decodes the evidence in a CSR and dispatches each statement to its verifier.
+
+use std::sync::Arc;
+
+use x509_cert::SubjectPublicKeyInfo;
+use x509_cert::request::CertReq;
+
+use super::bundle::{self, Evidence};
+use super::{
+    AttestationError, AttestedKey, Clock, StatementVerifier, VendorTrustStore, VerificationContext,
+};
+
+/// Verifiers for every statement type attestca understands.
+pub fn all_verifiers() -> Vec<Box<dyn StatementVerifier>> {
+    vec![Box::new(super::x509_chain::X509ChainVerifier)]
+}
+
+/// The attestation gate: vendor trust store, verifiers and the verification clock.
+pub struct AttestationGate {
+    verifiers: Vec<Box<dyn StatementVerifier>>,
+    vendors: VendorTrustStore,
+    clock: Arc<dyn Clock>,
+}
+
+impl AttestationGate {
+    /// A gate over `vendors` with every verifier, verifying at `clock`'s time.
+    pub fn new(vendors: VendorTrustStore, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            verifiers: all_verifiers(),
+            vendors,
+            clock,
+        }
+    }
+
+    /// The trust store.
+    pub fn vendors(&self) -> &VendorTrustStore {
+        &self.vendors
+    }
+
+    /// Decodes the evidence a CSR carries, if any (malformed carriers are errors).
+    pub fn evidence(&self, request: &CertReq) -> Result<Option<Evidence>, AttestationError> {
+        bundle::from_csr(request)
+    }
+
+    /// Verifies the evidence for `csr_key`: the first statement that verifies wins; if none
+    /// does, the first failure is reported (a bundle may carry statements for other verifiers,
+    /// e.g. platform evidence next to key evidence).
+    pub fn verify(
+        &self,
+        evidence: &Evidence,
+        csr_key: &SubjectPublicKeyInfo,
+    ) -> Result<AttestedKey, AttestationError> {
+        let context = VerificationContext {
+            csr_key,
+            pool: &evidence.certificates,
+            vendors: &self.vendors,
+            at: self.clock.now(),
+        };
+        let mut first_failure = None;
+        for (statement_type, statement) in &evidence.statements {
+            let Some(verifier) = self
+                .verifiers
+                .iter()
+                .find(|v| v.statement_type() == *statement_type)
+            else {
+                first_failure.get_or_insert_with(|| {
+                    AttestationError::malformed(
+                        "attestation.unknown_statement_type",
+                        format!("attestation statement type {statement_type} is not supported"),
+                    )
+                });
+                continue;
+            };
+            match verifier.verify(statement, &context) {
+                Ok(attested) => return Ok(attested),
+                Err(e) => {
+                    first_failure.get_or_insert(e);
+                }
+            }
+        }
+        Err(first_failure.unwrap_or_else(|| {
+            AttestationError::malformed("attestation.malformed", "no attestation statement")
+        }))
+    }
+}
