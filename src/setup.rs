@@ -12,9 +12,7 @@ use der::asn1::{Ia5String, SetOfVec};
 use der::{Decode, Encode};
 use secrecy::SecretString;
 use x509_cert::Certificate;
-use x509_cert::ext::pkix::KeyUsages;
 use x509_cert::ext::pkix::name::GeneralName;
-use x509_cert::name::Name;
 use x509_cert::request::{CertReq, CertReqInfo, Version};
 
 use crate::asn1::SignedEnvelope;
@@ -22,11 +20,8 @@ use crate::config::{
     CaConfig, Config, DatabaseConfig, ProfileConfig, RigAccountConfig, RigsConfig, ServerConfig,
     SignerBackend, SignerSection, TlsConfig,
 };
-use crate::issuance::build::random_serial;
-use crate::issuance::extensions as ext;
-use crate::issuance::{CertificateSpec, unix_seconds};
-use crate::signer::software::{SoftwareSigner, generate_pkcs8};
-use crate::signer::{CaKeyAlgorithm, Signer};
+use crate::issuance::software_ca::{self, SoftwareCa};
+use crate::signer::CaKeyAlgorithm;
 
 /// Set-up failures.
 #[derive(Debug, thiserror::Error)]
@@ -43,92 +38,6 @@ pub enum SetupError {
     Encoding(#[from] der::Error),
     #[error("{0}")]
     Refused(String),
-}
-
-const YEAR: u64 = 365 * 86_400;
-
-/// A software key and the certificate made for it.
-struct KeyAndCertificate {
-    signer: SoftwareSigner,
-    pkcs8: Vec<u8>,
-    der: Vec<u8>,
-}
-
-fn name(dn: &str) -> Result<Name, SetupError> {
-    Name::from_str(dn).map_err(|e| SetupError::Refused(format!("{dn:?} is not a valid name: {e}")))
-}
-
-fn now() -> u64 {
-    unix_seconds(std::time::SystemTime::now())
-}
-
-fn issuer_of(der: &[u8]) -> Result<(Name, Vec<u8>, u64), SetupError> {
-    let cert = Certificate::from_der(der)?;
-    let tbs = cert.tbs_certificate();
-    Ok((
-        tbs.subject().clone(),
-        ext::certificate_key_identifier(&cert),
-        unix_seconds(tbs.validity().not_after.to_system_time()),
-    ))
-}
-
-/// A self-signed CA certificate with a new software key.
-fn self_signed_ca(subject: &str, years: u64) -> Result<KeyAndCertificate, SetupError> {
-    let pkcs8 = generate_pkcs8(CaKeyAlgorithm::EcdsaP256)?;
-    let signer = SoftwareSigner::from_pkcs8(CaKeyAlgorithm::EcdsaP256, &pkcs8)?;
-    let subject = name(subject)?;
-    let spki = signer.public_key().clone();
-    let now = now();
-    let spec = CertificateSpec {
-        serial: random_serial(),
-        issuer: subject.clone(),
-        subject,
-        public_key: spki.clone(),
-        not_before: now - 3600,
-        not_after: now + years * YEAR,
-        extensions: vec![
-            ext::basic_constraints(true, None)?,
-            ext::key_usage(KeyUsages::KeyCertSign | KeyUsages::CRLSign)?,
-            ext::subject_key_identifier(&spki)?,
-        ],
-    };
-    let der = spec.sign(&signer)?.der;
-    Ok(KeyAndCertificate { signer, pkcs8, der })
-}
-
-/// An end-entity certificate for a new software key, issued by `issuer`.
-fn end_entity(
-    issuer: &KeyAndCertificate,
-    cn: &str,
-    purpose: const_oid::ObjectIdentifier,
-    alt_names: Vec<GeneralName>,
-    years: u64,
-) -> Result<(Vec<u8>, Vec<u8>), SetupError> {
-    let pkcs8 = generate_pkcs8(CaKeyAlgorithm::EcdsaP256)?;
-    let key = SoftwareSigner::from_pkcs8(CaKeyAlgorithm::EcdsaP256, &pkcs8)?;
-    let spki = key.public_key().clone();
-    let (issuer_name, issuer_key_id, issuer_not_after) = issuer_of(&issuer.der)?;
-    let now = now();
-    let mut extensions = vec![
-        ext::basic_constraints(false, None)?,
-        ext::key_usage(KeyUsages::DigitalSignature.into())?,
-        ext::extended_key_usage(&[purpose])?,
-        ext::subject_key_identifier(&spki)?,
-        ext::authority_key_identifier(&issuer_key_id)?,
-    ];
-    if !alt_names.is_empty() {
-        extensions.push(ext::subject_alt_name(&alt_names, false)?);
-    }
-    let spec = CertificateSpec {
-        serial: random_serial(),
-        issuer: issuer_name,
-        subject: name(&format!("CN={cn}"))?,
-        public_key: spki,
-        not_before: now - 3600,
-        not_after: (now + years * YEAR).min(issuer_not_after),
-        extensions,
-    };
-    Ok((spec.sign(&issuer.signer)?.der, pkcs8))
 }
 
 /// What `attestca init --test-root` should also create for a complete test installation.
@@ -150,10 +59,10 @@ pub fn init_test_root(config: &Config, extras: &TestInstallExtras) -> Result<(),
             config.ca.chain_file.display()
         )));
     }
-    let root = self_signed_ca(&config.ca.root_subject, 20)?;
+    let root = SoftwareCa::self_signed(&config.ca.root_subject, 20)?;
     crate::pem::write_private_key(&config.ca.root_key_file, &root.pkcs8)?;
     let issuing_key = crate::signer::generate(&config.resolve_signer()?)?;
-    let issuing_der = issue_issuing_ca(&root, &config.ca.subject, issuing_key.as_ref())?;
+    let issuing_der = root.issue_ca(&config.ca.subject, issuing_key.public_key(), 10, Some(0))?;
     crate::pem::write_certificates(&config.ca.chain_file, &[&issuing_der, &root.der])?;
     if !extras.tls_server_names.is_empty() && !config.tls.certificate_file.exists() {
         let names = extras
@@ -164,13 +73,8 @@ pub fn init_test_root(config: &Config, extras: &TestInstallExtras) -> Result<(),
                 Err(_) => Ok(GeneralName::DnsName(Ia5String::new(n)?)),
             })
             .collect::<Result<Vec<_>, der::Error>>()?;
-        let (der, key) = end_entity(
-            &root,
-            &extras.tls_server_names[0],
-            ID_KP_SERVER_AUTH,
-            names,
-            2,
-        )?;
+        let (der, key) =
+            root.issue_end_entity(&extras.tls_server_names[0], ID_KP_SERVER_AUTH, names, 2)?;
         crate::pem::write_certificates(&config.tls.certificate_file, &[&der])?;
         crate::pem::write_private_key(&config.tls.key_file, &key)?;
     }
@@ -178,40 +82,15 @@ pub fn init_test_root(config: &Config, extras: &TestInstallExtras) -> Result<(),
         let anchor = config.rigs.trust_anchor_files.first().ok_or_else(|| {
             SetupError::Refused("a rig certificate needs rigs.trust_anchor_files".into())
         })?;
-        let rig_ca = self_signed_ca("CN=attestca Test Rig CA,O=attestca", 20)?;
+        let rig_ca = SoftwareCa::self_signed("CN=attestca Test Rig CA,O=attestca", 20)?;
         crate::pem::write_certificates(anchor, &[&rig_ca.der])?;
         crate::pem::write_private_key(&anchor.with_extension("key"), &rig_ca.pkcs8)?;
-        let (der, key) = end_entity(&rig_ca, cn, ID_KP_CLIENT_AUTH, Vec::new(), 5)?;
+        let (der, key) = rig_ca.issue_end_entity(cn, ID_KP_CLIENT_AUTH, Vec::new(), 5)?;
         let dir = config.ca.chain_file.parent().unwrap_or(Path::new("."));
         crate::pem::write_certificates(&dir.join("rig.crt"), &[&der])?;
         crate::pem::write_private_key(&dir.join("rig.key"), &key)?;
     }
     Ok(())
-}
-
-fn issue_issuing_ca(
-    root: &KeyAndCertificate,
-    subject: &str,
-    issuing_key: &dyn Signer,
-) -> Result<Vec<u8>, SetupError> {
-    let (root_name, root_key_id, root_not_after) = issuer_of(&root.der)?;
-    let spki = issuing_key.public_key().clone();
-    let now = now();
-    let spec = CertificateSpec {
-        serial: random_serial(),
-        issuer: root_name,
-        subject: name(subject)?,
-        public_key: spki.clone(),
-        not_before: now - 3600,
-        not_after: (now + 10 * YEAR).min(root_not_after),
-        extensions: vec![
-            ext::basic_constraints(true, Some(0))?,
-            ext::key_usage(KeyUsages::KeyCertSign | KeyUsages::CRLSign)?,
-            ext::subject_key_identifier(&spki)?,
-            ext::authority_key_identifier(&root_key_id)?,
-        ],
-    };
-    Ok(spec.sign(&root.signer)?.der)
 }
 
 /// Production set-up, step 1: generates the issuing key in the configured signer and returns
@@ -226,7 +105,7 @@ pub fn init_external_root(config: &Config) -> Result<Vec<u8>, SetupError> {
     let key = crate::signer::generate(&config.resolve_signer()?)?;
     let info = CertReqInfo {
         version: Version::V1,
-        subject: name(&config.ca.subject)?,
+        subject: software_ca::name(&config.ca.subject)?,
         public_key: key.public_key().clone(),
         attributes: SetOfVec::new(),
     };
@@ -298,6 +177,10 @@ impl DevLayout {
     pub fn rig_ca(&self) -> PathBuf {
         self.pki().join("rig-ca.crt")
     }
+    /// The simulated secure-element vendor `attestca-rig --vendor` uses.
+    pub fn vendor(&self) -> PathBuf {
+        self.data_dir.join("vendor")
+    }
 }
 
 /// The development configuration: SQLite and a software key under `data_dir`, one default
@@ -306,11 +189,21 @@ pub fn dev_config(data_dir: &Path, est_addr: SocketAddr, http_addr: SocketAddr) 
     let layout = DevLayout {
         data_dir: data_dir.to_owned(),
     };
+    // The default profile signs only keys the (simulated) secure element attests; `lab` is
+    // open to any CSR so that generic EST clients can be tried against a dev server.
     let mut profiles = BTreeMap::new();
     profiles.insert(
         crate::config::DEFAULT_PROFILE.to_owned(),
-        ProfileConfig::default(),
+        ProfileConfig {
+            attestation_required: true,
+            key_algorithms: vec![crate::config::DeviceKeyAlgorithm::P256],
+            ..ProfileConfig::default()
+        },
     );
+    profiles.insert("lab".to_owned(), ProfileConfig::default());
+    let vendor = crate::rig::secure_element::VendorFiles {
+        dir: layout.vendor(),
+    };
     Config {
         server: ServerConfig {
             est_addr,
@@ -346,7 +239,17 @@ pub fn dev_config(data_dir: &Path, est_addr: SocketAddr, http_addr: SocketAddr) 
             trust_anchor_files: vec![layout.rig_ca()],
             accounts: Vec::new(),
         },
-        attestation: Default::default(),
+        attestation: crate::config::AttestationConfig {
+            vendors: vec![crate::attestation::vendors::VendorConfig {
+                name: "simulated-se".into(),
+                roots: vec![vendor.root()],
+                formats: vec![crate::attestation::AttestationFormat::X509Chain],
+                reader: crate::attestation::vendors::VendorReader::SimulatedSe,
+                hardware_type: crate::attestation::ID_HW_SIMULATED_SE.to_string(),
+                denied_serials: Vec::new(),
+            }],
+            ..Default::default()
+        },
         profiles,
     }
 }
@@ -369,6 +272,11 @@ pub fn ensure_dev_install(mut config: Config) -> Result<Config, SetupError> {
             },
         )?;
         tracing::info!(dir = %layout.pki().display(), "created the development PKI");
+    }
+    if !layout.vendor().join("vendor-root.crt").exists() {
+        crate::rig::secure_element::SimulatedVendor::create(&layout.vendor())
+            .map_err(|e| SetupError::Refused(format!("creating the simulated vendor: {e:#}")))?;
+        tracing::info!(dir = %layout.vendor().display(), "created the simulated secure-element vendor");
     }
     let basic = layout.rig_basic();
     if !basic.exists() {

@@ -32,7 +32,8 @@ async fn dev_run_enrolls_and_records_in_sqlite() {
     let basic = std::fs::read_to_string(pki.join("rig-basic.txt")).expect("rig-basic.txt");
     let (user, password) = basic.trim().split_once(':').expect("user:password");
 
-    let url = format!("{}/.well-known/est/simpleenroll", server.est_url());
+    // Plain CSRs go to the lab profile: the dev default requires attestation.
+    let url = format!("{}/.well-known/est/lab/simpleenroll", server.est_url());
     let rig = https_client(&chain, Some((&pki.join("rig.crt"), &pki.join("rig.key"))));
     let anonymous = https_client(&chain, None);
 

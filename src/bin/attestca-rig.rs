@@ -11,6 +11,7 @@ use x509_cert::Certificate;
 
 use attestca::rig::client::{EstClient, tls_config};
 use attestca::rig::device::DeviceKey;
+use attestca::rig::secure_element::SimulatedVendor;
 
 #[derive(Parser)]
 #[command(
@@ -59,11 +60,27 @@ enum Command {
         out: PathBuf,
     },
     /// Generate a P-256 device key and a CSR: OUT/device.key (PEM PKCS#8), OUT/device.csr (DER).
+    /// With --vendor, the key is made by a simulated secure element and the CSR carries its
+    /// attestation, bound to a nonce fetched from the server with the rig's credentials.
     Csr {
         #[arg(long)]
         out: PathBuf,
         #[arg(long)]
         cn: String,
+        /// Simulated secure-element vendor directory (serve --dev writes DIR/vendor).
+        #[arg(long, requires_all = ["server", "trust"])]
+        vendor: Option<PathBuf>,
+        /// EST server (for the nonce).
+        #[arg(long)]
+        server: Option<String>,
+        /// PEM CA chain anchoring the server's TLS certificate.
+        #[arg(long)]
+        trust: Option<PathBuf>,
+        /// EST label.
+        #[arg(long)]
+        label: Option<String>,
+        #[command(flatten)]
+        auth: RigAuth,
     },
     /// Enroll a new device: key, CSR, simpleenroll, and a check that the certificate chains to
     /// cacerts. Writes OUT/device.key and OUT/device.crt.
@@ -76,6 +93,14 @@ enum Command {
         out: PathBuf,
         #[arg(long)]
         cn: String,
+        /// Simulated secure-element vendor directory: enroll an attested key. Without it, the
+        /// vendor of a `serve --dev` data directory is used when --trust is that directory's
+        /// pki/ca-chain.pem.
+        #[arg(long, conflicts_with = "no_attestation")]
+        vendor: Option<PathBuf>,
+        /// Send a plain CSR without attestation evidence.
+        #[arg(long)]
+        no_attestation: bool,
     },
 }
 
@@ -108,10 +133,29 @@ fn client(server: &Server, auth: Option<&RigAuth>) -> anyhow::Result<EstClient> 
     EstClient::new(&server.server, server.label.as_deref(), tls, basic)
 }
 
-fn write_key_and_csr(out: &Path, cn: &str) -> anyhow::Result<(DeviceKey, Vec<u8>)> {
+/// Makes the device key and CSR — attested by a simulated secure element when a vendor and an
+/// EST client (for the nonce) are given — and writes OUT/device.key and OUT/device.csr.
+async fn write_key_and_csr(
+    out: &Path,
+    cn: &str,
+    attested: Option<(&Path, &EstClient)>,
+) -> anyhow::Result<(DeviceKey, Vec<u8>)> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    let key = DeviceKey::generate()?;
-    let csr = key.csr(cn)?;
+    let (key, csr) = match attested {
+        None => {
+            let key = DeviceKey::generate()?;
+            let csr = key.csr(cn)?;
+            (key, csr)
+        }
+        Some((vendor_dir, est)) => {
+            let vendor = SimulatedVendor::load(vendor_dir).with_context(|| {
+                format!("loading the simulated vendor from {}", vendor_dir.display())
+            })?;
+            let nonce = est.nonce().await?;
+            let device = vendor.manufacture()?;
+            device.enroll_key(cn, &nonce)?
+        }
+    };
     attestca::pem::write_private_key(&out.join("device.key"), &key.pkcs8)?;
     attestca::pem::write_file(&out.join("device.csr"), &csr, 0o644)?;
     Ok((key, csr))
@@ -129,8 +173,28 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 out.display()
             );
         }
-        Command::Csr { out, cn } => {
-            write_key_and_csr(&out, &cn)?;
+        Command::Csr {
+            out,
+            cn,
+            vendor,
+            server,
+            trust,
+            label,
+            auth,
+        } => {
+            let est = match (&vendor, server, trust) {
+                (Some(_), Some(server), Some(trust)) => Some(client(
+                    &Server {
+                        server,
+                        trust,
+                        label,
+                    },
+                    Some(&auth),
+                )?),
+                _ => None,
+            };
+            let attested = vendor.as_deref().zip(est.as_ref());
+            write_key_and_csr(&out, &cn, attested).await?;
             println!("wrote {0}/device.key and {0}/device.csr", out.display());
         }
         Command::Enroll {
@@ -138,13 +202,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             auth,
             out,
             cn,
+            vendor,
+            no_attestation,
         } => {
             if auth.rig_cert.is_none() && auth.basic_file.is_none() {
                 bail!("give --rig-cert/--rig-key or --basic-file");
             }
+            let vendor = if no_attestation {
+                None
+            } else {
+                vendor.or_else(|| dev_vendor_next_to(&server.trust))
+            };
             let est = client(&server, Some(&auth))?;
             let chain = est.cacerts().await.context("fetching cacerts")?;
-            let (_key, csr) = write_key_and_csr(&out, &cn)?;
+            let attested = vendor.as_deref().map(|v| (v, &est));
+            let (_key, csr) = write_key_and_csr(&out, &cn, attested).await?;
             let certificate = est.simpleenroll(&csr).await?;
             check_chains(&certificate, &chain)?;
             attestca::pem::write_certificates(&out.join("device.crt"), &[&certificate])?;
@@ -157,6 +229,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// `DIR/vendor` when `trust` is a `serve --dev` data directory's `DIR/pki/ca-chain.pem`.
+fn dev_vendor_next_to(trust: &Path) -> Option<PathBuf> {
+    let vendor = trust.parent()?.parent()?.join("vendor");
+    vendor.join("vendor-root.crt").is_file().then(|| {
+        eprintln!(
+            "attestca-rig: using the simulated secure element in {} (--no-attestation for a plain CSR)",
+            vendor.display()
+        );
+        vendor
+    })
 }
 
 /// The end-of-line check: the certificate chains through the cacerts certificates (a CMS

@@ -510,11 +510,17 @@ mod tests {
             "csr.subject_cn_missing"
         );
         assert_eq!(
-            code(validate(&openssl_csr(P256, "/CN=SN-0001/L=Somewhere/ST=Region", &[]), &strict)),
+            code(validate(
+                &openssl_csr(P256, "/CN=SN-0001/L=Somewhere/ST=Region", &[]),
+                &strict
+            )),
             "ok"
         );
         assert_eq!(
-            code(validate(&openssl_csr(P256, "/CN=SN-0001/street=Main St", &[]), &strict)),
+            code(validate(
+                &openssl_csr(P256, "/CN=SN-0001/street=Main St", &[]),
+                &strict
+            )),
             "csr.subject_attribute_not_allowed"
         );
         let email = openssl_csr(

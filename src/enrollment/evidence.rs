@@ -72,13 +72,20 @@ impl EnrollmentService {
         if !policy.vendors.is_empty() && !policy.vendors.contains(&attested.vendor) {
             return Err(refuse(
                 "attestation.vendor_not_allowed",
-                format!("vendor {} is not accepted on profile {:?}", attested.vendor, profile.label),
+                format!(
+                    "vendor {} is not accepted on profile {:?}",
+                    attested.vendor, profile.label
+                ),
             ));
         }
         if !policy.formats.is_empty() && !policy.formats.contains(&attested.format) {
             return Err(refuse(
                 "attestation.format_not_allowed",
-                format!("{} evidence is not accepted on profile {:?}", attested.format.name(), profile.label),
+                format!(
+                    "{} evidence is not accepted on profile {:?}",
+                    attested.format.name(),
+                    profile.label
+                ),
             ));
         }
         if policy.require_generated_on_device && attested.generated_on_device == Some(false) {
@@ -93,7 +100,12 @@ impl EnrollmentService {
                 "the evidence says the key can leave the device",
             ));
         }
-        let vendor = self.gate.vendors().all().iter().find(|v| v.name == attested.vendor);
+        let vendor = self
+            .gate
+            .vendors()
+            .all()
+            .iter()
+            .find(|v| v.name == attested.vendor);
         if vendor.is_some_and(|v| v.denies(&attested.device.display)) {
             return Err(refuse(
                 "attestation.device_denied",
@@ -119,7 +131,11 @@ impl EnrollmentService {
         if !policy.allow_reprovision {
             if let Some(serial) = self
                 .store
-                .active_certificate_for_other_key(&attested.device_key(), &spki_sha256, event.occurred_at)
+                .active_certificate_for_other_key(
+                    &attested.device_key(),
+                    &spki_sha256,
+                    event.occurred_at,
+                )
                 .await
                 .map_err(EnrollmentError::storage)?
             {
@@ -142,16 +158,28 @@ impl EnrollmentService {
             match check {
                 NonceCheck::Consumed => {}
                 NonceCheck::Unknown => {
-                    return Err(refuse("attestation.nonce_unknown", "the evidence's nonce was not issued by this CA"));
+                    return Err(refuse(
+                        "attestation.nonce_unknown",
+                        "the evidence's nonce was not issued by this CA",
+                    ));
                 }
                 NonceCheck::Foreign => {
-                    return Err(refuse("attestation.nonce_foreign", "the evidence's nonce was issued to another rig"));
+                    return Err(refuse(
+                        "attestation.nonce_foreign",
+                        "the evidence's nonce was issued to another rig",
+                    ));
                 }
                 NonceCheck::Reused => {
-                    return Err(refuse("attestation.nonce_reused", "the evidence's nonce has already been used"));
+                    return Err(refuse(
+                        "attestation.nonce_reused",
+                        "the evidence's nonce has already been used",
+                    ));
                 }
                 NonceCheck::Expired => {
-                    return Err(refuse("attestation.nonce_expired", "the evidence's nonce has expired"));
+                    return Err(refuse(
+                        "attestation.nonce_expired",
+                        "the evidence's nonce has expired",
+                    ));
                 }
             }
         }
@@ -165,9 +193,9 @@ impl EnrollmentService {
         credentials: &crate::access::PresentedCredentials,
         length: usize,
     ) -> Result<(Vec<u8>, u64), EnrollmentError> {
-        let profile = self
-            .profile(label)
-            .ok_or_else(|| EnrollmentError::UnknownProfile(label.unwrap_or("default").to_owned()))?;
+        let profile = self.profile(label).ok_or_else(|| {
+            EnrollmentError::UnknownProfile(label.unwrap_or("default").to_owned())
+        })?;
         let requester = self
             .rigs
             .authenticate(credentials)
@@ -200,7 +228,9 @@ impl EnrollmentService {
     }
 }
 
-pub(super) fn spki_hash(spki: &x509_cert::SubjectPublicKeyInfo) -> Result<Vec<u8>, EnrollmentError> {
+pub(super) fn spki_hash(
+    spki: &x509_cert::SubjectPublicKeyInfo,
+) -> Result<Vec<u8>, EnrollmentError> {
     use der::Encode;
     spki.to_der()
         .map(|d| Sha256::digest(d).to_vec())

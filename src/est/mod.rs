@@ -76,7 +76,10 @@ pub fn router(state: Arc<EstState>) -> Router {
         .route("/.well-known/est/csrattrs", get(csrattrs))
         .route("/.well-known/est/{label}/csrattrs", get(csrattrs_labelled))
         .route("/.well-known/est/nonce", get(nonce).post(nonce))
-        .route("/.well-known/est/{label}/nonce", get(nonce_labelled).post(nonce_labelled))
+        .route(
+            "/.well-known/est/{label}/nonce",
+            get(nonce_labelled).post(nonce_labelled),
+        )
         .route("/.well-known/est/simpleenroll", post(simpleenroll))
         .route(
             "/.well-known/est/{label}/simpleenroll",
@@ -312,7 +315,10 @@ async fn issue_nonce(
         match serde_json::from_slice::<NonceRequest>(&body) {
             Ok(r) => r.len,
             Err(e) => {
-                return text(StatusCode::BAD_REQUEST, format!("nonce.request: not a freshness request: {e}"));
+                return text(
+                    StatusCode::BAD_REQUEST,
+                    format!("nonce.request: not a freshness request: {e}"),
+                );
             }
         }
     };
@@ -323,7 +329,11 @@ async fn issue_nonce(
     };
     match state
         .enrollment
-        .issue_nonce(label.as_deref(), &credentials, requested.unwrap_or(DEFAULT_NONCE_LEN))
+        .issue_nonce(
+            label.as_deref(),
+            &credentials,
+            requested.unwrap_or(DEFAULT_NONCE_LEN),
+        )
         .await
     {
         Ok((nonce, expiry)) => {

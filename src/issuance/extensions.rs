@@ -46,7 +46,9 @@ pub fn certificate_key_identifier(cert: &x509_cert::Certificate) -> Vec<u8> {
 }
 
 /// The otherName hardwareModuleName (RFC 4108) naming an attested device.
-pub fn hardware_module_name(device: &crate::attestation::DeviceIdentity) -> der::Result<GeneralName> {
+pub fn hardware_module_name(
+    device: &crate::attestation::DeviceIdentity,
+) -> der::Result<GeneralName> {
     use x509_cert::ext::pkix::name::{HardwareModuleName, OtherName};
     let name = HardwareModuleName {
         hw_type: device.hardware_type,

@@ -7,6 +7,7 @@
 pub mod build;
 pub mod extensions;
 pub mod profile;
+pub mod software_ca;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

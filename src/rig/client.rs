@@ -95,6 +95,31 @@ impl EstClient {
         certificates_from_pkcs7(&codec::decode_body(&body).map_err(|e| anyhow!("cacerts: {e}"))?)
     }
 
+    /// `GET nonce` (draft-ietf-lamps-attestation-freshness): a fresh nonce for evidence.
+    pub async fn nonce(&self) -> anyhow::Result<Vec<u8>> {
+        use base64::Engine;
+        let mut request = self.http.get(format!("{}/nonce", self.base));
+        if let Some((user, password)) = &self.basic {
+            request = request.basic_auth(user, Some(password.expose_secret()));
+        }
+        let response = request.send().await.context("nonce")?;
+        let status = response.status();
+        let body = response.bytes().await?;
+        if !status.is_success() {
+            bail!(
+                "nonce: HTTP {status}: {}",
+                String::from_utf8_lossy(&body).trim()
+            );
+        }
+        let json: serde_json::Value = serde_json::from_slice(&body).context("nonce: not JSON")?;
+        let encoded = json["nonce"]
+            .as_str()
+            .context("nonce: no \"nonce\" field")?;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(encoded)
+            .context("nonce: not base64url")
+    }
+
     /// `POST simpleenroll`: returns the issued certificate (DER).
     pub async fn simpleenroll(&self, csr_der: &[u8]) -> anyhow::Result<Vec<u8>> {
         let mut request = self

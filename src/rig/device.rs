@@ -37,17 +37,30 @@ impl DeviceKey {
         })
     }
 
+    /// The public key as a SubjectPublicKeyInfo.
+    pub fn public_key(&self) -> anyhow::Result<x509_cert::SubjectPublicKeyInfo> {
+        Ok(CaKeyAlgorithm::EcdsaP256
+            .spki_from_point(self.signing.verifying_key().to_sec1_point(false).as_bytes())?)
+    }
+
     /// A PKCS#10 CSR (DER) for this key with subject `CN=<cn>`, signed ecdsa-with-SHA256.
     pub fn csr(&self, cn: &str) -> anyhow::Result<Vec<u8>> {
+        self.csr_with_attributes(cn, Vec::new())
+    }
+
+    /// A CSR carrying request attributes (e.g. attestation evidence).
+    pub fn csr_with_attributes(
+        &self,
+        cn: &str,
+        attributes: Vec<x509_cert::attr::Attribute>,
+    ) -> anyhow::Result<Vec<u8>> {
         let subject = Name::from_str(&format!("CN={}", escape_rdn(cn)))
             .map_err(|e| anyhow::anyhow!("CN {cn:?}: {e}"))?;
-        let public_key = CaKeyAlgorithm::EcdsaP256
-            .spki_from_point(self.signing.verifying_key().to_sec1_point(false).as_bytes())?;
         let info = CertReqInfo {
             version: Version::V1,
             subject,
-            public_key,
-            attributes: SetOfVec::new(),
+            public_key: self.public_key()?,
+            attributes: SetOfVec::try_from(attributes)?,
         };
         let info_der = info.to_der()?;
         let signature: DerSignature = self.signing.sign(&info_der);

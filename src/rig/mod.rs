@@ -2,3 +2,4 @@
 
 pub mod client;
 pub mod device;
+pub mod secure_element;

@@ -87,14 +87,19 @@ pub async fn assemble(config: &Config) -> Result<Assembled, ServerError> {
     let vendors = crate::attestation::VendorTrustStore::from_config(&config.attestation.vendors)?;
     let clock: Arc<dyn crate::attestation::Clock> = match config.attestation.verification_time {
         Some(t) => {
-            tracing::warn!(unix_time = t, "attestation evidence is verified at a fixed time (attestation.verification_time): for tests only");
+            tracing::warn!(
+                unix_time = t,
+                "attestation evidence is verified at a fixed time (attestation.verification_time): for tests only"
+            );
             Arc::new(crate::attestation::FixedClock(
                 std::time::UNIX_EPOCH + Duration::from_secs(t),
             ))
         }
         None => Arc::new(crate::attestation::SystemClock),
     };
-    let gate = Arc::new(crate::attestation::gate::AttestationGate::new(vendors, clock));
+    let gate = Arc::new(crate::attestation::gate::AttestationGate::new(
+        vendors, clock,
+    ));
     let enrollment = Arc::new(EnrollmentService::new(crate::enrollment::EnrollmentParts {
         profiles,
         ca,

@@ -305,10 +305,11 @@ impl Store {
         if spent.rows_affected() == 1 {
             return Ok(NonceCheck::Consumed);
         }
-        let row = sqlx::query("SELECT requester, expires_at, consumed_at FROM nonces WHERE nonce = $1")
-            .bind(nonce)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row =
+            sqlx::query("SELECT requester, expires_at, consumed_at FROM nonces WHERE nonce = $1")
+                .bind(nonce)
+                .fetch_optional(&self.pool)
+                .await?;
         let Some(row) = row else {
             return Ok(NonceCheck::Unknown);
         };

@@ -230,12 +230,56 @@ new_csr() {
 
 basic_user() { tr -d '\r\n' <"$PKI/rig-basic.txt"; }
 
-# enroll NAME CSR.b64 CREDENTIAL-ARGS...: POST a CSR to simpleenroll.
+# The dev server's default profile requires key attestation, which a CSR made by
+# openssl cannot carry; its "lab" profile takes any CSR. Plain-CSR steps use lab.
+LAB="lab"
+
+# enroll NAME CSR.b64 CREDENTIAL-ARGS...: POST a plain CSR to the lab profile.
 enroll() {
     local name=$1 body=$2
     shift 2
     req "$name" -H 'Content-Type: application/pkcs10' -H 'Expect:' \
-        --data-binary "@$body" "$@" "$EST/simpleenroll"
+        --data-binary "@$body" "$@" "$EST/$LAB/simpleenroll"
+}
+
+# The attested flow: attestca-rig's simulated secure element makes the key and the
+# evidence (bound to a nonce it fetched as this rig); curl posts the CSR.
+t_attested_enroll() {
+    local out="$W/attested"
+    mkdir -p "$out"
+    timeout 120 "$ATTESTCA_RIG_BIN" csr --vendor "$DATA/vendor" \
+        --server "https://127.0.0.1:$EST_PORT" --trust "$PKI/ca-chain.pem" \
+        --rig-cert "$PKI/rig.crt" --rig-key "$PKI/rig.key" --out "$out" --cn attested-1
+    base64 "$out/device.csr" >"$out/csr.b64"
+    req attested -H 'Content-Type: application/pkcs10' -H 'Expect:' \
+        --data-binary "@$out/csr.b64" "${MTLS[@]}" "$EST/simpleenroll"
+    unpack_enrollment attested "$W/attested.pem"
+    expect_verifies "$W/attested.pem"
+    openssl x509 -in "$W/attested.pem" -noout -ext subjectAltName | grep -q 'othername: 1.3.6.1.5.5.7.8.4' \
+        || fail "no hardwareModuleName in the SAN: $(openssl x509 -in "$W/attested.pem" -noout -ext subjectAltName)"
+    # The same file again from the same rig: a retry, the same certificate.
+    req attested-again -H 'Content-Type: application/pkcs10' -H 'Expect:' \
+        --data-binary "@$out/csr.b64" "${MTLS[@]}" "$EST/simpleenroll"
+    unpack_enrollment attested-again "$W/attested-again.pem"
+    cmp <(openssl x509 -in "$W/attested.pem" -outform DER) <(openssl x509 -in "$W/attested-again.pem" -outform DER) \
+        || fail "the retry returned another certificate"
+    # The same file from the other rig account: the nonce was not issued to it.
+    req attested-other -H 'Content-Type: application/pkcs10' -H 'Expect:' \
+        --data-binary "@$out/csr.b64" --user "$(basic_user)" "$EST/simpleenroll"
+    expect_status 403 attested-other
+    grep -q '^attestation.nonce_foreign' "$W/attested-other.b" || fail "reason: $(cat "$W/attested-other.b")"
+    if [[ -n "${ATTESTCA_TEST_PKILINT:-}" ]]; then
+        "$ATTESTCA_TEST_PKILINT" lint -s WARNING "$W/attested.pem" || fail "pkilint findings on the attested certificate"
+    fi
+}
+
+t_default_requires_attestation() {
+    new_csr plain-default plain-default-1
+    base64 "$W/plain-default.der" >"$W/plain-default.b64"
+    req plain-default -H 'Content-Type: application/pkcs10' -H 'Expect:' \
+        --data-binary "@$W/plain-default.b64" "${MTLS[@]}" "$EST/simpleenroll"
+    expect_status 403 plain-default
+    grep -q '^attestation.required' "$W/plain-default.b" || fail "no attestation.required reason: $(cat "$W/plain-default.b")"
 }
 
 # unpack_enrollment NAME OUT.pem: the one certificate of an enrollment response.
@@ -507,6 +551,8 @@ main() {
     run_step "simpleenroll: mTLS, wrapped base64 CSR -> 1 certificate that verifies, same key" t_enroll_mtls
     run_step "simpleenroll: same CSR again is a retry (same certificate)" t_enroll_retry
     run_step "simpleenroll: Basic auth, one-line base64 CSR -> verifies" t_enroll_basic
+    run_step "simpleenroll: a plain CSR on the default profile -> 403 attestation.required" t_default_requires_attestation
+    run_step "attested CSR (rig csr --vendor) via curl: hardwareModuleName, retry, foreign nonce 403" t_attested_enroll
     run_step "pkilint -s WARNING accepts the issued certificates" t_pkilint
     run_step "refuse: no credentials -> 401 with Basic challenge" t_refuse_anonymous
     run_step "refuse: wrong Basic password -> 401" t_refuse_wrong_password
