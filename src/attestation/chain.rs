@@ -64,13 +64,13 @@ fn may_issue(
     match constraints {
         Some((_, bc)) if bc.ca => {
             // pathLen counts the intermediates below this certificate, excluding the leaf.
-            if let Some(limit) = bc.path_len_constraint {
-                if depth - 1 > usize::from(limit) {
-                    return Err(AttestationError::refused(
-                        "attestation.chain_invalid",
-                        format!("{} exceeds its pathLenConstraint", subject(cert)),
-                    ));
-                }
+            if let Some(limit) = bc.path_len_constraint
+                && depth - 1 > usize::from(limit)
+            {
+                return Err(AttestationError::refused(
+                    "attestation.chain_invalid",
+                    format!("{} exceeds its pathLenConstraint", subject(cert)),
+                ));
             }
             Ok(())
         }

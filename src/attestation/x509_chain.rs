@@ -49,7 +49,7 @@ pub struct SimulatedSeKeyAttestation<'a> {
 /// The X.509-chain verifier.
 pub struct X509ChainVerifier;
 
-fn extension_value<'a>(cert: &'a Certificate, oid: ObjectIdentifier) -> Option<&'a [u8]> {
+fn extension_value(cert: &Certificate, oid: ObjectIdentifier) -> Option<&[u8]> {
     cert.tbs_certificate()
         .extensions()?
         .iter()

@@ -128,8 +128,8 @@ impl EnrollmentService {
                 ),
             ));
         }
-        if !policy.allow_reprovision {
-            if let Some(serial) = self
+        if !policy.allow_reprovision
+            && let Some(serial) = self
                 .store
                 .active_certificate_for_other_key(
                     &attested.device_key(),
@@ -138,16 +138,15 @@ impl EnrollmentService {
                 )
                 .await
                 .map_err(EnrollmentError::storage)?
-            {
-                tracing::warn!(device = %attested.device_key(), existing = %serial, rig = %requester.id(), "possible clone: device already has an active certificate for another key");
-                return Err(refuse(
-                    "attestation.clone_suspected",
-                    format!(
-                        "device {} already has an active certificate (serial {serial}) for another key",
-                        attested.device_key()
-                    ),
-                ));
-            }
+        {
+            tracing::warn!(device = %attested.device_key(), existing = %serial, rig = %requester.id(), "possible clone: device already has an active certificate for another key");
+            return Err(refuse(
+                "attestation.clone_suspected",
+                format!(
+                    "device {} already has an active certificate (serial {serial}) for another key",
+                    attested.device_key()
+                ),
+            ));
         }
         if let Some(nonce) = &attested.nonce {
             let check = self
