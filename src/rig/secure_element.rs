@@ -104,6 +104,16 @@ impl SimulatedVendor {
         serial: &[u8],
         ak_validity_secs: u64,
     ) -> anyhow::Result<SimulatedDevice> {
+        self.manufacture_custom(serial, ak_validity_secs, true)
+    }
+
+    /// A device whose AK certificate may lack the CA flag (a broken vendor, for tests).
+    pub fn manufacture_custom(
+        &self,
+        serial: &[u8],
+        ak_validity_secs: u64,
+        ak_is_ca: bool,
+    ) -> anyhow::Result<SimulatedDevice> {
         let (ak, ak_pkcs8) = software_ca::new_key()?;
         // serialNumber is a PrintableString (X.520): give it as hex-encoded DER ("#13..").
         let printable = hex::encode_upper(serial);
@@ -116,10 +126,17 @@ impl SimulatedVendor {
             subject,
             ak.public_key(),
             ak_validity_secs,
-            vec![
-                ext::basic_constraints(true, Some(0))?,
-                ext::key_usage(KeyUsages::KeyCertSign.into())?,
-            ],
+            if ak_is_ca {
+                vec![
+                    ext::basic_constraints(true, Some(0))?,
+                    ext::key_usage(KeyUsages::KeyCertSign.into())?,
+                ]
+            } else {
+                vec![
+                    ext::basic_constraints(false, None)?,
+                    ext::key_usage(KeyUsages::DigitalSignature.into())?,
+                ]
+            },
         )?;
         let attestation_key = SoftwareCa::from_certificate_and_key(ak_der, ak_pkcs8)?;
         Ok(SimulatedDevice {
