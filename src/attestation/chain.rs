@@ -175,3 +175,119 @@ fn extend(
     }
     None
 }
+
+#[cfg(test)]
+mod tests {
+    use der::Decode;
+    use x509_cert::ext::pkix::KeyUsages;
+
+    use super::*;
+    use crate::issuance::extensions as ext;
+    use crate::issuance::software_ca::{SoftwareCa, name, new_key};
+    use crate::signer::Signer;
+
+    fn cert(der: &[u8]) -> Certificate {
+        Certificate::from_der(der).expect("certificate")
+    }
+
+    /// root → issuer (with or without basicConstraints) → leaf.
+    fn path_with(issuer_is_marked_ca: bool) -> (Certificate, Certificate, Certificate) {
+        let root = SoftwareCa::self_signed("CN=Test Vendor Root", 1).expect("root");
+        let (issuer_key, issuer_pkcs8) = new_key().expect("key");
+        let extensions = if issuer_is_marked_ca {
+            vec![ext::basic_constraints(true, Some(0)).expect("bc")]
+        } else {
+            Vec::new() // like pre-2019 YubiKey f9 certificates
+        };
+        let issuer_der = root
+            .issue(
+                name("CN=Attestation Key").expect("name"),
+                issuer_key.public_key(),
+                86_400,
+                extensions,
+            )
+            .expect("issuer");
+        let issuer = SoftwareCa::from_certificate_and_key(issuer_der.clone(), issuer_pkcs8)
+            .expect("issuer ca");
+        let (leaf_key, _) = new_key().expect("key");
+        let leaf = issuer
+            .issue(
+                name("CN=Attested Key").expect("name"),
+                leaf_key.public_key(),
+                3600,
+                vec![ext::key_usage(KeyUsages::DigitalSignature.into()).expect("ku")],
+            )
+            .expect("leaf");
+        (cert(&root.der), cert(&issuer_der), cert(&leaf))
+    }
+
+    #[test]
+    fn an_issuer_without_basic_constraints_is_refused_unless_tolerated() {
+        let now = SystemTime::now();
+        let (root, issuer, leaf) = path_with(false);
+        let strict = build(
+            &leaf,
+            &[issuer.clone()],
+            &[root.clone()],
+            now,
+            PathOptions::default(),
+        );
+        assert_eq!(
+            strict.expect_err("strict").code,
+            "attestation.chain_invalid"
+        );
+        let tolerant = PathOptions {
+            tolerate_missing_basic_constraints_above_leaf: true,
+        };
+        let path = build(&leaf, &[issuer], &[root], now, tolerant)
+            .expect("tolerated directly above the leaf");
+        assert_eq!(path.certificates.len(), 3);
+    }
+
+    #[test]
+    fn a_marked_ca_chains_and_time_and_roots_are_checked() {
+        let now = SystemTime::now();
+        let (root, issuer, leaf) = path_with(true);
+        let path = build(
+            &leaf,
+            &[issuer.clone()],
+            &[root.clone()],
+            now,
+            PathOptions::default(),
+        )
+        .expect("path");
+        assert_eq!(path.root_index, 0);
+        let later = now + std::time::Duration::from_secs(2 * 86_400);
+        assert_eq!(
+            build(
+                &leaf,
+                &[issuer.clone()],
+                &[root.clone()],
+                later,
+                PathOptions::default()
+            )
+            .expect_err("expired")
+            .code,
+            "attestation.expired"
+        );
+        let (other_root, _, _) = path_with(true);
+        assert_eq!(
+            build(
+                &leaf,
+                &[issuer.clone()],
+                &[other_root],
+                now,
+                PathOptions::default()
+            )
+            .expect_err("untrusted")
+            .code,
+            "attestation.untrusted_root"
+        );
+        assert_eq!(
+            build(&leaf, &[], &[root], now, PathOptions::default())
+                .expect_err("no intermediate")
+                .code,
+            "attestation.untrusted_root"
+        );
+    }
+}

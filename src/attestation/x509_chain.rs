@@ -220,3 +220,112 @@ fn read_yubikey(
         exportable: Some(false),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+    use std::time::SystemTime;
+
+    use super::*;
+    use crate::attestation::vendors::VendorTrustStore;
+
+    /// The shared vectors directory; `None` (skip) outside CI when it is missing.
+    fn vectors() -> Option<PathBuf> {
+        let dir = std::env::var_os("ATTESTCA_VECTORS_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/vectors"));
+        if dir.is_dir() {
+            return Some(dir);
+        }
+        if std::env::var_os("CI").is_some()
+            || std::env::var_os("ATTESTCA_TEST_REQUIRE_ALL").is_some()
+        {
+            panic!("test vectors missing at {}", dir.display());
+        }
+        eprintln!("SKIPPED: no test vectors at {}", dir.display());
+        None
+    }
+
+    fn load(dir: &std::path::Path, name: &str) -> Certificate {
+        crate::pem::read_certificates(&dir.join(name))
+            .expect("vector")
+            .remove(0)
+    }
+
+    fn yubico(root: Certificate) -> VendorTrustStore {
+        VendorTrustStore::new(vec![Vendor {
+            name: "yubico".into(),
+            roots: vec![root],
+            formats: vec![AttestationFormat::X509Chain],
+            reader: VendorReader::YubikeyPiv,
+            hardware_type: ObjectIdentifier::new_unwrap("1.3.6.1.4.1.41482.3"),
+            denied_serials: Default::default(),
+        }])
+    }
+
+    #[test]
+    fn a_real_yubikey_attestation_verifies_and_an_impostor_f9_does_not() {
+        let Some(dir) = vectors() else { return };
+        let root = load(&dir, "yubico/yubico-piv-root-ca-263751.pem");
+        let f9 = load(&dir, "yubico/yubikey-a-f9-device.pem");
+        let attestation = load(&dir, "yubico/yubikey-a-9a-attestation.pem");
+        let key = attestation
+            .tbs_certificate()
+            .subject_public_key_info()
+            .clone();
+        let vendors = yubico(root.clone());
+        let pool = vec![f9.clone()];
+        let context = VerificationContext {
+            csr_key: &key,
+            pool: &pool,
+            vendors: &vendors,
+            at: SystemTime::now(),
+        };
+        let attested =
+            verify_attestation_certificate(&attestation, &context).expect("genuine pair");
+        assert_eq!(attested.vendor, "yubico");
+        assert!(
+            attested.device.display.chars().all(|c| c.is_ascii_digit()),
+            "{}",
+            attested.device.display
+        );
+        assert_eq!(attested.nonce, None);
+
+        // An f9 certificate with the same name but another key (made here) does not chain.
+        let impostor_ca =
+            crate::issuance::software_ca::SoftwareCa::self_signed("CN=Impostor Root", 1)
+                .expect("ca");
+        let (impostor_key, _) = crate::issuance::software_ca::new_key().expect("key");
+        let impostor = impostor_ca
+            .issue(
+                f9.tbs_certificate().subject().clone(),
+                crate::signer::Signer::public_key(&impostor_key),
+                86_400,
+                vec![],
+            )
+            .expect("impostor f9");
+        let pool = vec![Certificate::from_der(&impostor).expect("der")];
+        let context = VerificationContext {
+            pool: &pool,
+            ..context
+        };
+        let refused = verify_attestation_certificate(&attestation, &context).expect_err("impostor");
+        assert_eq!(refused.code, "attestation.untrusted_root");
+
+        // The genuine pair against another vendor root fails too.
+        let other_root = load(&dir, "microchip/crypto-authentication-root-ca-002.pem");
+        let vendors = yubico(other_root);
+        let pool = vec![f9];
+        let context = VerificationContext {
+            pool: &pool,
+            vendors: &vendors,
+            ..context
+        };
+        assert_eq!(
+            verify_attestation_certificate(&attestation, &context)
+                .expect_err("wrong root")
+                .code,
+            "attestation.untrusted_root"
+        );
+    }
+}
