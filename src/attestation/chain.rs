@@ -227,8 +227,8 @@ mod tests {
         let (root, issuer, leaf) = path_with(false);
         let strict = build(
             &leaf,
-            &[issuer.clone()],
-            &[root.clone()],
+            std::slice::from_ref(&issuer),
+            std::slice::from_ref(&root),
             now,
             PathOptions::default(),
         );
