@@ -250,8 +250,8 @@ mod tests {
         let (root, issuer, leaf) = path_with(true);
         let path = build(
             &leaf,
-            &[issuer.clone()],
-            &[root.clone()],
+            std::slice::from_ref(&issuer),
+            std::slice::from_ref(&root),
             now,
             PathOptions::default(),
         )
@@ -261,8 +261,8 @@ mod tests {
         assert_eq!(
             build(
                 &leaf,
-                &[issuer.clone()],
-                &[root.clone()],
+                std::slice::from_ref(&issuer),
+                std::slice::from_ref(&root),
                 later,
                 PathOptions::default()
             )
@@ -274,7 +274,7 @@ mod tests {
         assert_eq!(
             build(
                 &leaf,
-                &[issuer.clone()],
+                std::slice::from_ref(&issuer),
                 &[other_root],
                 now,
                 PathOptions::default()
