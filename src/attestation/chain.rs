@@ -4,8 +4,10 @@
 //! webpki is built for TLS end entities (it refuses CA certificates as leaves and has no
 //! clock-free mode for recorded evidence), so attestation paths are checked here: signature of
 //! each link (aws-lc), issuer/subject names, validity at the given time, basicConstraints CA
-//! and pathLenConstraint on every issuing certificate (with an opt-in tolerance for vendors
-//! whose old attestation keys lack basicConstraints).
+//! and pathLenConstraint on every intermediate (with an opt-in tolerance for vendors whose old
+//! attestation keys lack basicConstraints). As in RFC 5280 path validation, a configured root
+//! is a trust anchor taken as given: its own extensions are not checked (AK-CA roots are often
+//! X.509 v1 certificates without any, like the IETF TPM sample's).
 
 use std::time::SystemTime;
 
@@ -144,10 +146,6 @@ fn extend(
                 continue;
             }
             if !is_root {
-                if let Err(e) = may_issue(root, depth, options) {
-                    *last_error = e;
-                    continue;
-                }
                 path.push(root.clone());
             }
             return Some(VerifiedPath {
@@ -160,7 +158,14 @@ fn extend(
         return None;
     }
     for candidate in pool {
-        if path.iter().any(|p| der_of(p) == der_of(candidate)) || !issues(candidate, &current) {
+        // A self-signed certificate the evidence brings along is a root nobody configured: it
+        // cannot lead to a trusted one, so it is not an intermediate (and not a chain error).
+        let self_signed =
+            candidate.tbs_certificate().subject() == candidate.tbs_certificate().issuer();
+        if self_signed
+            || path.iter().any(|p| der_of(p) == der_of(candidate))
+            || !issues(candidate, &current)
+        {
             continue;
         }
         if let Err(e) = may_issue(candidate, depth, options) {

@@ -12,7 +12,10 @@ use super::{
 
 /// Verifiers for every statement type attestca understands.
 pub fn all_verifiers() -> Vec<Box<dyn StatementVerifier>> {
-    vec![Box::new(super::x509_chain::X509ChainVerifier)]
+    vec![
+        Box::new(super::x509_chain::X509ChainVerifier),
+        Box::new(super::tpm::TpmCertifyVerifier),
+    ]
 }
 
 /// The attestation gate: vendor trust store, verifiers and the verification clock.

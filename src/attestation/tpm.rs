@@ -572,40 +572,13 @@ fn chain_to_vendor<'c>(
     Err(last)
 }
 
-/// A path from the AK certificate to one of `roots`.
-///
-/// AK-CA roots are often X.509 v1 certificates without basicConstraints (the IETF sample's is).
-/// RFC 5280 path validation takes a trust anchor as given and checks basicConstraints only on
-/// intermediates, so a root that directly issued the AK certificate is accepted even without
-/// basicConstraints. Intermediates from the pool still need CA:TRUE.
-///
-/// When the tolerant attempt fails too, its error is the one reported: it saw past the missing
-/// basicConstraints (an untrusted v1 root in the pool is `untrusted_root`, not `chain_invalid`).
+/// A path from the AK certificate to one of `roots` (trust anchors, taken as given).
 fn anchored_path(
     ak: &Certificate,
     context: &VerificationContext<'_>,
     roots: &[Certificate],
 ) -> Result<VerifiedPath, AttestationError> {
-    let strict = chain::build(ak, context.pool, roots, context.at, PathOptions::default());
-    let Err(strict_error) = strict else {
-        return strict;
-    };
-    let tolerant = PathOptions {
-        tolerate_missing_basic_constraints_above_leaf: true,
-    };
-    match chain::build(ak, context.pool, roots, context.at, tolerant) {
-        Ok(path) if is_directly_anchored(&path, roots) => Ok(path),
-        Ok(_) => Err(strict_error),
-        Err(tolerant_error) => Err(tolerant_error),
-    }
-}
-
-/// Whether the path is the AK certificate and one of `roots`, nothing in between.
-fn is_directly_anchored(path: &VerifiedPath, roots: &[Certificate]) -> bool {
-    match path.certificates.as_slice() {
-        [_, anchor] => roots.iter().any(|r| r == anchor),
-        _ => false,
-    }
+    chain::build(ak, context.pool, roots, context.at, PathOptions::default())
 }
 
 /// An AK certificate certifies a TPM attestation key: not a CA, with tcg-kp-AIKCertificate.

@@ -309,3 +309,113 @@ pub fn serial_of(der: &[u8]) -> String {
     let cert = x509_cert::Certificate::from_der(der).expect("certificate");
     hex::encode(cert.tbs_certificate().serial_number().as_bytes())
 }
+
+/// A CA started from a configuration file: SQLite, a software key, a test root, a rig CA with
+/// the rig certificate `rig-a`, and `extra` TOML appended (vendors, profiles...).
+pub struct ConfiguredCa {
+    pub server: ServerProcess,
+    pub dir: std::path::PathBuf,
+    pub rig: reqwest::Client,
+    pub db: String,
+}
+
+impl ConfiguredCa {
+    pub async fn start(tmp: &Path, extra: &str, envs: &[(&str, String)]) -> Self {
+        let dir = tmp.join("ca");
+        std::fs::create_dir_all(&dir).expect("dir");
+        let (est, http) = addresses();
+        let config = tmp.join("attestca.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[server]\nest_addr = \"{est}\"\nhttp_addr = \"{http}\"\ndata_dir = \"{}\"\n\
+                 [tls]\ncertificate_file = \"pki/tls.crt\"\nkey_file = \"pki/tls.key\"\n\
+                 [signer]\nbackend = \"software\"\nkey_file = \"pki/issuing.key\"\n\
+                 [ca]\nchain_file = \"pki/ca-chain.pem\"\n\
+                 [rigs]\ntrust_anchor_files = [\"pki/rig-ca.crt\"]\n{extra}\n",
+                dir.display()
+            ),
+        )
+        .expect("config");
+        let cfg = config.display().to_string();
+        let (ok, out) = run(
+            env!("CARGO_BIN_EXE_attestca"),
+            &[
+                "init",
+                "--config",
+                &cfg,
+                "--test-root",
+                "--tls-names",
+                "127.0.0.1",
+                "--rig-cert",
+                "rig-a",
+            ],
+            envs,
+        );
+        assert!(ok, "init: {out}");
+        let mut server = ServerProcess::spawn(
+            &["serve", "--config", &cfg],
+            envs,
+            &tmp.join("server.log"),
+            est,
+            http,
+        );
+        server.wait_ready().await;
+        let pki = dir.join("pki");
+        Self {
+            rig: https_client(
+                &pki.join("ca-chain.pem"),
+                Some((&pki.join("rig.crt"), &pki.join("rig.key"))),
+            ),
+            db: dir.join("attestca.db").display().to_string(),
+            server,
+            dir,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}/.well-known/est{path}", self.server.est_url())
+    }
+
+    /// Posts a DER CSR as rig A; returns status and body.
+    pub async fn post(&self, path: &str, csr: &[u8]) -> (u16, String) {
+        let response = self
+            .rig
+            .post(self.url(path))
+            .header("Content-Type", "application/pkcs10")
+            .body(body(csr))
+            .send()
+            .await
+            .expect("post");
+        let status = response.status().as_u16();
+        (status, response.text().await.expect("body"))
+    }
+
+    /// Runs one SQL statement against the CA's SQLite database.
+    pub async fn sql(&self, statement: &'static str, bytes: &[u8]) {
+        let db = sqlx::SqlitePool::connect(&format!("sqlite://{}", self.db))
+            .await
+            .expect("db");
+        sqlx::query(statement)
+            .bind(bytes)
+            .execute(&db)
+            .await
+            .expect("sql");
+        db.close().await;
+    }
+}
+
+/// The shared test vectors directory; `None` (skip) outside CI when it is missing.
+pub fn vectors() -> Option<std::path::PathBuf> {
+    let dir = std::env::var_os("ATTESTCA_VECTORS_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/vectors"));
+    if dir.is_dir() {
+        return Some(dir);
+    }
+    if std::env::var_os("CI").is_some() || std::env::var_os("ATTESTCA_TEST_REQUIRE_ALL").is_some() {
+        panic!("test vectors missing at {}", dir.display());
+    }
+    eprintln!("SKIPPED: no test vectors at {}", dir.display());
+    None
+}
