@@ -50,6 +50,27 @@ pub fn read_certificates(path: &Path) -> Result<Vec<Certificate>, PemError> {
     Ok(certs)
 }
 
+/// Reads every `CERTIFICATE` block of a PEM file as issued, without normalisation (for
+/// evidence and vendor roots, whose signatures are checked over their exact bytes).
+pub fn read_evidence_certificates(
+    path: &Path,
+) -> Result<Vec<crate::attestation::EvidenceCertificate>, PemError> {
+    let text = fs::read(path).map_err(io_err(path))?;
+    let certs = crate::attestation::EvidenceCertificate::load_pem_chain(&text).map_err(|e| {
+        PemError::Malformed {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        }
+    })?;
+    if certs.is_empty() {
+        return Err(PemError::Empty {
+            path: path.display().to_string(),
+            label: "certificate",
+        });
+    }
+    Ok(certs)
+}
+
 /// Reads the DER of every `CERTIFICATE` block of a PEM file.
 pub fn read_certificate_ders(path: &Path) -> Result<Vec<Vec<u8>>, PemError> {
     read_certificates(path)?

@@ -308,3 +308,71 @@ pub fn dev_default_addrs() -> (SocketAddr, SocketAddr) {
         SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080),
     )
 }
+
+/// What a manifest import did.
+#[derive(Debug)]
+pub struct ManifestImport {
+    /// Parts in the manifest.
+    pub parts: usize,
+    /// Parts not known before.
+    pub added: u64,
+}
+
+/// Verifies a supply-chain manifest against its pinned signer certificate and records its
+/// parts (all or nothing) as delivered parts of `vendor`, a vendor of the trust store.
+pub async fn import_manifest(
+    config: &Config,
+    vendor: &str,
+    manifest: &Path,
+    signer: &Path,
+) -> Result<ManifestImport, SetupError> {
+    use sha2::{Digest, Sha256};
+    if !config.attestation.vendors.iter().any(|v| v.name == vendor) {
+        return Err(SetupError::Refused(format!(
+            "vendor {vendor:?} is not in [[attestation.vendors]]; trust the vendor first"
+        )));
+    }
+    let signer_der = crate::pem::read_certificate_ders(signer)?
+        .into_iter()
+        .next()
+        .ok_or_else(|| SetupError::Refused(format!("{}: no certificate", signer.display())))?;
+    let json = std::fs::read(manifest)
+        .map_err(|e| SetupError::Refused(format!("{}: {e}", manifest.display())))?;
+    let parts = crate::attestation::manifest::verify(&json, &signer_der)
+        .map_err(|e| SetupError::Refused(format!("{}: {e}", manifest.display())))?;
+    let records = parts
+        .iter()
+        .map(|p| {
+            let key_sha256s = p
+                .public_keys
+                .iter()
+                .map(|k| k.to_der().map(|d| Sha256::digest(d).to_vec()))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(crate::store::ManifestRecord {
+                // Device identities display Microchip serials in upper-case hex.
+                unique_id: p.unique_id.to_ascii_uppercase(),
+                part_number: p.part_number.clone(),
+                key_sha256s,
+            })
+        })
+        .collect::<Result<Vec<_>, der::Error>>()?;
+    let store = crate::store::Store::connect(
+        &config.resolve_database_url()?,
+        config.database.max_connections,
+    )
+    .await
+    .map_err(|e| SetupError::Refused(e.to_string()))?;
+    let added = store
+        .insert_manifest(
+            vendor,
+            &records,
+            &Sha256::digest(&json),
+            crate::issuance::unix_seconds(std::time::SystemTime::now()) as i64,
+        )
+        .await
+        .map_err(|e| SetupError::Refused(e.to_string()))?;
+    Ok(ManifestImport {
+        parts: records.len(),
+        added,
+    })
+}

@@ -9,7 +9,8 @@ use const_oid::db::rfc5912::{
 };
 use der::Decode;
 use der::asn1::ObjectIdentifier as Oid;
-use x509_cert::{Certificate, SubjectPublicKeyInfo};
+use x509_cert::SubjectPublicKeyInfo;
+use x509_cert::certificate::{CertificateInner, Profile, Raw};
 
 use crate::asn1::SignedEnvelope;
 
@@ -77,11 +78,11 @@ pub fn verify(
 }
 
 /// Whether the certificate `child_der` carries a valid signature by `issuer`'s key, over its
-/// own TBS bytes.
-pub fn issued_by(child_der: &[u8], issuer: &Certificate) -> bool {
+/// own TBS bytes (as given, never re-encoded).
+pub fn issued_by<P: Profile>(child_der: &[u8], issuer: &CertificateInner<P>) -> bool {
     let (Ok(envelope), Ok(child)) = (
         SignedEnvelope::from_der(child_der),
-        Certificate::from_der(child_der),
+        CertificateInner::<Raw>::from_der(child_der),
     ) else {
         return false;
     };

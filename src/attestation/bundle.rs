@@ -2,11 +2,11 @@
 //! (draft-ietf-lamps-csr-attestation), or the older EvidenceBundle whose statements end in an
 //! optional `hint` IA5String; the bytes are otherwise identical, so one decoder reads both.
 
+use super::EvidenceCertificate;
 use const_oid::ObjectIdentifier;
 use der::asn1::{Any, Ia5String};
 use der::{Decode, Encode, Sequence, Tag, Tagged};
 use sha2::{Digest, Sha256};
-use x509_cert::Certificate;
 use x509_cert::request::CertReq;
 
 use super::{AttestationError, ID_AA_ATTESTATION};
@@ -34,7 +34,7 @@ pub struct AttestationBundle {
 pub struct Evidence {
     /// `(type, DER of stmt)` in bundle order.
     pub statements: Vec<(ObjectIdentifier, Vec<u8>)>,
-    pub certificates: Vec<Certificate>,
+    pub certificates: Vec<EvidenceCertificate>,
     /// SHA-256 of the bundle's DER.
     pub sha256: Vec<u8>,
 }
@@ -91,7 +91,7 @@ pub fn decode(der: &[u8]) -> Result<Evidence, AttestationError> {
             let der = choice
                 .to_der()
                 .map_err(|e| AttestationError::malformed("attestation.malformed", e.to_string()))?;
-            certificates.push(Certificate::from_der(&der).map_err(|e| {
+            certificates.push(EvidenceCertificate::from_der(&der).map_err(|e| {
                 AttestationError::malformed(
                     "attestation.malformed",
                     format!("a certificate in the bundle does not decode: {e}"),

@@ -11,8 +11,8 @@
 
 use std::time::SystemTime;
 
+use super::EvidenceCertificate;
 use der::Encode;
-use x509_cert::Certificate;
 use x509_cert::ext::pkix::BasicConstraints;
 
 use super::AttestationError;
@@ -31,29 +31,29 @@ pub struct PathOptions {
 /// A verified path, leaf first, ending in the root that anchored it.
 #[derive(Clone, Debug)]
 pub struct VerifiedPath {
-    pub certificates: Vec<Certificate>,
+    pub certificates: Vec<EvidenceCertificate>,
     /// Index into the `roots` slice given to [`build`].
     pub root_index: usize,
 }
 
-fn der_of(c: &Certificate) -> Vec<u8> {
+fn der_of(c: &EvidenceCertificate) -> Vec<u8> {
     c.to_der().unwrap_or_default()
 }
 
 /// Whether `cert` is valid at `at`.
-pub fn valid_at(cert: &Certificate, at: SystemTime) -> bool {
+pub fn valid_at(cert: &EvidenceCertificate, at: SystemTime) -> bool {
     let validity = cert.tbs_certificate().validity();
     validity.not_before.to_system_time() <= at && at <= validity.not_after.to_system_time()
 }
 
-fn issues(issuer: &Certificate, child: &Certificate) -> bool {
+fn issues(issuer: &EvidenceCertificate, child: &EvidenceCertificate) -> bool {
     issuer.tbs_certificate().subject() == child.tbs_certificate().issuer()
         && crate::verify::issued_by(&der_of(child), issuer)
 }
 
 /// Checks that `cert`, at `depth` above the leaf (1 = directly above), may issue.
 fn may_issue(
-    cert: &Certificate,
+    cert: &EvidenceCertificate,
     depth: usize,
     options: PathOptions,
 ) -> Result<(), AttestationError> {
@@ -88,15 +88,15 @@ fn may_issue(
 }
 
 /// The subject of a certificate, for messages.
-pub fn subject(cert: &Certificate) -> String {
+pub fn subject(cert: &EvidenceCertificate) -> String {
     cert.tbs_certificate().subject().to_string()
 }
 
 /// Builds and checks a path from `leaf` through `pool` to one of `roots`, all valid at `at`.
 pub fn build(
-    leaf: &Certificate,
-    pool: &[Certificate],
-    roots: &[Certificate],
+    leaf: &EvidenceCertificate,
+    pool: &[EvidenceCertificate],
+    roots: &[EvidenceCertificate],
     at: SystemTime,
     options: PathOptions,
 ) -> Result<VerifiedPath, AttestationError> {
@@ -112,9 +112,9 @@ pub fn build(
 }
 
 fn extend(
-    path: &mut Vec<Certificate>,
-    pool: &[Certificate],
-    roots: &[Certificate],
+    path: &mut Vec<EvidenceCertificate>,
+    pool: &[EvidenceCertificate],
+    roots: &[EvidenceCertificate],
     at: SystemTime,
     options: PathOptions,
     last_error: &mut AttestationError,
@@ -191,12 +191,18 @@ mod tests {
     use crate::issuance::software_ca::{SoftwareCa, name, new_key};
     use crate::signer::Signer;
 
-    fn cert(der: &[u8]) -> Certificate {
-        Certificate::from_der(der).expect("certificate")
+    fn cert(der: &[u8]) -> EvidenceCertificate {
+        EvidenceCertificate::from_der(der).expect("certificate")
     }
 
     /// root → issuer (with or without basicConstraints) → leaf.
-    fn path_with(issuer_is_marked_ca: bool) -> (Certificate, Certificate, Certificate) {
+    fn path_with(
+        issuer_is_marked_ca: bool,
+    ) -> (
+        EvidenceCertificate,
+        EvidenceCertificate,
+        EvidenceCertificate,
+    ) {
         let root = SoftwareCa::self_signed("CN=Test Vendor Root", 1).expect("root");
         let (issuer_key, issuer_pkcs8) = new_key().expect("key");
         let extensions = if issuer_is_marked_ca {

@@ -9,10 +9,10 @@
 
 use std::borrow::Cow;
 
+use super::EvidenceCertificate;
 use const_oid::ObjectIdentifier;
 use const_oid::db::rfc4519::{COMMON_NAME, ORGANIZATION_NAME};
 use der::Decode;
-use x509_cert::Certificate;
 use x509_cert::ext::pkix::BasicConstraints;
 use x509_cert::ext::pkix::name::DirectoryString;
 use x509_cert::name::Name;
@@ -48,7 +48,7 @@ impl StatementVerifier for DeviceCertificateVerifier {
         statement: &[u8],
         context: &VerificationContext<'_>,
     ) -> Result<AttestedKey, AttestationError> {
-        let device = Certificate::from_der(statement).map_err(|e| {
+        let device = EvidenceCertificate::from_der(statement).map_err(|e| {
             AttestationError::malformed(
                 "attestation.malformed",
                 format!("the device-certificate statement is not a certificate: {e}"),
@@ -61,7 +61,7 @@ impl StatementVerifier for DeviceCertificateVerifier {
 /// Verifies a vendor device certificate for the CSR's key against the vendors that use
 /// format 2, and reads the device identity the way the anchoring vendor names its parts.
 pub fn verify_device_certificate(
-    device: &Certificate,
+    device: &EvidenceCertificate,
     context: &VerificationContext<'_>,
 ) -> Result<AttestedKey, AttestationError> {
     if !super::same_key(
@@ -97,7 +97,7 @@ pub fn verify_device_certificate(
 }
 
 /// A CA certificate's key signs certificates, not CSRs of a device: it cannot be a part's key.
-fn check_not_ca(device: &Certificate) -> Result<(), AttestationError> {
+fn check_not_ca(device: &EvidenceCertificate) -> Result<(), AttestationError> {
     let constraints = device
         .tbs_certificate()
         .get_extension::<BasicConstraints>()
@@ -117,7 +117,10 @@ fn check_not_ca(device: &Certificate) -> Result<(), AttestationError> {
 }
 
 /// What a verified device certificate attests, with the identity read per vendor.
-fn attested(vendor: &Vendor, device: &Certificate) -> Result<AttestedKey, AttestationError> {
+fn attested(
+    vendor: &Vendor,
+    device: &EvidenceCertificate,
+) -> Result<AttestedKey, AttestationError> {
     let (serial, display) = identity(vendor, device)?;
     Ok(AttestedKey {
         format: AttestationFormat::DeviceCertificate,
@@ -135,7 +138,10 @@ fn attested(vendor: &Vendor, device: &Certificate) -> Result<AttestedKey, Attest
 }
 
 /// The device serial (bytes, display form) by the vendor's naming rule.
-fn identity(vendor: &Vendor, device: &Certificate) -> Result<(Vec<u8>, String), AttestationError> {
+fn identity(
+    vendor: &Vendor,
+    device: &EvidenceCertificate,
+) -> Result<(Vec<u8>, String), AttestationError> {
     match vendor.reader {
         VendorReader::Microchip => microchip_identity(device),
         VendorReader::Infineon => infineon_identity(device),
@@ -156,7 +162,7 @@ fn identity(vendor: &Vendor, device: &Certificate) -> Result<(Vec<u8>, String), 
 
 /// Microchip: `O=Microchip Technology Inc, CN=sn<serial hex>`; the serial is the part's
 /// uniqueId, the same value the reel manifest lists.
-fn microchip_identity(device: &Certificate) -> Result<(Vec<u8>, String), AttestationError> {
+fn microchip_identity(device: &EvidenceCertificate) -> Result<(Vec<u8>, String), AttestationError> {
     let subject = device.tbs_certificate().subject();
     let organization = single_attribute(subject, ORGANIZATION_NAME, "O")?;
     if organization.as_deref() != Some(MICROCHIP_ORGANIZATION) {
@@ -179,7 +185,7 @@ fn microchip_identity(device: &Certificate) -> Result<(Vec<u8>, String), Attesta
 
 /// Infineon OPTIGA Trust M: every chip has the same subject, so the identity is the issuing
 /// CA plus the serial number it gave the certificate (unique per issuer, RFC 5280).
-fn infineon_identity(device: &Certificate) -> Result<(Vec<u8>, String), AttestationError> {
+fn infineon_identity(device: &EvidenceCertificate) -> Result<(Vec<u8>, String), AttestationError> {
     let tbs = device.tbs_certificate();
     let issuer = required_cn(tbs.issuer(), "issuer")?;
     let serial = magnitude(tbs.serial_number().as_bytes()).to_vec();
@@ -188,7 +194,7 @@ fn infineon_identity(device: &Certificate) -> Result<(Vec<u8>, String), Attestat
 }
 
 /// NXP SE050: `CN=Attest-<chipId>` gives the chip id; other CNs are taken whole.
-fn nxp_identity(device: &Certificate) -> Result<(Vec<u8>, String), AttestationError> {
+fn nxp_identity(device: &EvidenceCertificate) -> Result<(Vec<u8>, String), AttestationError> {
     let cn = required_cn(device.tbs_certificate().subject(), "subject")?;
     let id = match cn.strip_prefix(NXP_CN_PREFIX) {
         Some("") => {
@@ -261,7 +267,7 @@ mod tests {
     const TEST_HW_TYPE: ObjectIdentifier =
         ObjectIdentifier::new_unwrap("1.3.6.1.4.1.32473.7030.99");
 
-    fn vendor(name: &str, roots: Vec<Certificate>, reader: VendorReader) -> Vendor {
+    fn vendor(name: &str, roots: Vec<EvidenceCertificate>, reader: VendorReader) -> Vendor {
         Vendor {
             name: name.into(),
             roots,
@@ -272,8 +278,8 @@ mod tests {
         }
     }
 
-    fn certificates(path: &Path) -> Vec<Certificate> {
-        crate::pem::read_certificates(path).expect("read vector certificates")
+    fn certificates(path: &Path) -> Vec<EvidenceCertificate> {
+        crate::pem::read_evidence_certificates(path).expect("read vector certificates")
     }
 
     fn microchip(dir: &Path) -> VendorTrustStore {
@@ -284,25 +290,25 @@ mod tests {
         )])
     }
 
-    fn device(part: &ManifestPart) -> Certificate {
-        Certificate::from_der(part.device_certificate.as_ref().unwrap()).unwrap()
+    fn device(part: &ManifestPart) -> EvidenceCertificate {
+        EvidenceCertificate::from_der(part.device_certificate.as_ref().unwrap()).unwrap()
     }
 
-    fn pool(part: &ManifestPart) -> Vec<Certificate> {
+    fn pool(part: &ManifestPart) -> Vec<EvidenceCertificate> {
         part.chain
             .iter()
-            .map(|der| Certificate::from_der(der).unwrap())
+            .map(|der| EvidenceCertificate::from_der(der).unwrap())
             .collect()
     }
 
-    fn key(cert: &Certificate) -> SubjectPublicKeyInfo {
+    fn key(cert: &EvidenceCertificate) -> SubjectPublicKeyInfo {
         cert.tbs_certificate().subject_public_key_info().clone()
     }
 
     fn check(
-        device: &Certificate,
+        device: &EvidenceCertificate,
         csr_key: &SubjectPublicKeyInfo,
-        pool: &[Certificate],
+        pool: &[EvidenceCertificate],
         vendors: &VendorTrustStore,
     ) -> Result<AttestedKey, AttestationError> {
         let context = VerificationContext {

@@ -14,6 +14,7 @@ use super::{
 pub fn all_verifiers() -> Vec<Box<dyn StatementVerifier>> {
     vec![
         Box::new(super::x509_chain::X509ChainVerifier),
+        Box::new(super::device_cert::DeviceCertificateVerifier),
         Box::new(super::tpm::TpmCertifyVerifier),
     ]
 }

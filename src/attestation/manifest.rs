@@ -10,14 +10,15 @@
 //! Importing a manifest gives the CA an allow-list of the parts actually delivered, so a
 //! manifest is accepted whole or not at all: one bad entry means the file cannot be trusted.
 
+use super::EvidenceCertificate;
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED, ParsedPublicKey};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use der::Decode;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
+use x509_cert::SubjectPublicKeyInfo;
 use x509_cert::ext::pkix::SubjectKeyIdentifier;
-use x509_cert::{Certificate, SubjectPublicKeyInfo};
 
 use crate::verify::{PublicKeyKind, key_kind};
 
@@ -147,7 +148,8 @@ pub fn verify(
 /// Extracts the P-256 key, the expected `kid` and the expected `x5t#S256` of the signer.
 fn signer(der: &[u8]) -> Result<Signer, ManifestError> {
     let bad = |what: String| ManifestError::Signer(what);
-    let cert = Certificate::from_der(der).map_err(|e| bad(format!("not a certificate: {e}")))?;
+    let cert =
+        EvidenceCertificate::from_der(der).map_err(|e| bad(format!("not a certificate: {e}")))?;
     let spki = cert.tbs_certificate().subject_public_key_info();
     if key_kind(spki) != Some(PublicKeyKind::P256) {
         return Err(bad("its key is not P-256 (ES256)".into()));
@@ -355,7 +357,7 @@ fn certificates(x5c: &[String]) -> Result<X5c, String> {
         let der = STANDARD
             .decode(b64)
             .map_err(|e| format!("x5c[{i}] is not base64: {e}"))?;
-        let cert = Certificate::from_der(&der)
+        let cert = EvidenceCertificate::from_der(&der)
             .map_err(|e| format!("x5c[{i}] is not a certificate: {e}"))?;
         device_key.get_or_insert_with(|| cert.tbs_certificate().subject_public_key_info().clone());
         ders.push(der);
@@ -441,7 +443,7 @@ pub(crate) mod tests {
                 .device_certificate
                 .as_ref()
                 .expect("a device certificate");
-            let cert = Certificate::from_der(device).unwrap();
+            let cert = EvidenceCertificate::from_der(device).unwrap();
             // The JWK of slot 0 and the device certificate hold the same key: five keys, not six.
             assert_eq!(part.public_keys.len(), 5);
             assert!(super::super::same_key(

@@ -22,9 +22,18 @@ use std::fmt;
 use std::time::SystemTime;
 
 use const_oid::ObjectIdentifier;
-use x509_cert::{Certificate, SubjectPublicKeyInfo};
+use x509_cert::SubjectPublicKeyInfo;
 
 pub use vendors::{Vendor, VendorTrustStore};
+
+/// A certificate from evidence or a vendor trust store, decoded without normalisation.
+///
+/// x509-cert's default (RFC 5280) profile re-encodes what it decodes — a GeneralizedTime before
+/// 2050 becomes a UTCTime — so a signature checked over the re-encoding fails for certificates
+/// their issuers encoded otherwise (Microchip's "Crypto Authentication Signer 2A00" is one).
+/// The `Raw` profile keeps every field as issued, so its DER is the signed DER.
+pub type EvidenceCertificate =
+    x509_cert::certificate::CertificateInner<x509_cert::certificate::Raw>;
 
 /// The project's OID arc. `2.25.<UUID>` (X.667) would need no registration, but its 128-bit arc
 /// cannot be represented by const-oid/x509-cert (arcs are 32-bit), which would make certificates
@@ -135,7 +144,7 @@ pub struct VerificationContext<'a> {
     /// The CSR's public key: the attested key must equal it.
     pub csr_key: &'a SubjectPublicKeyInfo,
     /// The bundle's certificate pool (unordered, shared by all statements).
-    pub pool: &'a [Certificate],
+    pub pool: &'a [EvidenceCertificate],
     pub vendors: &'a VendorTrustStore,
     /// Verification time.
     pub at: SystemTime,

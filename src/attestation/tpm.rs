@@ -13,6 +13,7 @@
 //! 5. the TPMT_PUBLIC's attributes say the key was generated in this TPM and cannot leave it;
 //! 6. the key in the TPMT_PUBLIC is the CSR's key.
 
+use super::EvidenceCertificate;
 use aws_lc_rs::signature::{
     ECDSA_P256_SHA256_ASN1, ECDSA_P256_SHA256_FIXED, ECDSA_P384_SHA384_ASN1,
     ECDSA_P384_SHA384_FIXED, RSA_PKCS1_2048_8192_SHA256, RSA_PKCS1_2048_8192_SHA384,
@@ -23,9 +24,9 @@ use const_oid::db::rfc5912::{ID_EC_PUBLIC_KEY, RSA_ENCRYPTION, SECP_256_R_1, SEC
 use der::asn1::{Any, BitString, OctetString, UintRef};
 use der::{Decode, Encode, Sequence};
 use sha2::{Digest, Sha256, Sha384};
+use x509_cert::SubjectPublicKeyInfo;
 use x509_cert::ext::pkix::{BasicConstraints, ExtendedKeyUsage};
 use x509_cert::spki::AlgorithmIdentifierOwned;
-use x509_cert::{Certificate, SubjectPublicKeyInfo};
 
 use super::chain::{self, PathOptions, VerifiedPath};
 use super::vendors::Vendor;
@@ -530,7 +531,7 @@ fn find_trusted_ak<'c>(
     attest: &[u8],
     signature: &[u8],
     context: &VerificationContext<'c>,
-) -> Result<(&'c Certificate, &'c Vendor), AttestationError> {
+) -> Result<(&'c EvidenceCertificate, &'c Vendor), AttestationError> {
     let mut last = AttestationError::refused(
         "attestation.signature_invalid",
         "no certificate in the bundle verifies the signature over TPMS_ATTEST",
@@ -553,7 +554,7 @@ fn find_trusted_ak<'c>(
 
 /// The first vendor accepting TPM2_Certify evidence whose roots anchor the AK certificate.
 fn chain_to_vendor<'c>(
-    ak: &Certificate,
+    ak: &EvidenceCertificate,
     context: &VerificationContext<'c>,
 ) -> Result<&'c Vendor, AttestationError> {
     let mut last = AttestationError::refused(
@@ -574,15 +575,15 @@ fn chain_to_vendor<'c>(
 
 /// A path from the AK certificate to one of `roots` (trust anchors, taken as given).
 fn anchored_path(
-    ak: &Certificate,
+    ak: &EvidenceCertificate,
     context: &VerificationContext<'_>,
-    roots: &[Certificate],
+    roots: &[EvidenceCertificate],
 ) -> Result<VerifiedPath, AttestationError> {
     chain::build(ak, context.pool, roots, context.at, PathOptions::default())
 }
 
 /// An AK certificate certifies a TPM attestation key: not a CA, with tcg-kp-AIKCertificate.
-fn check_ak_allowed(ak: &Certificate) -> Result<(), AttestationError> {
+fn check_ak_allowed(ak: &EvidenceCertificate) -> Result<(), AttestationError> {
     let not_allowed = |why: &str| {
         AttestationError::refused(
             "attestation.ak_not_allowed",
@@ -667,7 +668,7 @@ fn check_attributes(attributes: u32) -> Result<(), AttestationError> {
 
 fn attested_key(
     vendor: &Vendor,
-    ak: &Certificate,
+    ak: &EvidenceCertificate,
     attest: &TpmsAttest<'_>,
     public: &TpmtPublic<'_>,
 ) -> AttestedKey {
@@ -685,7 +686,7 @@ fn attested_key(
 
 /// A TPM is known by its AK certificate: issuer and serial number identify it (the subject of
 /// AK certificates is often empty or generic). Display: `<issuer CN>/<serial hex>`.
-fn ak_identity(vendor: &Vendor, ak: &Certificate) -> DeviceIdentity {
+fn ak_identity(vendor: &Vendor, ak: &EvidenceCertificate) -> DeviceIdentity {
     let tbs = ak.tbs_certificate();
     let serial = tbs.serial_number().as_bytes().to_vec();
     let issuer = match tbs.issuer().common_name() {
@@ -751,12 +752,12 @@ mod tests {
     struct Sample {
         csr_key: SubjectPublicKeyInfo,
         statement: Vec<u8>,
-        pool: Vec<Certificate>,
-        root: Certificate,
-        ak: Certificate,
+        pool: Vec<EvidenceCertificate>,
+        root: EvidenceCertificate,
+        ak: EvidenceCertificate,
     }
 
-    fn self_signed(c: &Certificate) -> bool {
+    fn self_signed(c: &EvidenceCertificate) -> bool {
         c.tbs_certificate().issuer() == c.tbs_certificate().subject()
             && crate::verify::issued_by(&c.to_der().expect("encode"), c)
     }
@@ -787,7 +788,7 @@ mod tests {
         })
     }
 
-    fn vendor(roots: Vec<Certificate>, formats: Vec<AttestationFormat>) -> Vendor {
+    fn vendor(roots: Vec<EvidenceCertificate>, formats: Vec<AttestationFormat>) -> Vendor {
         Vendor {
             name: "tpm-test".into(),
             roots,
@@ -798,7 +799,7 @@ mod tests {
         }
     }
 
-    fn trusting(root: &Certificate) -> VendorTrustStore {
+    fn trusting(root: &EvidenceCertificate) -> VendorTrustStore {
         VendorTrustStore::new(vec![vendor(
             vec![root.clone()],
             vec![AttestationFormat::TpmCertify],
@@ -920,7 +921,7 @@ mod tests {
         let pem = std::fs::read(dir.join("yubico/yubico-piv-root-ca-263751.pem"));
         if let Ok(pem) = pem {
             let (_, der) = pem_rfc7468::decode_vec(&pem).expect("PEM");
-            let other = Certificate::from_der(&der).expect("certificate");
+            let other = EvidenceCertificate::from_der(&der).expect("certificate");
             assert_refused(
                 verify_with(&s, &s.statement, &s.csr_key, &trusting(&other), PINNED),
                 "attestation.untrusted_root",

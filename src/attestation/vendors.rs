@@ -4,9 +4,9 @@
 use std::collections::HashSet;
 use std::path::PathBuf;
 
+use super::EvidenceCertificate;
 use const_oid::ObjectIdentifier;
 use serde::{Deserialize, Serialize};
-use x509_cert::Certificate;
 
 use super::AttestationFormat;
 use crate::config::ConfigError;
@@ -54,7 +54,7 @@ pub struct VendorConfig {
 #[derive(Clone, Debug)]
 pub struct Vendor {
     pub name: String,
-    pub roots: Vec<Certificate>,
+    pub roots: Vec<EvidenceCertificate>,
     pub formats: Vec<AttestationFormat>,
     pub reader: VendorReader,
     pub hardware_type: ObjectIdentifier,
@@ -78,7 +78,8 @@ impl VendorTrustStore {
             let mut roots = Vec::new();
             for path in &c.roots {
                 roots.extend(
-                    crate::pem::read_certificates(path).map_err(|e| invalid(e.to_string()))?,
+                    crate::pem::read_evidence_certificates(path)
+                        .map_err(|e| invalid(e.to_string()))?,
                 );
             }
             if roots.is_empty() {

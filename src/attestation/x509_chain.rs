@@ -2,10 +2,10 @@
 //! per-device attestation-key certificate ← vendor CA ← vendor root, with a per-vendor reader
 //! for what the attestation certificate says about the key.
 
+use super::EvidenceCertificate;
 use const_oid::ObjectIdentifier;
 use der::asn1::{Int, OctetString, Utf8StringRef};
 use der::{Decode, Enumerated, Sequence};
-use x509_cert::Certificate;
 
 use super::chain::{self, PathOptions};
 use super::vendors::{Vendor, VendorReader};
@@ -49,7 +49,7 @@ pub struct SimulatedSeKeyAttestation<'a> {
 /// The X.509-chain verifier.
 pub struct X509ChainVerifier;
 
-fn extension_value(cert: &Certificate, oid: ObjectIdentifier) -> Option<&[u8]> {
+fn extension_value(cert: &EvidenceCertificate, oid: ObjectIdentifier) -> Option<&[u8]> {
     cert.tbs_certificate()
         .extensions()?
         .iter()
@@ -71,7 +71,7 @@ impl StatementVerifier for X509ChainVerifier {
         statement: &[u8],
         context: &VerificationContext<'_>,
     ) -> Result<AttestedKey, AttestationError> {
-        let attestation = Certificate::from_der(statement).map_err(|e| {
+        let attestation = EvidenceCertificate::from_der(statement).map_err(|e| {
             AttestationError::malformed(
                 "attestation.malformed",
                 format!("the x509-chain statement is not a certificate: {e}"),
@@ -83,7 +83,7 @@ impl StatementVerifier for X509ChainVerifier {
 
 /// Verifies an attestation certificate (and the pool) against the vendors that use format 1.
 pub fn verify_attestation_certificate(
-    attestation: &Certificate,
+    attestation: &EvidenceCertificate,
     context: &VerificationContext<'_>,
 ) -> Result<AttestedKey, AttestationError> {
     if !super::same_key(
@@ -118,7 +118,7 @@ pub fn verify_attestation_certificate(
     Err(last)
 }
 
-fn read(vendor: &Vendor, path: &[Certificate]) -> Result<AttestedKey, AttestationError> {
+fn read(vendor: &Vendor, path: &[EvidenceCertificate]) -> Result<AttestedKey, AttestationError> {
     let attestation = &path[0];
     match vendor.reader {
         VendorReader::SimulatedSe => read_simulated_se(vendor, attestation, path.get(1)),
@@ -135,8 +135,8 @@ fn read(vendor: &Vendor, path: &[Certificate]) -> Result<AttestedKey, Attestatio
 
 fn read_simulated_se(
     vendor: &Vendor,
-    attestation: &Certificate,
-    attestation_key: Option<&Certificate>,
+    attestation: &EvidenceCertificate,
+    attestation_key: Option<&EvidenceCertificate>,
 ) -> Result<AttestedKey, AttestationError> {
     let value = extension_value(attestation, ID_EXT_SIMULATED_SE).ok_or_else(|| {
         AttestationError::malformed(
@@ -192,7 +192,7 @@ fn read_simulated_se(
 
 fn read_yubikey(
     vendor: &Vendor,
-    attestation: &Certificate,
+    attestation: &EvidenceCertificate,
 ) -> Result<AttestedKey, AttestationError> {
     let value = extension_value(attestation, YUBICO_SERIAL).ok_or_else(|| {
         AttestationError::malformed(
@@ -246,13 +246,13 @@ mod tests {
         None
     }
 
-    fn load(dir: &std::path::Path, name: &str) -> Certificate {
-        crate::pem::read_certificates(&dir.join(name))
+    fn load(dir: &std::path::Path, name: &str) -> EvidenceCertificate {
+        crate::pem::read_evidence_certificates(&dir.join(name))
             .expect("vector")
             .remove(0)
     }
 
-    fn yubico(root: Certificate) -> VendorTrustStore {
+    fn yubico(root: EvidenceCertificate) -> VendorTrustStore {
         VendorTrustStore::new(vec![Vendor {
             name: "yubico".into(),
             roots: vec![root],
@@ -304,7 +304,7 @@ mod tests {
                 vec![],
             )
             .expect("impostor f9");
-        let pool = vec![Certificate::from_der(&impostor).expect("der")];
+        let pool = vec![EvidenceCertificate::from_der(&impostor).expect("der")];
         let context = VerificationContext {
             pool: &pool,
             ..context

@@ -75,6 +75,35 @@ enum Command {
     },
     /// Hash a password (read from standard input) for a rig account's password_hash.
     HashPassword,
+    /// Vendor trust operations.
+    Vendor {
+        #[command(subcommand)]
+        command: VendorCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum VendorCommand {
+    /// Verify a signed supply-chain manifest (Microchip format) against its pinned signer and
+    /// record its parts as delivered; profiles with require_manifest accept only those.
+    ImportManifest {
+        /// The manifest (JSON list of flattened JWS).
+        manifest: PathBuf,
+        /// The manifest signer's certificate (PEM), pinned out of band.
+        #[arg(long)]
+        signer: PathBuf,
+        /// The trust-store vendor the parts belong to.
+        #[arg(long)]
+        vendor: String,
+        /// Configuration file.
+        #[arg(long, conflicts_with = "dev", required_unless_present = "dev")]
+        config: Option<PathBuf>,
+        /// Use the development installation in --data-dir.
+        #[arg(long)]
+        dev: bool,
+        #[arg(long, default_value = "attestca-dev", requires = "dev")]
+        data_dir: PathBuf,
+    },
 }
 
 fn init_logging(format: LogFormat) {
@@ -179,6 +208,33 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!(
                 "installed the issuing CA chain at {}",
                 config.ca.chain_file.display()
+            );
+            Ok(())
+        }
+        Command::Vendor {
+            command:
+                VendorCommand::ImportManifest {
+                    manifest,
+                    signer,
+                    vendor,
+                    config,
+                    dev,
+                    data_dir,
+                },
+        } => {
+            init_logging(LogFormat::Text);
+            let config = match (config, dev) {
+                (Some(path), _) => Config::load(&path)?,
+                (None, _) => {
+                    let (est, http) = setup::dev_default_addrs();
+                    setup::dev_config(&std::path::absolute(&data_dir)?, est, http)
+                        .with_env_overrides()?
+                }
+            };
+            let import = setup::import_manifest(&config, &vendor, &manifest, &signer).await?;
+            println!(
+                "manifest verified: {} parts, {} new, recorded for vendor {vendor}",
+                import.parts, import.added
             );
             Ok(())
         }
