@@ -123,6 +123,79 @@ async fn dev_run_enrolls_and_records_in_sqlite() {
     );
     db.close().await;
 
+    // The default profile wants evidence from the simulated secure element in DIR/vendor.
+    let default_url = format!("{}/.well-known/est/simpleenroll", server.est_url());
+    let plain = rig
+        .post(&default_url)
+        .header("Content-Type", "application/pkcs10")
+        .body(body(&csr("plain-on-default")))
+        .send()
+        .await
+        .expect("plain CSR on default");
+    assert_eq!(plain.status(), 403);
+    assert!(
+        plain
+            .text()
+            .await
+            .expect("body")
+            .starts_with("attestation.required")
+    );
+    let est = attestca::rig::client::EstClient::new(
+        &server.est_url(),
+        None,
+        attestca::rig::client::tls_config(
+            &chain,
+            Some((&pki.join("rig.crt"), &pki.join("rig.key"))),
+        )
+        .expect("tls"),
+        None,
+    )
+    .expect("EST client");
+    let nonce = est.nonce().await.expect("nonce");
+    let vendor =
+        attestca::rig::secure_element::SimulatedVendor::load(&dir.join("vendor")).expect("vendor");
+    let (_, first) = vendor
+        .manufacture()
+        .expect("device")
+        .enroll_key("attested-1", &nonce)
+        .expect("csr");
+    let certificate = est.simpleenroll(&first).await.expect("attested enrollment");
+    let cert_pem = tmp.path().join("attested.pem");
+    write_pem(&cert_pem, &certificate);
+    let (_, san) = run(
+        "openssl",
+        &[
+            "x509",
+            "-in",
+            &cert_pem.display().to_string(),
+            "-noout",
+            "-ext",
+            "subjectAltName",
+        ],
+        &[],
+    );
+    assert!(san.contains("othername: 1.3.6.1.5.5.7.8.4"), "{san}");
+    let (_, second) = vendor
+        .manufacture()
+        .expect("device")
+        .enroll_key("attested-2", &nonce)
+        .expect("csr");
+    let reused = rig
+        .post(&default_url)
+        .header("Content-Type", "application/pkcs10")
+        .body(body(&second))
+        .send()
+        .await
+        .expect("nonce reuse");
+    assert_eq!(reused.status(), 403);
+    assert!(
+        reused
+            .text()
+            .await
+            .expect("body")
+            .starts_with("attestation.nonce_reused")
+    );
+
     // The dev PKI is reused on restart.
     let before = std::fs::read(&chain).expect("chain");
     server.stop();
