@@ -104,7 +104,7 @@ impl SimulatedTpm {
         .expect("statement");
         let evidence = bundle::encode(
             &[(ID_STMT_TPM_CERTIFY, statement)],
-            &[self.ak_certificate.clone()],
+            std::slice::from_ref(&self.ak_certificate),
         )
         .expect("bundle");
         let attribute = Attribute {
