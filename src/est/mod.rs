@@ -72,19 +72,13 @@ impl EstState {
 pub fn router(state: Arc<EstState>) -> Router {
     Router::new()
         .route("/.well-known/est/cacerts", get(cacerts))
-        .route("/.well-known/est/{label}/cacerts", get(cacerts_labelled))
+        .route("/.well-known/est/{label}/cacerts", get(cacerts))
         .route("/.well-known/est/csrattrs", get(csrattrs))
-        .route("/.well-known/est/{label}/csrattrs", get(csrattrs_labelled))
+        .route("/.well-known/est/{label}/csrattrs", get(csrattrs))
         .route("/.well-known/est/nonce", get(nonce).post(nonce))
-        .route(
-            "/.well-known/est/{label}/nonce",
-            get(nonce_labelled).post(nonce_labelled),
-        )
+        .route("/.well-known/est/{label}/nonce", get(nonce).post(nonce))
         .route("/.well-known/est/simpleenroll", post(simpleenroll))
-        .route(
-            "/.well-known/est/{label}/simpleenroll",
-            post(simpleenroll_labelled),
-        )
+        .route("/.well-known/est/{label}/simpleenroll", post(simpleenroll))
         .fallback(not_found)
         .with_state(state)
 }
@@ -127,34 +121,23 @@ fn unknown_label(label: &str) -> Response {
     )
 }
 
-async fn cacerts(State(state): State<Arc<EstState>>) -> Response {
+/// The label of a labelled EST path, or `None`.
+type Label = Option<Path<String>>;
+
+async fn cacerts(State(state): State<Arc<EstState>>, label: Label) -> Response {
+    if let Some(Path(label)) = label
+        && state.enrollment.profile(Some(&label)).is_none()
+    {
+        return unknown_label(&label);
+    }
     base64_response(PKCS7, state.cacerts.clone())
 }
 
-async fn cacerts_labelled(
-    State(state): State<Arc<EstState>>,
-    Path(label): Path<String>,
-) -> Response {
-    if state.enrollment.profile(Some(&label)).is_none() {
-        return unknown_label(&label);
-    }
-    cacerts(State(state)).await
-}
-
-async fn csrattrs(State(state): State<Arc<EstState>>) -> Response {
-    match state.enrollment.profile(None) {
+async fn csrattrs(State(state): State<Arc<EstState>>, label: Label) -> Response {
+    let label = label.map(|Path(l)| l);
+    match state.enrollment.profile(label.as_deref()) {
         Some(profile) => csrattrs_for(profile),
-        None => unknown_label(crate::config::DEFAULT_PROFILE),
-    }
-}
-
-async fn csrattrs_labelled(
-    State(state): State<Arc<EstState>>,
-    Path(label): Path<String>,
-) -> Response {
-    match state.enrollment.profile(Some(&label)) {
-        Some(profile) => csrattrs_for(profile),
-        None => unknown_label(&label),
+        None => unknown_label(label.as_deref().unwrap_or(crate::config::DEFAULT_PROFILE)),
     }
 }
 
@@ -193,21 +176,13 @@ fn csrattrs_for(profile: &IssuanceProfile) -> Response {
 
 async fn simpleenroll(
     State(state): State<Arc<EstState>>,
+    label: Label,
     connection: Option<axum::Extension<ConnectionInfo>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    enroll(state, None, connection.map(|c| c.0), headers, body).await
-}
-
-async fn simpleenroll_labelled(
-    State(state): State<Arc<EstState>>,
-    Path(label): Path<String>,
-    connection: Option<axum::Extension<ConnectionInfo>>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    enroll(state, Some(label), connection.map(|c| c.0), headers, body).await
+    let label = label.map(|Path(l)| l);
+    enroll(state, label, connection.map(|c| c.0), headers, body).await
 }
 
 async fn enroll(
@@ -281,21 +256,13 @@ struct NonceRequest {
 
 async fn nonce(
     State(state): State<Arc<EstState>>,
+    label: Label,
     connection: Option<axum::Extension<ConnectionInfo>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    issue_nonce(state, None, connection.map(|c| c.0), headers, body).await
-}
-
-async fn nonce_labelled(
-    State(state): State<Arc<EstState>>,
-    Path(label): Path<String>,
-    connection: Option<axum::Extension<ConnectionInfo>>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    issue_nonce(state, Some(label), connection.map(|c| c.0), headers, body).await
+    let label = label.map(|Path(l)| l);
+    issue_nonce(state, label, connection.map(|c| c.0), headers, body).await
 }
 
 async fn issue_nonce(
