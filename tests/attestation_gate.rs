@@ -140,30 +140,11 @@ fn good_csr(device: &SimulatedDevice, cn: &str, nonce: &[u8]) -> (DeviceKey, Vec
 }
 
 async fn start(tmp: &Path) -> Ca {
-    let dir = tmp.join("ca");
-    let (est, http) = addresses();
-    let vendor_dir = dir.join("vendor");
+    let vendor_dir = tmp.join("ca/vendor");
     std::fs::create_dir_all(&vendor_dir).expect("dir");
     let vendor = SimulatedVendor::create(&vendor_dir).expect("simulated vendor");
-    let config = tmp.join("attestca.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"
-[server]
-est_addr = "{est}"
-http_addr = "{http}"
-data_dir = "{dir}"
-[tls]
-certificate_file = "pki/tls.crt"
-key_file = "pki/tls.key"
-[signer]
-backend = "software"
-key_file = "pki/issuing.key"
-[ca]
-chain_file = "pki/ca-chain.pem"
-[rigs]
-trust_anchor_files = ["pki/rig-ca.crt"]
+    let extra = format!(
+        r#"
 [[rigs.accounts]]
 name = "rig-b"
 [attestation]
@@ -187,44 +168,22 @@ allow_reprovision = true
 attestation_required = true
 attestation_formats = ["tpm-certify"]
 "#,
-            dir = dir.display(),
-            hw = attestca::attestation::ID_HW_SIMULATED_SE,
-            denied = hex::encode_upper(DENIED_SERIAL),
-        ),
-    )
-    .expect("config");
-    let cfg = config.display().to_string();
-    let (ok, out) = run(
-        env!("CARGO_BIN_EXE_attestca"),
-        &[
-            "init",
-            "--config",
-            &cfg,
-            "--test-root",
-            "--tls-names",
-            "127.0.0.1",
-            "--rig-cert",
-            "rig-a",
-        ],
-        &[],
+        hw = attestca::attestation::ID_HW_SIMULATED_SE,
+        denied = hex::encode_upper(DENIED_SERIAL),
     );
-    assert!(ok, "init: {out}");
-    let mut server = ServerProcess::spawn(
-        &["serve", "--config", &cfg],
+    let configured = ConfiguredCa::start(
+        tmp,
+        &extra,
         &[("ATTESTCA_RIG_PASSWORD_RIG_B", BASIC_PASSWORD.to_owned())],
-        &tmp.join("server.log"),
-        est,
-        http,
-    );
-    server.wait_ready().await;
-    let pki = dir.join("pki");
-    let chain = pki.join("ca-chain.pem");
+    )
+    .await;
+    let chain = configured.dir.join("pki/ca-chain.pem");
     Ca {
-        rig_a: https_client(&chain, Some((&pki.join("rig.crt"), &pki.join("rig.key")))),
+        rig_a: configured.rig.clone(),
         rig_b: https_client(&chain, None),
-        db: dir.join("attestca.db").display().to_string(),
-        server,
-        dir,
+        db: configured.db.clone(),
+        server: configured.server,
+        dir: configured.dir,
         vendor,
     }
 }
