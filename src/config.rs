@@ -311,6 +311,21 @@ pub struct ProfileConfig {
     /// Allow a device that already has an active certificate to enroll a different key
     /// (otherwise refused as a possible clone).
     pub allow_reprovision: bool,
+    /// simplereenroll: the fraction of a certificate's lifetime that must have passed before
+    /// it may be renewed (0.0 = any time, 0.66 = the last third).
+    pub renewal_after_fraction: f64,
+    /// simplereenroll: a certificate expired for at most this many seconds may still renew.
+    pub renewal_grace_secs: u64,
+    /// simplereenroll: a certificate younger than this many seconds may not renew (per-device
+    /// rate limit; answered 429 with Retry-After).
+    pub renewal_min_interval_secs: u64,
+    /// simplereenroll: allow a new key (rekey); otherwise only renewal of the same key.
+    pub allow_rekey: bool,
+    /// simplereenroll: a new key must come with attestation naming the same device.
+    pub rekey_requires_attestation: bool,
+    /// simplereenroll: revoke the predecessor (reason superseded) this many seconds after its
+    /// renewal; unset keeps it until it expires.
+    pub revoke_predecessor_after_secs: Option<u64>,
 }
 
 impl Default for ProfileConfig {
@@ -340,6 +355,12 @@ impl Default for ProfileConfig {
             require_non_exportable: true,
             require_manifest: false,
             allow_reprovision: false,
+            renewal_after_fraction: 0.0,
+            renewal_grace_secs: 0,
+            renewal_min_interval_secs: 0,
+            allow_rekey: true,
+            rekey_requires_attestation: false,
+            revoke_predecessor_after_secs: None,
         }
     }
 }

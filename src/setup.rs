@@ -196,6 +196,7 @@ pub fn dev_config(data_dir: &Path, est_addr: SocketAddr, http_addr: SocketAddr) 
         crate::config::DEFAULT_PROFILE.to_owned(),
         ProfileConfig {
             attestation_required: true,
+            rekey_requires_attestation: true,
             key_algorithms: vec![crate::config::DeviceKeyAlgorithm::P256],
             ..ProfileConfig::default()
         },
@@ -375,4 +376,56 @@ pub async fn import_manifest(
         parts: records.len(),
         added,
     })
+}
+
+/// RFC 5280 CRLReason names accepted by `attestca revoke`.
+pub const REVOCATION_REASONS: &[&str] = &[
+    "unspecified",
+    "keyCompromise",
+    "cACompromise",
+    "affiliationChanged",
+    "superseded",
+    "cessationOfOperation",
+    "certificateHold",
+    "privilegeWithdrawn",
+    "aACompromise",
+];
+
+/// Revokes an active certificate by serial (hex, colons allowed); returns the normalised
+/// serial.
+pub async fn revoke(config: &Config, serial: &str, reason: &str) -> Result<String, SetupError> {
+    if !REVOCATION_REASONS.contains(&reason) {
+        return Err(SetupError::Refused(format!(
+            "{reason:?} is not an RFC 5280 reason ({})",
+            REVOCATION_REASONS.join(", ")
+        )));
+    }
+    let serial: String = serial
+        .chars()
+        .filter(|c| *c != ':')
+        .collect::<String>()
+        .to_ascii_lowercase();
+    if serial.is_empty() || !serial.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(SetupError::Refused(format!(
+            "{serial:?} is not a hex serial number"
+        )));
+    }
+    let store = crate::store::Store::connect(
+        &config.resolve_database_url()?,
+        config.database.max_connections,
+    )
+    .await
+    .map_err(|e| SetupError::Refused(e.to_string()))?;
+    let now = crate::issuance::unix_seconds(std::time::SystemTime::now()) as i64;
+    if store
+        .revoke(&serial, reason, now)
+        .await
+        .map_err(|e| SetupError::Refused(e.to_string()))?
+    {
+        Ok(serial)
+    } else {
+        Err(SetupError::Refused(format!(
+            "no active certificate has serial {serial}"
+        )))
+    }
 }

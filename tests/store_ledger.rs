@@ -26,6 +26,7 @@ fn record(serial: &str, csr: &[u8], issued_at: i64) -> CertificateRecord {
         device_identity: None,
         csr_sha256: csr.to_vec(),
         issued_at,
+        predecessor_serial: None,
     }
 }
 

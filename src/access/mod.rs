@@ -21,6 +21,8 @@ use crate::config::{ConfigError, RigsConfig, read_secret, rig_password_env};
 pub enum AuthMethod {
     ClientCertificate,
     Basic,
+    /// A fielded device, by the certificate this CA issued it (renewal, its nonces).
+    Device,
 }
 
 /// An authenticated factory rig.
@@ -37,6 +39,7 @@ impl Requester {
         match self.method {
             AuthMethod::ClientCertificate => format!("tls:{}", self.name),
             AuthMethod::Basic => format!("basic:{}", self.name),
+            AuthMethod::Device => format!("device:{}", self.name),
         }
     }
 }
@@ -49,8 +52,19 @@ pub enum PeerCertificate {
     None,
     /// A certificate chaining to the rig trust anchors: a rig with this name.
     Rig(String),
+    /// A certificate this CA issued (signature by a device issuer): a fielded device. Whether
+    /// it is known, valid and unrevoked is for the registration authority to decide.
+    Device(DevicePeer),
     /// A certificate the TLS layer accepted but that names no rig.
     Other(String),
+}
+
+/// A device's TLS client certificate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DevicePeer {
+    /// Lower-case hex of the serial number.
+    pub serial: String,
+    pub der: Vec<u8>,
 }
 
 /// Credentials presented with one request.
@@ -72,6 +86,9 @@ pub enum AuthError {
 
 /// Rig trust anchors and Basic accounts.
 pub struct RigAuthenticator {
+    /// The CA certificates under which this CA issues device certificates (the current issuing
+    /// CA, and a previous one during a rollover).
+    device_issuers: Vec<x509_cert::Certificate>,
     anchor_certificates: Vec<CertificateDer<'static>>,
     anchors: Vec<TrustAnchor<'static>>,
     accounts: HashMap<String, String>,
@@ -133,12 +150,31 @@ impl RigAuthenticator {
         aws_lc_rs::rand::fill(&mut key)
             .map_err(|_| ConfigError::Invalid("the system random generator failed".into()))?;
         Ok(Self {
+            device_issuers: Vec::new(),
             anchor_certificates,
             anchors,
             accounts,
             verified: Mutex::new(HashMap::new()),
             cache_key: hmac::Key::new(hmac::HMAC_SHA256, &key),
         })
+    }
+
+    /// Recognises certificates issued under `issuers` as device peers.
+    pub fn with_device_issuers(mut self, issuers: Vec<x509_cert::Certificate>) -> Self {
+        self.device_issuers = issuers;
+        self
+    }
+
+    /// Subjects of every CA a client certificate may come from, for the TLS CertificateRequest.
+    pub fn client_ca_subjects(&self) -> Vec<Vec<u8>> {
+        use der::Encode;
+        let rigs = self
+            .anchor_certificates
+            .iter()
+            .filter_map(|c| crate::pem::certificate_from_der(c).ok());
+        rigs.chain(self.device_issuers.iter().cloned())
+            .filter_map(|c| c.tbs_certificate().subject().to_der().ok())
+            .collect()
     }
 
     /// The rig trust anchors as certificates, for the TLS client verifier.
@@ -165,10 +201,37 @@ impl RigAuthenticator {
             None,
             None,
         );
-        match verified {
-            Ok(_) if !subject.is_empty() => PeerCertificate::Rig(subject),
+        if verified.is_ok() && !subject.is_empty() {
+            return PeerCertificate::Rig(subject);
+        }
+        match crate::pem::certificate_from_der(end_entity) {
+            Ok(cert)
+                if self.device_issuers.iter().any(|issuer| {
+                    issuer.tbs_certificate().subject() == cert.tbs_certificate().issuer()
+                        && crate::verify::issued_by(end_entity, issuer)
+                }) =>
+            {
+                PeerCertificate::Device(DevicePeer {
+                    serial: hex::encode(cert.tbs_certificate().serial_number().as_bytes()),
+                    der: end_entity.to_vec(),
+                })
+            }
             _ => PeerCertificate::Other(subject),
         }
+    }
+
+    /// Authenticates a rig, or a device by its certificate (nonces for re-attestation).
+    pub async fn authenticate_rig_or_device(
+        &self,
+        presented: &PresentedCredentials,
+    ) -> Result<Requester, AuthError> {
+        if let PeerCertificate::Device(device) = &presented.peer_certificate {
+            return Ok(Requester {
+                name: device.serial.clone(),
+                method: AuthMethod::Device,
+            });
+        }
+        self.authenticate(presented).await
     }
 
     /// Authenticates a request: a rig certificate wins; otherwise Basic credentials.

@@ -11,7 +11,9 @@ use x509_cert::Certificate;
 
 use attestca::rig::client::{EstClient, tls_config};
 use attestca::rig::device::DeviceKey;
-use attestca::rig::secure_element::SimulatedVendor;
+use attestca::rig::secure_element::{
+    KeyClaims, SimulatedDevice as SimulatedSecureElement, SimulatedVendor,
+};
 
 #[derive(Parser)]
 #[command(
@@ -82,6 +84,9 @@ enum Command {
         #[command(flatten)]
         auth: RigAuth,
     },
+    /// Renew a device certificate over mutual TLS (simplereenroll), with the same key or, with
+    /// --rekey, a new one. Writes OUT/device.crt (and OUT/device.key when rekeying).
+    Reenroll(Reenroll),
     /// Enroll a new device: key, CSR, simpleenroll, and a check that the certificate chains to
     /// cacerts. Writes OUT/device.key and OUT/device.crt.
     Enroll {
@@ -102,6 +107,35 @@ enum Command {
         #[arg(long)]
         no_attestation: bool,
     },
+}
+
+/// `reenroll` arguments.
+#[derive(Args)]
+struct Reenroll {
+    /// EST server, e.g. https://127.0.0.1:8443
+    #[arg(long)]
+    server: String,
+    /// PEM CA chain anchoring the server's TLS certificate.
+    #[arg(long)]
+    trust: PathBuf,
+    /// EST label.
+    #[arg(long)]
+    label: Option<String>,
+    /// The device certificate being renewed (PEM); it authenticates the request over TLS.
+    #[arg(long)]
+    cert: PathBuf,
+    /// Its private key (PEM PKCS#8).
+    #[arg(long)]
+    key: PathBuf,
+    /// Where to write the new device.crt (and device.key with --rekey).
+    #[arg(long)]
+    out: PathBuf,
+    /// Move to a new key.
+    #[arg(long)]
+    rekey: bool,
+    /// Attest the new key with the device's simulated secure element (saved next to --cert).
+    #[arg(long, requires = "rekey")]
+    vendor: Option<PathBuf>,
 }
 
 #[tokio::main]
@@ -153,6 +187,8 @@ async fn write_key_and_csr(
             })?;
             let nonce = est.nonce().await?;
             let device = vendor.manufacture()?;
+            // Kept with the device's files so that the same element can attest a rekey.
+            device.save(out)?;
             device.enroll_key(cn, &nonce)?
         }
     };
@@ -173,6 +209,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 out.display()
             );
         }
+        Command::Reenroll(args) => reenroll(args).await?,
         Command::Csr {
             out,
             cn,
@@ -228,6 +265,61 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             );
         }
     }
+    Ok(())
+}
+
+async fn reenroll(args: Reenroll) -> anyhow::Result<()> {
+    let tls = tls_config(&args.trust, Some((&args.cert, &args.key)))?;
+    let est = EstClient::new(&args.server, args.label.as_deref(), tls, None)?;
+    let chain = est.cacerts().await.context("fetching cacerts")?;
+    let current_der = attestca::pem::read_certificate_ders(&args.cert)?
+        .into_iter()
+        .next()
+        .context("--cert holds no certificate")?;
+    let current = Certificate::from_der(&current_der)?;
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    let device_dir = args.cert.parent().unwrap_or(Path::new("."));
+    let (key, attributes) = if args.rekey {
+        let key = DeviceKey::generate()?;
+        let attributes = match &args.vendor {
+            Some(_) => {
+                let element = SimulatedSecureElement::load(device_dir).with_context(|| {
+                    format!(
+                        "loading the device's simulated secure element from {}",
+                        device_dir.display()
+                    )
+                })?;
+                let nonce = est.nonce().await?;
+                let attestation =
+                    element.attest(&key.public_key()?, &nonce, KeyClaims::default())?;
+                SimulatedSecureElement::copy_files(device_dir, &args.out)?;
+                vec![element.evidence_attribute(&attestation)?]
+            }
+            None => Vec::new(),
+        };
+        (key, attributes)
+    } else {
+        let pkcs8 = attestca::pem::read_private_key(&args.key)?;
+        // The device keeps its secure element across renewals.
+        if SimulatedSecureElement::load(device_dir).is_ok() {
+            SimulatedSecureElement::copy_files(device_dir, &args.out)?;
+        }
+        (DeviceKey::from_pkcs8(&pkcs8)?, Vec::new())
+    };
+    let csr = key.renewal_csr(&current, attributes)?;
+    let certificate = est.simplereenroll(&csr).await?;
+    check_chains(&certificate, &chain)?;
+    attestca::pem::write_certificates(&args.out.join("device.crt"), &[&certificate])?;
+    if args.rekey {
+        attestca::pem::write_private_key(&args.out.join("device.key"), &key.pkcs8)?;
+    }
+    let cert = Certificate::from_der(&certificate)?;
+    println!(
+        "renewed: serial {} written to {}",
+        hex::encode(cert.tbs_certificate().serial_number().as_bytes()),
+        args.out.join("device.crt").display()
+    );
     Ok(())
 }
 

@@ -75,6 +75,24 @@ enum Command {
     },
     /// Hash a password (read from standard input) for a rig account's password_hash.
     HashPassword,
+    /// Revoke a certificate (recorded in the database; CRL and OCSP publication follow in a
+    /// later release).
+    Revoke {
+        /// Serial number in hex (colons allowed).
+        #[arg(long)]
+        serial: String,
+        /// RFC 5280 reason: unspecified, keyCompromise, cACompromise, affiliationChanged,
+        /// superseded, cessationOfOperation, certificateHold, privilegeWithdrawn, aACompromise.
+        #[arg(long, default_value = "unspecified")]
+        reason: String,
+        #[arg(long, conflicts_with = "dev", required_unless_present = "dev")]
+        config: Option<PathBuf>,
+        /// Use the development installation in --data-dir.
+        #[arg(long)]
+        dev: bool,
+        #[arg(long, default_value = "attestca-dev", requires = "dev")]
+        data_dir: PathBuf,
+    },
     /// Vendor trust operations.
     Vendor {
         #[command(subcommand)]
@@ -238,12 +256,43 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Revoke {
+            serial,
+            reason,
+            config,
+            dev,
+            data_dir,
+        } => {
+            init_logging(LogFormat::Text);
+            let config = load_or_dev(config, dev, &data_dir)?;
+            let serial = setup::revoke(&config, &serial, &reason).await?;
+            println!("revoked {serial} ({reason})");
+            Ok(())
+        }
         Command::HashPassword => {
             let mut password = String::new();
             std::io::stdin().read_to_string(&mut password)?;
             let password = SecretString::from(password.trim_end_matches(['\r', '\n']).to_owned());
             println!("{}", attestca::access::hash_password(&password)?);
             Ok(())
+        }
+    }
+}
+
+/// The configuration file, or the development configuration of `data_dir`.
+fn load_or_dev(
+    config: Option<PathBuf>,
+    dev: bool,
+    data_dir: &std::path::Path,
+) -> anyhow::Result<Config> {
+    match (config, dev) {
+        (Some(path), _) => Ok(Config::load(&path)?),
+        (None, _) => {
+            let (est, http) = setup::dev_default_addrs();
+            Ok(
+                setup::dev_config(&std::path::absolute(data_dir)?, est, http)
+                    .with_env_overrides()?,
+            )
         }
     }
 }

@@ -42,6 +42,7 @@ impl EnrollmentService {
         requester: &Requester,
         csr: &super::csr::ValidatedCsr,
         evidence: Option<Evidence>,
+        renewing: Option<&crate::store::CertificateRecord>,
         event: &mut EnrollmentEvent,
     ) -> Result<Option<AttestedKey>, EnrollmentError> {
         let policy = &profile.attestation;
@@ -112,6 +113,22 @@ impl EnrollmentService {
                 format!("device {} is on the deny-list", attested.device_key()),
             ));
         }
+        if let Some(predecessor) = renewing {
+            // A new key for a fielded device must come from the same device.
+            if predecessor.device_identity.as_deref() != Some(attested.device_key().as_str()) {
+                return Err(refuse(
+                    "reenroll.device_mismatch",
+                    format!(
+                        "the evidence names device {} but the certificate being renewed belongs to {}",
+                        attested.device_key(),
+                        predecessor
+                            .device_identity
+                            .as_deref()
+                            .unwrap_or("no attested device")
+                    ),
+                ));
+            }
+        }
         let spki_sha256 = spki_hash(&csr.public_key)?;
         if policy.require_manifest
             && !self
@@ -129,6 +146,7 @@ impl EnrollmentService {
             ));
         }
         if !policy.allow_reprovision
+            && renewing.is_none()
             && let Some(serial) = self
                 .store
                 .active_certificate_for_other_key(
@@ -197,10 +215,12 @@ impl EnrollmentService {
         })?;
         let requester = self
             .rigs
-            .authenticate(credentials)
+            .authenticate_rig_or_device(credentials)
             .await
             .map_err(EnrollmentError::Unauthenticated)?;
-        if !profile.allows_rig(&requester.name) {
+        if requester.method != crate::access::AuthMethod::Device
+            && !profile.allows_rig(&requester.name)
+        {
             return Err(EnrollmentError::NotAuthorized {
                 rig: requester.name.clone(),
                 profile: profile.label.clone(),

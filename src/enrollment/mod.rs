@@ -7,6 +7,9 @@
 
 pub mod csr;
 mod evidence;
+mod renewal;
+
+pub use renewal::ReenrollRequest;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -35,6 +38,12 @@ pub enum EnrollmentError {
     Forbidden { code: &'static str, detail: String },
     #[error("the CA cannot complete this request now: {detail}")]
     Unavailable { code: &'static str, detail: String },
+    #[error("{detail}")]
+    TooManyRequests {
+        code: &'static str,
+        detail: String,
+        retry_after_secs: u64,
+    },
 }
 
 /// The class of a refusal, for the wire layer to map to a status code.
@@ -45,6 +54,7 @@ pub enum RefusalKind {
     Forbidden,
     BadRequest,
     Unavailable,
+    TooManyRequests,
 }
 
 impl EnrollmentError {
@@ -57,7 +67,8 @@ impl EnrollmentError {
             EnrollmentError::NotAuthorized { .. } => "auth.not_allowed_on_profile",
             EnrollmentError::BadRequest { code, .. }
             | EnrollmentError::Forbidden { code, .. }
-            | EnrollmentError::Unavailable { code, .. } => code,
+            | EnrollmentError::Unavailable { code, .. }
+            | EnrollmentError::TooManyRequests { code, .. } => code,
         }
     }
 
@@ -71,6 +82,7 @@ impl EnrollmentError {
             }
             EnrollmentError::BadRequest { .. } => RefusalKind::BadRequest,
             EnrollmentError::Unavailable { .. } => RefusalKind::Unavailable,
+            EnrollmentError::TooManyRequests { .. } => RefusalKind::TooManyRequests,
         }
     }
 
@@ -137,12 +149,33 @@ pub struct EnrollmentParts {
 }
 
 const OPERATION_ENROLL: &str = "simpleenroll";
+const OPERATION_REENROLL: &str = "simplereenroll";
+
+/// The event of a request, filled in as the decision proceeds.
+fn new_event(
+    operation: &str,
+    label: Option<&str>,
+    peer: Option<String>,
+    now: SystemTime,
+) -> EnrollmentEvent {
+    EnrollmentEvent {
+        occurred_at: unix_seconds(now) as i64,
+        operation: operation.into(),
+        profile: label.unwrap_or(crate::config::DEFAULT_PROFILE).to_owned(),
+        peer,
+        ..Default::default()
+    }
+}
 
 /// A request that passed every check, ready to issue.
 struct Approved<'a> {
     csr: &'a csr::ValidatedCsr,
-    attested: Option<crate::attestation::AttestedKey>,
+    /// The hardware identity to certify (from evidence, or carried over by a renewal) and its
+    /// record form `<vendor>:<serial>`.
+    device: Option<(crate::attestation::DeviceIdentity, String)>,
     csr_sha256: Vec<u8>,
+    /// The certificate being renewed (simplereenroll).
+    predecessor_serial: Option<String>,
 }
 
 impl EnrollmentService {
@@ -212,34 +245,37 @@ impl EnrollmentService {
     /// Handles `simpleenroll`: decides, issues, commits, and records the event.
     pub async fn enroll(&self, request: EnrollRequest) -> Result<Enrolled, EnrollmentError> {
         let now = SystemTime::now();
-        let profile_name = request
-            .label
-            .clone()
-            .unwrap_or_else(|| crate::config::DEFAULT_PROFILE.to_owned());
-        let mut event = EnrollmentEvent {
-            occurred_at: unix_seconds(now) as i64,
-            operation: OPERATION_ENROLL.into(),
-            profile: profile_name,
-            peer: request.peer.clone(),
-            ..Default::default()
-        };
+        let mut event = new_event(
+            OPERATION_ENROLL,
+            request.label.as_deref(),
+            request.peer.clone(),
+            now,
+        );
         let result = self.decide_and_issue(&request, now, &mut event).await;
-        match &result {
-            Ok(_) => {} // the ledger committed the event together with the certificate
-            Err(refusal) => {
-                event.outcome = match refusal.kind() {
-                    RefusalKind::Unavailable => "failed",
-                    _ => "refused",
-                }
-                .into();
-                event.reason = refusal.reason_code().into();
-                event.detail = refusal.to_string();
-                if let Err(e) = self.ledger.commit(LedgerEntry::Event(event)).await {
-                    tracing::error!(error = %e, "could not record a refused enrollment");
-                }
-            }
-        }
+        self.record_refusal(event, &result).await;
         result
+    }
+
+    /// Records the event of a refused request (an issued certificate's event is committed with
+    /// the certificate).
+    async fn record_refusal(
+        &self,
+        mut event: EnrollmentEvent,
+        result: &Result<Enrolled, EnrollmentError>,
+    ) {
+        let Err(refusal) = result else {
+            return;
+        };
+        event.outcome = match refusal.kind() {
+            RefusalKind::Unavailable => "failed",
+            _ => "refused",
+        }
+        .into();
+        event.reason = refusal.reason_code().into();
+        event.detail = refusal.to_string();
+        if let Err(e) = self.ledger.commit(LedgerEntry::Event(event)).await {
+            tracing::error!(error = %e, "could not record a refused enrollment");
+        }
     }
 
     async fn decide_and_issue(
@@ -279,15 +315,19 @@ impl EnrollmentService {
             return self.resend(earlier, event).await;
         }
         let attested = self
-            .check_attestation(profile, &requester, &csr, evidence, event)
+            .check_attestation(profile, &requester, &csr, evidence, None, event)
             .await?;
         self.issue(
             profile,
             &requester,
             Approved {
                 csr: &csr,
-                attested,
+                device: attested.map(|a| {
+                    let key = a.device_key();
+                    (a.device, key)
+                }),
                 csr_sha256,
+                predecessor_serial: None,
             },
             now,
             event,
@@ -324,14 +364,15 @@ impl EnrollmentService {
     ) -> Result<Enrolled, EnrollmentError> {
         let Approved {
             csr,
-            attested,
+            device,
             csr_sha256,
+            predecessor_serial,
         } = approved;
         let window_start = event.occurred_at - self.retry_window_secs;
         let mut subject_alt_names = csr.subject_alt_names.clone();
-        if let Some(a) = &attested {
+        if let Some((identity, _)) = &device {
             subject_alt_names.push(
-                crate::issuance::extensions::hardware_module_name(&a.device)
+                crate::issuance::extensions::hardware_module_name(identity)
                     .map_err(|e| EnrollmentError::issuance(e.into()))?,
             );
         }
@@ -372,9 +413,10 @@ impl EnrollmentService {
                 revoked_at: None,
                 revocation_reason: None,
                 requester: requester.id(),
-                device_identity: attested.as_ref().map(|a| a.device_key()),
+                device_identity: device.as_ref().map(|(_, key)| key.clone()),
                 csr_sha256: csr_sha256.clone(),
                 issued_at: event.occurred_at,
+                predecessor_serial: predecessor_serial.clone(),
             };
             let committed = self
                 .ledger

@@ -77,6 +77,11 @@ pub fn router(state: Arc<EstState>) -> Router {
         .route("/.well-known/est/{label}/csrattrs", get(csrattrs))
         .route("/.well-known/est/nonce", get(nonce).post(nonce))
         .route("/.well-known/est/{label}/nonce", get(nonce).post(nonce))
+        .route("/.well-known/est/simplereenroll", post(simplereenroll))
+        .route(
+            "/.well-known/est/{label}/simplereenroll",
+            post(simplereenroll),
+        )
         .route("/.well-known/est/simpleenroll", post(simpleenroll))
         .route("/.well-known/est/{label}/simpleenroll", post(simpleenroll))
         .fallback(not_found)
@@ -182,63 +187,107 @@ async fn simpleenroll(
     body: Body,
 ) -> Response {
     let label = label.map(|Path(l)| l);
-    enroll(state, label, connection.map(|c| c.0), headers, body).await
+    enroll(state, label, connection, headers, body).await
 }
 
-async fn enroll(
-    state: Arc<EstState>,
-    label: Option<String>,
-    connection: Option<ConnectionInfo>,
+async fn simplereenroll(
+    State(state): State<Arc<EstState>>,
+    label: Label,
+    connection: Option<axum::Extension<ConnectionInfo>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    if let Some(l) = &label
-        && state.enrollment.profile(Some(l)).is_none()
-    {
-        return unknown_label(l);
-    }
-    let connection = connection.unwrap_or_default();
-    let credentials = PresentedCredentials {
-        peer_certificate: connection.peer_certificate,
-        basic: basic_credentials(&headers),
-    };
-    let peer = connection.peer_addr.map(|a| a.to_string());
-    let decoded = if !is_content_type(&headers, "application/pkcs10") {
-        Err((
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "request.content_type",
-            "simpleenroll takes Content-Type: application/pkcs10 (base64 of a DER CSR)".to_owned(),
-        ))
-    } else {
-        match read_limited(body, &headers, state.max_request_bytes).await {
-            Err(refusal) => Err(refusal),
-            Ok(body) => codec::decode_body(&body)
-                .map_err(|reason| (StatusCode::BAD_REQUEST, "request.encoding", reason)),
-        }
-    };
-    let csr_der = match decoded {
-        Ok(der) => der,
-        Err((status, code, detail)) => {
-            state
-                .enrollment
-                .record_undecodable(label.as_deref(), &credentials, peer, code, &detail)
-                .await;
-            return text(status, format!("{code}: {detail}"));
-        }
-    };
-    let request = EnrollRequest {
+    let label = label.map(|Path(l)| l);
+    let (csr_der, credentials, peer) =
+        match read_csr(&state, label.as_deref(), connection, &headers, body).await {
+            Ok(parts) => parts,
+            Err(response) => return response,
+        };
+    let request = crate::enrollment::ReenrollRequest {
         label,
         credentials,
         csr_der,
         peer,
     };
-    match state.enrollment.enroll(request).await {
+    certificate_response(state.enrollment.reenroll(request).await)
+}
+
+/// The answer to an enrollment: the certificate as certs-only CMS, or the refusal.
+fn certificate_response(result: Result<crate::enrollment::Enrolled, EnrollmentError>) -> Response {
+    match result {
         Ok(enrolled) => match codec::certs_only(&[enrolled.certificate_der]) {
             Ok(der) => base64_response(PKCS7_CERTS_ONLY, codec::encode_body(&der)),
             Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("encoding: {e}")),
         },
         Err(refusal) => refusal_response(&refusal),
     }
+}
+
+/// Checks the label and media type, reads and decodes the CSR, and gathers the credentials;
+/// a refusal here is answered (and recorded) at once.
+async fn read_csr(
+    state: &EstState,
+    label: Option<&str>,
+    connection: Option<axum::Extension<ConnectionInfo>>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(Vec<u8>, PresentedCredentials, Option<String>), Response> {
+    if let Some(l) = label
+        && state.enrollment.profile(Some(l)).is_none()
+    {
+        return Err(unknown_label(l));
+    }
+    let connection = connection.map(|c| c.0).unwrap_or_default();
+    let credentials = PresentedCredentials {
+        peer_certificate: connection.peer_certificate,
+        basic: basic_credentials(headers),
+    };
+    let peer = connection.peer_addr.map(|a| a.to_string());
+    let decoded = if !is_content_type(headers, "application/pkcs10") {
+        Err((
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "request.content_type",
+            "this operation takes Content-Type: application/pkcs10 (base64 of a DER CSR)"
+                .to_owned(),
+        ))
+    } else {
+        match read_limited(body, headers, state.max_request_bytes).await {
+            Err(refusal) => Err(refusal),
+            Ok(body) => codec::decode_body(&body)
+                .map_err(|reason| (StatusCode::BAD_REQUEST, "request.encoding", reason)),
+        }
+    };
+    match decoded {
+        Ok(der) => Ok((der, credentials, peer)),
+        Err((status, code, detail)) => {
+            state
+                .enrollment
+                .record_undecodable(label, &credentials, peer, code, &detail)
+                .await;
+            Err(text(status, format!("{code}: {detail}")))
+        }
+    }
+}
+
+async fn enroll(
+    state: Arc<EstState>,
+    label: Option<String>,
+    connection: Option<axum::Extension<ConnectionInfo>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let (csr_der, credentials, peer) =
+        match read_csr(&state, label.as_deref(), connection, &headers, body).await {
+            Ok(parts) => parts,
+            Err(response) => return response,
+        };
+    let request = EnrollRequest {
+        label,
+        credentials,
+        csr_der,
+        peer,
+    };
+    certificate_response(state.enrollment.enroll(request).await)
 }
 
 const FRESHNESS_JSON: &str = "application/est-attestation-freshness+json";
@@ -327,6 +376,7 @@ pub fn refusal_response(refusal: &EnrollmentError) -> Response {
         RefusalKind::Forbidden => StatusCode::FORBIDDEN,
         RefusalKind::BadRequest => StatusCode::BAD_REQUEST,
         RefusalKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        RefusalKind::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
     };
     let mut response = text(status, format!("{}: {refusal}", refusal.reason_code()));
     let headers = response.headers_mut();
@@ -336,6 +386,15 @@ pub fn refusal_response(refusal: &EnrollmentError) -> Response {
         }
         StatusCode::SERVICE_UNAVAILABLE => {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        }
+        StatusCode::TOO_MANY_REQUESTS => {
+            if let EnrollmentError::TooManyRequests {
+                retry_after_secs, ..
+            } = refusal
+                && let Ok(value) = HeaderValue::from_str(&retry_after_secs.max(&1).to_string())
+            {
+                headers.insert(header::RETRY_AFTER, value);
+            }
         }
         _ => {}
     }

@@ -31,6 +31,18 @@ pub struct IssuanceProfile {
     /// Rig names allowed on this profile; `None` means every authenticated rig.
     pub allowed_rigs: Option<Vec<String>>,
     pub attestation: AttestationPolicy,
+    pub renewal: RenewalPolicy,
+}
+
+/// What a profile allows of simplereenroll.
+#[derive(Clone, Debug, Default)]
+pub struct RenewalPolicy {
+    pub after_fraction: f64,
+    pub grace_secs: u64,
+    pub min_interval_secs: u64,
+    pub allow_rekey: bool,
+    pub rekey_requires_attestation: bool,
+    pub revoke_predecessor_after_secs: Option<u64>,
 }
 
 /// What a profile demands of key attestation.
@@ -124,6 +136,14 @@ impl IssuanceProfile {
                 require_non_exportable: config.require_non_exportable,
                 require_manifest: config.require_manifest,
                 allow_reprovision: config.allow_reprovision,
+            },
+            renewal: RenewalPolicy {
+                after_fraction: config.renewal_after_fraction.clamp(0.0, 1.0),
+                grace_secs: config.renewal_grace_secs,
+                min_interval_secs: config.renewal_min_interval_secs,
+                allow_rekey: config.allow_rekey,
+                rekey_requires_attestation: config.rekey_requires_attestation,
+                revoke_predecessor_after_secs: config.revoke_predecessor_after_secs,
             },
         })
     }

@@ -122,32 +122,38 @@ impl EstClient {
 
     /// `POST simpleenroll`: returns the issued certificate (DER).
     pub async fn simpleenroll(&self, csr_der: &[u8]) -> anyhow::Result<Vec<u8>> {
+        self.enroll_operation("simpleenroll", csr_der).await
+    }
+
+    /// `POST simplereenroll` (authenticated by the TLS client certificate being renewed).
+    pub async fn simplereenroll(&self, csr_der: &[u8]) -> anyhow::Result<Vec<u8>> {
+        self.enroll_operation("simplereenroll", csr_der).await
+    }
+
+    async fn enroll_operation(&self, operation: &str, csr_der: &[u8]) -> anyhow::Result<Vec<u8>> {
         let mut request = self
             .http
-            .post(format!("{}/simpleenroll", self.base))
+            .post(format!("{}/{operation}", self.base))
             .header("Content-Type", "application/pkcs10")
             .body(codec::encode_body(csr_der));
         if let Some((user, password)) = &self.basic {
             request = request.basic_auth(user, Some(password.expose_secret()));
         }
-        let response = request.send().await.context("simpleenroll")?;
+        let response = request.send().await.context(operation.to_owned())?;
         let status = response.status();
         let body = response.bytes().await?;
         if !status.is_success() {
             bail!(
-                "simpleenroll: HTTP {status}: {}",
+                "{operation}: HTTP {status}: {}",
                 String::from_utf8_lossy(&body).trim()
             );
         }
         let certs = certificates_from_pkcs7(
-            &codec::decode_body(&body).map_err(|e| anyhow!("simpleenroll: {e}"))?,
+            &codec::decode_body(&body).map_err(|e| anyhow!("{operation}: {e}"))?,
         )?;
         match certs.as_slice() {
             [one] => Ok(one.clone()),
-            _ => bail!(
-                "simpleenroll: expected one certificate, got {}",
-                certs.len()
-            ),
+            _ => bail!("{operation}: expected one certificate, got {}", certs.len()),
         }
     }
 }

@@ -56,6 +56,40 @@ impl DeviceKey {
     ) -> anyhow::Result<Vec<u8>> {
         let subject = Name::from_str(&format!("CN={}", escape_rdn(cn)))
             .map_err(|e| anyhow::anyhow!("CN {cn:?}: {e}"))?;
+        self.csr_for(subject, attributes)
+    }
+
+    /// A CSR that keeps a certificate's subject and subjectAltNames (for renewal), without
+    /// the hardwareModuleName the CA adds itself.
+    pub fn renewal_csr(
+        &self,
+        certificate: &x509_cert::Certificate,
+        mut attributes: Vec<x509_cert::attr::Attribute>,
+    ) -> anyhow::Result<Vec<u8>> {
+        use x509_cert::ext::pkix::SubjectAltName;
+        use x509_cert::ext::pkix::name::{GeneralName, HardwareModuleName};
+        let tbs = certificate.tbs_certificate();
+        if let Some((_, san)) = tbs.get_extension::<SubjectAltName>()? {
+            let names: Vec<GeneralName> = san
+                .0
+                .into_iter()
+                .filter(|n| !matches!(n, GeneralName::OtherName(o) if HardwareModuleName::from_other_name(o).ok().flatten().is_some()))
+                .collect();
+            if !names.is_empty() {
+                let ext = crate::issuance::extensions::subject_alt_name(&names, false)?;
+                attributes.push(x509_cert::attr::Attribute::try_from(
+                    x509_cert::request::ExtensionReq(vec![ext]),
+                )?);
+            }
+        }
+        self.csr_for(tbs.subject().clone(), attributes)
+    }
+
+    fn csr_for(
+        &self,
+        subject: Name,
+        attributes: Vec<x509_cert::attr::Attribute>,
+    ) -> anyhow::Result<Vec<u8>> {
         let info = CertReqInfo {
             version: Version::V1,
             subject,

@@ -163,6 +163,10 @@ impl Default for KeyClaims {
     }
 }
 
+/// Files of a simulated secure element kept next to its device's key, so that the same
+/// element can attest a new key later (rekey).
+const SE_FILES: [&str; 3] = ["se-ak.crt", "se-ak.key", "se-vendor-ca.crt"];
+
 /// One simulated secure element.
 pub struct SimulatedDevice {
     pub serial: Vec<u8>,
@@ -171,6 +175,47 @@ pub struct SimulatedDevice {
 }
 
 impl SimulatedDevice {
+    /// Stores the element's attestation key and certificates in `dir`.
+    pub fn save(&self, dir: &Path) -> anyhow::Result<()> {
+        crate::pem::write_certificates(&dir.join(SE_FILES[0]), &[&self.attestation_key.der])?;
+        crate::pem::write_private_key(&dir.join(SE_FILES[1]), &self.attestation_key.pkcs8)?;
+        crate::pem::write_certificates(&dir.join(SE_FILES[2]), &[&self.vendor_ca_der])?;
+        Ok(())
+    }
+
+    /// Loads an element saved by [`SimulatedDevice::save`].
+    pub fn load(dir: &Path) -> anyhow::Result<Self> {
+        let attestation_key = SoftwareCa::load(&dir.join(SE_FILES[0]), &dir.join(SE_FILES[1]))?;
+        let vendor_ca_der = crate::pem::read_certificate_ders(&dir.join(SE_FILES[2]))?
+            .into_iter()
+            .next()
+            .ok_or_else(|| {
+                anyhow::anyhow!("{}: no certificate", dir.join(SE_FILES[2]).display())
+            })?;
+        let serial = attestation_key
+            .certificate()
+            .tbs_certificate()
+            .subject()
+            .iter()
+            .find(|atv| atv.oid == const_oid::db::rfc4519::SERIAL_NUMBER)
+            .and_then(|atv| std::str::from_utf8(atv.value.value()).ok())
+            .and_then(|s| hex::decode(s).ok())
+            .ok_or_else(|| anyhow::anyhow!("the saved attestation key names no device serial"))?;
+        Ok(Self {
+            serial,
+            attestation_key,
+            vendor_ca_der,
+        })
+    }
+
+    /// Copies a saved element from one directory to another.
+    pub fn copy_files(from: &Path, to: &Path) -> anyhow::Result<()> {
+        for name in SE_FILES {
+            std::fs::copy(from.join(name), to.join(name))?;
+        }
+        Ok(())
+    }
+
     /// The AK certificate (DER).
     pub fn attestation_key_certificate(&self) -> &[u8] {
         &self.attestation_key.der

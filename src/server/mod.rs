@@ -78,7 +78,10 @@ pub async fn assemble(config: &Config) -> Result<Assembled, ServerError> {
     .await?;
     tracing::info!(engine = store.engine().name(), "database ready");
     let ledger = Ledger::start(store.clone(), config.database.write_batch_max);
-    let rigs = Arc::new(RigAuthenticator::from_config(&config.rigs)?);
+    let rigs = Arc::new(
+        RigAuthenticator::from_config(&config.rigs)?
+            .with_device_issuers(vec![ca.certificate().clone()]),
+    );
     let profiles = config
         .profiles
         .iter()
@@ -110,7 +113,7 @@ pub async fn assemble(config: &Config) -> Result<Assembled, ServerError> {
         retry_window_secs: config.database.retry_window_secs,
         nonce_lifetime_secs: config.attestation.nonce_lifetime_secs,
     }));
-    let tls = Arc::new(tls::server_config(config, rigs.anchor_certificates())?);
+    let tls = Arc::new(tls::server_config(config, rigs.client_ca_subjects())?);
     Ok(Assembled {
         enrollment,
         rigs,

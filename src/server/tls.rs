@@ -3,18 +3,86 @@
 
 use std::sync::Arc;
 
-use rustls::RootCertStore;
-use rustls::server::WebPkiClientVerifier;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
 use crate::config::{Config, ConfigError};
 
-/// Builds the server configuration. `client_anchors` are the CA certificates a client
-/// certificate may chain to (rig anchors now; device and operator anchors later); which role a
-/// certificate has is decided afterwards, by the access layer.
+/// A client-certificate verifier that proves possession only.
+///
+/// The handshake signature shows the client holds the key of the certificate it presents;
+/// whether that certificate is trusted — a rig's, chaining to the rig anchors, or a device's,
+/// issued by this CA, known to the database, unrevoked, and unexpired or within the profile's
+/// grace — is decided by the access and enrollment layers, which can answer 401/403 with a
+/// reason instead of a bare TLS alert. Certificates are requested but optional, so cacerts
+/// stays anonymous.
+#[derive(Debug)]
+struct PossessionVerifier {
+    hints: Vec<rustls::DistinguishedName>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl rustls::server::danger::ClientCertVerifier for PossessionVerifier {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        &self.hints
+    }
+
+    fn verify_client_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        Ok(rustls::server::danger::ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// Builds the server configuration. `client_ca_subjects` (DER Names) are advertised in the
+/// CertificateRequest: the rig anchors and the CA itself (for device renewal).
 pub fn server_config(
     config: &Config,
-    client_anchors: &[CertificateDer<'static>],
+    client_ca_subjects: Vec<Vec<u8>>,
 ) -> Result<rustls::ServerConfig, ConfigError> {
     let invalid = |what: String| ConfigError::Invalid(format!("tls: {what}"));
     let chain: Vec<CertificateDer<'static>> =
@@ -27,25 +95,18 @@ pub fn server_config(
         crate::pem::read_private_key(&config.tls.key_file).map_err(|e| invalid(e.to_string()))?;
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key));
 
-    let mut roots = RootCertStore::empty();
-    for anchor in client_anchors {
-        roots
-            .add(anchor.clone())
-            .map_err(|e| invalid(format!("client trust anchor: {e}")))?;
-    }
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+    let verifier = Arc::new(PossessionVerifier {
+        hints: client_ca_subjects
+            .into_iter()
+            .map(rustls::DistinguishedName::from)
+            .collect(),
+        provider: Arc::clone(&provider),
+    });
+    let builder = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| invalid(e.to_string()))?;
-    let builder = if roots.is_empty() {
-        builder.with_no_client_auth()
-    } else {
-        let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-            .allow_unauthenticated()
-            .build()
-            .map_err(|e| invalid(e.to_string()))?;
-        builder.with_client_cert_verifier(verifier)
-    };
+        .map_err(|e| invalid(e.to_string()))?
+        .with_client_cert_verifier(verifier);
     let mut server = builder
         .with_single_cert(chain, key)
         .map_err(|e| invalid(format!("server certificate and key: {e}")))?;

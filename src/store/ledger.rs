@@ -133,8 +133,9 @@ async fn write_issued(
 ) -> Result<Committed, sqlx::Error> {
     let inserted = sqlx::query(
         "INSERT INTO certificates (serial, der, issuer_key_id, subject, sans, spki_sha256, \
-         profile, not_before, not_after, status, requester, device_identity, csr_sha256, issued_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'active', $10, $11, $12, $13) \
+         profile, not_before, not_after, status, requester, device_identity, csr_sha256, issued_at, \
+         predecessor_serial) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'active', $10, $11, $12, $13, $14) \
          ON CONFLICT (serial) DO NOTHING",
     )
     .bind(&c.serial)
@@ -150,6 +151,7 @@ async fn write_issued(
     .bind(&c.device_identity)
     .bind(&c.csr_sha256)
     .bind(c.issued_at)
+    .bind(&c.predecessor_serial)
     .execute(&mut **tx)
     .await?;
     if inserted.rows_affected() == 0 {
@@ -200,8 +202,8 @@ async fn insert_event(
     sqlx::query(
         "INSERT INTO enrollment_events (occurred_at, requester, operation, profile, outcome, \
          reason, detail, serial, csr_sha256, peer, evidence_sha256, attestation_format, vendor, \
-         device_identity) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+         device_identity, predecessor_serial) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
     )
     .bind(e.occurred_at)
     .bind(&e.requester)
@@ -217,6 +219,7 @@ async fn insert_event(
     .bind(&e.attestation_format)
     .bind(&e.vendor)
     .bind(&e.device_identity)
+    .bind(&e.predecessor_serial)
     .execute(&mut **tx)
     .await?;
     Ok(())

@@ -62,6 +62,8 @@ pub struct CertificateRecord {
     pub device_identity: Option<String>,
     pub csr_sha256: Vec<u8>,
     pub issued_at: i64,
+    /// The certificate this one renewed, if any.
+    pub predecessor_serial: Option<String>,
 }
 
 /// One enrollment attempt, as stored.
@@ -77,6 +79,8 @@ pub struct EnrollmentEvent {
     pub serial: Option<String>,
     pub csr_sha256: Option<Vec<u8>>,
     pub peer: Option<String>,
+    /// The certificate renewed by this event (simplereenroll).
+    pub predecessor_serial: Option<String>,
     /// SHA-256 of the attestation bundle, when the CSR carried one.
     pub evidence_sha256: Option<Vec<u8>>,
     pub attestation_format: Option<String>,
@@ -119,7 +123,8 @@ pub struct Store {
 macro_rules! certificate_columns {
     () => {
         "serial, der, issuer_key_id, subject, sans, spki_sha256, profile, not_before, not_after, \
-         status, revoked_at, revocation_reason, requester, device_identity, csr_sha256, issued_at"
+         status, revoked_at, revocation_reason, requester, device_identity, csr_sha256, issued_at, \
+         predecessor_serial"
     };
 }
 
@@ -237,8 +242,8 @@ impl Store {
     pub async fn recent_events(&self, limit: i64) -> Result<Vec<EnrollmentEvent>, StoreError> {
         let rows = sqlx::query(
             "SELECT occurred_at, requester, operation, profile, outcome, reason, detail, serial, \
-             csr_sha256, peer, evidence_sha256, attestation_format, vendor, device_identity \
-             FROM enrollment_events ORDER BY id DESC LIMIT $1",
+             csr_sha256, peer, evidence_sha256, attestation_format, vendor, device_identity, \
+             predecessor_serial FROM enrollment_events ORDER BY id DESC LIMIT $1",
         )
         .bind(limit)
         .fetch_all(&self.pool)
@@ -260,6 +265,7 @@ impl Store {
                     attestation_format: r.try_get("attestation_format")?,
                     vendor: r.try_get("vendor")?,
                     device_identity: r.try_get("device_identity")?,
+                    predecessor_serial: r.try_get("predecessor_serial")?,
                 })
             })
             .collect()
@@ -423,6 +429,16 @@ impl Store {
         Ok(done.rows_affected())
     }
 
+    /// When the newest renewal of `serial` was issued, if it was renewed.
+    pub async fn latest_renewal_of(&self, serial: &str) -> Result<Option<i64>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT MAX(issued_at) FROM certificates WHERE predecessor_serial = $1",
+        )
+        .bind(serial)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
     /// Marks a certificate revoked. Returns false if no active certificate has that serial.
     pub async fn revoke(&self, serial: &str, reason: &str, at: i64) -> Result<bool, StoreError> {
         let done = sqlx::query(
@@ -456,5 +472,6 @@ fn certificate_from_row(r: &sqlx::any::AnyRow) -> Result<CertificateRecord, Stor
         device_identity: r.try_get("device_identity")?,
         csr_sha256: r.try_get("csr_sha256")?,
         issued_at: r.try_get("issued_at")?,
+        predecessor_serial: r.try_get("predecessor_serial")?,
     })
 }
