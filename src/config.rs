@@ -84,6 +84,9 @@ pub struct ServerConfig {
     pub tls_handshake_timeout_secs: u64,
     /// `text` or `json` log lines.
     pub log_format: LogFormat,
+    /// Enrollments and renewals in progress at once; more are answered 503 with Retry-After
+    /// instead of queueing without bound (a renewal storm must not take the CA down).
+    pub max_concurrent_enrollments: usize,
 }
 
 impl Default for ServerConfig {
@@ -95,6 +98,7 @@ impl Default for ServerConfig {
             max_request_bytes: 64 * 1024,
             tls_handshake_timeout_secs: 10,
             log_format: LogFormat::Text,
+            max_concurrent_enrollments: 256,
         }
     }
 }
@@ -326,6 +330,9 @@ pub struct ProfileConfig {
     /// simplereenroll: revoke the predecessor (reason superseded) this many seconds after its
     /// renewal; unset keeps it until it expires.
     pub revoke_predecessor_after_secs: Option<u64>,
+    /// Shorten each certificate's validity by a random amount up to this many seconds, so that
+    /// devices enrolled together do not all come back for renewal together.
+    pub validity_jitter_secs: u64,
 }
 
 impl Default for ProfileConfig {
@@ -361,6 +368,7 @@ impl Default for ProfileConfig {
             allow_rekey: true,
             rekey_requires_attestation: false,
             revoke_predecessor_after_secs: None,
+            validity_jitter_secs: 0,
         }
     }
 }

@@ -449,3 +449,79 @@ async fn renewal_rekey_and_every_refusal() {
         "the device identity carries over: {san}"
     );
 }
+
+/// A renewal storm beyond the admission limit is answered 503 with Retry-After, not queued;
+/// the CA keeps answering and serves the rest.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_renewal_storm_beyond_the_admission_limit_gets_503_with_retry_after() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let ca = ConfiguredCa::start(
+        tmp.path(),
+        "[profiles.default]\n",
+        &[(
+            "ATTESTCA_SERVER__MAX_CONCURRENT_ENROLLMENTS",
+            "1".to_owned(),
+        )],
+    )
+    .await;
+    let chain = ca.dir.join("pki/ca-chain.pem");
+    // Enroll a small fleet (one at a time, within the limit).
+    let mut fleet = Vec::new();
+    for i in 0..24 {
+        let key = DeviceKey::generate().expect("key");
+        let (status, text) = ca
+            .post(
+                "/simpleenroll",
+                &key.csr(&format!("storm-{i}")).expect("csr"),
+            )
+            .await;
+        assert_eq!(status, 200, "{text}");
+        let cert = certificate_from_response(text.as_bytes());
+        let (cert_path, key_path) = (
+            tmp.path().join(format!("s{i}.crt")),
+            tmp.path().join(format!("s{i}.key")),
+        );
+        write_pem(&cert_path, &cert);
+        attestca::pem::write_private_key(&key_path, &key.pkcs8).expect("key");
+        let client = https_client(&chain, Some((&cert_path, &key_path)));
+        let csr = key.renewal_csr(&cert_of(&cert), Vec::new()).expect("csr");
+        fleet.push((client, csr));
+    }
+    // Everyone renews at once; with one admission permit, some are told to come back.
+    let mut refused = None;
+    for _ in 0..3 {
+        let storm = fleet.iter().map(|(client, csr)| {
+            client
+                .post(ca.url("/simplereenroll"))
+                .header("Content-Type", "application/pkcs10")
+                .body(body(csr))
+                .send()
+        });
+        let mut ok = 0;
+        for response in futures::future::join_all(storm).await {
+            let response = response.expect("response");
+            match response.status().as_u16() {
+                200 => ok += 1,
+                503 => {
+                    let retry_after = response.headers().get("retry-after").cloned();
+                    let text = response.text().await.expect("body");
+                    assert!(text.starts_with("overload.enrollments"), "{text}");
+                    refused = retry_after;
+                }
+                other => panic!("unexpected status {other}"),
+            }
+        }
+        assert!(ok >= 1, "the CA must keep serving during a storm");
+        if refused.is_some() {
+            break;
+        }
+    }
+    assert!(
+        refused.is_some(),
+        "no request was refused with Retry-After under a limit of 1"
+    );
+    let health = reqwest::get(format!("http://{}/healthz", ca.server.http))
+        .await
+        .expect("healthz");
+    assert_eq!(health.status(), 200);
+}

@@ -126,11 +126,70 @@ async fn exercise(store: Store) {
         "certificates are never purged"
     );
 
+    // A renewal of "03" issued at `later`: after the overlap, "03" is revoked as superseded.
+    let mut renewal = record("04", &[0xcc; 32], later);
+    renewal.predecessor_serial = Some("03".into());
+    let entry = LedgerEntry::Issued {
+        certificate: Box::new(renewal),
+        event: EnrollmentEvent {
+            occurred_at: later,
+            operation: "simplereenroll".into(),
+            profile: "default".into(),
+            outcome: "issued".into(),
+            reason: "enroll.issued".into(),
+            ..Default::default()
+        },
+        retry_window_start: later - 600,
+    };
+    assert_eq!(
+        ledger.commit(entry).await.expect("commit"),
+        Committed::Stored
+    );
+    assert_eq!(
+        store
+            .revoke_superseded("default", later - 1, later + 10)
+            .await
+            .expect("supersede"),
+        0,
+        "overlap not over"
+    );
+    assert_eq!(
+        store
+            .revoke_superseded("other", later, later + 10)
+            .await
+            .expect("supersede"),
+        0,
+        "another profile"
+    );
+    assert_eq!(
+        store
+            .revoke_superseded("default", later, later + 10)
+            .await
+            .expect("supersede"),
+        1
+    );
+    let superseded = store.certificate("03").await.expect("lookup").expect("row");
+    assert_eq!(
+        (
+            superseded.status.as_str(),
+            superseded.revocation_reason.as_deref()
+        ),
+        ("revoked", Some("superseded"))
+    );
+    assert_eq!(
+        store
+            .revoke_superseded("default", later, later + 20)
+            .await
+            .expect("again"),
+        0,
+        "idempotent"
+    );
+
     let events = store.recent_events(10).await.expect("events");
     let outcomes: Vec<&str> = events.iter().rev().map(|e| e.outcome.as_str()).collect();
     assert_eq!(
         outcomes,
-        ["issued", "retried", "issued"],
+        ["issued", "retried", "issued", "issued"],
         "a collision records nothing"
     );
 }

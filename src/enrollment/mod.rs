@@ -134,6 +134,8 @@ pub struct EnrollmentService {
     retry_window_secs: i64,
     nonce_lifetime_secs: u64,
     issuer_key_id: Vec<u8>,
+    /// Admission control: one permit per enrollment or renewal in progress.
+    admission: Arc<tokio::sync::Semaphore>,
 }
 
 /// Everything the registration authority is built from.
@@ -146,6 +148,8 @@ pub struct EnrollmentParts {
     pub gate: Arc<crate::attestation::gate::AttestationGate>,
     pub retry_window_secs: u64,
     pub nonce_lifetime_secs: u64,
+    /// Enrollments and renewals in progress at once; more get 503 + Retry-After.
+    pub max_concurrent: usize,
 }
 
 const OPERATION_ENROLL: &str = "simpleenroll";
@@ -192,6 +196,7 @@ impl EnrollmentService {
             retry_window_secs: i64::try_from(parts.retry_window_secs).unwrap_or(i64::MAX),
             nonce_lifetime_secs: parts.nonce_lifetime_secs,
             issuer_key_id,
+            admission: Arc::new(tokio::sync::Semaphore::new(parts.max_concurrent.max(1))),
         }
     }
 
@@ -254,6 +259,16 @@ impl EnrollmentService {
         let result = self.decide_and_issue(&request, now, &mut event).await;
         self.record_refusal(event, &result).await;
         result
+    }
+
+    /// A permit to do enrollment work, or 503 when the CA is at its configured concurrency.
+    fn admit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, EnrollmentError> {
+        Arc::clone(&self.admission)
+            .try_acquire_owned()
+            .map_err(|_| EnrollmentError::Unavailable {
+                code: "overload.enrollments",
+                detail: "too many enrollments in progress".into(),
+            })
     }
 
     /// Records the event of a refused request (an issued certificate's event is committed with

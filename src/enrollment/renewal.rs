@@ -57,7 +57,10 @@ impl EnrollmentService {
             request.peer.clone(),
             now,
         );
-        let result = self.decide_renewal(&request, now, &mut event).await;
+        let result = match self.admit() {
+            Ok(_permit) => self.decide_renewal(&request, now, &mut event).await,
+            Err(refusal) => Err(refusal),
+        };
         self.record_refusal(event, &result).await;
         result
     }

@@ -109,8 +109,16 @@ impl IssuingCa {
     ) -> Result<IssuedCertificate, IssuanceError> {
         let now = unix_seconds(now);
         let not_before = now.saturating_sub(profile.backdate_secs);
+        let jitter = if profile.validity_jitter_secs == 0 {
+            0
+        } else {
+            let mut bytes = [0u8; 8];
+            aws_lc_rs::rand::fill(&mut bytes)
+                .map_err(|_| IssuanceError::CaCertificate("random generator failed".into()))?;
+            u64::from_be_bytes(bytes) % (profile.validity_jitter_secs + 1)
+        };
         // A certificate never outlives its issuer (RFC 5280 path validation would reject it).
-        let not_after = (now + profile.validity_secs).min(self.not_after);
+        let not_after = (now + profile.validity_secs - jitter).min(self.not_after);
         let extensions = profile.extensions(
             &request.public_key,
             &self.key_identifier,

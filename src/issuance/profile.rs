@@ -17,6 +17,8 @@ use crate::config::{ConfigError, DeviceKeyAlgorithm, KeyUsageName, ProfileConfig
 pub struct IssuanceProfile {
     pub label: String,
     pub validity_secs: u64,
+    /// Up to this many seconds are taken off each certificate's validity at random.
+    pub validity_jitter_secs: u64,
     pub backdate_secs: u64,
     pub key_algorithms: Vec<DeviceKeyAlgorithm>,
     pub min_rsa_bits: usize,
@@ -116,6 +118,9 @@ impl IssuanceProfile {
         Ok(Self {
             label: label.to_owned(),
             validity_secs: u64::from(config.validity_days) * 86_400,
+            validity_jitter_secs: config
+                .validity_jitter_secs
+                .min(u64::from(config.validity_days) * 86_400 / 2),
             backdate_secs: config.backdate_secs,
             key_algorithms: config.key_algorithms.clone(),
             min_rsa_bits: config.min_rsa_bits,

@@ -112,6 +112,7 @@ pub async fn assemble(config: &Config) -> Result<Assembled, ServerError> {
         gate,
         retry_window_secs: config.database.retry_window_secs,
         nonce_lifetime_secs: config.attestation.nonce_lifetime_secs,
+        max_concurrent: config.server.max_concurrent_enrollments,
     }));
     let tls = Arc::new(tls::server_config(config, rigs.client_ca_subjects())?);
     Ok(Assembled {
@@ -135,9 +136,19 @@ pub async fn serve(
         config.server.max_request_bytes,
     )?));
     let http_app = health_router();
-    let purge = tokio::spawn(purge_retry_claims(
+    let supersede: Vec<(String, u64)> = config
+        .profiles
+        .iter()
+        .filter_map(|(label, p)| {
+            p.revoke_predecessor_after_secs
+                .filter(|n| *n > 0)
+                .map(|n| (label.clone(), n))
+        })
+        .collect();
+    let purge = tokio::spawn(housekeeping(
         assembled.store.clone(),
         config.database.retry_window_secs,
+        supersede,
     ));
     tracing::info!(est = %config.server.est_addr, http = %config.server.http_addr, "attestca serving");
 
@@ -162,9 +173,10 @@ pub async fn serve(
     Ok(())
 }
 
-/// Every minute, drops retry claims older than the retry window and long-expired nonces.
-/// Idempotent, so every instance sharing a database may run it.
-async fn purge_retry_claims(store: Store, window_secs: u64) {
+/// Every minute: drops retry claims older than the retry window and long-expired nonces, and
+/// revokes renewed certificates whose profile's overlap has passed. All idempotent, so every
+/// instance sharing a database may run it.
+async fn housekeeping(store: Store, window_secs: u64, supersede: Vec<(String, u64)>) {
     let mut tick = tokio::time::interval(Duration::from_secs(60));
     loop {
         tick.tick().await;
@@ -178,6 +190,19 @@ async fn purge_retry_claims(store: Store, window_secs: u64) {
         // Expired nonces are kept a while so that a late use is reported as expired.
         if let Err(e) = store.purge_nonces(before - 3600).await {
             tracing::warn!(error = %e, "could not purge expired nonces");
+        }
+        let now = i64::try_from(now).unwrap_or(i64::MAX);
+        for (profile, overlap) in &supersede {
+            match store
+                .revoke_superseded(profile, now - *overlap as i64, now)
+                .await
+            {
+                Ok(0) => {}
+                Ok(n) => {
+                    tracing::info!(profile = %profile, revoked = n, "superseded certificates revoked")
+                }
+                Err(e) => tracing::warn!(error = %e, "could not revoke superseded certificates"),
+            }
         }
     }
 }

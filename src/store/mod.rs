@@ -439,6 +439,29 @@ impl Store {
         .await?)
     }
 
+    /// Revokes (reason `superseded`) the active certificates of `profile` that were renewed
+    /// before `renewed_before`. Idempotent, so every instance may run it.
+    pub async fn revoke_superseded(
+        &self,
+        profile: &str,
+        renewed_before: i64,
+        now: i64,
+    ) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "UPDATE certificates SET status = 'revoked', revoked_at = $3, \
+             revocation_reason = 'superseded' \
+             WHERE status = 'active' AND profile = $1 AND serial IN \
+             (SELECT predecessor_serial FROM certificates \
+              WHERE predecessor_serial IS NOT NULL AND issued_at <= $2)",
+        )
+        .bind(profile)
+        .bind(renewed_before)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
     /// Marks a certificate revoked. Returns false if no active certificate has that serial.
     pub async fn revoke(&self, serial: &str, reason: &str, at: i64) -> Result<bool, StoreError> {
         let done = sqlx::query(
