@@ -273,6 +273,83 @@ async fn renewal_rekey_and_every_refusal() {
         )
         .await;
 
+    // A SAN change: a device enrolled with DNS names (openssl-made key and CSRs) asks for others.
+    let key_pem = tmp.path().join("named.key");
+    let named_csr = tmp.path().join("named.der");
+    let (ok, out) = run(
+        "openssl",
+        &[
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-subj",
+            "/CN=fleet-named",
+            "-addext",
+            "subjectAltName=DNS:a.fleet.example",
+            "-keyout",
+            &key_pem.display().to_string(),
+            "-outform",
+            "DER",
+            "-out",
+            &named_csr.display().to_string(),
+        ],
+        &[],
+    );
+    assert!(ok, "{out}");
+    let (status, text) = fleet
+        .ca
+        .post(
+            "/default/simpleenroll",
+            &std::fs::read(&named_csr).expect("csr"),
+        )
+        .await;
+    assert_eq!(status, 200, "{text}");
+    let named_cert = certificate_from_response(text.as_bytes());
+    let named_key = DeviceKey::from_pkcs8(&attestca::pem::read_private_key(&key_pem).expect("key"))
+        .expect("key");
+    let named = fleet.client_for("named", &named_cert, &named_key);
+    let renamed_csr = tmp.path().join("renamed.der");
+    let (ok, out) = run(
+        "openssl",
+        &[
+            "req",
+            "-new",
+            "-key",
+            &key_pem.display().to_string(),
+            "-subj",
+            "/CN=fleet-named",
+            "-addext",
+            "subjectAltName=DNS:b.fleet.example",
+            "-outform",
+            "DER",
+            "-out",
+            &renamed_csr.display().to_string(),
+        ],
+        &[],
+    );
+    assert!(ok, "{out}");
+    fleet
+        .refused(
+            &named,
+            "default",
+            &std::fs::read(&renamed_csr).expect("csr"),
+            400,
+            "reenroll.san_changed",
+        )
+        .await;
+    let same = named_key
+        .renewal_csr(&cert_of(&named_cert), Vec::new())
+        .expect("csr");
+    assert_eq!(
+        fleet.reenroll(&named, "default", &same).await.0,
+        200,
+        "the same names renew"
+    );
+
     // Revoked and expired certificates.
     let revoked = fleet.enroll("default", "fleet-revoked").await;
     let (ok, out) = run(

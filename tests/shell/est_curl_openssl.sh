@@ -273,6 +273,31 @@ t_attested_enroll() {
     fi
 }
 
+# Renewal over mutual TLS with curl: the device presents its certificate and key, and posts
+# a CSR of the same subject (RFC 7030 4.2.2).
+t_reenroll_curl() {
+    [[ -s "$W/device.pem" ]] || fail "no device certificate from the mTLS enrollment step"
+    openssl req -new -key "$W/dev1.key" -subj /CN=curl-device-1 -outform DER -out "$W/renew.der" 2>/dev/null
+    base64 "$W/renew.der" >"$W/renew.b64"
+    req renew -H 'Content-Type: application/pkcs10' -H 'Expect:' --data-binary "@$W/renew.b64" \
+        --cert "$W/device.pem" --key "$W/dev1.key" "$EST/$LAB/simplereenroll"
+    unpack_enrollment renew "$W/renewed.pem"
+    expect_verifies "$W/renewed.pem"
+    [[ "$(openssl x509 -in "$W/renewed.pem" -noout -serial)" != "$(openssl x509 -in "$W/device.pem" -noout -serial)" ]] \
+        || fail "the renewal returned the old certificate"
+    # Without the device certificate there is nobody to renew.
+    req renew-anon -H 'Content-Type: application/pkcs10' -H 'Expect:' --data-binary "@$W/renew.b64" \
+        "$EST/$LAB/simplereenroll"
+    expect_status 401 renew-anon
+    # Another subject is refused.
+    openssl req -new -key "$W/dev1.key" -subj /CN=someone-else -outform DER -out "$W/renew2.der" 2>/dev/null
+    base64 "$W/renew2.der" >"$W/renew2.b64"
+    req renew-other -H 'Content-Type: application/pkcs10' -H 'Expect:' --data-binary "@$W/renew2.b64" \
+        --cert "$W/device.pem" --key "$W/dev1.key" "$EST/$LAB/simplereenroll"
+    expect_status 400 renew-other
+    grep -q '^reenroll.subject_changed' "$W/renew-other.b" || fail "reason: $(cat "$W/renew-other.b")"
+}
+
 t_default_requires_attestation() {
     new_csr plain-default plain-default-1
     base64 "$W/plain-default.der" >"$W/plain-default.b64"
@@ -482,6 +507,31 @@ t_tls_versions() {
     fi
 }
 
+# Interface contract: attestca-rig reenroll renews with the device's own certificate, and
+# rekeys with --rekey (attested by the device's simulated secure element with --vendor).
+t_rig_reenroll() {
+    local dev="$W/rig-enroll" new="$W/rig-renewed" rekeyed="$W/rig-rekeyed"
+    [[ -s "$dev/device.crt" ]] || fail "no device from the rig enroll step"
+    timeout 120 "$ATTESTCA_RIG_BIN" reenroll --server "https://127.0.0.1:$EST_PORT" \
+        --trust "$PKI/ca-chain.pem" --cert "$dev/device.crt" --key "$dev/device.key" --out "$new"
+    expect_verifies "$new/device.crt"
+    [[ ! -e "$new/device.key" ]] || fail "a renewal without --rekey wrote a new key"
+    timeout 120 "$ATTESTCA_RIG_BIN" reenroll --server "https://127.0.0.1:$EST_PORT" \
+        --trust "$PKI/ca-chain.pem" --cert "$new/device.crt" --key "$dev/device.key" --out "$rekeyed" \
+        --rekey --vendor "$DATA/vendor"
+    expect_verifies "$rekeyed/device.crt"
+    expect_same_pubkey "$rekeyed/device.crt" "$rekeyed/device.key"
+    openssl x509 -in "$rekeyed/device.crt" -noout -ext subjectAltName | grep -q 'othername: 1.3.6.1.5.5.7.8.4' \
+        || fail "the rekeyed certificate lost the hardwareModuleName"
+    # The dev default profile requires attestation for a new key.
+    if timeout 120 "$ATTESTCA_RIG_BIN" reenroll --server "https://127.0.0.1:$EST_PORT" \
+        --trust "$PKI/ca-chain.pem" --cert "$rekeyed/device.crt" --key "$rekeyed/device.key" \
+        --out "$W/rig-rekey-plain" --rekey 2>"$W/rekey-plain.err"; then
+        fail "a rekey without attestation succeeded"
+    fi
+    grep -q 'reenroll.rekey_requires_attestation' "$W/rekey-plain.err" || fail "$(cat "$W/rekey-plain.err")"
+}
+
 t_rig_enroll_wrong_key() {
     local out="$W/rig-bogus" rc=0
     mkdir -p "$out"
@@ -553,6 +603,7 @@ main() {
     run_step "simpleenroll: Basic auth, one-line base64 CSR -> verifies" t_enroll_basic
     run_step "simpleenroll: a plain CSR on the default profile -> 403 attestation.required" t_default_requires_attestation
     run_step "attested CSR (rig csr --vendor) via curl: hardwareModuleName, retry, foreign nonce 403" t_attested_enroll
+    run_step "simplereenroll with curl --cert/--key: renewed, 401 without a certificate, 400 for another subject" t_reenroll_curl
     run_step "pkilint -s WARNING accepts the issued certificates" t_pkilint
     run_step "refuse: no credentials -> 401 with Basic challenge" t_refuse_anonymous
     run_step "refuse: wrong Basic password -> 401" t_refuse_wrong_password
@@ -565,6 +616,7 @@ main() {
     run_step "rig enroll gets a certificate that verifies" t_rig_enroll
     run_step "rig enroll with --basic-file gets a certificate that verifies" t_rig_enroll_basic
     run_step "rig enroll with a key not matching --rig-cert fails" t_rig_enroll_wrong_key
+    run_step "rig reenroll: renewal, attested rekey (--rekey --vendor), plain rekey refused" t_rig_reenroll
     run_step "TLS 1.2 and 1.3 negotiate, TLS 1.1 does not" t_tls_versions
     server_step "restart on the same data dir" restart_server || true
     run_step "restart: ca-chain.pem unchanged" t_restart_same_chain
