@@ -17,7 +17,10 @@ use std::time::{Duration, Instant};
 use attestca::rig::device::DeviceKey;
 
 fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn free_port() -> u16 {
@@ -30,7 +33,10 @@ fn free_port() -> u16 {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let benchmarking = std::env::args().any(|a| a == "--bench");
-    let devices = env_usize("ATTESTCA_BENCH_DEVICES", if benchmarking { 2000 } else { 20 });
+    let devices = env_usize(
+        "ATTESTCA_BENCH_DEVICES",
+        if benchmarking { 2000 } else { 20 },
+    );
     let concurrency = env_usize("ATTESTCA_BENCH_CONCURRENCY", 32);
     let tmp = tempfile::tempdir()?;
     let (est, http) = (
@@ -50,8 +56,13 @@ async fn main() -> anyhow::Result<()> {
     let pki = tmp.path().join("pki");
     let chain = pki.join("ca-chain.pem");
     let base = format!("https://{est}/.well-known/est/lab");
-    let rig_tls = attestca::rig::client::tls_config(&chain, Some((&pki.join("rig.crt"), &pki.join("rig.key"))))?;
-    let rig = reqwest::Client::builder().tls_backend_preconfigured(rig_tls).build()?;
+    let rig_tls = attestca::rig::client::tls_config(
+        &chain,
+        Some((&pki.join("rig.crt"), &pki.join("rig.key"))),
+    )?;
+    let rig = reqwest::Client::builder()
+        .tls_backend_preconfigured(rig_tls)
+        .build()?;
     for _ in 0..100 {
         if reqwest::get(format!("http://{http}/healthz")).await.is_ok() {
             break;
@@ -70,18 +81,28 @@ async fn main() -> anyhow::Result<()> {
             .body(body)
             .send()
             .await?;
-        anyhow::ensure!(response.status() == 200, "enrollment failed: {}", response.status());
-        let cert_der = attestca::rig::client::certificates_from_pkcs7(&attestca::est::codec::decode_body(
-            &response.bytes().await?,
-        )
-        .map_err(anyhow::Error::msg)?)?
+        anyhow::ensure!(
+            response.status() == 200,
+            "enrollment failed: {}",
+            response.status()
+        );
+        let cert_der = attestca::rig::client::certificates_from_pkcs7(
+            &attestca::est::codec::decode_body(&response.bytes().await?)
+                .map_err(anyhow::Error::msg)?,
+        )?
         .remove(0);
-        let (cert_path, key_path) = (tmp.path().join(format!("d{i}.crt")), tmp.path().join(format!("d{i}.key")));
+        let (cert_path, key_path) = (
+            tmp.path().join(format!("d{i}.crt")),
+            tmp.path().join(format!("d{i}.key")),
+        );
         attestca::pem::write_certificates(&cert_path, &[&cert_der])?;
         attestca::pem::write_private_key(&key_path, &key.pkcs8)?;
         let tls = attestca::rig::client::tls_config(&chain, Some((&cert_path, &key_path)))?;
         // One connection per renewal, as separate devices would make.
-        let client = reqwest::Client::builder().tls_backend_preconfigured(tls).pool_max_idle_per_host(0).build()?;
+        let client = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls)
+            .pool_max_idle_per_host(0)
+            .build()?;
         let certificate = <x509_cert::Certificate as der::Decode>::from_der(&cert_der)?;
         let csr = attestca::est::codec::encode_body(&key.renewal_csr(&certificate, Vec::new())?);
         fleet.push((client, csr));
@@ -136,7 +157,10 @@ async fn main() -> anyhow::Result<()> {
         ok as f64 / wall.as_secs_f64(),
         pct(0.50),
         pct(0.99),
-        latencies.last().map(|d| d.as_secs_f64() * 1000.0).unwrap_or(0.0),
+        latencies
+            .last()
+            .map(|d| d.as_secs_f64() * 1000.0)
+            .unwrap_or(0.0),
     );
     let _ = stop.send(());
     let _ = server.await;

@@ -234,6 +234,10 @@ pub struct CaConfig {
     /// Software key of that test root (test installs only; a production root stays offline).
     #[serde(default = "default_root_key")]
     pub root_key_file: PathBuf,
+    /// Earlier issuing-CA certificates (PEM) after a CA rollover: devices holding certificates
+    /// they issued may still renew (onto the current CA).
+    #[serde(default)]
+    pub previous_certificate_files: Vec<PathBuf>,
 }
 
 fn default_issuing_subject() -> String {
@@ -468,6 +472,10 @@ impl Config {
         resolve(&mut self.tls.key_file);
         resolve(&mut self.ca.chain_file);
         resolve(&mut self.ca.root_key_file);
+        self.ca
+            .previous_certificate_files
+            .iter_mut()
+            .for_each(resolve);
         for vendor in &mut self.attestation.vendors {
             vendor.roots.iter_mut().for_each(resolve);
         }

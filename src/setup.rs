@@ -235,6 +235,7 @@ pub fn dev_config(data_dir: &Path, est_addr: SocketAddr, http_addr: SocketAddr) 
             subject: "CN=attestca Dev Issuing CA,O=attestca development".into(),
             root_subject: "CN=attestca Dev Root CA,O=attestca development".into(),
             root_key_file: layout.pki().join("root-ca.key"),
+            previous_certificate_files: Vec::new(),
         },
         rigs: RigsConfig {
             trust_anchor_files: vec![layout.rig_ca()],

@@ -78,10 +78,13 @@ pub async fn assemble(config: &Config) -> Result<Assembled, ServerError> {
     .await?;
     tracing::info!(engine = store.engine().name(), "database ready");
     let ledger = Ledger::start(store.clone(), config.database.write_batch_max);
-    let rigs = Arc::new(
-        RigAuthenticator::from_config(&config.rigs)?
-            .with_device_issuers(vec![ca.certificate().clone()]),
-    );
+    // Devices of the current issuing CA, and of earlier ones after a rollover, may renew.
+    let mut device_issuers = vec![ca.certificate().clone()];
+    for path in &config.ca.previous_certificate_files {
+        device_issuers.extend(crate::pem::read_certificates(path)?);
+    }
+    let rigs =
+        Arc::new(RigAuthenticator::from_config(&config.rigs)?.with_device_issuers(device_issuers));
     let profiles = config
         .profiles
         .iter()
