@@ -229,21 +229,7 @@ async fn attestation_gate_accepts_genuine_evidence_and_refuses_the_rest() {
     let (status, text) = ca.post("/simpleenroll", &csr).await;
     assert_eq!(status, 200, "{text}\n{}", ca.server.log_text());
     let cert = certificate_from_response(text.as_bytes());
-    let pem = tmp.path().join("genuine.pem");
-    write_pem(&pem, &cert);
-    let (_, san) = run(
-        "openssl",
-        &[
-            "x509",
-            "-in",
-            &pem.display().to_string(),
-            "-noout",
-            "-ext",
-            "subjectAltName",
-        ],
-        &[],
-    );
-    assert!(san.contains("othername: 1.3.6.1.5.5.7.8.4"), "{san}");
+    assert_hardware_module_name(tmp.path(), &cert);
     let db = sqlx::SqlitePool::connect(&format!("sqlite://{}?mode=ro", ca.db))
         .await
         .expect("db");

@@ -160,21 +160,7 @@ async fn dev_run_enrolls_and_records_in_sqlite() {
         .enroll_key("attested-1", &nonce)
         .expect("csr");
     let certificate = est.simpleenroll(&first).await.expect("attested enrollment");
-    let cert_pem = tmp.path().join("attested.pem");
-    write_pem(&cert_pem, &certificate);
-    let (_, san) = run(
-        "openssl",
-        &[
-            "x509",
-            "-in",
-            &cert_pem.display().to_string(),
-            "-noout",
-            "-ext",
-            "subjectAltName",
-        ],
-        &[],
-    );
-    assert!(san.contains("othername: 1.3.6.1.5.5.7.8.4"), "{san}");
+    assert_hardware_module_name(tmp.path(), &certificate);
     let (_, second) = vendor
         .manufacture()
         .expect("device")

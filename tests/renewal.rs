@@ -507,24 +507,7 @@ async fn renewal_rekey_and_every_refusal() {
     let (status, text, _) = fleet.reenroll(&attested.client, "attested", &csr).await;
     assert_eq!(status, 200, "{text}");
     let rekeyed = certificate_from_response(text.as_bytes());
-    let pem = tmp.path().join("rekeyed.pem");
-    write_pem(&pem, &rekeyed);
-    let (_, san) = run(
-        "openssl",
-        &[
-            "x509",
-            "-in",
-            &pem.display().to_string(),
-            "-noout",
-            "-ext",
-            "subjectAltName",
-        ],
-        &[],
-    );
-    assert!(
-        san.contains("othername: 1.3.6.1.5.5.7.8.4"),
-        "the device identity carries over: {san}"
-    );
+    assert_hardware_module_name(tmp.path(), &rekeyed);
 }
 
 /// A renewal storm beyond the admission limit is answered 503 with Retry-After, not queued;

@@ -153,21 +153,7 @@ async fn tpm2_certify_evidence_enrolls_end_to_end() {
         .await;
     assert_eq!(status, 200, "{text}\n{}", ca.server.log_text());
     let cert = certificate_from_response(text.as_bytes());
-    let pem = tmp.path().join("tpm-device.pem");
-    write_pem(&pem, &cert);
-    let (_, san) = run(
-        "openssl",
-        &[
-            "x509",
-            "-in",
-            &pem.display().to_string(),
-            "-noout",
-            "-ext",
-            "subjectAltName",
-        ],
-        &[],
-    );
-    assert!(san.contains("othername: 1.3.6.1.5.5.7.8.4"), "{san}");
+    assert_hardware_module_name(tmp.path(), &cert);
 
     // One byte of the evidence changed (the CSR is still validly signed): refused.
     let key = DeviceKey::generate().expect("key");

@@ -419,3 +419,26 @@ pub fn vectors() -> Option<std::path::PathBuf> {
     eprintln!("SKIPPED: no test vectors at {}", dir.display());
     None
 }
+
+/// Asserts, with openssl, that a DER certificate names a device in a hardwareModuleName
+/// SubjectAltName (RFC 4108).
+pub fn assert_hardware_module_name(dir: &Path, der: &[u8]) {
+    let pem = dir.join(format!("hw-{}.pem", serial_of(der)));
+    write_pem(&pem, der);
+    let (ok, san) = run(
+        "openssl",
+        &[
+            "x509",
+            "-in",
+            &pem.display().to_string(),
+            "-noout",
+            "-ext",
+            "subjectAltName",
+        ],
+        &[],
+    );
+    assert!(
+        ok && san.contains("othername: 1.3.6.1.5.5.7.8.4"),
+        "no hardwareModuleName: {san}"
+    );
+}
