@@ -350,6 +350,28 @@ async fn renewal_rekey_and_every_refusal() {
         "the same names renew"
     );
 
+    // ChangeSubjectName (RFC 6402 id-cmc-changeSubjectName as a CSR attribute) is refused.
+    let change = x509_cert::attr::Attribute {
+        oid: der::asn1::ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.7.36"),
+        values: der::asn1::SetOfVec::try_from(vec![
+            der::asn1::Any::from_der(&[0x30, 0x00]).expect("empty SEQUENCE"),
+        ])
+        .expect("set"),
+    };
+    let csr = device
+        .key
+        .renewal_csr(&cert_of(&device.cert), vec![change])
+        .expect("csr");
+    fleet
+        .refused(
+            &device.client,
+            "default",
+            &csr,
+            400,
+            "reenroll.change_subject_name",
+        )
+        .await;
+
     // Revoked and expired certificates.
     let revoked = fleet.enroll("default", "fleet-revoked").await;
     let (ok, out) = run(
