@@ -9,8 +9,6 @@ pub mod csr;
 mod evidence;
 mod renewal;
 
-pub use renewal::ReenrollRequest;
-
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -103,7 +101,7 @@ impl EnrollmentError {
     }
 }
 
-/// One `simpleenroll` request, as the wire layer hands it over.
+/// One `simpleenroll` or `simplereenroll` request, as the wire layer hands it over.
 #[derive(Debug)]
 pub struct EnrollRequest {
     /// The EST label; `None` for the default profile.

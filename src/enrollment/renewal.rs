@@ -13,9 +13,10 @@ use x509_cert::ext::pkix::SubjectAltName;
 use x509_cert::ext::pkix::name::{GeneralName, HardwareModuleName};
 
 use super::{
-    Approved, Enrolled, EnrollmentError, EnrollmentService, OPERATION_REENROLL, csr, new_event,
+    Approved, EnrollRequest, Enrolled, EnrollmentError, EnrollmentService, OPERATION_REENROLL, csr,
+    new_event,
 };
-use crate::access::{AuthError, AuthMethod, PeerCertificate, PresentedCredentials, Requester};
+use crate::access::{AuthError, AuthMethod, PeerCertificate, Requester};
 use crate::attestation::DeviceIdentity;
 use crate::issuance::IssuanceProfile;
 use crate::store::{CertificateRecord, EnrollmentEvent};
@@ -23,15 +24,6 @@ use crate::store::{CertificateRecord, EnrollmentEvent};
 /// id-cmc-changeSubjectName (RFC 6402): asks to change the name; attestca refuses it.
 const CHANGE_SUBJECT_NAME: der::asn1::ObjectIdentifier =
     der::asn1::ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.7.36");
-
-/// One `simplereenroll` request.
-#[derive(Debug)]
-pub struct ReenrollRequest {
-    pub label: Option<String>,
-    pub credentials: PresentedCredentials,
-    pub csr_der: Vec<u8>,
-    pub peer: Option<String>,
-}
 
 fn forbidden(code: &'static str, detail: impl Into<String>) -> EnrollmentError {
     EnrollmentError::Forbidden {
@@ -49,7 +41,7 @@ fn bad(code: &'static str, detail: impl Into<String>) -> EnrollmentError {
 
 impl EnrollmentService {
     /// Handles `simplereenroll`.
-    pub async fn reenroll(&self, request: ReenrollRequest) -> Result<Enrolled, EnrollmentError> {
+    pub async fn reenroll(&self, request: EnrollRequest) -> Result<Enrolled, EnrollmentError> {
         let now = SystemTime::now();
         let mut event = new_event(
             OPERATION_REENROLL,
@@ -67,7 +59,7 @@ impl EnrollmentService {
 
     async fn decide_renewal(
         &self,
-        request: &ReenrollRequest,
+        request: &EnrollRequest,
         now: SystemTime,
         event: &mut EnrollmentEvent,
     ) -> Result<Enrolled, EnrollmentError> {

@@ -179,6 +179,13 @@ fn csrattrs_for(profile: &IssuanceProfile) -> Response {
     }
 }
 
+/// The two CSR-carrying operations.
+#[derive(Clone, Copy)]
+enum CsrOperation {
+    Enroll,
+    Reenroll,
+}
+
 async fn simpleenroll(
     State(state): State<Arc<EstState>>,
     label: Label,
@@ -186,12 +193,38 @@ async fn simpleenroll(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let label = label.map(|Path(l)| l);
-    enroll(state, label, connection, headers, body).await
+    csr_operation(
+        CsrOperation::Enroll,
+        state,
+        label,
+        connection,
+        headers,
+        body,
+    )
+    .await
 }
 
 async fn simplereenroll(
     State(state): State<Arc<EstState>>,
+    label: Label,
+    connection: Option<axum::Extension<ConnectionInfo>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    csr_operation(
+        CsrOperation::Reenroll,
+        state,
+        label,
+        connection,
+        headers,
+        body,
+    )
+    .await
+}
+
+async fn csr_operation(
+    operation: CsrOperation,
+    state: Arc<EstState>,
     label: Label,
     connection: Option<axum::Extension<ConnectionInfo>>,
     headers: HeaderMap,
@@ -203,13 +236,16 @@ async fn simplereenroll(
             Ok(parts) => parts,
             Err(response) => return response,
         };
-    let request = crate::enrollment::ReenrollRequest {
+    let request = EnrollRequest {
         label,
         credentials,
         csr_der,
         peer,
     };
-    certificate_response(state.enrollment.reenroll(request).await)
+    certificate_response(match operation {
+        CsrOperation::Enroll => state.enrollment.enroll(request).await,
+        CsrOperation::Reenroll => state.enrollment.reenroll(request).await,
+    })
 }
 
 /// The answer to an enrollment: the certificate as certs-only CMS, or the refusal.
@@ -267,27 +303,6 @@ async fn read_csr(
             Err(text(status, format!("{code}: {detail}")))
         }
     }
-}
-
-async fn enroll(
-    state: Arc<EstState>,
-    label: Option<String>,
-    connection: Option<axum::Extension<ConnectionInfo>>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    let (csr_der, credentials, peer) =
-        match read_csr(&state, label.as_deref(), connection, &headers, body).await {
-            Ok(parts) => parts,
-            Err(response) => return response,
-        };
-    let request = EnrollRequest {
-        label,
-        credentials,
-        csr_der,
-        peer,
-    };
-    certificate_response(state.enrollment.enroll(request).await)
 }
 
 const FRESHNESS_JSON: &str = "application/est-attestation-freshness+json";
