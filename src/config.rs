@@ -42,7 +42,31 @@ pub struct Config {
     pub rigs: RigsConfig,
     #[serde(default)]
     pub attestation: AttestationConfig,
+    #[serde(default)]
+    pub revocation: RevocationConfig,
     pub profiles: BTreeMap<String, ProfileConfig>,
+}
+
+/// `[revocation]`: CRL publication.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RevocationConfig {
+    /// nextUpdate − thisUpdate of each CRL; a new one is made at half that age at the latest.
+    pub crl_validity_secs: u64,
+    /// How often each instance looks for new revocations (and a newer stored CRL).
+    pub crl_poll_secs: u64,
+    /// Revoked certificates leave the CRL this long after they expire.
+    pub crl_expired_grace_secs: u64,
+}
+
+impl Default for RevocationConfig {
+    fn default() -> Self {
+        Self {
+            crl_validity_secs: 86_400,
+            crl_poll_secs: 2,
+            crl_expired_grace_secs: 86_400,
+        }
+    }
 }
 
 /// `[attestation]`: freshness nonces and the vendor trust store.
@@ -225,6 +249,9 @@ pub struct Pkcs11SignerConfig {
 pub struct CaConfig {
     /// PEM: the issuing CA certificate first, then its issuers up to the root.
     pub chain_file: PathBuf,
+    /// Name of the CA in published URLs: the CRL is served at `/crl/<name>.crl`.
+    #[serde(default = "default_ca_name")]
+    pub name: String,
     /// Subject of the issuing CA, used by `attestca init`.
     #[serde(default = "default_issuing_subject")]
     pub subject: String,
@@ -238,6 +265,10 @@ pub struct CaConfig {
     /// they issued may still renew (onto the current CA).
     #[serde(default)]
     pub previous_certificate_files: Vec<PathBuf>,
+}
+
+fn default_ca_name() -> String {
+    "issuing-ca".into()
 }
 
 fn default_issuing_subject() -> String {

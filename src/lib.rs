@@ -20,6 +20,7 @@ pub mod enrollment;
 pub mod est;
 pub mod issuance;
 pub mod pem;
+pub mod revocation;
 pub mod rig;
 pub mod server;
 pub mod setup;

@@ -198,10 +198,17 @@ pub fn dev_config(data_dir: &Path, est_addr: SocketAddr, http_addr: SocketAddr) 
             attestation_required: true,
             rekey_requires_attestation: true,
             key_algorithms: vec![crate::config::DeviceKeyAlgorithm::P256],
+            crl_urls: vec![format!("http://{http_addr}/crl/issuing-ca.crl")],
             ..ProfileConfig::default()
         },
     );
-    profiles.insert("lab".to_owned(), ProfileConfig::default());
+    profiles.insert(
+        "lab".to_owned(),
+        ProfileConfig {
+            crl_urls: vec![format!("http://{http_addr}/crl/issuing-ca.crl")],
+            ..ProfileConfig::default()
+        },
+    );
     let vendor = crate::rig::secure_element::VendorFiles {
         dir: layout.vendor(),
     };
@@ -232,6 +239,7 @@ pub fn dev_config(data_dir: &Path, est_addr: SocketAddr, http_addr: SocketAddr) 
         },
         ca: CaConfig {
             chain_file: layout.chain(),
+            name: "issuing-ca".into(),
             subject: "CN=attestca Dev Issuing CA,O=attestca development".into(),
             root_subject: "CN=attestca Dev Root CA,O=attestca development".into(),
             root_key_file: layout.pki().join("root-ca.key"),
@@ -241,6 +249,7 @@ pub fn dev_config(data_dir: &Path, est_addr: SocketAddr, http_addr: SocketAddr) 
             trust_anchor_files: vec![layout.rig_ca()],
             accounts: Vec::new(),
         },
+        revocation: Default::default(),
         attestation: crate::config::AttestationConfig {
             vendors: vec![crate::attestation::vendors::VendorConfig {
                 name: "simulated-se".into(),

@@ -1,6 +1,7 @@
 //! The processes' listeners: HTTPS for EST, plain HTTP for health (and, later, OCSP, CRLs and
 //! metrics), and the wiring of every layer from a [`Config`].
 
+pub mod plain;
 pub mod tls;
 
 use std::collections::HashMap;
@@ -10,8 +11,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::http::StatusCode;
-use axum::routing::get;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 use tower::ServiceExt;
@@ -56,6 +55,7 @@ pub enum ServerError {
 
 /// A CA assembled from configuration, ready to serve.
 pub struct Assembled {
+    pub crl: Arc<crate::revocation::crl::CrlPublisher>,
     pub enrollment: Arc<EnrollmentService>,
     pub rigs: Arc<RigAuthenticator>,
     pub store: Store,
@@ -106,6 +106,12 @@ pub async fn assemble(config: &Config) -> Result<Assembled, ServerError> {
     let gate = Arc::new(crate::attestation::gate::AttestationGate::new(
         vendors, clock,
     ));
+    let crl = Arc::new(crate::revocation::crl::CrlPublisher::new(
+        Arc::clone(&ca),
+        store.clone(),
+        config.revocation.crl_validity_secs,
+        config.revocation.crl_expired_grace_secs,
+    ));
     let enrollment = Arc::new(EnrollmentService::new(crate::enrollment::EnrollmentParts {
         profiles,
         ca,
@@ -119,6 +125,7 @@ pub async fn assemble(config: &Config) -> Result<Assembled, ServerError> {
     }));
     let tls = Arc::new(tls::server_config(config, rigs.client_ca_subjects())?);
     Ok(Assembled {
+        crl,
         enrollment,
         rigs,
         store,
@@ -138,7 +145,14 @@ pub async fn serve(
         Arc::clone(&assembled.enrollment),
         config.server.max_request_bytes,
     )?));
-    let http_app = health_router();
+    // The first CRL exists before the listeners open, so a relying party never sees a 404.
+    if let Err(e) = assembled.crl.refresh().await {
+        tracing::warn!(error = %e, "initial CRL generation failed");
+    }
+    let crl_task = tokio::spawn(
+        Arc::clone(&assembled.crl).run(Duration::from_secs(config.revocation.crl_poll_secs.max(1))),
+    );
+    let http_app = plain::router(Arc::clone(&assembled.crl), config.ca.name.clone());
     let supersede: Vec<(String, u64)> = config
         .profiles
         .iter()
@@ -173,6 +187,7 @@ pub async fn serve(
     est.abort();
     http.abort();
     purge.abort();
+    crl_task.abort();
     Ok(())
 }
 
@@ -214,10 +229,6 @@ async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, Serve
     TcpListener::bind(addr)
         .await
         .map_err(|source| ServerError::Bind { what, addr, source })
-}
-
-fn health_router() -> Router {
-    Router::new().route("/healthz", get(|| async { (StatusCode::OK, "ok\n") }))
 }
 
 async fn serve_tls(

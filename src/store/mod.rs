@@ -103,6 +103,15 @@ pub enum NonceCheck {
     Expired,
 }
 
+/// A stored CRL.
+#[derive(Clone, Debug)]
+pub struct StoredCrl {
+    pub number: i64,
+    pub der: Vec<u8>,
+    pub this_update: i64,
+    pub next_update: i64,
+}
+
 /// One part of a verified supply-chain manifest.
 #[derive(Clone, Debug)]
 pub struct ManifestRecord {
@@ -460,6 +469,110 @@ impl Store {
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected())
+    }
+
+    /// Revoked certificates of one issuer that have not been expired since before
+    /// `expired_before` (older entries leave the CRL).
+    pub async fn revoked_entries(
+        &self,
+        issuer_key_id: &[u8],
+        expired_before: i64,
+    ) -> Result<Vec<crate::revocation::crl::RevokedEntry>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT serial, revoked_at, revocation_reason FROM certificates \
+             WHERE issuer_key_id = $1 AND status = 'revoked' AND not_after >= $2 ORDER BY serial",
+        )
+        .bind(issuer_key_id)
+        .bind(expired_before)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(crate::revocation::crl::RevokedEntry {
+                    serial: r.try_get("serial")?,
+                    revoked_at: r.try_get::<Option<i64>, _>("revoked_at")?.unwrap_or(0),
+                    reason: r.try_get("revocation_reason")?,
+                })
+            })
+            .collect()
+    }
+
+    /// The time of the newest revocation by this issuer.
+    pub async fn latest_revocation(&self, issuer_key_id: &[u8]) -> Result<Option<i64>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT MAX(revoked_at) FROM certificates WHERE issuer_key_id = $1 AND status = 'revoked'",
+        )
+        .bind(issuer_key_id)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    /// The stored CRL of an issuer.
+    pub async fn crl(&self, issuer_key_id: &[u8]) -> Result<Option<StoredCrl>, StoreError> {
+        let row = sqlx::query(
+            "SELECT crl_number, der, this_update, next_update FROM crls WHERE issuer_key_id = $1",
+        )
+        .bind(issuer_key_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(StoredCrl {
+                number: r.try_get("crl_number")?,
+                der: r.try_get("der")?,
+                this_update: r.try_get("this_update")?,
+                next_update: r.try_get("next_update")?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Allocates the next CRL number, lets `make` build and sign the CRL, and stores it — all
+    /// in one transaction. On PostgreSQL an advisory lock elects one generator among the
+    /// instances: when another holds it, this returns `Ok(false)` and generates nothing.
+    pub async fn replace_crl(
+        &self,
+        issuer_key_id: &[u8],
+        make: impl FnOnce(i64) -> Result<(Vec<u8>, i64, i64), String>,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        if self.engine == Engine::Postgres {
+            // The lock key: the first 8 bytes of the issuer's key identifier.
+            let mut key = [0u8; 8];
+            for (k, b) in key.iter_mut().zip(issuer_key_id) {
+                *k = *b;
+            }
+            let elected: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
+                .bind(i64::from_be_bytes(key))
+                .fetch_one(&mut *tx)
+                .await?;
+            if !elected {
+                return Ok(false);
+            }
+        }
+        let current: Option<i64> =
+            sqlx::query_scalar("SELECT crl_number FROM crls WHERE issuer_key_id = $1")
+                .bind(issuer_key_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let number = current.unwrap_or(0) + 1;
+        let (der, this_update, next_update) =
+            make(number).map_err(|e| StoreError::Database(sqlx::Error::Protocol(e)))?;
+        sqlx::query(
+            "INSERT INTO crls (issuer_key_id, crl_number, der, this_update, next_update) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (issuer_key_id) DO UPDATE SET \
+             crl_number = excluded.crl_number, der = excluded.der, \
+             this_update = excluded.this_update, next_update = excluded.next_update \
+             WHERE crls.crl_number < excluded.crl_number",
+        )
+        .bind(issuer_key_id)
+        .bind(number)
+        .bind(&der)
+        .bind(this_update)
+        .bind(next_update)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     /// Marks a certificate revoked. Returns false if no active certificate has that serial.

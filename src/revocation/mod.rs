@@ -1,0 +1,4 @@
+//! Revocation publication: CRLs now (OCSP follows), built from the certificate store and
+//! signed through the CA's signer.
+
+pub mod crl;
