@@ -160,6 +160,7 @@ impl CrlPublisher {
                 .store
                 .revoked_entries(&key_id, now - self.expired_grace_secs)
                 .await?;
+            let count = entries.len();
             let ca = std::sync::Arc::clone(&self.ca);
             let validity = self.validity_secs;
             let generated = self
@@ -171,10 +172,7 @@ impl CrlPublisher {
                 })
                 .await?;
             if generated {
-                tracing::info!(
-                    entries = latest_revocation.map(|_| "some").unwrap_or("none"),
-                    "CRL generated"
-                );
+                tracing::info!(entries = count, "CRL generated");
             }
         }
         let latest = self.store.crl(&key_id).await?;

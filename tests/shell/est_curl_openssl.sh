@@ -298,6 +298,41 @@ t_reenroll_curl() {
     grep -q '^reenroll.subject_changed' "$W/renew-other.b" || fail "reason: $(cat "$W/renew-other.b")"
 }
 
+# The CRL at the distribution point named in issued certificates: openssl accepts a good leaf
+# against it; after `attestca revoke`, a new CRL (higher number) lists the serial within
+# seconds and openssl refuses the leaf (error 23); pkilint finds nothing in either CRL.
+t_crl() {
+    local cdp serial before after i
+    [[ -s "$W/device2.pem" ]] || fail "no device certificate from the Basic enrollment step"
+    cdp="$(openssl x509 -in "$W/device2.pem" -noout -ext crlDistributionPoints | awk '/URI:/ {sub(/.*URI:/, ""); print; exit}')"
+    [[ "$cdp" == "http://127.0.0.1:$HTTP_PORT/crl/"*.crl ]] || fail "distribution point: $cdp"
+    curl -sS -D "$W/crl1.h" -o "$W/crl1.der" "$cdp"
+    grep -qi '^content-type: application/pkix-crl' "$W/crl1.h" || fail "content type: $(cat "$W/crl1.h")"
+    grep -qi '^etag:' "$W/crl1.h" && grep -qi '^cache-control: max-age=' "$W/crl1.h" || fail "caching headers missing"
+    openssl verify -CAfile "$PKI/ca-chain.pem" -crl_check -CRLfile "$W/crl1.der" "$W/device2.pem" >/dev/null \
+        || fail "a good certificate failed -crl_check"
+    if [[ -n "${ATTESTCA_TEST_PKILINT:-}" ]]; then
+        "$(dirname "$ATTESTCA_TEST_PKILINT")/lint_crl" lint -t CRL -p PKIX -s WARNING "$W/crl1.der" || fail "pkilint: CRL findings"
+    fi
+    before="$(openssl crl -inform DER -in "$W/crl1.der" -noout -crlnumber | cut -d= -f2)"
+    serial="$(openssl x509 -in "$W/device2.pem" -noout -serial | cut -d= -f2)"
+    "$ATTESTCA_BIN" revoke --dev --data-dir "$DATA" --serial "$serial" --reason keyCompromise
+    for i in $(seq 1 20); do
+        curl -sS -o "$W/crl2.der" "$cdp"
+        after="$(openssl crl -inform DER -in "$W/crl2.der" -noout -crlnumber | cut -d= -f2)"
+        [[ "$after" != "$before" ]] && break
+        sleep 0.5
+    done
+    ((after > before)) || fail "the CRL number did not grow after a revocation ($before -> $after)"
+    openssl crl -inform DER -in "$W/crl2.der" -noout -text | grep -qi "Serial Number: $serial" || fail "serial not listed"
+    local rc=0 out
+    out="$(openssl verify -CAfile "$PKI/ca-chain.pem" -crl_check -CRLfile "$W/crl2.der" "$W/device2.pem" 2>&1)" || rc=$?
+    ((rc != 0)) && [[ "$out" == *"error 23"* ]] || fail "a revoked certificate passed -crl_check: $out"
+    if [[ -n "${ATTESTCA_TEST_PKILINT:-}" ]]; then
+        "$(dirname "$ATTESTCA_TEST_PKILINT")/lint_crl" lint -t CRL -p PKIX -s WARNING "$W/crl2.der" || fail "pkilint: CRL findings"
+    fi
+}
+
 t_default_requires_attestation() {
     new_csr plain-default plain-default-1
     base64 "$W/plain-default.der" >"$W/plain-default.b64"
@@ -604,6 +639,7 @@ main() {
     run_step "simpleenroll: a plain CSR on the default profile -> 403 attestation.required" t_default_requires_attestation
     run_step "attested CSR (rig csr --vendor) via curl: hardwareModuleName, retry, foreign nonce 403" t_attested_enroll
     run_step "simplereenroll with curl --cert/--key: renewed, 401 without a certificate, 400 for another subject" t_reenroll_curl
+    run_step "CRL: served at the distribution point, -crl_check good, revoke -> listed within seconds, error 23, pkilint clean" t_crl
     run_step "pkilint -s WARNING accepts the issued certificates" t_pkilint
     run_step "refuse: no credentials -> 401 with Basic challenge" t_refuse_anonymous
     run_step "refuse: wrong Basic password -> 401" t_refuse_wrong_password
