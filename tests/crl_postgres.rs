@@ -1,0 +1,187 @@
+//! CRLs with two instances sharing one PostgreSQL: both serve the same, latest CRL; a
+//! revocation made through either is listed by both within seconds; a burst of revocations
+//! is coalesced into fewer CRLs than revocations; CRL numbers only grow, across restarts too.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use der::Decode;
+
+fn crl_facts(der: &[u8]) -> (u64, Vec<String>) {
+    let crl: x509_cert::crl::CertificateList =
+        x509_cert::crl::CertificateList::from_der(der).expect("CRL");
+    let number = crl
+        .tbs_cert_list
+        .crl_extensions
+        .iter()
+        .flatten()
+        .find(|e| e.extn_id == const_oid::db::rfc5280::ID_CE_CRL_NUMBER)
+        .and_then(|e| der::asn1::Uint::from_der(e.extn_value.as_bytes()).ok())
+        .map(|n| {
+            n.as_bytes()
+                .iter()
+                .fold(0u64, |a, b| (a << 8) | u64::from(*b))
+        })
+        .expect("CRL number");
+    let serials = crl
+        .tbs_cert_list
+        .revoked_certificates
+        .iter()
+        .flatten()
+        .map(|r| hex::encode(r.serial_number.as_bytes()))
+        .collect();
+    (number, serials)
+}
+
+async fn fetch(server: &ServerProcess) -> (u64, Vec<String>) {
+    let bytes = reqwest::get(format!("http://{}/crl/issuing-ca.crl", server.http))
+        .await
+        .expect("CRL")
+        .bytes()
+        .await
+        .expect("body");
+    crl_facts(&bytes)
+}
+
+/// Waits until both instances serve a CRL listing every serial in `serials`.
+async fn until_listed(servers: &[ServerProcess], serials: &[String]) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let a = fetch(&servers[0]).await;
+        let b = fetch(&servers[1]).await;
+        if a.0 == b.0 && serials.iter().all(|s| a.1.contains(s) && b.1.contains(s)) {
+            return a.0;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "revocations not published by both instances: {a:?} {b:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_instances_publish_the_same_growing_crl() {
+    let Some(admin_url) = require("PostgreSQL", "ATTESTCA_TEST_DATABASE_URL") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let db = TestDatabase::create(&admin_url).await;
+    let data = tmp.path().join("data");
+    let config = tmp.path().join("attestca.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\ndata_dir = \"{}\"\n[tls]\ncertificate_file = \"tls/server.crt\"\nkey_file = \"tls/server.key\"\n\
+             [database]\nurl = \"{}\"\n[signer]\nbackend = \"software\"\nkey_file = \"pki/issuing.key\"\n\
+             [ca]\nchain_file = \"pki/ca-chain.pem\"\n[rigs]\ntrust_anchor_files = [\"pki/rig-ca.crt\"]\n\
+             [revocation]\ncrl_poll_secs = 1\n[profiles.default]\n",
+            data.display(),
+            db.url
+        ),
+    )
+    .expect("config");
+    let cfg = config.display().to_string();
+    let (ok, out) = run(
+        env!("CARGO_BIN_EXE_attestca"),
+        &[
+            "init",
+            "--config",
+            &cfg,
+            "--test-root",
+            "--tls-names",
+            "127.0.0.1",
+            "--rig-cert",
+            "rig-a",
+        ],
+        &[],
+    );
+    assert!(ok, "{out}");
+    let spawn = |i: usize| {
+        let (est, http) = addresses();
+        ServerProcess::spawn(
+            &["serve", "--config", &cfg],
+            &[
+                ("ATTESTCA_SERVER__EST_ADDR", est.to_string()),
+                ("ATTESTCA_SERVER__HTTP_ADDR", http.to_string()),
+            ],
+            &tmp.path().join(format!("server{i}.log")),
+            est,
+            http,
+        )
+    };
+    let mut servers = vec![spawn(0), spawn(1)];
+    for s in &mut servers {
+        s.wait_ready().await;
+    }
+    let pki = data.join("pki");
+    let rig = https_client(
+        &pki.join("ca-chain.pem"),
+        Some((&pki.join("rig.crt"), &pki.join("rig.key"))),
+    );
+    let mut serials = Vec::new();
+    for i in 0..6 {
+        let response = rig
+            .post(format!(
+                "{}/.well-known/est/simpleenroll",
+                servers[i % 2].est_url()
+            ))
+            .header("Content-Type", "application/pkcs10")
+            .body(body(&csr(&format!("crl-device-{i}"))))
+            .send()
+            .await
+            .expect("enroll");
+        assert_eq!(response.status(), 200);
+        serials.push(serial_of(&certificate_from_response(
+            &response.bytes().await.expect("body"),
+        )));
+    }
+    let revoke = |serial: &str| {
+        let (ok, out) = run(
+            env!("CARGO_BIN_EXE_attestca"),
+            &[
+                "revoke",
+                "--config",
+                &cfg,
+                "--serial",
+                serial,
+                "--reason",
+                "keyCompromise",
+            ],
+            &[],
+        );
+        assert!(ok, "{out}");
+    };
+
+    let (first, listed) = fetch(&servers[0]).await;
+    assert!(listed.is_empty());
+    revoke(&serials[0]);
+    let after_one = until_listed(&servers, &serials[..1]).await;
+    assert!(after_one > first);
+
+    // A burst of five revocations: all listed, with fewer new CRLs than revocations.
+    for s in &serials[1..] {
+        revoke(s);
+    }
+    let after_burst = until_listed(&servers, &serials).await;
+    assert!(after_burst > after_one);
+    assert!(
+        after_burst - after_one < 5,
+        "five revocations made {} CRLs",
+        after_burst - after_one
+    );
+
+    // A restart does not lower the number; the next revocation raises it.
+    servers[0].stop();
+    let mut restarted = spawn(2);
+    restarted.wait_ready().await;
+    servers[0] = restarted;
+    let (number, _) = fetch(&servers[0]).await;
+    assert!(
+        number >= after_burst,
+        "the CRL number went back after a restart"
+    );
+    db.drop_database().await;
+}
