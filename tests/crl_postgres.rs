@@ -84,21 +84,7 @@ async fn two_instances_publish_the_same_growing_crl() {
     )
     .expect("config");
     let cfg = config.display().to_string();
-    let (ok, out) = run(
-        env!("CARGO_BIN_EXE_attestca"),
-        &[
-            "init",
-            "--config",
-            &cfg,
-            "--test-root",
-            "--tls-names",
-            "127.0.0.1",
-            "--rig-cert",
-            "rig-a",
-        ],
-        &[],
-    );
-    assert!(ok, "{out}");
+    init_test_install(&cfg, &[]);
     let spawn = |i: usize| {
         let (est, http) = addresses();
         ServerProcess::spawn(

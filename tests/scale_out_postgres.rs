@@ -40,21 +40,7 @@ trust_anchor_files = ["pki/rig-ca.crt"]
     )
     .expect("config");
     let cfg = config.display().to_string();
-    let (ok, out) = run(
-        env!("CARGO_BIN_EXE_attestca"),
-        &[
-            "init",
-            "--config",
-            &cfg,
-            "--test-root",
-            "--tls-names",
-            "127.0.0.1",
-            "--rig-cert",
-            "rig-a",
-        ],
-        &[],
-    );
-    assert!(ok, "init: {out}");
+    init_test_install(&cfg, &[]);
 
     let mut servers = Vec::new();
     for i in 0..2 {

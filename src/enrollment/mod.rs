@@ -318,14 +318,8 @@ impl EnrollmentService {
         let evidence = self.gate.evidence(&csr.request)?;
         event.evidence_sha256 = evidence.as_ref().map(|e| e.sha256.clone());
 
-        let window_start = event.occurred_at - self.retry_window_secs;
-        if let Some(earlier) = self
-            .store
-            .find_recent_issue(&requester.id(), &csr_sha256, window_start)
-            .await
-            .map_err(EnrollmentError::storage)?
-        {
-            return self.resend(earlier, event).await;
+        if let Some(earlier) = self.earlier_issue(&requester, &csr_sha256, event).await? {
+            return Ok(earlier);
         }
         let attested = self
             .check_attestation(profile, &requester, &csr, evidence, None, event)
@@ -346,6 +340,26 @@ impl EnrollmentService {
             event,
         )
         .await
+    }
+
+    /// The certificate already issued to `requester` for this CSR within the retry window,
+    /// re-sent (and recorded as a retry), if there is one.
+    async fn earlier_issue(
+        &self,
+        requester: &Requester,
+        csr_sha256: &[u8],
+        event: &mut EnrollmentEvent,
+    ) -> Result<Option<Enrolled>, EnrollmentError> {
+        let window_start = event.occurred_at - self.retry_window_secs;
+        match self
+            .store
+            .find_recent_issue(&requester.id(), csr_sha256, window_start)
+            .await
+            .map_err(EnrollmentError::storage)?
+        {
+            Some(earlier) => self.resend(earlier, event).await.map(Some),
+            None => Ok(None),
+        }
     }
 
     async fn resend(

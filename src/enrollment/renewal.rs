@@ -103,14 +103,8 @@ impl EnrollmentService {
             sha2::Sha256::digest(&request.csr_der).to_vec()
         };
         event.csr_sha256 = Some(csr_sha256.clone());
-        let window_start = event.occurred_at - self.retry_window_secs;
-        if let Some(earlier) = self
-            .store
-            .find_recent_issue(&requester.id(), &csr_sha256, window_start)
-            .await
-            .map_err(EnrollmentError::storage)?
-        {
-            return self.resend(earlier, event).await;
+        if let Some(earlier) = self.earlier_issue(&requester, &csr_sha256, event).await? {
+            return Ok(earlier);
         }
 
         let rekey = !crate::attestation::same_key(

@@ -310,6 +310,26 @@ pub fn serial_of(der: &[u8]) -> String {
     hex::encode(cert.tbs_certificate().serial_number().as_bytes())
 }
 
+/// `attestca init --config CFG --test-root` with a TLS certificate for 127.0.0.1 and the rig
+/// certificate `rig-a`.
+pub fn init_test_install(config: &str, envs: &[(&str, String)]) {
+    let (ok, out) = run(
+        env!("CARGO_BIN_EXE_attestca"),
+        &[
+            "init",
+            "--config",
+            config,
+            "--test-root",
+            "--tls-names",
+            "127.0.0.1",
+            "--rig-cert",
+            "rig-a",
+        ],
+        envs,
+    );
+    assert!(ok, "attestca init: {out}");
+}
+
 /// A CA started from a configuration file: SQLite, a software key, a test root, a rig CA with
 /// the rig certificate `rig-a`, and `extra` TOML appended (vendors, profiles...).
 pub struct ConfiguredCa {
@@ -338,21 +358,7 @@ impl ConfiguredCa {
         )
         .expect("config");
         let cfg = config.display().to_string();
-        let (ok, out) = run(
-            env!("CARGO_BIN_EXE_attestca"),
-            &[
-                "init",
-                "--config",
-                &cfg,
-                "--test-root",
-                "--tls-names",
-                "127.0.0.1",
-                "--rig-cert",
-                "rig-a",
-            ],
-            envs,
-        );
-        assert!(ok, "init: {out}");
+        init_test_install(&cfg, envs);
         let mut server = ServerProcess::spawn(
             &["serve", "--config", &cfg],
             envs,
