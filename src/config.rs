@@ -41,6 +41,8 @@ pub struct Config {
     #[serde(default)]
     pub rigs: RigsConfig,
     #[serde(default)]
+    pub operators: OperatorsConfig,
+    #[serde(default)]
     pub attestation: AttestationConfig,
     #[serde(default)]
     pub revocation: RevocationConfig,
@@ -265,6 +267,19 @@ pub struct CaConfig {
     /// they issued may still renew (onto the current CA).
     #[serde(default)]
     pub previous_certificate_files: Vec<PathBuf>,
+    /// The root's current CRL (DER or PEM), served at `/crl/<root_crl_name>.crl` so that
+    /// relying parties can check the whole chain (`openssl verify -crl_check_all`). The file is
+    /// re-read when it changes: the offline root's ceremony replaces it. Test installs write
+    /// one (`pki/root-ca.crl`), signed with their root key.
+    #[serde(default)]
+    pub root_crl_file: Option<PathBuf>,
+    /// The file name (without `.crl`) under which the root CRL is served.
+    #[serde(default = "default_root_crl_name")]
+    pub root_crl_name: String,
+}
+
+fn default_root_crl_name() -> String {
+    "root-ca".into()
 }
 
 fn default_ca_name() -> String {
@@ -290,6 +305,32 @@ pub struct RigsConfig {
     pub trust_anchor_files: Vec<PathBuf>,
     /// Rig accounts for HTTP Basic authentication.
     pub accounts: Vec<RigAccountConfig>,
+}
+
+/// `[operators]`: who may use the operator API (`/api/v1/`).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OperatorsConfig {
+    /// PEM CA certificates: a TLS client certificate chaining to one of them (with the
+    /// clientAuth purpose) identifies an operator, named by its subject CN.
+    pub trust_anchor_files: Vec<PathBuf>,
+    /// Bearer tokens, for automation that cannot hold a client certificate.
+    pub tokens: Vec<OperatorTokenConfig>,
+}
+
+/// One operator bearer token.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OperatorTokenConfig {
+    /// Names the operator in audit events (`token:<name>`).
+    pub name: String,
+    /// Lower-case hex SHA-256 of the token (`attestca hash-token` prints one). Not a secret by
+    /// itself: the token is compared by its hash, in constant time.
+    #[serde(default)]
+    pub token_sha256: Option<String>,
+    /// A file holding the token (alternative: `ATTESTCA_OPERATOR_TOKEN_<NAME>`).
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
 }
 
 /// One Basic-auth rig account.
@@ -487,6 +528,11 @@ impl Config {
                 )));
             }
         }
+        if self.ca.root_crl_file.is_some() && self.ca.root_crl_name == self.ca.name {
+            return Err(ConfigError::Invalid(
+                "ca.root_crl_name must differ from ca.name: both are served under /crl/".into(),
+            ));
+        }
         if self.database.url.is_empty() {
             self.database.url = format!(
                 "sqlite://{}",
@@ -511,6 +557,18 @@ impl Config {
             vendor.roots.iter_mut().for_each(resolve);
         }
         self.rigs.trust_anchor_files.iter_mut().for_each(resolve);
+        self.operators
+            .trust_anchor_files
+            .iter_mut()
+            .for_each(resolve);
+        for token in &mut self.operators.tokens {
+            if let Some(p) = token.token_file.as_mut() {
+                resolve(p);
+            }
+        }
+        if let Some(p) = self.ca.root_crl_file.as_mut() {
+            resolve(p);
+        }
         for account in &mut self.rigs.accounts {
             if let Some(p) = account.password_file.as_mut() {
                 resolve(p);
@@ -629,8 +687,17 @@ pub fn read_secret(
 
 /// The environment variable that may carry a rig account's password.
 pub fn rig_password_env(name: &str) -> String {
-    let suffix: String = name
-        .chars()
+    format!("ATTESTCA_RIG_PASSWORD_{}", env_suffix(name))
+}
+
+/// The environment variable that may carry an operator's bearer token.
+pub fn operator_token_env(name: &str) -> String {
+    format!("ATTESTCA_OPERATOR_TOKEN_{}", env_suffix(name))
+}
+
+/// A name as an environment variable suffix: upper case, other characters as `_`.
+fn env_suffix(name: &str) -> String {
+    name.chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() {
                 c.to_ascii_uppercase()
@@ -638,8 +705,7 @@ pub fn rig_password_env(name: &str) -> String {
                 '_'
             }
         })
-        .collect();
-    format!("ATTESTCA_RIG_PASSWORD_{suffix}")
+        .collect()
 }
 
 fn env_overrides() -> Env {

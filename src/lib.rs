@@ -2,9 +2,11 @@
 //!
 //! The crate is layered along the path a request takes (see `docs/architecture.md`):
 //!
-//! 1. [`est`] and [`server`]: the wire — HTTP, TLS, EST encodings. Never builds certificates.
-//! 2. [`access`] and [`enrollment`]: who may enroll, and the registration-authority decision
-//!    (profile, CSR checks, retries). Never touches HTTP types.
+//! 1. [`est`], [`api`] and [`server`]: the wire — HTTP, TLS, EST encodings, the operator
+//!    API's JSON. Never builds certificates.
+//! 2. [`access`], [`enrollment`] and [`registry`]: who may enroll or operate, the
+//!    registration-authority decision (profile, CSR checks, retries), and operators' audited
+//!    look-ups and revocations. Never touches HTTP types.
 //! 3. [`issuance`]: turns an approved request into a signed certificate under a profile.
 //! 4. [`signer`]: the CA key, in a PKCS#11 token or (for development) a software key file.
 //! 5. [`store`]: certificates and enrollment events in PostgreSQL or SQLite.
@@ -13,6 +15,7 @@
 //! factory-rig client.
 
 pub mod access;
+pub mod api;
 pub mod asn1;
 pub mod attestation;
 pub mod config;
@@ -20,6 +23,7 @@ pub mod enrollment;
 pub mod est;
 pub mod issuance;
 pub mod pem;
+pub mod registry;
 pub mod revocation;
 pub mod rig;
 pub mod server;

@@ -48,6 +48,9 @@ pub struct TestInstallExtras {
     /// Create a rig CA at `rigs.trust_anchor_files[0]` and a rig certificate with this CN
     /// (written as `<dir>/rig.crt` and `<dir>/rig.key` next to the CA chain file).
     pub rig_certificate: Option<String>,
+    /// Create an operator CA at `operators.trust_anchor_files[0]` and an operator certificate
+    /// with this CN (`<dir>/operator.crt`, `<dir>/operator.key`).
+    pub operator_certificate: Option<String>,
 }
 
 /// Creates a test installation: a self-signed root (software key), the issuing key in the
@@ -78,18 +81,85 @@ pub fn init_test_root(config: &Config, extras: &TestInstallExtras) -> Result<(),
         crate::pem::write_certificates(&config.tls.certificate_file, &[&der])?;
         crate::pem::write_private_key(&config.tls.key_file, &key)?;
     }
+    let dir = config.ca.chain_file.parent().unwrap_or(Path::new("."));
     if let Some(cn) = &extras.rig_certificate {
         let anchor = config.rigs.trust_anchor_files.first().ok_or_else(|| {
             SetupError::Refused("a rig certificate needs rigs.trust_anchor_files".into())
         })?;
-        let rig_ca = SoftwareCa::self_signed("CN=attestca Test Rig CA,O=attestca", 20)?;
-        crate::pem::write_certificates(anchor, &[&rig_ca.der])?;
-        crate::pem::write_private_key(&anchor.with_extension("key"), &rig_ca.pkcs8)?;
-        let (der, key) = rig_ca.issue_end_entity(cn, ID_KP_CLIENT_AUTH, Vec::new(), 5)?;
-        let dir = config.ca.chain_file.parent().unwrap_or(Path::new("."));
-        crate::pem::write_certificates(&dir.join("rig.crt"), &[&der])?;
-        crate::pem::write_private_key(&dir.join("rig.key"), &key)?;
+        create_client_identity(anchor, "CN=attestca Test Rig CA,O=attestca", cn, dir, "rig")?;
     }
+    if let Some(cn) = &extras.operator_certificate {
+        create_operator_identity(config, cn)?;
+    }
+    refresh_test_root_crl(config)?;
+    Ok(())
+}
+
+/// Validity of a test root's CRL; it is re-signed at half of that by the dev server.
+const TEST_ROOT_CRL_SECS: i64 = 30 * 86_400;
+
+/// Signs a (normally empty) CRL for a test root with its software key and writes it to
+/// `ca.root_crl_file`, when that is set and the file is missing or past half its validity.
+/// A production root is offline: its ceremony writes that file instead.
+pub fn refresh_test_root_crl(config: &Config) -> Result<(), SetupError> {
+    let Some(path) = &config.ca.root_crl_file else {
+        return Ok(());
+    };
+    let now = crate::issuance::unix_seconds(std::time::SystemTime::now()) as i64;
+    if let Ok(crl) = crate::revocation::root_crl::read(path)
+        && now < crl.this_update + TEST_ROOT_CRL_SECS / 2
+    {
+        return Ok(());
+    }
+    if !config.ca.root_key_file.exists() {
+        return Ok(());
+    }
+    let chain = crate::pem::read_certificate_ders(&config.ca.chain_file)?;
+    let root_der = chain
+        .last()
+        .ok_or_else(|| SetupError::Refused("the CA chain is empty".into()))?
+        .clone();
+    let pkcs8 = crate::pem::read_private_key(&config.ca.root_key_file)?;
+    let signer =
+        crate::signer::software::SoftwareSigner::from_pkcs8(CaKeyAlgorithm::EcdsaP256, &pkcs8)?;
+    let root = crate::issuance::IssuingCa::new(vec![root_der], Arc::new(signer))?;
+    // The number only has to grow: the signing time does.
+    let der = crate::revocation::crl::build(&root, now as u64, now, now + TEST_ROOT_CRL_SECS, &[])?;
+    crate::pem::write_file(path, &der, 0o644)?;
+    Ok(())
+}
+
+/// Creates the operator CA at `operators.trust_anchor_files[0]` and an operator certificate
+/// with CN `cn` beside the CA chain (`operator.crt`, `operator.key`).
+fn create_operator_identity(config: &Config, cn: &str) -> Result<(), SetupError> {
+    let anchor = config.operators.trust_anchor_files.first().ok_or_else(|| {
+        SetupError::Refused("an operator certificate needs operators.trust_anchor_files".into())
+    })?;
+    let dir = config.ca.chain_file.parent().unwrap_or(Path::new("."));
+    create_client_identity(
+        anchor,
+        "CN=attestca Test Operator CA,O=attestca",
+        cn,
+        dir,
+        "operator",
+    )
+}
+
+/// A self-signed client CA written to `anchor` (its key beside it) and a TLS client
+/// certificate with CN `cn` issued by it, as `<dir>/<stem>.crt` and `<dir>/<stem>.key`.
+fn create_client_identity(
+    anchor: &Path,
+    ca_subject: &str,
+    cn: &str,
+    dir: &Path,
+    stem: &str,
+) -> Result<(), SetupError> {
+    let ca = SoftwareCa::self_signed(ca_subject, 20)?;
+    crate::pem::write_certificates(anchor, &[&ca.der])?;
+    crate::pem::write_private_key(&anchor.with_extension("key"), &ca.pkcs8)?;
+    let (der, key) = ca.issue_end_entity(cn, ID_KP_CLIENT_AUTH, Vec::new(), 5)?;
+    crate::pem::write_certificates(&dir.join(format!("{stem}.crt")), &[&der])?;
+    crate::pem::write_private_key(&dir.join(format!("{stem}.key")), &key)?;
     Ok(())
 }
 
@@ -244,10 +314,16 @@ pub fn dev_config(data_dir: &Path, est_addr: SocketAddr, http_addr: SocketAddr) 
             root_subject: "CN=attestca Dev Root CA,O=attestca development".into(),
             root_key_file: layout.pki().join("root-ca.key"),
             previous_certificate_files: Vec::new(),
+            root_crl_file: Some(layout.pki().join("root-ca.crl")),
+            root_crl_name: "root-ca".into(),
         },
         rigs: RigsConfig {
             trust_anchor_files: vec![layout.rig_ca()],
             accounts: Vec::new(),
+        },
+        operators: crate::config::OperatorsConfig {
+            trust_anchor_files: vec![layout.pki().join("operator-ca.crt")],
+            tokens: Vec::new(),
         },
         revocation: Default::default(),
         attestation: crate::config::AttestationConfig {
@@ -280,10 +356,15 @@ pub fn ensure_dev_install(mut config: Config) -> Result<Config, SetupError> {
             &TestInstallExtras {
                 tls_server_names: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
                 rig_certificate: Some("rig-dev-01".into()),
+                operator_certificate: None,
             },
         )?;
         tracing::info!(dir = %layout.pki().display(), "created the development PKI");
     }
+    if !layout.pki().join("operator.crt").exists() {
+        create_operator_identity(&config, "operator-dev-01")?;
+    }
+    refresh_test_root_crl(&config)?;
     if !layout.vendor().join("vendor-root.crt").exists() {
         crate::rig::secure_element::SimulatedVendor::create(&layout.vendor())
             .map_err(|e| SetupError::Refused(format!("creating the simulated vendor: {e:#}")))?;
@@ -386,56 +467,4 @@ pub async fn import_manifest(
         parts: records.len(),
         added,
     })
-}
-
-/// RFC 5280 CRLReason names accepted by `attestca revoke`.
-pub const REVOCATION_REASONS: &[&str] = &[
-    "unspecified",
-    "keyCompromise",
-    "cACompromise",
-    "affiliationChanged",
-    "superseded",
-    "cessationOfOperation",
-    "certificateHold",
-    "privilegeWithdrawn",
-    "aACompromise",
-];
-
-/// Revokes an active certificate by serial (hex, colons allowed); returns the normalised
-/// serial.
-pub async fn revoke(config: &Config, serial: &str, reason: &str) -> Result<String, SetupError> {
-    if !REVOCATION_REASONS.contains(&reason) {
-        return Err(SetupError::Refused(format!(
-            "{reason:?} is not an RFC 5280 reason ({})",
-            REVOCATION_REASONS.join(", ")
-        )));
-    }
-    let serial: String = serial
-        .chars()
-        .filter(|c| *c != ':')
-        .collect::<String>()
-        .to_ascii_lowercase();
-    if serial.is_empty() || !serial.chars().all(|c| c.is_ascii_hexdigit()) {
-        return Err(SetupError::Refused(format!(
-            "{serial:?} is not a hex serial number"
-        )));
-    }
-    let store = crate::store::Store::connect(
-        &config.resolve_database_url()?,
-        config.database.max_connections,
-    )
-    .await
-    .map_err(|e| SetupError::Refused(e.to_string()))?;
-    let now = crate::issuance::unix_seconds(std::time::SystemTime::now()) as i64;
-    if store
-        .revoke(&serial, reason, now)
-        .await
-        .map_err(|e| SetupError::Refused(e.to_string()))?
-    {
-        Ok(serial)
-    } else {
-        Err(SetupError::Refused(format!(
-            "no active certificate has serial {serial}"
-        )))
-    }
 }

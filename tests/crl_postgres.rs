@@ -7,50 +7,13 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use der::Decode;
-
-fn crl_facts(der: &[u8]) -> (u64, Vec<String>) {
-    let crl: x509_cert::crl::CertificateList =
-        x509_cert::crl::CertificateList::from_der(der).expect("CRL");
-    let number = crl
-        .tbs_cert_list
-        .crl_extensions
-        .iter()
-        .flatten()
-        .find(|e| e.extn_id == const_oid::db::rfc5280::ID_CE_CRL_NUMBER)
-        .and_then(|e| der::asn1::Uint::from_der(e.extn_value.as_bytes()).ok())
-        .map(|n| {
-            n.as_bytes()
-                .iter()
-                .fold(0u64, |a, b| (a << 8) | u64::from(*b))
-        })
-        .expect("CRL number");
-    let serials = crl
-        .tbs_cert_list
-        .revoked_certificates
-        .iter()
-        .flatten()
-        .map(|r| hex::encode(r.serial_number.as_bytes()))
-        .collect();
-    (number, serials)
-}
-
-async fn fetch(server: &ServerProcess) -> (u64, Vec<String>) {
-    let bytes = reqwest::get(format!("http://{}/crl/issuing-ca.crl", server.http))
-        .await
-        .expect("CRL")
-        .bytes()
-        .await
-        .expect("body");
-    crl_facts(&bytes)
-}
 
 /// Waits until both instances serve a CRL listing every serial in `serials`.
 async fn until_listed(servers: &[ServerProcess], serials: &[String]) -> u64 {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let a = fetch(&servers[0]).await;
-        let b = fetch(&servers[1]).await;
+        let a = served_crl(&servers[0]).await;
+        let b = served_crl(&servers[1]).await;
         if a.0 == b.0 && serials.iter().all(|s| a.1.contains(s) && b.1.contains(s)) {
             return a.0;
         }
@@ -141,7 +104,7 @@ async fn two_instances_publish_the_same_growing_crl() {
         assert!(ok, "{out}");
     };
 
-    let (first, listed) = fetch(&servers[0]).await;
+    let (first, listed) = served_crl(&servers[0]).await;
     assert!(listed.is_empty());
     revoke(&serials[0]);
     let after_one = until_listed(&servers, &serials[..1]).await;
@@ -164,7 +127,7 @@ async fn two_instances_publish_the_same_growing_crl() {
     let mut restarted = spawn(2);
     restarted.wait_ready().await;
     servers[0] = restarted;
-    let (number, _) = fetch(&servers[0]).await;
+    let (number, _) = served_crl(&servers[0]).await;
     assert!(
         number >= after_burst,
         "the CRL number went back after a restart"

@@ -13,6 +13,7 @@ use sqlx::Row;
 const PIN: &str = "4321";
 const TOKEN: &str = "attestca-test";
 const BASIC_PASSWORD: &str = "line-1 s3cret";
+const OPERATOR_TOKEN: &str = "automation-token-0123456789";
 
 #[tokio::test(flavor = "multi_thread")]
 async fn example_production_config_on_postgres_and_softhsm() {
@@ -43,6 +44,10 @@ async fn example_production_config_on_postgres_and_softhsm() {
             "ATTESTCA_RIG_PASSWORD_LINE_1_BASIC",
             BASIC_PASSWORD.to_owned(),
         ),
+        (
+            "ATTESTCA_OPERATOR_TOKEN_AUTOMATION",
+            OPERATOR_TOKEN.to_owned(),
+        ),
     ];
 
     // A test install: root in software, issuing key generated inside the token.
@@ -57,6 +62,8 @@ async fn example_production_config_on_postgres_and_softhsm() {
             "localhost,127.0.0.1",
             "--rig-cert",
             "rig-line-1",
+            "--operator-cert",
+            "operator-1",
         ],
         &env,
     );
@@ -113,6 +120,30 @@ async fn example_production_config_on_postgres_and_softhsm() {
     write_pem(&pem, &cert);
     let (verified, out) = openssl_verify(&chain, &pem);
     assert!(verified, "openssl verify: {out}");
+
+    // The example configuration's operators: the operator certificate and the token both see
+    // the certificate through the operator API; the rig does not.
+    let operator = https_client(
+        &chain,
+        Some((
+            &data.join("pki/operator.crt"),
+            &data.join("pki/operator.key"),
+        )),
+    );
+    let api = format!("{base}/api/v1/certificates/{serial}");
+    for (who, request, want) in [
+        ("operator certificate", operator.get(&api), 200),
+        (
+            "bearer token",
+            anonymous.get(&api).bearer_auth(OPERATOR_TOKEN),
+            200,
+        ),
+        ("rig", rig.get(&api), 403),
+        ("anonymous", anonymous.get(&api), 401),
+    ] {
+        let response = request.send().await.expect("operator API");
+        assert_eq!(response.status(), want, "{who}");
+    }
 
     // The row and its event are in PostgreSQL.
     let pool = db.pool().await;

@@ -1,11 +1,14 @@
-//! Who is asking: factory rigs authenticated by TLS client certificate or HTTP Basic.
+//! Who is asking: factory rigs authenticated by TLS client certificate or HTTP Basic, fielded
+//! devices by the certificate this CA issued them, operators (see [`operator`]).
 //!
 //! The wire layer extracts what was presented ([`PresentedCredentials`]); this module decides
 //! who that is ([`Requester`]). Client certificates are resolved once per TLS connection
 //! ([`RigAuthenticator::identify_certificate`]), Basic credentials per request.
 
+pub mod operator;
+
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
@@ -52,6 +55,8 @@ pub enum PeerCertificate {
     None,
     /// A certificate chaining to the rig trust anchors: a rig with this name.
     Rig(String),
+    /// A certificate chaining to the operator trust anchors: an operator with this name.
+    Operator(String),
     /// A certificate this CA issued (signature by a device issuer): a fielded device. Whether
     /// it is known, valid and unrevoked is for the registration authority to decide.
     Device(DevicePeer),
@@ -96,28 +101,14 @@ pub struct RigAuthenticator {
     /// that a rig at line rate pays for Argon2 once, not on every board.
     verified: Mutex<HashMap<String, Vec<u8>>>,
     cache_key: hmac::Key,
+    operators: Option<Arc<operator::OperatorAuthenticator>>,
 }
 
 impl RigAuthenticator {
     /// Loads trust anchors and accounts; hashes passwords given in the clear (env or file).
     pub fn from_config(config: &RigsConfig) -> Result<Self, ConfigError> {
-        let mut anchors = Vec::new();
-        let mut anchor_certificates = Vec::new();
-        for path in &config.trust_anchor_files {
-            for der in crate::pem::read_certificate_ders(path)
-                .map_err(|e| ConfigError::Invalid(format!("rigs.trust_anchor_files: {e}")))?
-            {
-                let cert = CertificateDer::from(der);
-                let anchor = webpki::anchor_from_trusted_cert(&cert).map_err(|e| {
-                    ConfigError::Invalid(format!(
-                        "{}: not a usable trust anchor: {e:?}",
-                        path.display()
-                    ))
-                })?;
-                anchors.push(anchor.to_owned());
-                anchor_certificates.push(cert);
-            }
-        }
+        let (anchor_certificates, anchors) =
+            load_trust_anchors(&config.trust_anchor_files, "rigs.trust_anchor_files", &[])?;
         let mut accounts = HashMap::new();
         for account in &config.accounts {
             let hash = match &account.password_hash {
@@ -156,6 +147,7 @@ impl RigAuthenticator {
             accounts,
             verified: Mutex::new(HashMap::new()),
             cache_key: hmac::Key::new(hmac::HMAC_SHA256, &key),
+            operators: None,
         })
     }
 
@@ -165,12 +157,24 @@ impl RigAuthenticator {
         self
     }
 
+    /// Also recognises operators' certificates (checked after the rig anchors).
+    pub fn with_operators(mut self, operators: Arc<operator::OperatorAuthenticator>) -> Self {
+        self.operators = Some(operators);
+        self
+    }
+
     /// Subjects of every CA a client certificate may come from, for the TLS CertificateRequest.
     pub fn client_ca_subjects(&self) -> Vec<Vec<u8>> {
         use der::Encode;
+        let operator_anchors = self
+            .operators
+            .as_ref()
+            .map(|o| o.anchor_certificates())
+            .unwrap_or_default();
         let rigs = self
             .anchor_certificates
             .iter()
+            .chain(operator_anchors)
             .filter_map(|c| crate::pem::certificate_from_der(c).ok());
         rigs.chain(self.device_issuers.iter().cloned())
             .filter_map(|c| c.tbs_certificate().subject().to_der().ok())
@@ -182,28 +186,23 @@ impl RigAuthenticator {
         &self.anchor_certificates
     }
 
-    /// Names the rig a client certificate chain belongs to, if it chains to a rig anchor,
-    /// is valid now and allows clientAuth.
+    /// Names the rig (or operator) a client certificate chain belongs to, if it chains to a
+    /// rig (or operator) anchor, is valid now and allows clientAuth; else recognises a device.
     pub fn identify_certificate(&self, chain: &[CertificateDer<'_>]) -> PeerCertificate {
         let Some(end_entity) = chain.first() else {
             return PeerCertificate::None;
         };
-        let subject = common_name(end_entity).unwrap_or_default();
-        let Ok(cert) = webpki::EndEntityCert::try_from(end_entity) else {
-            return PeerCertificate::Other(subject);
-        };
-        let verified = cert.verify_for_usage(
-            webpki::ALL_VERIFICATION_ALGS,
-            &self.anchors,
-            &chain[1..],
-            UnixTime::now(),
-            webpki::KeyUsage::client_auth(),
-            None,
-            None,
-        );
-        if verified.is_ok() && !subject.is_empty() {
-            return PeerCertificate::Rig(subject);
+        if let Some(name) = verified_client_name(chain, &self.anchors) {
+            return PeerCertificate::Rig(name);
         }
+        if let Some(name) = self
+            .operators
+            .as_ref()
+            .and_then(|o| o.identify_certificate(chain))
+        {
+            return PeerCertificate::Operator(name);
+        }
+        let subject = common_name(end_entity).unwrap_or_default();
         match crate::pem::certificate_from_der(end_entity) {
             Ok(cert)
                 if self.device_issuers.iter().any(|issuer| {
@@ -307,6 +306,60 @@ pub fn hash_password(password: &SecretString) -> Result<String, ConfigError> {
         .hash_password(password.expose_secret().as_bytes(), &salt)
         .map(|h| h.to_string())
         .map_err(|e| ConfigError::Invalid(format!("password hashing: {e}")))
+}
+
+/// Reads PEM trust anchors from `paths` (the configuration key `what`), refusing any of
+/// `refused` (another population's anchors).
+fn load_trust_anchors(
+    paths: &[std::path::PathBuf],
+    what: &str,
+    refused: &[CertificateDer<'static>],
+) -> Result<(Vec<CertificateDer<'static>>, Vec<TrustAnchor<'static>>), ConfigError> {
+    let mut anchors = Vec::new();
+    let mut certificates = Vec::new();
+    for path in paths {
+        for der in crate::pem::read_certificate_ders(path)
+            .map_err(|e| ConfigError::Invalid(format!("{what}: {e}")))?
+        {
+            let cert = CertificateDer::from(der);
+            if refused.contains(&cert) {
+                return Err(ConfigError::Invalid(format!(
+                    "{what}: {} is also a rig trust anchor; operators need a CA of their own",
+                    path.display()
+                )));
+            }
+            let anchor = webpki::anchor_from_trusted_cert(&cert).map_err(|e| {
+                ConfigError::Invalid(format!(
+                    "{}: not a usable trust anchor: {e:?}",
+                    path.display()
+                ))
+            })?;
+            anchors.push(anchor.to_owned());
+            certificates.push(cert);
+        }
+    }
+    Ok((certificates, anchors))
+}
+
+/// The subject CN of a client certificate chain's end entity, if the chain leads to one of
+/// `anchors`, is valid now, allows clientAuth, and the CN is not empty.
+fn verified_client_name(
+    chain: &[CertificateDer<'_>],
+    anchors: &[TrustAnchor<'_>],
+) -> Option<String> {
+    let end_entity = chain.first()?;
+    let cert = webpki::EndEntityCert::try_from(end_entity).ok()?;
+    cert.verify_for_usage(
+        webpki::ALL_VERIFICATION_ALGS,
+        anchors,
+        &chain[1..],
+        UnixTime::now(),
+        webpki::KeyUsage::client_auth(),
+        None,
+        None,
+    )
+    .ok()?;
+    common_name(end_entity).filter(|cn| !cn.is_empty())
 }
 
 /// The subject CN of a DER certificate, if it has one.

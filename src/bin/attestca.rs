@@ -58,6 +58,10 @@ enum Command {
         /// certificate with this CN (rig.crt / rig.key next to the CA chain).
         #[arg(long, requires = "test_root")]
         rig_cert: Option<String>,
+        /// With --test-root: also create an operator CA (at operators.trust_anchor_files[0])
+        /// and an operator certificate with this CN (operator.crt / operator.key).
+        #[arg(long, requires = "test_root")]
+        operator_cert: Option<String>,
         /// Production: generate the issuing key in the signer and write a CSR (PEM) here.
         #[arg(long)]
         csr_out: Option<PathBuf>,
@@ -75,14 +79,18 @@ enum Command {
     },
     /// Hash a password (read from standard input) for a rig account's password_hash.
     HashPassword,
-    /// Revoke a certificate (recorded in the database; CRL and OCSP publication follow in a
-    /// later release).
+    /// Revoke a certificate, or every active certificate of a device, as the operator API
+    /// does (audited as `cli:<user>`). Running servers publish it in the CRL and OCSP within
+    /// seconds.
     Revoke {
         /// Serial number in hex (colons allowed).
+        #[arg(long, required_unless_present = "device", conflicts_with = "device")]
+        serial: Option<String>,
+        /// A device identity: revoke all of its active certificates.
         #[arg(long)]
-        serial: String,
+        device: Option<String>,
         /// RFC 5280 reason: unspecified, keyCompromise, cACompromise, affiliationChanged,
-        /// superseded, cessationOfOperation, certificateHold, privilegeWithdrawn, aACompromise.
+        /// superseded, cessationOfOperation, privilegeWithdrawn, aACompromise.
         #[arg(long, default_value = "unspecified")]
         reason: String,
         #[arg(long, conflicts_with = "dev", required_unless_present = "dev")]
@@ -184,6 +192,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             test_root,
             tls_names,
             rig_cert,
+            operator_cert,
             csr_out,
         } => {
             init_logging(LogFormat::Text);
@@ -194,6 +203,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     &setup::TestInstallExtras {
                         tls_server_names: tls_names,
                         rig_certificate: rig_cert,
+                        operator_certificate: operator_cert,
                     },
                 )?;
                 println!(
@@ -258,6 +268,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Revoke {
             serial,
+            device,
             reason,
             config,
             dev,
@@ -265,8 +276,35 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             init_logging(LogFormat::Text);
             let config = load_or_dev(config, dev, &data_dir)?;
-            let serial = setup::revoke(&config, &serial, &reason).await?;
-            println!("revoked {serial} ({reason})");
+            let store = attestca::store::Store::connect(
+                &config.resolve_database_url()?,
+                config.database.max_connections,
+            )
+            .await?;
+            let registry = attestca::registry::Registry::new(store);
+            let user = std::env::var("SUDO_USER")
+                .or_else(|_| std::env::var("USER"))
+                .or_else(|_| std::env::var("LOGNAME"))
+                .unwrap_or_else(|_| "unknown".into());
+            let actor = attestca::registry::Actor {
+                id: format!("cli:{user}"),
+                peer: None,
+            };
+            match (serial, device) {
+                (Some(serial), _) => {
+                    let revoked = registry.revoke(&actor, &serial, Some(&reason)).await?;
+                    println!("revoked {} ({reason})", revoked.record.serial);
+                }
+                (None, Some(device)) => {
+                    for serial in registry
+                        .revoke_device(&actor, &device, Some(&reason))
+                        .await?
+                    {
+                        println!("revoked {serial} ({reason})");
+                    }
+                }
+                (None, None) => anyhow::bail!("give --serial or --device"),
+            }
             Ok(())
         }
         Command::HashPassword => {
@@ -308,7 +346,10 @@ fn print_dev_banner(config: &Config) {
          \x20 CA chain         {chain}\n\
          \x20 rig certificate  {rig_crt} (key {rig_key})\n\
          \x20 Basic-auth rig   {basic}\n\
+         \x20 operator cert    {pki}/operator.crt (key {pki}/operator.key)\n\
          \x20 EST (HTTPS)      https://{est}/.well-known/est/\n\
+         \x20 operator API     https://{est}/api/v1/\n\
+         \x20 CRL (HTTP)       http://{http}/crl/{ca}.crl\n\
          \x20 health (HTTP)    http://{http}/healthz\n\
          enroll a device:\n\
          \x20 attestca-rig enroll --server https://{est} --trust {chain} --rig-cert {rig_crt} --rig-key {rig_key} --out device-1 --cn device-1",
@@ -317,6 +358,8 @@ fn print_dev_banner(config: &Config) {
         rig_crt = layout.rig_cert().display(),
         rig_key = layout.rig_key().display(),
         basic = layout.rig_basic().display(),
+        pki = layout.pki().display(),
+        ca = config.ca.name,
         http = config.server.http_addr,
     );
 }

@@ -2,3 +2,4 @@
 //! signed through the CA's signer.
 
 pub mod crl;
+pub mod root_crl;

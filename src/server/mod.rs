@@ -1,4 +1,4 @@
-//! The processes' listeners: HTTPS for EST, plain HTTP for health (and, later, OCSP, CRLs and
+//! The processes' listeners: HTTPS for EST and the operator API, plain HTTP for health (and, later, OCSP, CRLs and
 //! metrics), and the wiring of every layer from a [`Config`].
 
 pub mod plain;
@@ -57,6 +57,7 @@ pub enum ServerError {
 pub struct Assembled {
     pub crl: Arc<crate::revocation::crl::CrlPublisher>,
     pub enrollment: Arc<EnrollmentService>,
+    pub operators: Arc<crate::access::operator::OperatorAuthenticator>,
     pub rigs: Arc<RigAuthenticator>,
     pub store: Store,
     pub tls: Arc<rustls::ServerConfig>,
@@ -83,8 +84,15 @@ pub async fn assemble(config: &Config) -> Result<Assembled, ServerError> {
     for path in &config.ca.previous_certificate_files {
         device_issuers.extend(crate::pem::read_certificates(path)?);
     }
-    let rigs =
-        Arc::new(RigAuthenticator::from_config(&config.rigs)?.with_device_issuers(device_issuers));
+    let rigs = RigAuthenticator::from_config(&config.rigs)?;
+    let operators = Arc::new(crate::access::operator::OperatorAuthenticator::from_config(
+        &config.operators,
+        rigs.anchor_certificates(),
+    )?);
+    let rigs = Arc::new(
+        rigs.with_device_issuers(device_issuers)
+            .with_operators(Arc::clone(&operators)),
+    );
     let profiles = config
         .profiles
         .iter()
@@ -127,6 +135,7 @@ pub async fn assemble(config: &Config) -> Result<Assembled, ServerError> {
     Ok(Assembled {
         crl,
         enrollment,
+        operators,
         rigs,
         store,
         tls,
@@ -144,7 +153,11 @@ pub async fn serve(
     let est_app = crate::est::router(Arc::new(EstState::new(
         Arc::clone(&assembled.enrollment),
         config.server.max_request_bytes,
-    )?));
+    )?))
+    .merge(crate::api::router(Arc::new(crate::api::ApiState::new(
+        crate::registry::Registry::new(assembled.store.clone()),
+        Arc::clone(&assembled.operators),
+    ))));
     // The first CRL exists before the listeners open, so a relying party never sees a 404.
     if let Err(e) = assembled.crl.refresh().await {
         tracing::warn!(error = %e, "initial CRL generation failed");
@@ -152,7 +165,7 @@ pub async fn serve(
     let crl_task = tokio::spawn(
         Arc::clone(&assembled.crl).run(Duration::from_secs(config.revocation.crl_poll_secs.max(1))),
     );
-    let http_app = plain::router(Arc::clone(&assembled.crl), config.ca.name.clone());
+    let http_app = plain::router(Arc::clone(&assembled.crl), &config.ca);
     let supersede: Vec<(String, u64)> = config
         .profiles
         .iter()

@@ -1,4 +1,4 @@
-//! The plain-HTTP listener's routes: health and the CRL (OCSP and metrics join later).
+//! The plain-HTTP listener's routes: health and the CRLs (OCSP and metrics join later).
 //! Relying parties fetch CRLs over plain HTTP: the CRL is signed, and RFC 5280 names HTTP.
 
 use std::sync::Arc;
@@ -11,20 +11,29 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
 use crate::revocation::crl::CrlPublisher;
+use crate::revocation::root_crl::CrlFile;
 
 struct PlainState {
     crl: Arc<CrlPublisher>,
     crl_file: String,
+    /// The root's CRL file and the name it is served under.
+    root_crl: Option<(String, CrlFile)>,
 }
 
-/// `/healthz` and `/crl/<ca-name>.crl`.
-pub fn router(crl: Arc<CrlPublisher>, ca_name: String) -> Router {
+/// `/healthz`, `/crl/<ca-name>.crl` and, when configured, `/crl/<root-crl-name>.crl`.
+pub fn router(crl: Arc<CrlPublisher>, config: &crate::config::CaConfig) -> Router {
     Router::new()
         .route("/healthz", get(|| async { (StatusCode::OK, "ok\n") }))
         .route("/crl/{file}", get(crl_file))
         .with_state(Arc::new(PlainState {
             crl,
-            crl_file: format!("{ca_name}.crl"),
+            crl_file: format!("{}.crl", config.name),
+            root_crl: config.root_crl_file.as_ref().map(|path| {
+                (
+                    format!("{}.crl", config.root_crl_name),
+                    CrlFile::new(path.clone()),
+                )
+            }),
         }))
 }
 
@@ -41,10 +50,15 @@ async fn crl_file(
         )
             .into_response()
     };
-    if file != state.crl_file {
-        return not_found();
-    }
-    let Some(crl) = state.crl.current() else {
+    let crl = if file == state.crl_file {
+        state.crl.current()
+    } else {
+        match &state.root_crl {
+            Some((name, source)) if *name == file => source.current(),
+            _ => None,
+        }
+    };
+    let Some(crl) = crl else {
         return not_found();
     };
     let etag = format!("\"{}\"", crl.number);

@@ -112,6 +112,90 @@ pub struct StoredCrl {
     pub next_update: i64,
 }
 
+/// Which certificates to list, newest first.
+#[derive(Clone, Debug, Default)]
+pub struct CertificateQuery {
+    pub device_identity: Option<String>,
+    /// `active` or `revoked`.
+    pub status: Option<String>,
+    pub profile: Option<String>,
+    /// Continue after this `(issued_at, serial)` (keyset pagination).
+    pub before: Option<(i64, String)>,
+    pub limit: i64,
+}
+
+/// Which enrollment events to list, newest first.
+#[derive(Clone, Debug, Default)]
+pub struct EventQuery {
+    pub requester: Option<String>,
+    pub operation: Option<String>,
+    pub outcome: Option<String>,
+    pub reason: Option<String>,
+    pub device_identity: Option<String>,
+    pub serial: Option<String>,
+    pub profile: Option<String>,
+    /// Unix seconds, inclusive.
+    pub since: Option<i64>,
+    /// Unix seconds, exclusive.
+    pub until: Option<i64>,
+    /// Continue below this event id.
+    pub before_id: Option<i64>,
+    pub limit: i64,
+}
+
+/// Which audit events to list, newest first.
+#[derive(Clone, Debug, Default)]
+pub struct AuditQuery {
+    pub operator: Option<String>,
+    pub action: Option<String>,
+    pub target: Option<String>,
+    pub since: Option<i64>,
+    pub until: Option<i64>,
+    pub before_id: Option<i64>,
+    pub limit: i64,
+}
+
+/// One operator action, as stored.
+#[derive(Clone, Debug, Default)]
+pub struct AuditEvent {
+    /// Assigned by the database; ignored when recording.
+    pub id: i64,
+    pub occurred_at: i64,
+    pub operator: String,
+    pub action: String,
+    pub target: String,
+    /// `done` or `refused`.
+    pub outcome: String,
+    pub reason: String,
+    pub detail: String,
+    pub peer: Option<String>,
+}
+
+/// What an audited revocation of one certificate found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RevocationOutcome {
+    Revoked,
+    NotFound,
+    AlreadyRevoked,
+}
+
+impl RevocationOutcome {
+    fn audit_outcome(self) -> &'static str {
+        match self {
+            RevocationOutcome::Revoked => "done",
+            _ => "refused",
+        }
+    }
+
+    fn audit_reason(self) -> &'static str {
+        match self {
+            RevocationOutcome::Revoked => "",
+            RevocationOutcome::NotFound => "certificate.not_found",
+            RevocationOutcome::AlreadyRevoked => "certificate.already_revoked",
+        }
+    }
+}
+
 /// One part of a verified supply-chain manifest.
 #[derive(Clone, Debug)]
 pub struct ManifestRecord {
@@ -125,6 +209,15 @@ pub struct ManifestRecord {
 pub struct Store {
     pool: AnyPool,
     engine: Engine,
+}
+
+/// The columns of `enrollment_events`, in [`event_from_row`] order.
+macro_rules! event_columns {
+    () => {
+        "id, occurred_at, requester, operation, profile, outcome, reason, detail, serial, \
+         csr_sha256, peer, evidence_sha256, attestation_format, vendor, device_identity, \
+         predecessor_serial"
+    };
 }
 
 /// The columns of `certificates`, in [`certificate_from_row`] order, as a literal so that
@@ -249,34 +342,16 @@ impl Store {
 
     /// Enrollment events, newest first.
     pub async fn recent_events(&self, limit: i64) -> Result<Vec<EnrollmentEvent>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT occurred_at, requester, operation, profile, outcome, reason, detail, serial, \
-             csr_sha256, peer, evidence_sha256, attestation_format, vendor, device_identity, \
-             predecessor_serial FROM enrollment_events ORDER BY id DESC LIMIT $1",
-        )
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            event_columns!(),
+            " FROM enrollment_events ORDER BY id DESC LIMIT $1"
+        ))
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
-            .map(|r| {
-                Ok(EnrollmentEvent {
-                    occurred_at: r.try_get("occurred_at")?,
-                    requester: r.try_get("requester")?,
-                    operation: r.try_get("operation")?,
-                    profile: r.try_get("profile")?,
-                    outcome: r.try_get("outcome")?,
-                    reason: r.try_get("reason")?,
-                    detail: r.try_get("detail")?,
-                    serial: r.try_get("serial")?,
-                    csr_sha256: r.try_get("csr_sha256")?,
-                    peer: r.try_get("peer")?,
-                    evidence_sha256: r.try_get("evidence_sha256")?,
-                    attestation_format: r.try_get("attestation_format")?,
-                    vendor: r.try_get("vendor")?,
-                    device_identity: r.try_get("device_identity")?,
-                    predecessor_serial: r.try_get("predecessor_serial")?,
-                })
-            })
+            .map(|r| event_from_row(r).map(|(_, e)| e))
             .collect()
     }
 
@@ -588,6 +663,200 @@ impl Store {
         .await?;
         Ok(done.rows_affected() == 1)
     }
+
+    /// A page of certificates, newest first, filtered as `query` says.
+    pub async fn certificates_page(
+        &self,
+        query: &CertificateQuery,
+    ) -> Result<Vec<CertificateRecord>, StoreError> {
+        let (before_at, before_serial) = query.before.clone().unwrap_or((i64::MAX, String::new()));
+        // Two statements so that the by-device listing (the common one) uses its index.
+        let statement = match &query.device_identity {
+            Some(_) => concat!(
+                "SELECT ",
+                certificate_columns!(),
+                " FROM certificates WHERE device_identity = $1 \
+                 AND ($2 = '' OR status = $2) AND ($3 = '' OR profile = $3) \
+                 AND (issued_at < $4 OR (issued_at = $4 AND $5 <> '' AND serial < $5)) \
+                 ORDER BY issued_at DESC, serial DESC LIMIT $6"
+            ),
+            None => concat!(
+                "SELECT ",
+                certificate_columns!(),
+                " FROM certificates WHERE $1 = '' \
+                 AND ($2 = '' OR status = $2) AND ($3 = '' OR profile = $3) \
+                 AND (issued_at < $4 OR (issued_at = $4 AND $5 <> '' AND serial < $5)) \
+                 ORDER BY issued_at DESC, serial DESC LIMIT $6"
+            ),
+        };
+        let rows = sqlx::query(statement)
+            .bind(query.device_identity.clone().unwrap_or_default())
+            .bind(query.status.clone().unwrap_or_default())
+            .bind(query.profile.clone().unwrap_or_default())
+            .bind(before_at)
+            .bind(before_serial)
+            .bind(query.limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(certificate_from_row).collect()
+    }
+
+    /// The serials of the certificates that renewed `serial`, oldest first.
+    pub async fn successors(&self, serial: &str) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT serial FROM certificates WHERE predecessor_serial = $1 ORDER BY issued_at",
+        )
+        .bind(serial)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// A page of enrollment events, newest first, with their ids.
+    pub async fn events_page(
+        &self,
+        query: &EventQuery,
+    ) -> Result<Vec<(i64, EnrollmentEvent)>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            event_columns!(),
+            " FROM enrollment_events WHERE id < $1 \
+             AND ($2 = '' OR requester = $2) AND ($3 = '' OR operation = $3) \
+             AND ($4 = '' OR outcome = $4) AND ($5 = '' OR reason = $5) \
+             AND ($6 = '' OR device_identity = $6) AND ($7 = '' OR serial = $7) \
+             AND ($8 = '' OR profile = $8) AND occurred_at >= $9 AND occurred_at < $10 \
+             ORDER BY id DESC LIMIT $11"
+        ))
+        .bind(query.before_id.unwrap_or(i64::MAX))
+        .bind(query.requester.clone().unwrap_or_default())
+        .bind(query.operation.clone().unwrap_or_default())
+        .bind(query.outcome.clone().unwrap_or_default())
+        .bind(query.reason.clone().unwrap_or_default())
+        .bind(query.device_identity.clone().unwrap_or_default())
+        .bind(query.serial.clone().unwrap_or_default())
+        .bind(query.profile.clone().unwrap_or_default())
+        .bind(query.since.unwrap_or(i64::MIN))
+        .bind(query.until.unwrap_or(i64::MAX))
+        .bind(query.limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(event_from_row).collect()
+    }
+
+    /// A page of audit events, newest first.
+    pub async fn audit_page(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, occurred_at, operator, action, target, outcome, reason, detail, peer \
+             FROM audit_events WHERE id < $1 AND ($2 = '' OR operator = $2) \
+             AND ($3 = '' OR action = $3) AND ($4 = '' OR target = $4) \
+             AND occurred_at >= $5 AND occurred_at < $6 ORDER BY id DESC LIMIT $7",
+        )
+        .bind(query.before_id.unwrap_or(i64::MAX))
+        .bind(query.operator.clone().unwrap_or_default())
+        .bind(query.action.clone().unwrap_or_default())
+        .bind(query.target.clone().unwrap_or_default())
+        .bind(query.since.unwrap_or(i64::MIN))
+        .bind(query.until.unwrap_or(i64::MAX))
+        .bind(query.limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(AuditEvent {
+                    id: r.try_get("id")?,
+                    occurred_at: r.try_get("occurred_at")?,
+                    operator: r.try_get("operator")?,
+                    action: r.try_get("action")?,
+                    target: r.try_get("target")?,
+                    outcome: r.try_get("outcome")?,
+                    reason: r.try_get("reason")?,
+                    detail: r.try_get("detail")?,
+                    peer: r.try_get("peer")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Revokes one certificate and records the audit event in the same transaction, whether
+    /// the revocation happened or was refused (no such certificate, already revoked).
+    pub async fn revoke_audited(
+        &self,
+        serial: &str,
+        reason: &str,
+        audit: &AuditEvent,
+    ) -> Result<RevocationOutcome, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query(
+            "UPDATE certificates SET status = 'revoked', revoked_at = $2, revocation_reason = $3 \
+             WHERE serial = $1 AND status = 'active'",
+        )
+        .bind(serial)
+        .bind(audit.occurred_at)
+        .bind(reason)
+        .execute(&mut *tx)
+        .await?;
+        let outcome = if done.rows_affected() == 1 {
+            RevocationOutcome::Revoked
+        } else {
+            let status: Option<String> =
+                sqlx::query_scalar("SELECT status FROM certificates WHERE serial = $1")
+                    .bind(serial)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            match status {
+                None => RevocationOutcome::NotFound,
+                Some(_) => RevocationOutcome::AlreadyRevoked,
+            }
+        };
+        let recorded = AuditEvent {
+            outcome: outcome.audit_outcome().into(),
+            reason: match outcome {
+                RevocationOutcome::Revoked => reason.to_owned(),
+                other => other.audit_reason().to_owned(),
+            },
+            ..audit.clone()
+        };
+        insert_audit(&mut tx, &recorded).await?;
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    /// Revokes every active certificate of a device identity and records the audit event in
+    /// the same transaction; returns the serials revoked (none: the event says refused).
+    pub async fn revoke_device_audited(
+        &self,
+        device_identity: &str,
+        reason: &str,
+        audit: &AuditEvent,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let mut serials: Vec<String> = sqlx::query_scalar(
+            "UPDATE certificates SET status = 'revoked', revoked_at = $2, revocation_reason = $3 \
+             WHERE device_identity = $1 AND status = 'active' RETURNING serial",
+        )
+        .bind(device_identity)
+        .bind(audit.occurred_at)
+        .bind(reason)
+        .fetch_all(&mut *tx)
+        .await?;
+        serials.sort();
+        let recorded = if serials.is_empty() {
+            AuditEvent {
+                outcome: "refused".into(),
+                reason: "device.no_active_certificates".into(),
+                ..audit.clone()
+            }
+        } else {
+            AuditEvent {
+                outcome: "done".into(),
+                reason: reason.to_owned(),
+                detail: serials.join(" "),
+                ..audit.clone()
+            }
+        };
+        insert_audit(&mut tx, &recorded).await?;
+        tx.commit().await?;
+        Ok(serials)
+    }
 }
 
 fn certificate_from_row(r: &sqlx::any::AnyRow) -> Result<CertificateRecord, StoreError> {
@@ -610,4 +879,48 @@ fn certificate_from_row(r: &sqlx::any::AnyRow) -> Result<CertificateRecord, Stor
         issued_at: r.try_get("issued_at")?,
         predecessor_serial: r.try_get("predecessor_serial")?,
     })
+}
+
+fn event_from_row(r: &sqlx::any::AnyRow) -> Result<(i64, EnrollmentEvent), StoreError> {
+    Ok((
+        r.try_get("id")?,
+        EnrollmentEvent {
+            occurred_at: r.try_get("occurred_at")?,
+            requester: r.try_get("requester")?,
+            operation: r.try_get("operation")?,
+            profile: r.try_get("profile")?,
+            outcome: r.try_get("outcome")?,
+            reason: r.try_get("reason")?,
+            detail: r.try_get("detail")?,
+            serial: r.try_get("serial")?,
+            csr_sha256: r.try_get("csr_sha256")?,
+            peer: r.try_get("peer")?,
+            evidence_sha256: r.try_get("evidence_sha256")?,
+            attestation_format: r.try_get("attestation_format")?,
+            vendor: r.try_get("vendor")?,
+            device_identity: r.try_get("device_identity")?,
+            predecessor_serial: r.try_get("predecessor_serial")?,
+        },
+    ))
+}
+
+async fn insert_audit(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    event: &AuditEvent,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO audit_events (occurred_at, operator, action, target, outcome, reason, \
+         detail, peer) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(event.occurred_at)
+    .bind(&event.operator)
+    .bind(&event.action)
+    .bind(&event.target)
+    .bind(&event.outcome)
+    .bind(&event.reason)
+    .bind(&event.detail)
+    .bind(&event.peer)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }

@@ -448,3 +448,40 @@ pub fn assert_hardware_module_name(dir: &Path, der: &[u8]) {
         "no hardwareModuleName: {san}"
     );
 }
+
+/// The CRL number and listed serials (lower-case hex) of a DER CRL.
+pub fn crl_facts(der: &[u8]) -> (u64, Vec<String>) {
+    let crl: x509_cert::crl::CertificateList = der::Decode::from_der(der).expect("CRL");
+    let number = crl
+        .tbs_cert_list
+        .crl_extensions
+        .iter()
+        .flatten()
+        .find(|e| e.extn_id == const_oid::db::rfc5280::ID_CE_CRL_NUMBER)
+        .and_then(|e| <der::asn1::Uint as der::Decode>::from_der(e.extn_value.as_bytes()).ok())
+        .map(|n| {
+            n.as_bytes()
+                .iter()
+                .fold(0u64, |a, b| (a << 8) | u64::from(*b))
+        })
+        .expect("CRL number");
+    let serials = crl
+        .tbs_cert_list
+        .revoked_certificates
+        .iter()
+        .flatten()
+        .map(|r| hex::encode(r.serial_number.as_bytes()))
+        .collect();
+    (number, serials)
+}
+
+/// The CRL number and listed serials of the issuing CA's CRL a server serves.
+pub async fn served_crl(server: &ServerProcess) -> (u64, Vec<String>) {
+    let bytes = reqwest::get(format!("http://{}/crl/issuing-ca.crl", server.http))
+        .await
+        .expect("CRL")
+        .bytes()
+        .await
+        .expect("body");
+    crl_facts(&bytes)
+}

@@ -311,8 +311,13 @@ t_crl() {
     grep -qi '^etag:' "$W/crl1.h" && grep -qi '^cache-control: max-age=' "$W/crl1.h" || fail "caching headers missing"
     openssl verify -CAfile "$PKI/ca-chain.pem" -crl_check -CRLfile "$W/crl1.der" "$W/device2.pem" >/dev/null \
         || fail "a good certificate failed -crl_check"
+    # The whole chain: the root's CRL (covering the issuing CA) is served beside it.
+    curl -sS -f -o "$W/root.crl" "http://127.0.0.1:$HTTP_PORT/crl/root-ca.crl" || fail "no root CRL"
+    openssl verify -CAfile "$PKI/ca-chain.pem" -crl_check_all -CRLfile "$W/crl1.der" -CRLfile "$W/root.crl" \
+        "$W/device2.pem" >/dev/null || fail "a good certificate failed -crl_check_all"
     if [[ -n "${ATTESTCA_TEST_PKILINT:-}" ]]; then
         "$(dirname "$ATTESTCA_TEST_PKILINT")/lint_crl" lint -t CRL -p PKIX -s WARNING "$W/crl1.der" || fail "pkilint: CRL findings"
+        "$(dirname "$ATTESTCA_TEST_PKILINT")/lint_crl" lint -t CRL -p PKIX -s WARNING "$W/root.crl" || fail "pkilint: root CRL findings"
     fi
     before="$(openssl crl -inform DER -in "$W/crl1.der" -noout -crlnumber | cut -d= -f2)"
     serial="$(openssl x509 -in "$W/device2.pem" -noout -serial | cut -d= -f2)"
@@ -328,9 +333,35 @@ t_crl() {
     local rc=0 out
     out="$(openssl verify -CAfile "$PKI/ca-chain.pem" -crl_check -CRLfile "$W/crl2.der" "$W/device2.pem" 2>&1)" || rc=$?
     ((rc != 0)) && [[ "$out" == *"error 23"* ]] || fail "a revoked certificate passed -crl_check: $out"
+    rc=0
+    out="$(openssl verify -CAfile "$PKI/ca-chain.pem" -crl_check_all -CRLfile "$W/crl2.der" -CRLfile "$W/root.crl" \
+        "$W/device2.pem" 2>&1)" || rc=$?
+    ((rc != 0)) && [[ "$out" == *"error 23"* ]] || fail "a revoked certificate passed -crl_check_all: $out"
     if [[ -n "${ATTESTCA_TEST_PKILINT:-}" ]]; then
         "$(dirname "$ATTESTCA_TEST_PKILINT")/lint_crl" lint -t CRL -p PKIX -s WARNING "$W/crl2.der" || fail "pkilint: CRL findings"
     fi
+}
+
+# The operator API with curl: the dev operator certificate reads and revokes (JSON); the rig
+# certificate is refused with a JSON error.
+t_operator_api() {
+    local serial
+    [[ -s "$W/device.pem" ]] || fail "no device certificate from the mTLS enrollment step"
+    serial="$(openssl x509 -in "$W/device.pem" -noout -serial | cut -d= -f2)"
+    local OPER=(--cert "$PKI/operator.crt" --key "$PKI/operator.key")
+    req op-get "${OPER[@]}" "https://127.0.0.1:$EST_PORT/api/v1/certificates/$serial"
+    expect_status 200 op-get
+    grep -qi '^content-type: application/json' "$W/op-get.h" || fail "not JSON: $(cat "$W/op-get.h")"
+    grep -q '"status":"active"' "$W/op-get.b" || fail "body: $(cat "$W/op-get.b")"
+    req op-rig "${MTLS[@]}" "https://127.0.0.1:$EST_PORT/api/v1/certificates/$serial"
+    expect_status 403 op-rig
+    grep -q '"code":"auth.forbidden"' "$W/op-rig.b" || fail "body: $(cat "$W/op-rig.b")"
+    req op-revoke "${OPER[@]}" -H 'Content-Type: application/json' --data '{"reason":"superseded"}' \
+        "https://127.0.0.1:$EST_PORT/api/v1/certificates/$serial/revoke"
+    expect_status 200 op-revoke
+    grep -q '"status":"revoked"' "$W/op-revoke.b" || fail "body: $(cat "$W/op-revoke.b")"
+    req op-audit "${OPER[@]}" "https://127.0.0.1:$EST_PORT/api/v1/audit-events?limit=1"
+    grep -q '"operator":"cert:operator-dev-01"' "$W/op-audit.b" || fail "audit: $(cat "$W/op-audit.b")"
 }
 
 t_default_requires_attestation() {
@@ -639,8 +670,9 @@ main() {
     run_step "simpleenroll: a plain CSR on the default profile -> 403 attestation.required" t_default_requires_attestation
     run_step "attested CSR (rig csr --vendor) via curl: hardwareModuleName, retry, foreign nonce 403" t_attested_enroll
     run_step "simplereenroll with curl --cert/--key: renewed, 401 without a certificate, 400 for another subject" t_reenroll_curl
-    run_step "CRL: served at the distribution point, -crl_check good, revoke -> listed within seconds, error 23, pkilint clean" t_crl
+    run_step "CRL: served at the distribution point, -crl_check and -crl_check_all good, revoke -> listed within seconds, error 23, pkilint clean" t_crl
     run_step "pkilint -s WARNING accepts the issued certificates" t_pkilint
+    run_step "operator API with curl: operator certificate reads and revokes, rig gets 403 JSON" t_operator_api
     run_step "refuse: no credentials -> 401 with Basic challenge" t_refuse_anonymous
     run_step "refuse: wrong Basic password -> 401" t_refuse_wrong_password
     run_step "refuse: Content-Type text/plain -> 415" t_refuse_content_type

@@ -1,0 +1,274 @@
+//! The operator API's JSON documents, and the RFC 3339 times they carry.
+
+use std::time::Duration;
+
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use super::ApiError;
+use crate::registry::{CertificateDetail, Page};
+use crate::store::{AuditEvent, CertificateRecord, EnrollmentEvent};
+
+/// `{"error": {"code": "...", "message": "..."}}`
+#[derive(Serialize)]
+pub struct ErrorBody {
+    error: ErrorDetail,
+}
+
+#[derive(Serialize)]
+struct ErrorDetail {
+    code: &'static str,
+    message: String,
+}
+
+impl ErrorBody {
+    pub fn new(code: &'static str, message: String) -> Self {
+        Self {
+            error: ErrorDetail { code, message },
+        }
+    }
+}
+
+/// `{"items": [...], "next_cursor": "..." | null}`
+#[derive(Serialize)]
+struct PageBody<T> {
+    items: Vec<T>,
+    next_cursor: Option<String>,
+}
+
+/// A page as JSON, each item converted by `convert`.
+pub fn page<T, J: Serialize>(page: Page<T>, convert: impl Fn(T) -> J) -> Response {
+    axum::Json(PageBody {
+        items: page.items.into_iter().map(convert).collect(),
+        next_cursor: page.next_cursor,
+    })
+    .into_response()
+}
+
+/// A certificate as operators see it.
+#[derive(Serialize)]
+pub struct Certificate {
+    serial: String,
+    status: String,
+    subject: String,
+    subject_alt_names: String,
+    profile: String,
+    device_identity: Option<String>,
+    not_before: String,
+    not_after: String,
+    issued_at: String,
+    requester: String,
+    revoked_at: Option<String>,
+    revocation_reason: Option<String>,
+    predecessor_serial: Option<String>,
+    /// Only on single-certificate answers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    successor_serials: Option<Vec<String>>,
+    issuer_key_id: String,
+    spki_sha256: String,
+    csr_sha256: String,
+    certificate_pem: String,
+}
+
+impl Certificate {
+    pub fn from_record(r: CertificateRecord, successors: Option<Vec<String>>) -> Self {
+        Self {
+            certificate_pem: crate::pem::encode("CERTIFICATE", &r.der),
+            status: r.status,
+            subject: r.subject,
+            subject_alt_names: r.sans,
+            profile: r.profile,
+            device_identity: r.device_identity,
+            not_before: rfc3339(r.not_before),
+            not_after: rfc3339(r.not_after),
+            issued_at: rfc3339(r.issued_at),
+            requester: r.requester,
+            revoked_at: r.revoked_at.map(rfc3339),
+            revocation_reason: r.revocation_reason,
+            predecessor_serial: r.predecessor_serial,
+            successor_serials: successors,
+            issuer_key_id: hex::encode(&r.issuer_key_id),
+            spki_sha256: hex::encode(&r.spki_sha256),
+            csr_sha256: hex::encode(&r.csr_sha256),
+            serial: r.serial,
+        }
+    }
+
+    pub fn from_detail(detail: CertificateDetail) -> Self {
+        Self::from_record(detail.record, Some(detail.successors))
+    }
+}
+
+/// The answer to a device revocation.
+#[derive(Serialize)]
+pub struct DeviceRevocation {
+    pub device_identity: String,
+    pub reason: String,
+    pub revoked_serials: Vec<String>,
+}
+
+/// An enrollment event.
+#[derive(Serialize)]
+pub struct Event {
+    id: i64,
+    occurred_at: String,
+    requester: Option<String>,
+    operation: String,
+    profile: String,
+    outcome: String,
+    reason: String,
+    detail: String,
+    serial: Option<String>,
+    predecessor_serial: Option<String>,
+    device_identity: Option<String>,
+    vendor: Option<String>,
+    attestation_format: Option<String>,
+    csr_sha256: Option<String>,
+    evidence_sha256: Option<String>,
+    peer: Option<String>,
+}
+
+impl Event {
+    pub fn from_stored((id, e): (i64, EnrollmentEvent)) -> Self {
+        Self {
+            id,
+            occurred_at: rfc3339(e.occurred_at),
+            requester: e.requester,
+            operation: e.operation,
+            profile: e.profile,
+            outcome: e.outcome,
+            reason: e.reason,
+            detail: e.detail,
+            serial: e.serial,
+            predecessor_serial: e.predecessor_serial,
+            device_identity: e.device_identity,
+            vendor: e.vendor,
+            attestation_format: e.attestation_format,
+            csr_sha256: e.csr_sha256.map(hex::encode),
+            evidence_sha256: e.evidence_sha256.map(hex::encode),
+            peer: e.peer,
+        }
+    }
+}
+
+/// An operator action.
+#[derive(Serialize)]
+pub struct AuditRecord {
+    id: i64,
+    occurred_at: String,
+    operator: String,
+    action: String,
+    target: String,
+    outcome: String,
+    reason: String,
+    detail: String,
+    peer: Option<String>,
+}
+
+impl AuditRecord {
+    pub fn from_stored(e: AuditEvent) -> Self {
+        Self {
+            id: e.id,
+            occurred_at: rfc3339(e.occurred_at),
+            operator: e.operator,
+            action: e.action,
+            target: e.target,
+            outcome: e.outcome,
+            reason: e.reason,
+            detail: e.detail,
+            peer: e.peer,
+        }
+    }
+}
+
+/// Unix seconds as RFC 3339 UTC (`2026-11-24T06:45:11Z`).
+pub fn rfc3339(unix: i64) -> String {
+    match der::DateTime::from_unix_duration(Duration::from_secs(u64::try_from(unix).unwrap_or(0))) {
+        Ok(t) => format!(
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+            t.year(),
+            t.month(),
+            t.day(),
+            t.hour(),
+            t.minutes(),
+            t.seconds()
+        ),
+        Err(_) => "9999-12-31T23:59:59Z".into(),
+    }
+}
+
+/// A time filter: Unix seconds, or RFC 3339 in UTC (`YYYY-MM-DDTHH:MM:SSZ`).
+pub fn parse_time(name: &str, value: Option<&str>) -> Result<Option<i64>, ApiError> {
+    let Some(text) = value else {
+        return Ok(None);
+    };
+    if let Ok(unix) = text.parse::<i64>() {
+        return Ok(Some(unix));
+    }
+    let bad = || {
+        ApiError::BadRequest(format!(
+            "{name}={text:?}: give Unix seconds or an RFC 3339 UTC time like 2026-11-24T06:45:00Z"
+        ))
+    };
+    let b = text.as_bytes();
+    if b.len() != 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !matches!(b[10], b'T' | b't')
+        || b[13] != b':'
+        || b[16] != b':'
+        || !matches!(b[19], b'Z' | b'z')
+    {
+        return Err(bad());
+    }
+    let field = |range: std::ops::Range<usize>| -> Result<u16, ApiError> {
+        text.get(range)
+            .filter(|s| s.bytes().all(|c| c.is_ascii_digit()))
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(bad)
+    };
+    let to_u8 = |v: u16| u8::try_from(v).map_err(|_| bad());
+    let time = der::DateTime::new(
+        field(0..4)?,
+        to_u8(field(5..7)?)?,
+        to_u8(field(8..10)?)?,
+        to_u8(field(11..13)?)?,
+        to_u8(field(14..16)?)?,
+        to_u8(field(17..19)?)?,
+    )
+    .map_err(|_| bad())?;
+    Ok(Some(time.unix_duration().as_secs() as i64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_round_trip() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_795_000_000), "2026-11-18T11:06:40Z");
+        assert_eq!(
+            parse_time("since", Some("2026-11-18T11:06:40Z")).unwrap(),
+            Some(1_795_000_000)
+        );
+        assert_eq!(
+            parse_time("since", Some("1795000000")).unwrap(),
+            Some(1_795_000_000)
+        );
+        assert_eq!(parse_time("since", None).unwrap(), None);
+    }
+
+    #[test]
+    fn bad_times_are_refused() {
+        for text in [
+            "yesterday",
+            "2026-13-01T00:00:00Z",
+            "2026-11-24 06:45:00Z",
+            "2026-11-24T06:45:00+01:00",
+            "",
+        ] {
+            assert!(parse_time("since", Some(text)).is_err(), "{text}");
+        }
+    }
+}

@@ -1,0 +1,400 @@
+//! The operator API under `/api/v1/`: JSON over the EST listener's TLS, for operators only.
+//!
+//! Handlers are thin: authenticate the operator, turn the request into a [`Registry`] call,
+//! turn its answer into JSON. Every failure is a JSON error with a stable `code`, mapped to a
+//! status in exactly one place ([`ApiError`]'s `IntoResponse`).
+
+mod json;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+
+use crate::access::operator::{Operator, OperatorAuthError, OperatorAuthenticator};
+use crate::registry::{Actor, Listing, Registry, RegistryError};
+use crate::server::ConnectionInfo;
+use crate::store::{AuditQuery, CertificateQuery, EventQuery};
+
+/// Largest request body the API reads (a revocation reason is a few bytes).
+const MAX_BODY_BYTES: usize = 16 * 1024;
+
+/// Shared state of the API routes.
+pub struct ApiState {
+    registry: Registry,
+    operators: Arc<OperatorAuthenticator>,
+}
+
+impl ApiState {
+    pub fn new(registry: Registry, operators: Arc<OperatorAuthenticator>) -> Self {
+        Self {
+            registry,
+            operators,
+        }
+    }
+}
+
+/// The routes under `/api/v1/`.
+pub fn router(state: Arc<ApiState>) -> Router {
+    let v1 = Router::new()
+        .route("/certificates", get(list_certificates))
+        .route("/certificates/{serial}", get(get_certificate))
+        .route("/certificates/{serial}/revoke", post(revoke_certificate))
+        .route("/devices/{device_identity}/revoke", post(revoke_device))
+        .route("/events", get(list_events))
+        .route("/audit-events", get(list_audit_events))
+        .fallback(|| async { ApiError::RouteNotFound })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state);
+    Router::new().nest("/api/v1", v1)
+}
+
+/// Everything an API request can end with other than success.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error(transparent)]
+    Auth(#[from] OperatorAuthError),
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("the request body must be application/json")]
+    UnsupportedMediaType,
+    #[error("the request body is larger than {MAX_BODY_BYTES} bytes")]
+    TooLarge,
+    #[error("no such API route")]
+    RouteNotFound,
+    #[error("method not allowed on this route")]
+    MethodNotAllowed,
+}
+
+impl ApiError {
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            ApiError::Auth(OperatorAuthError::Missing) => {
+                (StatusCode::UNAUTHORIZED, "auth.required")
+            }
+            ApiError::Auth(OperatorAuthError::InvalidToken) => {
+                (StatusCode::UNAUTHORIZED, "auth.invalid_token")
+            }
+            ApiError::Auth(OperatorAuthError::Forbidden(_)) => {
+                (StatusCode::FORBIDDEN, "auth.forbidden")
+            }
+            ApiError::Registry(e) => (
+                match e {
+                    RegistryError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
+                    RegistryError::CertificateNotFound(_)
+                    | RegistryError::NoActiveCertificates(_) => StatusCode::NOT_FOUND,
+                    RegistryError::AlreadyRevoked(_) => StatusCode::CONFLICT,
+                    RegistryError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+                },
+                e.code(),
+            ),
+            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "request.invalid"),
+            ApiError::UnsupportedMediaType => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "request.unsupported_media_type",
+            ),
+            ApiError::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "request.too_large"),
+            ApiError::RouteNotFound => (StatusCode::NOT_FOUND, "route.not_found"),
+            ApiError::MethodNotAllowed => {
+                (StatusCode::METHOD_NOT_ALLOWED, "route.method_not_allowed")
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            tracing::warn!(error = %self, "operator API request failed");
+        }
+        let mut response = (
+            status,
+            axum::Json(json::ErrorBody::new(code, self.to_string())),
+        )
+            .into_response();
+        let headers = response.headers_mut();
+        if status == StatusCode::UNAUTHORIZED {
+            headers.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"attestca operator API\""),
+            );
+        }
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        }
+        response
+    }
+}
+
+/// The operator making a request, with the client address for audit events.
+pub struct AuthenticatedOperator {
+    operator: Operator,
+    peer: Option<String>,
+}
+
+impl AuthenticatedOperator {
+    fn actor(&self) -> Actor {
+        Actor {
+            id: self.operator.id(),
+            peer: self.peer.clone(),
+        }
+    }
+}
+
+impl FromRequestParts<Arc<ApiState>> for AuthenticatedOperator {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<ApiState>,
+    ) -> Result<Self, Self::Rejection> {
+        let connection = parts
+            .extensions
+            .get::<ConnectionInfo>()
+            .cloned()
+            .unwrap_or_default();
+        let bearer = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                let (scheme, token) = v.split_once(' ')?;
+                scheme
+                    .eq_ignore_ascii_case("bearer")
+                    .then(|| token.trim().to_owned())
+            });
+        let operator = state
+            .operators
+            .authenticate(&connection.peer_certificate, bearer.as_deref())?;
+        Ok(Self {
+            operator,
+            peer: connection.peer_addr.map(|a| a.to_string()),
+        })
+    }
+}
+
+fn query<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
+    query
+        .map(|Query(q)| q)
+        .map_err(|e| ApiError::BadRequest(format!("query string: {}", e.body_text())))
+}
+
+fn path(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+    path.map(|Path(p)| p)
+        .map_err(|e| ApiError::BadRequest(e.body_text()))
+}
+
+/// `?device_identity=&status=&profile=&limit=&cursor=`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CertificateParams {
+    device_identity: Option<String>,
+    status: Option<String>,
+    profile: Option<String>,
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+async fn list_certificates(
+    _operator: AuthenticatedOperator,
+    State(state): State<Arc<ApiState>>,
+    params: Result<Query<CertificateParams>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let p = query(params)?;
+    let page = state
+        .registry
+        .certificates(
+            CertificateQuery {
+                device_identity: p.device_identity,
+                status: p.status,
+                profile: p.profile,
+                ..CertificateQuery::default()
+            },
+            &Listing {
+                cursor: p.cursor,
+                limit: p.limit,
+            },
+        )
+        .await?;
+    Ok(json::page(page, |r| {
+        json::Certificate::from_record(r, None)
+    }))
+}
+
+async fn get_certificate(
+    _operator: AuthenticatedOperator,
+    State(state): State<Arc<ApiState>>,
+    serial: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let detail = state.registry.certificate(&path(serial)?).await?;
+    Ok(axum::Json(json::Certificate::from_detail(detail)).into_response())
+}
+
+/// The body of a revocation: `{"reason": "<RFC 5280 name>"}`, or empty (`unspecified`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RevokeBody {
+    reason: Option<String>,
+}
+
+fn revoke_body(
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<RevokeBody, ApiError> {
+    let body = body.map_err(|e| match e {
+        BytesRejection::FailedToBufferBody(_) => ApiError::TooLarge,
+        other => ApiError::BadRequest(other.body_text()),
+    })?;
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(RevokeBody::default());
+    }
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+    if !json {
+        return Err(ApiError::UnsupportedMediaType);
+    }
+    serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("request body: {e}")))
+}
+
+async fn revoke_certificate(
+    operator: AuthenticatedOperator,
+    State(state): State<Arc<ApiState>>,
+    serial: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let serial = path(serial)?;
+    let body = revoke_body(&headers, body)?;
+    let detail = state
+        .registry
+        .revoke(&operator.actor(), &serial, body.reason.as_deref())
+        .await?;
+    Ok(axum::Json(json::Certificate::from_detail(detail)).into_response())
+}
+
+async fn revoke_device(
+    operator: AuthenticatedOperator,
+    State(state): State<Arc<ApiState>>,
+    device_identity: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let device_identity = path(device_identity)?;
+    let body = revoke_body(&headers, body)?;
+    let reason = body.reason.unwrap_or_else(|| "unspecified".into());
+    let serials = state
+        .registry
+        .revoke_device(&operator.actor(), &device_identity, Some(&reason))
+        .await?;
+    Ok(axum::Json(json::DeviceRevocation {
+        device_identity,
+        reason,
+        revoked_serials: serials,
+    })
+    .into_response())
+}
+
+/// `?requester=&operation=&outcome=&reason=&device_identity=&serial=&profile=&since=&until=&limit=&cursor=`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventParams {
+    requester: Option<String>,
+    operation: Option<String>,
+    outcome: Option<String>,
+    reason: Option<String>,
+    device_identity: Option<String>,
+    serial: Option<String>,
+    profile: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+async fn list_events(
+    _operator: AuthenticatedOperator,
+    State(state): State<Arc<ApiState>>,
+    params: Result<Query<EventParams>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let p = query(params)?;
+    let serial = p
+        .serial
+        .as_deref()
+        .map(crate::registry::normalise_serial)
+        .transpose()?;
+    let page = state
+        .registry
+        .events(
+            EventQuery {
+                requester: p.requester,
+                operation: p.operation,
+                outcome: p.outcome,
+                reason: p.reason,
+                device_identity: p.device_identity,
+                serial,
+                profile: p.profile,
+                since: json::parse_time("since", p.since.as_deref())?,
+                until: json::parse_time("until", p.until.as_deref())?,
+                ..EventQuery::default()
+            },
+            &Listing {
+                cursor: p.cursor,
+                limit: p.limit,
+            },
+        )
+        .await?;
+    Ok(json::page(page, json::Event::from_stored))
+}
+
+/// `?operator=&action=&target=&since=&until=&limit=&cursor=`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditParams {
+    operator: Option<String>,
+    action: Option<String>,
+    target: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+async fn list_audit_events(
+    _operator: AuthenticatedOperator,
+    State(state): State<Arc<ApiState>>,
+    params: Result<Query<AuditParams>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let p = query(params)?;
+    let page = state
+        .registry
+        .audit_events(
+            AuditQuery {
+                operator: p.operator,
+                action: p.action,
+                target: p.target,
+                since: json::parse_time("since", p.since.as_deref())?,
+                until: json::parse_time("until", p.until.as_deref())?,
+                ..AuditQuery::default()
+            },
+            &Listing {
+                cursor: p.cursor,
+                limit: p.limit,
+            },
+        )
+        .await?;
+    Ok(json::page(page, json::AuditRecord::from_stored))
+}

@@ -1,0 +1,346 @@
+//! The CA's records as operators see them: certificates, enrollment and audit events, and
+//! revocations, each revocation audited in the same transaction that makes it.
+//!
+//! Both the operator API and `attestca revoke` come through here, so a revocation is checked,
+//! normalised and recorded the same way whoever makes it.
+
+use crate::store::{
+    AuditEvent, AuditQuery, CertificateQuery, CertificateRecord, EnrollmentEvent, EventQuery,
+    RevocationOutcome, Store, StoreError,
+};
+
+/// RFC 5280 CRLReason names accepted for a revocation. `removeFromCRL` is not a reason to
+/// revoke, and `certificateHold` is left out: a hold cannot be released here.
+pub const REVOCATION_REASONS: &[&str] = &[
+    "unspecified",
+    "keyCompromise",
+    "cACompromise",
+    "affiliationChanged",
+    "superseded",
+    "cessationOfOperation",
+    "privilegeWithdrawn",
+    "aACompromise",
+];
+
+/// Page size when none is asked for, and the largest accepted.
+pub const DEFAULT_PAGE: u32 = 100;
+pub const MAX_PAGE: u32 = 1000;
+
+/// Why an operator request was not carried out. Each has a stable code for API clients.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("no certificate has serial {0}")]
+    CertificateNotFound(String),
+    #[error("certificate {0} is already revoked")]
+    AlreadyRevoked(String),
+    #[error("device {0} has no active certificate")]
+    NoActiveCertificates(String),
+    #[error("the database is unavailable: {0}")]
+    Store(#[from] StoreError),
+}
+
+impl RegistryError {
+    /// The stable code API clients match on.
+    pub fn code(&self) -> &'static str {
+        match self {
+            RegistryError::InvalidRequest(_) => "request.invalid",
+            RegistryError::CertificateNotFound(_) => "certificate.not_found",
+            RegistryError::AlreadyRevoked(_) => "certificate.already_revoked",
+            RegistryError::NoActiveCertificates(_) => "device.no_active_certificates",
+            RegistryError::Store(_) => "service.database_unavailable",
+        }
+    }
+}
+
+/// Who acts, as audit events name them.
+#[derive(Clone, Debug)]
+pub struct Actor {
+    /// `cert:<CN>`, `token:<name>` or `cli:<user>`.
+    pub id: String,
+    /// The client address, when the action came over the network.
+    pub peer: Option<String>,
+}
+
+/// Where a listing starts and how long it is.
+#[derive(Clone, Debug, Default)]
+pub struct Listing {
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+    pub limit: Option<u32>,
+}
+
+/// One page of a listing; `next_cursor` is set when more may follow.
+#[derive(Clone, Debug)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
+/// A certificate with the certificates that renewed it.
+#[derive(Clone, Debug)]
+pub struct CertificateDetail {
+    pub record: CertificateRecord,
+    pub successors: Vec<String>,
+}
+
+/// Operator access to the store.
+#[derive(Clone)]
+pub struct Registry {
+    store: Store,
+}
+
+impl Registry {
+    pub fn new(store: Store) -> Self {
+        Self { store }
+    }
+
+    /// One certificate by serial (hex, any case, colons allowed).
+    pub async fn certificate(&self, serial: &str) -> Result<CertificateDetail, RegistryError> {
+        let serial = normalise_serial(serial)?;
+        let record = self
+            .store
+            .certificate(&serial)
+            .await?
+            .ok_or_else(|| RegistryError::CertificateNotFound(serial.clone()))?;
+        let successors = self.store.successors(&serial).await?;
+        Ok(CertificateDetail { record, successors })
+    }
+
+    /// Certificates, newest first. `filter`'s own pagination fields are ignored.
+    pub async fn certificates(
+        &self,
+        filter: CertificateQuery,
+        listing: &Listing,
+    ) -> Result<Page<CertificateRecord>, RegistryError> {
+        if let Some(status) = &filter.status
+            && status != "active"
+            && status != "revoked"
+        {
+            return Err(RegistryError::InvalidRequest(format!(
+                "status must be active or revoked (got {status:?})"
+            )));
+        }
+        let limit = page_size(listing)?;
+        let before = match &listing.cursor {
+            None => None,
+            Some(cursor) => Some(
+                cursor
+                    .split_once('.')
+                    .and_then(|(at, serial)| Some((at.parse::<i64>().ok()?, serial.to_owned())))
+                    .filter(|(_, serial)| is_hex(serial))
+                    .ok_or_else(|| bad_cursor(cursor))?,
+            ),
+        };
+        let items = self
+            .store
+            .certificates_page(&CertificateQuery {
+                before,
+                limit: i64::from(limit),
+                ..filter
+            })
+            .await?;
+        let next_cursor =
+            full_page(&items, limit).map(|last| format!("{}.{}", last.issued_at, last.serial));
+        Ok(Page { items, next_cursor })
+    }
+
+    /// Enrollment events, newest first, with their ids.
+    pub async fn events(
+        &self,
+        filter: EventQuery,
+        listing: &Listing,
+    ) -> Result<Page<(i64, EnrollmentEvent)>, RegistryError> {
+        let limit = page_size(listing)?;
+        let items = self
+            .store
+            .events_page(&EventQuery {
+                before_id: id_cursor(listing)?,
+                limit: i64::from(limit),
+                ..filter
+            })
+            .await?;
+        let next_cursor = full_page(&items, limit).map(|(id, _)| id.to_string());
+        Ok(Page { items, next_cursor })
+    }
+
+    /// Operator actions, newest first.
+    pub async fn audit_events(
+        &self,
+        filter: AuditQuery,
+        listing: &Listing,
+    ) -> Result<Page<AuditEvent>, RegistryError> {
+        let limit = page_size(listing)?;
+        let items = self
+            .store
+            .audit_page(&AuditQuery {
+                before_id: id_cursor(listing)?,
+                limit: i64::from(limit),
+                ..filter
+            })
+            .await?;
+        let next_cursor = full_page(&items, limit).map(|e| e.id.to_string());
+        Ok(Page { items, next_cursor })
+    }
+
+    /// Revokes one certificate. Refusals (unknown serial, already revoked) are audited too.
+    pub async fn revoke(
+        &self,
+        actor: &Actor,
+        serial: &str,
+        reason: Option<&str>,
+    ) -> Result<CertificateDetail, RegistryError> {
+        let reason = checked_reason(reason)?;
+        let serial = normalise_serial(serial)?;
+        let audit = audit_event(actor, "certificate.revoke", &serial);
+        match self.store.revoke_audited(&serial, reason, &audit).await? {
+            RevocationOutcome::Revoked => {
+                tracing::info!(operator = %actor.id, serial = %serial, reason, "certificate revoked");
+                self.certificate(&serial).await
+            }
+            RevocationOutcome::NotFound => Err(RegistryError::CertificateNotFound(serial)),
+            RevocationOutcome::AlreadyRevoked => Err(RegistryError::AlreadyRevoked(serial)),
+        }
+    }
+
+    /// Revokes every active certificate of a device identity; returns their serials.
+    pub async fn revoke_device(
+        &self,
+        actor: &Actor,
+        device_identity: &str,
+        reason: Option<&str>,
+    ) -> Result<Vec<String>, RegistryError> {
+        let reason = checked_reason(reason)?;
+        if device_identity.is_empty() {
+            return Err(RegistryError::InvalidRequest(
+                "the device identity is empty".into(),
+            ));
+        }
+        let audit = audit_event(actor, "device.revoke", device_identity);
+        let serials = self
+            .store
+            .revoke_device_audited(device_identity, reason, &audit)
+            .await?;
+        if serials.is_empty() {
+            return Err(RegistryError::NoActiveCertificates(
+                device_identity.to_owned(),
+            ));
+        }
+        tracing::info!(operator = %actor.id, device = %device_identity, revoked = serials.len(), reason, "device revoked");
+        Ok(serials)
+    }
+}
+
+fn audit_event(actor: &Actor, action: &str, target: &str) -> AuditEvent {
+    AuditEvent {
+        occurred_at: crate::issuance::unix_seconds(std::time::SystemTime::now()) as i64,
+        operator: actor.id.clone(),
+        action: action.into(),
+        target: target.into(),
+        peer: actor.peer.clone(),
+        ..AuditEvent::default()
+    }
+}
+
+fn checked_reason(reason: Option<&str>) -> Result<&str, RegistryError> {
+    let reason = reason.unwrap_or("unspecified");
+    REVOCATION_REASONS
+        .iter()
+        .find(|r| **r == reason)
+        .copied()
+        .ok_or_else(|| {
+            RegistryError::InvalidRequest(format!(
+                "{reason:?} is not an RFC 5280 revocation reason ({})",
+                REVOCATION_REASONS.join(", ")
+            ))
+        })
+}
+
+/// Lower-case hex without separators, as serials are stored.
+pub fn normalise_serial(serial: &str) -> Result<String, RegistryError> {
+    let hex: String = serial
+        .trim()
+        .chars()
+        .filter(|c| *c != ':')
+        .collect::<String>()
+        .to_ascii_lowercase();
+    if hex.is_empty() || hex.len() > 40 || !is_hex(&hex) {
+        return Err(RegistryError::InvalidRequest(format!(
+            "{serial:?} is not a hex serial number"
+        )));
+    }
+    Ok(hex)
+}
+
+fn is_hex(text: &str) -> bool {
+    text.chars().all(|c| c.is_ascii_hexdigit())
+}
+
+fn page_size(listing: &Listing) -> Result<u32, RegistryError> {
+    match listing.limit {
+        None => Ok(DEFAULT_PAGE),
+        Some(n) if (1..=MAX_PAGE).contains(&n) => Ok(n),
+        Some(n) => Err(RegistryError::InvalidRequest(format!(
+            "limit must be between 1 and {MAX_PAGE} (got {n})"
+        ))),
+    }
+}
+
+fn id_cursor(listing: &Listing) -> Result<Option<i64>, RegistryError> {
+    listing
+        .cursor
+        .as_deref()
+        .map(|c| c.parse::<i64>().map_err(|_| bad_cursor(c)))
+        .transpose()
+}
+
+fn bad_cursor(cursor: &str) -> RegistryError {
+    RegistryError::InvalidRequest(format!("cursor {cursor:?} is not one this API returned"))
+}
+
+/// The last item, when the page is full (so another may follow).
+fn full_page<T>(items: &[T], limit: u32) -> Option<&T> {
+    if items.len() == limit as usize {
+        items.last()
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serials_are_normalised_and_checked() {
+        assert_eq!(normalise_serial("4A:0b:FF").unwrap(), "4a0bff");
+        assert!(normalise_serial("").is_err());
+        assert!(normalise_serial("xyz").is_err());
+        assert!(normalise_serial(&"a".repeat(41)).is_err());
+    }
+
+    #[test]
+    fn reasons_are_rfc5280_names() {
+        assert_eq!(checked_reason(None).unwrap(), "unspecified");
+        assert_eq!(
+            checked_reason(Some("keyCompromise")).unwrap(),
+            "keyCompromise"
+        );
+        assert!(checked_reason(Some("removeFromCRL")).is_err());
+        assert!(checked_reason(Some("certificateHold")).is_err());
+        assert!(checked_reason(Some("KEYCOMPROMISE")).is_err());
+    }
+
+    #[test]
+    fn page_sizes_are_bounded() {
+        let listing = |limit| Listing {
+            cursor: None,
+            limit,
+        };
+        assert_eq!(page_size(&listing(None)).unwrap(), DEFAULT_PAGE);
+        assert_eq!(page_size(&listing(Some(1))).unwrap(), 1);
+        assert!(page_size(&listing(Some(0))).is_err());
+        assert!(page_size(&listing(Some(MAX_PAGE + 1))).is_err());
+    }
+}
