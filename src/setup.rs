@@ -124,7 +124,13 @@ pub fn refresh_test_root_crl(config: &Config) -> Result<(), SetupError> {
         crate::signer::software::SoftwareSigner::from_pkcs8(CaKeyAlgorithm::EcdsaP256, &pkcs8)?;
     let root = crate::issuance::IssuingCa::new(vec![root_der], Arc::new(signer))?;
     // The number only has to grow: the signing time does.
-    let der = crate::revocation::crl::build(&root, now as u64, now, now + TEST_ROOT_CRL_SECS, &[])?;
+    let der = crate::revocation::crl::build(
+        &root,
+        now as u64,
+        now,
+        now + TEST_ROOT_CRL_SECS,
+        &Default::default(),
+    )?;
     crate::pem::write_file(path, &der, 0o644)?;
     Ok(())
 }

@@ -61,7 +61,7 @@ pub fn read(path: &Path) -> Result<StoredCrl, RootCrlError> {
         number,
         this_update: unix(&tbs.this_update),
         next_update: tbs.next_update.as_ref().map(unix).unwrap_or(i64::MAX),
-        der,
+        der: der.into(),
     })
 }
 

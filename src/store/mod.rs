@@ -107,7 +107,8 @@ pub enum NonceCheck {
 #[derive(Clone, Debug)]
 pub struct StoredCrl {
     pub number: i64,
-    pub der: Vec<u8>,
+    /// Shared, not copied: a fleet's CRL is tens of megabytes and served on every request.
+    pub der: bytes::Bytes,
     pub this_update: i64,
     pub next_update: i64,
 }
@@ -547,29 +548,31 @@ impl Store {
     }
 
     /// Revoked certificates of one issuer that have not been expired since before
-    /// `expired_before` (older entries leave the CRL).
+    /// `expired_before` (older entries leave the CRL), encoded for the CRL as the rows stream
+    /// in (a million entries never sit in memory as rows).
     pub async fn revoked_entries(
         &self,
         issuer_key_id: &[u8],
         expired_before: i64,
-    ) -> Result<Vec<crate::revocation::crl::RevokedEntry>, StoreError> {
-        let rows = sqlx::query(
+    ) -> Result<crate::revocation::crl::RevokedList, StoreError> {
+        use futures::TryStreamExt;
+        let mut rows = sqlx::query(
             "SELECT serial, revoked_at, revocation_reason FROM certificates \
              WHERE issuer_key_id = $1 AND status = 'revoked' AND not_after >= $2 ORDER BY serial",
         )
         .bind(issuer_key_id)
         .bind(expired_before)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(crate::revocation::crl::RevokedEntry {
-                    serial: r.try_get("serial")?,
-                    revoked_at: r.try_get::<Option<i64>, _>("revoked_at")?.unwrap_or(0),
-                    reason: r.try_get("revocation_reason")?,
-                })
+        .fetch(&self.pool);
+        let mut list = crate::revocation::crl::RevokedList::default();
+        while let Some(r) = rows.try_next().await? {
+            list.push(&crate::revocation::crl::RevokedEntry {
+                serial: r.try_get("serial")?,
+                revoked_at: r.try_get::<Option<i64>, _>("revoked_at")?.unwrap_or(0),
+                reason: r.try_get("revocation_reason")?,
             })
-            .collect()
+            .map_err(|e| StoreError::Database(sqlx::Error::Protocol(e.to_string())))?;
+        }
+        Ok(list)
     }
 
     /// The time of the newest revocation by this issuer.
@@ -593,12 +596,25 @@ impl Store {
         row.map(|r| {
             Ok(StoredCrl {
                 number: r.try_get("crl_number")?,
-                der: r.try_get("der")?,
+                der: bytes::Bytes::from(r.try_get::<Vec<u8>, _>("der")?),
                 this_update: r.try_get("this_update")?,
                 next_update: r.try_get("next_update")?,
             })
         })
         .transpose()
+    }
+
+    /// `(crl_number, this_update)` of an issuer's stored CRL, without its (large) body.
+    pub async fn crl_version(
+        &self,
+        issuer_key_id: &[u8],
+    ) -> Result<Option<(i64, i64)>, StoreError> {
+        let row = sqlx::query("SELECT crl_number, this_update FROM crls WHERE issuer_key_id = $1")
+            .bind(issuer_key_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| Ok((r.try_get("crl_number")?, r.try_get("this_update")?)))
+            .transpose()
     }
 
     /// Allocates the next CRL number, lets `make` build and sign the CRL, and stores it — all
