@@ -22,6 +22,7 @@ pub mod config;
 pub mod enrollment;
 pub mod est;
 pub mod issuance;
+pub mod metrics;
 pub mod pem;
 pub mod registry;
 pub mod revocation;
