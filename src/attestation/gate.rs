@@ -60,7 +60,7 @@ impl AttestationGate {
             vendors: &self.vendors,
             at: self.clock.now(),
         };
-        let mut first_failure = None;
+        let mut first_failure: Option<(&'static str, AttestationError)> = None;
         for (statement_type, statement) in &evidence.statements {
             let Some(verifier) = self
                 .verifiers
@@ -68,22 +68,42 @@ impl AttestationGate {
                 .find(|v| v.statement_type() == *statement_type)
             else {
                 first_failure.get_or_insert_with(|| {
-                    AttestationError::malformed(
-                        "attestation.unknown_statement_type",
-                        format!("attestation statement type {statement_type} is not supported"),
+                    (
+                        "unknown",
+                        AttestationError::malformed(
+                            "attestation.unknown_statement_type",
+                            format!("attestation statement type {statement_type} is not supported"),
+                        ),
                     )
                 });
                 continue;
             };
             match verifier.verify(statement, &context) {
-                Ok(attested) => return Ok(attested),
+                Ok(attested) => {
+                    count(attested.format.name(), &attested.vendor, "pass", "ok");
+                    return Ok(attested);
+                }
                 Err(e) => {
-                    first_failure.get_or_insert(e);
+                    first_failure.get_or_insert((verifier.format().name(), e));
                 }
             }
         }
-        Err(first_failure.unwrap_or_else(|| {
-            AttestationError::malformed("attestation.malformed", "no attestation statement")
-        }))
+        let (format, error) = first_failure.unwrap_or_else(|| {
+            (
+                "unknown",
+                AttestationError::malformed("attestation.malformed", "no attestation statement"),
+            )
+        });
+        // The vendor is not known until a statement verifies: failures are counted by format.
+        count(format, "unknown", "fail", error.code);
+        Err(error)
     }
+}
+
+/// Counts one verification in `attestca_attestation_verifications_total`.
+fn count(format: &str, vendor: &str, result: &str, reason: &str) {
+    crate::metrics::METRICS
+        .attestation_verifications
+        .with_label_values(&[format, vendor, result, reason])
+        .inc();
 }

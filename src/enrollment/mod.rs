@@ -240,6 +240,7 @@ impl EnrollmentService {
             peer,
             ..Default::default()
         };
+        self.count(&event, SystemTime::now());
         if let Err(e) = self.ledger.commit(LedgerEntry::Event(event)).await {
             tracing::error!(error = %e, "could not record a refused enrollment");
         }
@@ -255,7 +256,7 @@ impl EnrollmentService {
             now,
         );
         let result = self.decide_and_issue(&request, now, &mut event).await;
-        self.record_refusal(event, &result).await;
+        self.record_refusal(event, &result, now).await;
         result
     }
 
@@ -269,25 +270,56 @@ impl EnrollmentService {
             })
     }
 
-    /// Records the event of a refused request (an issued certificate's event is committed with
-    /// the certificate).
+    /// Counts the decision in the metrics and records the event of a refused request (an
+    /// issued certificate's event is committed with the certificate).
     async fn record_refusal(
         &self,
         mut event: EnrollmentEvent,
         result: &Result<Enrolled, EnrollmentError>,
+        started: SystemTime,
     ) {
-        let Err(refusal) = result else {
-            return;
-        };
-        event.outcome = match refusal.kind() {
-            RefusalKind::Unavailable => "failed",
-            _ => "refused",
+        if let Err(refusal) = result {
+            event.outcome = match refusal.kind() {
+                RefusalKind::Unavailable => "failed",
+                _ => "refused",
+            }
+            .into();
+            event.reason = refusal.reason_code().into();
+            event.detail = refusal.to_string();
         }
-        .into();
-        event.reason = refusal.reason_code().into();
-        event.detail = refusal.to_string();
+        self.count(&event, started);
+        if result.is_ok() {
+            return;
+        }
         if let Err(e) = self.ledger.commit(LedgerEntry::Event(event)).await {
             tracing::error!(error = %e, "could not record a refused enrollment");
+        }
+    }
+
+    /// Counts one decision: `attestca_enrollments_total`, refusal reasons, CA-side latency.
+    /// The profile label is bounded to configured profiles (a request names any label).
+    fn count(&self, event: &EnrollmentEvent, started: SystemTime) {
+        let metrics = &crate::metrics::METRICS;
+        let profile = if self.profiles.contains_key(&event.profile) {
+            event.profile.as_str()
+        } else {
+            "unknown"
+        };
+        metrics
+            .enrollments
+            .with_label_values(&[profile, &event.operation, &event.outcome])
+            .inc();
+        if event.outcome == "refused" || event.outcome == "failed" {
+            metrics
+                .enrollment_refusals
+                .with_label_values(&[&event.operation, &event.reason])
+                .inc();
+        }
+        if let Ok(elapsed) = started.elapsed() {
+            metrics
+                .enrollment_duration
+                .with_label_values(&[&event.operation])
+                .observe(elapsed.as_secs_f64());
         }
     }
 
@@ -456,6 +488,10 @@ impl EnrollmentService {
                 .map_err(EnrollmentError::storage)?;
             match committed {
                 Committed::Stored => {
+                    crate::metrics::METRICS
+                        .certificates_issued
+                        .with_label_values(&[profile.label.as_str()])
+                        .inc();
                     tracing::info!(serial = %issued.serial_hex, rig = %requester.id(), profile = %profile.label, "issued");
                     return Ok(Enrolled {
                         certificate_der: issued.der,

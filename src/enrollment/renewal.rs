@@ -53,7 +53,7 @@ impl EnrollmentService {
             Ok(_permit) => self.decide_renewal(&request, now, &mut event).await,
             Err(refusal) => Err(refusal),
         };
-        self.record_refusal(event, &result).await;
+        self.record_refusal(event, &result, now).await;
         result
     }
 

@@ -149,3 +149,51 @@ pub fn generate(config: &SignerConfig) -> Result<Arc<dyn Signer>, SignerError> {
         SignerConfig::Pkcs11(hsm) => Ok(Arc::new(pkcs11::Pkcs11Signer::generate(hsm)?)),
     }
 }
+
+/// A signer that counts and times every signature (`attestca_signer_*` metrics).
+pub struct MeteredSigner {
+    inner: Arc<dyn Signer>,
+    /// Which key this is in the metrics: `ca` or `ocsp`.
+    key: &'static str,
+}
+
+impl MeteredSigner {
+    /// Wraps `inner`, labelled as `key` in the metrics.
+    pub fn wrap(inner: Arc<dyn Signer>, key: &'static str) -> Arc<dyn Signer> {
+        Arc::new(Self { inner, key })
+    }
+}
+
+impl Signer for MeteredSigner {
+    fn algorithm(&self) -> CaKeyAlgorithm {
+        self.inner.algorithm()
+    }
+
+    fn public_key(&self) -> &SubjectPublicKeyInfo {
+        self.inner.public_key()
+    }
+
+    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, SignerError> {
+        let metrics = &crate::metrics::METRICS;
+        let started = std::time::Instant::now();
+        let result = self.inner.sign(message);
+        let backend = self.inner.backend();
+        metrics
+            .signer_duration
+            .with_label_values(&[backend, self.key])
+            .observe(started.elapsed().as_secs_f64());
+        metrics
+            .signer_operations
+            .with_label_values(&[
+                backend,
+                self.key,
+                if result.is_ok() { "ok" } else { "error" },
+            ])
+            .inc();
+        result
+    }
+
+    fn backend(&self) -> &'static str {
+        self.inner.backend()
+    }
+}

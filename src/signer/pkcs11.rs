@@ -128,6 +128,10 @@ impl Pkcs11Signer {
             idle.push(PooledSession { session, key });
         }
         tracing::info!(token = %config.token_label, key = %config.key_label, sessions = size, "PKCS#11 signer ready");
+        crate::metrics::METRICS
+            .signer_sessions
+            .with_label_values(&["pkcs11"])
+            .add(size as i64);
         Ok(Self {
             algorithm: config.algorithm,
             spki,
@@ -144,6 +148,7 @@ impl Pkcs11Signer {
             .map_err(|_| SignerError::Pkcs11("session pool poisoned".into()))?;
         loop {
             if let Some(s) = idle.pop() {
+                in_use().inc();
                 return Ok(s);
             }
             let (guard, timeout) = self
@@ -160,11 +165,19 @@ impl Pkcs11Signer {
     }
 
     fn checkin(&self, session: PooledSession) {
+        in_use().dec();
         if let Ok(mut idle) = self.idle.lock() {
             idle.push(session);
             self.returned.notify_one();
         }
     }
+}
+
+/// `attestca_signer_sessions_in_use{backend="pkcs11"}`: summed over every PKCS#11 key.
+fn in_use() -> prometheus::IntGauge {
+    crate::metrics::METRICS
+        .signer_sessions_in_use
+        .with_label_values(&["pkcs11"])
 }
 
 fn connect(config: &Pkcs11SignerConfig) -> Result<(Pkcs11, Slot), SignerError> {

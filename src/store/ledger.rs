@@ -87,7 +87,13 @@ async fn run_writer(store: Store, mut receiver: mpsc::Receiver<Job>, batch_max: 
                 Err(_) => break,
             }
         }
-        match write_batch(&store, &jobs).await {
+        let started = std::time::Instant::now();
+        let written = write_batch(&store, &jobs).await;
+        crate::metrics::METRICS
+            .db_query_duration
+            .with_label_values(&["ledger_commit"])
+            .observe(started.elapsed().as_secs_f64());
+        match written {
             Ok(outcomes) => {
                 for (job, outcome) in jobs.drain(..).zip(outcomes) {
                     let _ = job.reply.send(Ok(outcome));
