@@ -43,6 +43,8 @@ pub struct Config {
     #[serde(default)]
     pub operators: OperatorsConfig,
     #[serde(default)]
+    pub limits: LimitsConfig,
+    #[serde(default)]
     pub attestation: AttestationConfig,
     #[serde(default)]
     pub revocation: RevocationConfig,
@@ -305,6 +307,35 @@ pub struct RigsConfig {
     pub trust_anchor_files: Vec<PathBuf>,
     /// Rig accounts for HTTP Basic authentication.
     pub accounts: Vec<RigAccountConfig>,
+}
+
+/// `[limits]`: per-requester request budgets (token buckets), so that one misbehaving rig or
+/// device cannot take the CA's capacity from the others. A request over budget gets `429`
+/// with `Retry-After`. 0 turns a budget off.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Requests (enrollments and nonces) per minute each rig may make, sustained.
+    pub rig_requests_per_minute: u32,
+    /// Requests a rig may make in a burst above that rate.
+    pub rig_burst: u32,
+    /// Requests (renewals and nonces) per minute each device certificate may make, sustained.
+    pub device_requests_per_minute: u32,
+    /// Requests a device may make in a burst above that rate.
+    pub device_burst: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            // Rigs are the operator's own machines, and one rig may run many stations: no
+            // budget unless configured. Devices are many and in the field: a small one.
+            rig_requests_per_minute: 0,
+            rig_burst: 0,
+            device_requests_per_minute: 30,
+            device_burst: 10,
+        }
+    }
 }
 
 /// `[operators]`: who may use the operator API (`/api/v1/`).

@@ -327,6 +327,7 @@ pub fn dev_config(data_dir: &Path, est_addr: SocketAddr, http_addr: SocketAddr) 
             trust_anchor_files: vec![layout.rig_ca()],
             accounts: Vec::new(),
         },
+        limits: Default::default(),
         operators: crate::config::OperatorsConfig {
             trust_anchor_files: vec![layout.pki().join("operator-ca.crt")],
             tokens: Vec::new(),

@@ -6,6 +6,7 @@
 //! ([`RigAuthenticator::identify_certificate`]), Basic credentials per request.
 
 pub mod operator;
+pub mod rate;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
