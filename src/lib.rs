@@ -9,6 +9,9 @@
 //! 4. [`signer`]: the CA key, in a PKCS#11 token or (for development) a software key file.
 //! 5. [`store`]: certificates and enrollment events in PostgreSQL or SQLite.
 //!
+//! [`revocation`] (CRLs) and [`ocsp`] (the OCSP responder) publish certificate status from the
+//! store, signed through the signer.
+//!
 //! [`config`], [`setup`] and [`rig`] sit beside the layers: configuration, CA set-up, and the
 //! factory-rig client.
 
@@ -19,6 +22,7 @@ pub mod config;
 pub mod enrollment;
 pub mod est;
 pub mod issuance;
+pub mod ocsp;
 pub mod pem;
 pub mod revocation;
 pub mod rig;
