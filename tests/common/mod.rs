@@ -559,3 +559,63 @@ pub fn lint_ocsp_response(response_der: &Path) -> Option<(bool, String)> {
         &[],
     ))
 }
+
+/// Writes `dir/attestca.toml` for instances sharing the PostgreSQL database `database_url`,
+/// with their data in `dir/data`, the given `[signer]` and `[revocation]` bodies, and a
+/// default profile; returns the configuration's path and the data directory.
+pub fn write_shared_database_config(
+    dir: &Path,
+    database_url: &str,
+    signer: &str,
+    revocation: &str,
+) -> (String, PathBuf) {
+    let (path, data) = (dir.join("attestca.toml"), dir.join("data"));
+    std::fs::write(
+        &path,
+        format!(
+            "[server]\ndata_dir = \"{}\"\n[tls]\ncertificate_file = \"tls/server.crt\"\nkey_file = \"tls/server.key\"\n\
+             [database]\nurl = \"{database_url}\"\n[signer]\n{signer}\n\
+             [ca]\nchain_file = \"pki/ca-chain.pem\"\n[rigs]\ntrust_anchor_files = [\"pki/rig-ca.crt\"]\n\
+             [revocation]\n{revocation}\n[profiles.default]\n",
+            data.display(),
+        ),
+    )
+    .expect("config");
+    (path.display().to_string(), data)
+}
+
+impl ServerProcess {
+    /// `attestca serve --config CONFIG` on fresh loopback ports (set through the environment,
+    /// so that several instances share one file), logging to `log`.
+    pub fn with_config(config: &str, envs: &[(&str, String)], log: &Path) -> Self {
+        let (est, http) = addresses();
+        let mut all = envs.to_vec();
+        all.push(("ATTESTCA_SERVER__EST_ADDR", est.to_string()));
+        all.push(("ATTESTCA_SERVER__HTTP_ADDR", http.to_string()));
+        Self::spawn(&["serve", "--config", config], &all, log, est, http)
+    }
+}
+
+impl SoftHsmToken {
+    /// `pkcs11-tool --list-objects --type privkey` of this token, logged in.
+    pub fn private_keys(&self, module: &str) -> String {
+        let (ok, objects) = run(
+            "pkcs11-tool",
+            &[
+                "--module",
+                module,
+                "--token-label",
+                &self.label,
+                "--login",
+                "--pin",
+                &self.pin,
+                "--list-objects",
+                "--type",
+                "privkey",
+            ],
+            &[("SOFTHSM2_CONF", self.conf.display().to_string())],
+        );
+        assert!(ok, "pkcs11-tool: {objects}");
+        objects
+    }
+}
