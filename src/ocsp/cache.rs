@@ -329,3 +329,86 @@ impl OcspResponder {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::request::IssuerHashes;
+    use super::*;
+
+    fn entry(state: CertState, observed_at: i64, not_after: i64) -> CachedCertificate {
+        let (ca, identity) = signing::tests::identity(i64::MAX / 2);
+        let issuer = IssuerHashes::of(ca.certificate()).expect("hashes");
+        let answer = SingleAnswer {
+            cert_id: issuer
+                .cert_id(CertIdHash::Sha1, &SerialKey::new(&[7]).expect("serial"))
+                .expect("id"),
+            state,
+        };
+        CachedCertificate {
+            state,
+            not_after,
+            sha1: signing::sign(&identity, &[answer], observed_at, 3600, None).expect("sign"),
+            sha256: None,
+        }
+    }
+
+    #[test]
+    fn a_later_observation_wins_and_an_earlier_one_is_dropped() {
+        let cache = ResponseCache::default();
+        let serial = SerialKey::new(&[7]).expect("serial");
+        let revoked = CertState::Revoked {
+            at: 150,
+            reason: None,
+        };
+        cache.store(vec![(serial, entry(revoked, 200, 10_000))]);
+        // A sweep that read the store before the revocation must not undo it.
+        cache.store(vec![(serial, entry(CertState::Good, 100, 10_000))]);
+        assert_eq!(cache.state(&serial), Some(revoked));
+        // Nor may a response signed on a cache miss.
+        cache.store_if_absent(serial, entry(CertState::Good, 300, 10_000));
+        assert_eq!(cache.state(&serial), Some(revoked));
+        assert!(!cache.needs_signing(&serial, revoked, 199));
+        assert!(cache.needs_signing(&serial, revoked, 200), "due");
+        assert!(cache.needs_signing(&serial, CertState::Good, 0), "changed");
+    }
+
+    #[test]
+    fn sha256_responses_join_a_matching_entry_and_expired_entries_leave() {
+        let cache = ResponseCache::default();
+        let serial = SerialKey::new(&[7]).expect("serial");
+        assert!(matches!(
+            cache.lookup(&serial, CertIdHash::Sha1),
+            Lookup::Miss
+        ));
+        cache.store(vec![(serial, entry(CertState::Good, 100, 1_000))]);
+        assert!(matches!(
+            cache.lookup(&serial, CertIdHash::Sha1),
+            Lookup::Hit(_)
+        ));
+        assert!(matches!(
+            cache.lookup(&serial, CertIdHash::Sha256),
+            Lookup::Known(CertState::Good)
+        ));
+        let stale = CertState::Revoked {
+            at: 1,
+            reason: None,
+        };
+        cache.add_sha256(&serial, stale, entry(stale, 100, 1_000).sha1);
+        assert!(matches!(
+            cache.lookup(&serial, CertIdHash::Sha256),
+            Lookup::Known(_)
+        ));
+        cache.add_sha256(
+            &serial,
+            CertState::Good,
+            entry(CertState::Good, 101, 1_000).sha1,
+        );
+        assert!(matches!(
+            cache.lookup(&serial, CertIdHash::Sha256),
+            Lookup::Hit(_)
+        ));
+        assert_eq!(cache.remove_expired(999), 0);
+        assert_eq!(cache.remove_expired(1_000), 1);
+        assert!(cache.is_empty());
+    }
+}

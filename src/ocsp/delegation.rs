@@ -3,7 +3,7 @@
 //! reused across restarts, and renewed at half its lifetime.
 
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use der::Encode;
 use sha2::{Digest, Sha256};
@@ -65,7 +65,6 @@ pub struct ResponderDelegation {
     ca: Arc<IssuingCa>,
     signer: Arc<dyn Signer>,
     spki_sha256: Vec<u8>,
-    store: Store,
     ledger: Ledger,
     validity_secs: u64,
     current: RwLock<Arc<ResponderIdentity>>,
@@ -77,7 +76,7 @@ impl ResponderDelegation {
     pub async fn establish(
         ca: Arc<IssuingCa>,
         signer: Arc<dyn Signer>,
-        store: Store,
+        store: &Store,
         ledger: Ledger,
         validity_secs: u64,
     ) -> Result<Self, OcspError> {
@@ -114,7 +113,6 @@ impl ResponderDelegation {
             ca,
             signer,
             spki_sha256,
-            store,
             ledger,
             validity_secs,
             current: RwLock::new(identity),
@@ -148,11 +146,6 @@ impl ResponderDelegation {
             Err(poisoned) => *poisoned.into_inner() = renewed,
         }
         Ok(true)
-    }
-
-    /// The store, for callers that need to look at the responder's own record.
-    pub fn store(&self) -> &Store {
-        &self.store
     }
 }
 
@@ -224,14 +217,6 @@ async fn issue(
     Err(OcspError::Internal(
         "three serial collisions issuing the OCSP responder certificate".into(),
     ))
-}
-
-/// Seconds until `unix` (zero if past).
-pub fn seconds_until(unix: i64) -> Duration {
-    let target = UNIX_EPOCH + Duration::from_secs(u64::try_from(unix).unwrap_or(0));
-    target
-        .duration_since(SystemTime::now())
-        .unwrap_or(Duration::ZERO)
 }
 
 #[cfg(test)]

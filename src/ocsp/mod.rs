@@ -147,7 +147,7 @@ impl OcspResponder {
         let delegation = ResponderDelegation::establish(
             ca,
             signer,
-            store.clone(),
+            &store,
             ledger,
             config.ocsp_responder_validity_secs,
         )
@@ -178,11 +178,6 @@ impl OcspResponder {
     /// Number of certificates with a pre-signed response.
     pub fn cached(&self) -> usize {
         self.cache.len()
-    }
-
-    /// Serial (hex) of the responder certificate in use.
-    pub fn responder_serial(&self) -> String {
-        self.delegation.current().serial.clone()
     }
 
     /// Answers the DER of an `OCSPRequest`.

@@ -239,3 +239,127 @@ pub fn error_response(status: OcspResponseStatus) -> Bytes {
     // SEQUENCE { ENUMERATED status }: five fixed bytes.
     Bytes::from(vec![0x30, 0x03, 0x0a, 0x01, status as u8])
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::super::asn1::{CertStatus, ResponseData};
+    use super::super::request::{CertIdHash, IssuerHashes, SerialKey};
+    use super::*;
+    use crate::issuance::software_ca::SoftwareCa;
+
+    /// A responder identity certified by a throwaway CA, valid until `not_after`.
+    pub(crate) fn identity(not_after: i64) -> (SoftwareCa, ResponderIdentity) {
+        let ca = SoftwareCa::self_signed("CN=Signing Test CA", 1).expect("CA");
+        let (key, _) = crate::issuance::software_ca::new_key().expect("key");
+        let der = ca
+            .issue(
+                crate::issuance::software_ca::name("CN=Test Responder").expect("name"),
+                key.public_key(),
+                86_400,
+                Vec::new(),
+            )
+            .expect("responder certificate");
+        let identity =
+            ResponderIdentity::new(Arc::new(key), &der, "01".into(), 0, not_after).expect("id");
+        (ca, identity)
+    }
+
+    fn decode(full: &[u8]) -> (BasicOcspResponse, ResponseData) {
+        let response = OcspResponse::from_der(full).expect("OCSPResponse");
+        assert_eq!(response.response_status, OcspResponseStatus::Successful);
+        let bytes = response.response_bytes.expect("responseBytes");
+        assert_eq!(bytes.response_type, ID_PKIX_OCSP_BASIC);
+        let basic = BasicOcspResponse::from_der(bytes.response.as_bytes()).expect("basic");
+        let data = ResponseData::from_der(&basic.tbs_response_data.to_der().expect("tbs"))
+            .expect("ResponseData");
+        (basic, data)
+    }
+
+    #[test]
+    fn signed_response_verifies_and_splits_around_the_shared_certificate() {
+        let (ca, identity) = identity(i64::MAX / 2);
+        let issuer = IssuerHashes::of(ca.certificate()).expect("hashes");
+        let serial = SerialKey::new(&[0x42; 16]).expect("serial");
+        let answers = [SingleAnswer {
+            cert_id: issuer.cert_id(CertIdHash::Sha1, &serial).expect("id"),
+            state: CertState::Revoked {
+                at: 1_800_000_000,
+                reason: Some(CrlReason::KeyCompromise),
+            },
+        }];
+        let signed = sign(&identity, &answers, 1_800_000_100, 3600, None).expect("sign");
+        assert_eq!(
+            (signed.this_update, signed.next_update),
+            (1_800_000_100, 1_800_003_700)
+        );
+        let full = signed.body();
+        assert!(!signed.tail.is_empty(), "the certificate is shared");
+        assert_eq!(full.len(), signed.head.len() + signed.tail.len());
+        let (basic, data) = decode(&full);
+        let tbs = basic.tbs_response_data.to_der().expect("tbs");
+        assert!(crate::verify::verify(
+            identity.signer().public_key(),
+            basic.signature_algorithm.oid,
+            &tbs,
+            basic.signature.raw_bytes(),
+        ));
+        assert_eq!(
+            basic.certs.expect("certs")[0].to_der().expect("der"),
+            identity.certificate_der().expect("der")
+        );
+        assert!(data.response_extensions.is_none());
+        assert_eq!(data.responses.len(), 1);
+        assert_eq!(data.responses[0].cert_id, answers[0].cert_id);
+        match &data.responses[0].cert_status {
+            CertStatus::Revoked(info) => {
+                assert_eq!(info.revocation_reason, Some(CrlReason::KeyCompromise));
+                assert_eq!(
+                    info.revocation_time.to_unix_duration().as_secs(),
+                    1_800_000_000
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn next_update_never_passes_the_responder_certificate_and_nonces_are_echoed() {
+        let (ca, identity) = identity(1_800_000_600);
+        let issuer = IssuerHashes::of(ca.certificate()).expect("hashes");
+        let nonce = Extension {
+            extn_id: const_oid::db::rfc6960::ID_PKIX_OCSP_NONCE,
+            critical: false,
+            extn_value: OctetString::new([4, 2, 0xab, 0xcd]).expect("nonce"),
+        };
+        let answers = [SingleAnswer {
+            cert_id: issuer
+                .cert_id(CertIdHash::Sha256, &SerialKey::new(&[1]).expect("serial"))
+                .expect("id"),
+            state: CertState::Unknown,
+        }];
+        let signed = sign(&identity, &answers, 1_800_000_000, 3600, Some(&nonce)).expect("sign");
+        assert_eq!(signed.next_update, 1_800_000_600);
+        let (_, data) = decode(&signed.body());
+        assert_eq!(data.response_extensions, Some(vec![nonce]));
+        assert_eq!(data.responses[0].cert_status, CertStatus::Unknown(Null));
+    }
+
+    #[test]
+    fn unspecified_reasons_are_left_out_as_in_the_crl() {
+        assert_eq!(
+            CertState::from_store("revoked", Some(5), Some("unspecified")),
+            CertState::Revoked {
+                at: 5,
+                reason: None
+            }
+        );
+        assert_eq!(
+            CertState::from_store("revoked", Some(5), Some("superseded")),
+            CertState::Revoked {
+                at: 5,
+                reason: Some(CrlReason::Superseded)
+            }
+        );
+        assert_eq!(CertState::from_store("active", None, None), CertState::Good);
+    }
+}
