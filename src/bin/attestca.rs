@@ -75,8 +75,8 @@ enum Command {
     },
     /// Hash a password (read from standard input) for a rig account's password_hash.
     HashPassword,
-    /// Revoke a certificate (recorded in the database; CRL and OCSP publication follow in a
-    /// later release).
+    /// Revoke a certificate (recorded in the database; every running instance's CRL and OCSP
+    /// responder follow within seconds).
     Revoke {
         /// Serial number in hex (colons allowed).
         #[arg(long)]
@@ -310,6 +310,7 @@ fn print_dev_banner(config: &Config) {
          \x20 Basic-auth rig   {basic}\n\
          \x20 EST (HTTPS)      https://{est}/.well-known/est/\n\
          \x20 health (HTTP)    http://{http}/healthz\n\
+         \x20 OCSP (HTTP)      http://{http}/ocsp\n\
          enroll a device:\n\
          \x20 attestca-rig enroll --server https://{est} --trust {chain} --rig-cert {rig_crt} --rig-key {rig_key} --out device-1 --cn device-1",
         data = layout.data_dir.display(),

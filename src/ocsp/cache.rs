@@ -169,7 +169,14 @@ impl OcspResponder {
             return Ok(0);
         }
         let count = candidates.len();
-        let chunk = count.div_ceil(self.signing_workers);
+        // Until the first sweep is done every core signs (requests for certificates not
+        // pre-signed yet cost a live signature each); after it, half of them.
+        let workers = if self.is_warm() {
+            (self.cores / 2).max(1)
+        } else {
+            self.cores
+        };
+        let chunk = count.div_ceil(workers);
         let mut tasks = Vec::new();
         let mut rest = candidates;
         while !rest.is_empty() {

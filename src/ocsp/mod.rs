@@ -120,7 +120,7 @@ pub struct OcspResponder {
     live_signing: Semaphore,
     nonce_policy: OcspNoncePolicy,
     validity_secs: i64,
-    signing_workers: usize,
+    cores: usize,
     warm: AtomicBool,
     resign_everything: AtomicBool,
     sweep_now: Notify,
@@ -162,8 +162,7 @@ impl OcspResponder {
             live_signing: Semaphore::new(config.ocsp_live_signing_concurrency.max(1)),
             nonce_policy: config.ocsp_nonce,
             validity_secs: i64::try_from(config.ocsp_validity_secs).unwrap_or(14_400),
-            // Pre-signing leaves half the cores to answering requests.
-            signing_workers: (cores / 2).max(1),
+            cores,
             warm: AtomicBool::new(false),
             resign_everything: AtomicBool::new(false),
             sweep_now: Notify::new(),
