@@ -11,14 +11,19 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use common::*;
 use der::Decode;
 
-/// Response facts read with the project's own RFC 6960 types.
-fn validity_of(response_der: &[u8]) -> (i64, i64) {
-    use attestca::ocsp::asn1::{BasicOcspResponse, OcspResponse, ResponseData};
+/// The BasicOCSPResponse of a successful response, read with the project's RFC 6960 types.
+fn basic_of(response_der: &[u8]) -> attestca::ocsp::asn1::BasicOcspResponse {
+    use attestca::ocsp::asn1::{BasicOcspResponse, OcspResponse};
     let response = OcspResponse::from_der(response_der).expect("OCSPResponse");
     let bytes = response.response_bytes.expect("responseBytes");
-    let basic = BasicOcspResponse::from_der(bytes.response.as_bytes()).expect("basic");
-    let data = ResponseData::from_der(&der::Encode::to_der(&basic.tbs_response_data).expect("tbs"))
-        .expect("ResponseData");
+    BasicOcspResponse::from_der(bytes.response.as_bytes()).expect("basic")
+}
+
+/// thisUpdate and nextUpdate of the first SingleResponse.
+fn validity_of(response_der: &[u8]) -> (i64, i64) {
+    let basic = basic_of(response_der);
+    let tbs = der::Encode::to_der(&basic.tbs_response_data).expect("tbs");
+    let data = attestca::ocsp::asn1::ResponseData::from_der(&tbs).expect("ResponseData");
     let single = &data.responses[0];
     let seconds = |t: der::asn1::GeneralizedTime| t.to_unix_duration().as_secs() as i64;
     (
@@ -413,5 +418,52 @@ async fn openssl_ocsp_against_the_dev_server() {
             .await
             .expect("count");
     assert_eq!(recorded, 1, "the restart reused the responder certificate");
+    let responder: String = sqlx::query_scalar(
+        "SELECT serial FROM certificates WHERE profile = 'ocsp-responder' AND status = 'active'",
+    )
+    .fetch_one(&db)
+    .await
+    .expect("responder serial");
     db.close().await;
+
+    // Revoking the responder certificate: a new one signs every response within seconds.
+    let cached = work.join("cached.der");
+    query_saving(
+        &ocsp,
+        &["-cert", leaf2_arg, "-no_nonce"],
+        "-respout",
+        &cached,
+    );
+    assert_eq!(responder_serial_of(&cached), responder);
+    revoke_with_cli(
+        &["--dev", "--data-dir", dir.to_str().expect("path")],
+        &responder,
+        "keyCompromise",
+    );
+    let started = std::time::Instant::now();
+    loop {
+        query_saving(
+            &ocsp,
+            &["-cert", leaf2_arg, "-no_nonce"],
+            "-respout",
+            &cached,
+        );
+        if responder_serial_of(&cached) != responder {
+            break;
+        }
+        assert!(
+            started.elapsed().as_secs() < 10,
+            "responses still signed by the revoked responder certificate"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_eq!(ocsp.status(leaf2, &["-no_nonce"]), "good");
+    assert_eq!(ocsp.status(leaf1, &["-no_nonce"]), "revoked");
+}
+
+/// Serial (hex) of the responder certificate carried in a DER response.
+fn responder_serial_of(response: &Path) -> String {
+    let basic = basic_of(&std::fs::read(response).expect("response"));
+    let certificate = der::Encode::to_der(&basic.certs.expect("certs")[0]).expect("certificate");
+    serial_of(&certificate)
 }
