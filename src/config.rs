@@ -699,3 +699,50 @@ fn env_overrides() -> Env {
         .filter(|key| key.as_str().contains("__"))
         .split("__")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dev() -> Config {
+        let addr: SocketAddr = "127.0.0.1:0".parse().expect("address");
+        crate::setup::dev_config(Path::new("/tmp/attestca-config-test"), addr, addr)
+    }
+
+    #[test]
+    fn ocsp_settings_are_checked() {
+        let config = dev().checked().expect("the dev configuration is valid");
+        assert!(config.revocation.ocsp_enabled);
+        assert_eq!(config.revocation.ocsp_nonce, OcspNoncePolicy::Echo);
+        for broken in [
+            |r: &mut RevocationConfig| r.ocsp_validity_secs = 59,
+            |r: &mut RevocationConfig| {
+                r.ocsp_responder_validity_secs = 2 * r.ocsp_validity_secs - 1
+            },
+            |r: &mut RevocationConfig| r.ocsp_live_signing_concurrency = 0,
+        ] {
+            let mut config = dev();
+            broken(&mut config.revocation);
+            assert!(matches!(config.checked(), Err(ConfigError::Invalid(_))));
+        }
+    }
+
+    #[test]
+    fn ocsp_nonce_policy_reads_from_toml() {
+        let revocation: RevocationConfig =
+            Figment::from(Toml::string("ocsp_nonce = \"ignore\"\nocsp_poll_secs = 1"))
+                .extract()
+                .expect("parse");
+        assert_eq!(revocation.ocsp_nonce, OcspNoncePolicy::Ignore);
+        assert_eq!(revocation.ocsp_poll_secs, 1);
+        assert_eq!(
+            revocation.ocsp_validity_secs, 14_400,
+            "defaults fill the rest"
+        );
+        assert!(
+            Figment::from(Toml::string("ocsp_nonce = \"sometimes\""))
+                .extract::<RevocationConfig>()
+                .is_err()
+        );
+    }
+}
