@@ -70,9 +70,11 @@ impl ResponseCache {
         }
     }
 
-    /// The known status of `serial`.
-    pub fn state(&self, serial: &SerialKey) -> Option<CertState> {
-        self.read().get(serial).map(|e| e.state)
+    /// The known status of `serial`, and when the store was read for its response.
+    pub fn state(&self, serial: &SerialKey) -> Option<(CertState, i64)> {
+        self.read()
+            .get(serial)
+            .map(|e| (e.state, e.sha1.this_update))
     }
 
     /// Number of certificates with a pre-signed response.
@@ -324,6 +326,8 @@ impl OcspResponder {
             match self.poll_changes(since).await {
                 Ok(signed) => {
                     since = started - POLL_OVERLAP_SECS;
+                    // Every cached status is now known to be current as of this poll's read.
+                    self.confirmed_at.store(started, Ordering::SeqCst);
                     if signed > 0 {
                         tracing::debug!(
                             signed,
@@ -370,10 +374,10 @@ mod tests {
         cache.store(vec![(serial, entry(revoked, 200, 10_000))]);
         // A sweep that read the store before the revocation must not undo it.
         cache.store(vec![(serial, entry(CertState::Good, 100, 10_000))]);
-        assert_eq!(cache.state(&serial), Some(revoked));
+        assert_eq!(cache.state(&serial), Some((revoked, 200)));
         // Nor may a response signed on a cache miss.
         cache.store_if_absent(serial, entry(CertState::Good, 300, 10_000));
-        assert_eq!(cache.state(&serial), Some(revoked));
+        assert_eq!(cache.state(&serial), Some((revoked, 200)));
         assert!(!cache.needs_signing(&serial, revoked, 199));
         assert!(cache.needs_signing(&serial, revoked, 200), "due");
         assert!(cache.needs_signing(&serial, CertState::Good, 0), "changed");

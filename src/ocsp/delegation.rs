@@ -45,7 +45,10 @@ pub fn open_or_generate_key(config: &SignerConfig) -> Result<Arc<dyn Signer>, Si
     match crate::signer::open(config) {
         Err(SignerError::KeyNotFound(why)) => {
             tracing::info!(reason = %why, "generating the OCSP responder key");
+            // Another instance sharing the key's place may have generated it meanwhile: then
+            // its key is the one to open.
             crate::signer::generate(config)
+                .or_else(|generating| crate::signer::open(config).map_err(|_| generating))
         }
         opened => opened,
     }
@@ -252,6 +255,32 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn instances_racing_to_create_the_software_key_end_up_with_one() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = SignerConfig::Software(SoftwareSignerConfig {
+            key_file: dir.path().join(RESPONDER_KEY_FILE),
+            algorithm: crate::signer::CaKeyAlgorithm::EcdsaP256,
+        });
+        let keys: Vec<_> = std::thread::scope(|scope| {
+            let racers: Vec<_> = (0..8)
+                .map(|_| scope.spawn(|| open_or_generate_key(&config).expect("a key")))
+                .collect();
+            racers
+                .into_iter()
+                .map(|r| r.join().expect("thread").public_key().clone())
+                .collect()
+        });
+        assert!(
+            keys.iter().all(|k| *k == keys[0]),
+            "every racer holds the key on disk"
+        );
+        let on_disk = open_or_generate_key(&config).expect("reopen");
+        assert_eq!(*on_disk.public_key(), keys[0]);
+        let leftovers = std::fs::read_dir(dir.path()).expect("dir").count();
+        assert_eq!(leftovers, 1, "no temporary files left");
     }
 
     #[test]

@@ -18,7 +18,7 @@ pub mod request;
 pub mod signing;
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 
 use bytes::Bytes;
 use tokio::sync::{Notify, Semaphore};
@@ -44,11 +44,11 @@ pub enum OcspError {
     Unauthorized,
     #[error("live signing is at capacity (revocation.ocsp_live_signing_concurrency)")]
     TryLater,
-    #[error("store: {0}")]
+    #[error(transparent)]
     Store(#[from] crate::store::StoreError),
-    #[error("signer: {0}")]
+    #[error(transparent)]
     Signer(#[from] crate::signer::SignerError),
-    #[error("issuance: {0}")]
+    #[error(transparent)]
     Issuance(#[from] crate::issuance::IssuanceError),
     #[error("{0}")]
     Internal(String),
@@ -110,6 +110,14 @@ pub(crate) fn unix_now() -> i64 {
     crate::issuance::unix_seconds(std::time::SystemTime::now()) as i64
 }
 
+/// A status, when it was known, and (read from the store) the certificate's expiry.
+struct KnownState {
+    state: CertState,
+    /// Unix seconds.
+    known_at: i64,
+    stored_not_after: Option<i64>,
+}
+
 /// The responder of one issuing CA.
 pub struct OcspResponder {
     issuer: IssuerHashes,
@@ -122,6 +130,9 @@ pub struct OcspResponder {
     validity_secs: i64,
     cores: usize,
     warm: AtomicBool,
+    /// When the last successful poll read the store: the cached statuses are current as of
+    /// then (Unix seconds).
+    confirmed_at: AtomicI64,
     resign_everything: AtomicBool,
     sweep_now: Notify,
 }
@@ -164,6 +175,7 @@ impl OcspResponder {
             validity_secs: i64::try_from(config.ocsp_validity_secs).unwrap_or(14_400),
             cores,
             warm: AtomicBool::new(false),
+            confirmed_at: AtomicI64::new(0),
             resign_everything: AtomicBool::new(false),
             sweep_now: Notify::new(),
         }))
@@ -171,7 +183,7 @@ impl OcspResponder {
 
     /// Whether the first sweep has completed (every certificate has a pre-signed response).
     pub fn is_warm(&self) -> bool {
-        self.warm.load(std::sync::atomic::Ordering::SeqCst)
+        self.warm.load(Ordering::SeqCst)
     }
 
     /// Number of certificates with a pre-signed response.
@@ -203,12 +215,19 @@ impl OcspResponder {
         }
     }
 
-    /// The status of a serial: the cache's, else the store's (with its expiry, to cache it).
-    async fn state_of(&self, serial: &SerialKey) -> Result<(CertState, Option<i64>), OcspError> {
-        if let Some(state) = self.cache.state(serial) {
-            return Ok((state, None));
+    /// What is known of a serial: the cache's status (current as of the last poll or its own
+    /// read, whichever is later), else the store's, read now (with its expiry, to cache it).
+    async fn state_of(&self, serial: &SerialKey) -> Result<KnownState, OcspError> {
+        let now = unix_now();
+        if let Some((state, read_at)) = self.cache.state(serial) {
+            let confirmed = self.confirmed_at.load(Ordering::SeqCst).max(read_at);
+            return Ok(KnownState {
+                state,
+                known_at: confirmed.min(now),
+                stored_not_after: None,
+            });
         }
-        Ok(
+        let (state, stored_not_after) =
             match self.store.certificate_status(&serial.to_hex()).await? {
                 Some(row) if row.issuer_key_id == self.issuer_key_id => (
                     CertState::from_store(
@@ -219,8 +238,12 @@ impl OcspResponder {
                     Some(row.not_after),
                 ),
                 _ => (CertState::Unknown, None),
-            },
-        )
+            };
+        Ok(KnownState {
+            state,
+            known_at: now,
+            stored_not_after,
+        })
     }
 
     async fn sign(
@@ -244,18 +267,21 @@ impl OcspResponder {
         asked: &RequestedCertificate,
         cert_id: &CertId,
     ) -> Result<OcspReply, OcspError> {
-        let observed_at = unix_now();
         let Some(serial) = asked.serial else {
             let answer = SingleAnswer {
                 cert_id: cert_id.clone(),
                 state: CertState::Unknown,
             };
             return Ok(OcspReply::of(
-                &self.sign(vec![answer], observed_at, None).await?,
+                &self.sign(vec![answer], unix_now(), None).await?,
                 true,
             ));
         };
-        let (state, stored_not_after) = self.state_of(&serial).await?;
+        let KnownState {
+            state,
+            known_at: observed_at,
+            stored_not_after,
+        } = self.state_of(&serial).await?;
         // Ours: signed with the CertID as pre-signed responses carry it, so that it can be
         // served to every client asking about this serial.
         let cert_id = match state {
@@ -291,11 +317,16 @@ impl OcspResponder {
         request: &ParsedRequest,
         asked: &[RequestedCertificate],
     ) -> Result<OcspReply, OcspError> {
-        let observed_at = unix_now();
+        // thisUpdate: when the least recently confirmed of these statuses was known.
+        let mut observed_at = unix_now();
         let mut answers = Vec::with_capacity(asked.len());
         for (cert_id, one) in request.cert_ids.iter().zip(asked) {
             let state = match one.serial {
-                Some(serial) => self.state_of(&serial).await?.0,
+                Some(serial) => {
+                    let known = self.state_of(&serial).await?;
+                    observed_at = observed_at.min(known.known_at);
+                    known.state
+                }
                 None => CertState::Unknown,
             };
             answers.push(SingleAnswer {

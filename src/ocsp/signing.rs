@@ -157,19 +157,19 @@ fn cert_status(state: CertState) -> Result<CertStatus, OcspError> {
     })
 }
 
-/// Signs a response with `answers`, produced at `now` and valid for `validity_secs` (never
-/// beyond the responder certificate), echoing `nonce` if given.
+/// Signs a response with `answers`, whose statuses were known at `this_update`, valid for
+/// `validity_secs` from then (never beyond the responder certificate), echoing `nonce` if
+/// given; producedAt is the signing time.
 pub fn sign(
     identity: &ResponderIdentity,
     answers: &[SingleAnswer],
-    now: i64,
+    this_update: i64,
     validity_secs: i64,
     nonce: Option<&Extension>,
 ) -> Result<SignedResponse, OcspError> {
     let encoding = |e: der::Error| OcspError::Internal(format!("encoding a response: {e}"));
-    let this_update = now;
-    let next_update = (now + validity_secs).min(identity.not_after);
-    let produced_at = generalized_time(now)?;
+    let next_update = (this_update + validity_secs).min(identity.not_after);
+    let produced_at = generalized_time(super::unix_now().max(this_update))?;
     let (this, next) = (
         generalized_time(this_update)?,
         generalized_time(next_update)?,

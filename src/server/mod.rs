@@ -51,7 +51,7 @@ pub enum ServerError {
     },
     #[error("encoding: {0}")]
     Encoding(#[from] der::Error),
-    #[error("OCSP responder: {0}")]
+    #[error(transparent)]
     Ocsp(#[from] crate::ocsp::OcspError),
 }
 
