@@ -467,3 +467,64 @@ fn responder_serial_of(response: &Path) -> String {
     let certificate = der::Encode::to_der(&basic.certs.expect("certs")[0]).expect("certificate");
     serial_of(&certificate)
 }
+
+/// Beyond `ocsp_live_signing_concurrency` live signings at once, requests are answered
+/// `tryLater`; pre-signed answers are not limited.
+#[tokio::test(flavor = "multi_thread")]
+async fn live_signing_beyond_its_limit_answers_try_later() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let dir = tmp.path().join("data");
+    let (est, http) = addresses();
+    let mut server = ServerProcess::spawn(
+        &[
+            "serve",
+            "--dev",
+            "--data-dir",
+            dir.to_str().expect("path"),
+            "--est-addr",
+            &est.to_string(),
+            "--http-addr",
+            &http.to_string(),
+        ],
+        &[(
+            "ATTESTCA_REVOCATION__OCSP_LIVE_SIGNING_CONCURRENCY",
+            "1".to_owned(),
+        )],
+        &tmp.path().join("server.log"),
+        est,
+        http,
+    );
+    server.wait_ready().await;
+    let url = format!("http://{http}/ocsp");
+    let ocsp = OpensslOcsp::new(&dir.join("pki/ca-chain.pem"), tmp.path(), url.clone());
+    // A nonce request: always signed live.
+    let request = tmp.path().join("nonce-request.der");
+    query_saving(&ocsp, &["-serial", "0x4242"], "-reqout", &request);
+    let body = std::fs::read(&request).expect("request");
+    let client = reqwest::Client::new();
+    let posts = (0..200).map(|_| {
+        client
+            .post(&url)
+            .header("Content-Type", "application/ocsp-request")
+            .body(body.clone())
+            .send()
+    });
+    let (mut signed, mut try_later) = (0, 0);
+    for response in futures::future::join_all(posts).await {
+        let response = response.expect("post");
+        assert_eq!(response.status(), 200);
+        let bytes = response.bytes().await.expect("body");
+        if bytes.as_ref() == [0x30, 0x03, 0x0a, 0x01, 0x03] {
+            try_later += 1;
+        } else {
+            assert!(bytes.len() > 5, "an unexpected error status: {bytes:02x?}");
+            signed += 1;
+        }
+    }
+    eprintln!("signed {signed}, tryLater {try_later}");
+    assert!(signed > 0, "no request was signed");
+    assert!(
+        try_later > 0,
+        "200 concurrent live signings never hit a limit of 1"
+    );
+}

@@ -209,8 +209,12 @@ impl OcspResponder {
             .live_signing
             .try_acquire()
             .map_err(|_| OcspError::TryLater)?;
-        match (asked.as_slice(), &request.nonce) {
-            ([one], None) => self.respond_one_live(one, &request.cert_ids[0]).await,
+        match (
+            asked.as_slice(),
+            request.cert_ids.as_slice(),
+            &request.nonce,
+        ) {
+            ([one], [cert_id], None) => self.respond_one_live(one, cert_id).await,
             _ => self.respond_many_live(&request, &asked).await,
         }
     }
