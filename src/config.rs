@@ -51,7 +51,7 @@ pub struct Config {
     pub profiles: BTreeMap<String, ProfileConfig>,
 }
 
-/// `[revocation]`: CRL publication.
+/// `[revocation]`: CRL publication and the OCSP responder.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RevocationConfig {
@@ -61,6 +61,32 @@ pub struct RevocationConfig {
     pub crl_poll_secs: u64,
     /// Revoked certificates leave the CRL this long after they expire.
     pub crl_expired_grace_secs: u64,
+    /// Serve OCSP (`POST /ocsp`, `GET /ocsp/<request>`) on the plain-HTTP listener.
+    pub ocsp_enabled: bool,
+    /// nextUpdate − thisUpdate of each OCSP response; pre-signed responses are re-signed by
+    /// the time they are half that old.
+    pub ocsp_validity_secs: u64,
+    /// Validity of the delegated OCSP responder certificate; renewed at half of it. At least
+    /// twice `ocsp_validity_secs`.
+    pub ocsp_responder_validity_secs: u64,
+    /// A request's nonce: `echo` (a live-signed response carrying it) or `ignore` (the
+    /// pre-signed response, without nonce).
+    pub ocsp_nonce: OcspNoncePolicy,
+    /// OCSP responses signed at once on request (nonces, new or unknown serials, several
+    /// certificates in one request); beyond it requests are answered `tryLater`.
+    pub ocsp_live_signing_concurrency: usize,
+    /// How often each instance looks for certificates issued or revoked since its last look.
+    pub ocsp_poll_secs: u64,
+}
+
+/// What the OCSP responder does with a request's nonce.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum OcspNoncePolicy {
+    /// Sign a response that carries the nonce (RFC 8954).
+    Echo,
+    /// Answer from the pre-signed responses, without the nonce.
+    Ignore,
 }
 
 impl Default for RevocationConfig {
@@ -69,6 +95,12 @@ impl Default for RevocationConfig {
             crl_validity_secs: 86_400,
             crl_poll_secs: 2,
             crl_expired_grace_secs: 86_400,
+            ocsp_enabled: true,
+            ocsp_validity_secs: 14_400,
+            ocsp_responder_validity_secs: 86_400,
+            ocsp_nonce: OcspNoncePolicy::Echo,
+            ocsp_live_signing_concurrency: 32,
+            ocsp_poll_secs: 2,
         }
     }
 }
@@ -564,6 +596,24 @@ impl Config {
                 "ca.root_crl_name must differ from ca.name: both are served under /crl/".into(),
             ));
         }
+        let revocation = &self.revocation;
+        if revocation.ocsp_validity_secs < 60 {
+            return Err(ConfigError::Invalid(
+                "revocation.ocsp_validity_secs must be at least 60".into(),
+            ));
+        }
+        if revocation.ocsp_responder_validity_secs < 2 * revocation.ocsp_validity_secs {
+            return Err(ConfigError::Invalid(
+                "revocation.ocsp_responder_validity_secs must be at least twice \
+                 revocation.ocsp_validity_secs (responses never outlive the responder certificate)"
+                    .into(),
+            ));
+        }
+        if revocation.ocsp_live_signing_concurrency == 0 {
+            return Err(ConfigError::Invalid(
+                "revocation.ocsp_live_signing_concurrency must be positive".into(),
+            ));
+        }
         if self.database.url.is_empty() {
             self.database.url = format!(
                 "sqlite://{}",
@@ -745,4 +795,51 @@ fn env_overrides() -> Env {
     Env::prefixed("ATTESTCA_")
         .filter(|key| key.as_str().contains("__"))
         .split("__")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dev() -> Config {
+        let addr: SocketAddr = "127.0.0.1:0".parse().expect("address");
+        crate::setup::dev_config(Path::new("/tmp/attestca-config-test"), addr, addr)
+    }
+
+    #[test]
+    fn ocsp_settings_are_checked() {
+        let config = dev().checked().expect("the dev configuration is valid");
+        assert!(config.revocation.ocsp_enabled);
+        assert_eq!(config.revocation.ocsp_nonce, OcspNoncePolicy::Echo);
+        for broken in [
+            |r: &mut RevocationConfig| r.ocsp_validity_secs = 59,
+            |r: &mut RevocationConfig| {
+                r.ocsp_responder_validity_secs = 2 * r.ocsp_validity_secs - 1
+            },
+            |r: &mut RevocationConfig| r.ocsp_live_signing_concurrency = 0,
+        ] {
+            let mut config = dev();
+            broken(&mut config.revocation);
+            assert!(matches!(config.checked(), Err(ConfigError::Invalid(_))));
+        }
+    }
+
+    #[test]
+    fn ocsp_nonce_policy_reads_from_toml() {
+        let revocation: RevocationConfig =
+            Figment::from(Toml::string("ocsp_nonce = \"ignore\"\nocsp_poll_secs = 1"))
+                .extract()
+                .expect("parse");
+        assert_eq!(revocation.ocsp_nonce, OcspNoncePolicy::Ignore);
+        assert_eq!(revocation.ocsp_poll_secs, 1);
+        assert_eq!(
+            revocation.ocsp_validity_secs, 14_400,
+            "defaults fill the rest"
+        );
+        assert!(
+            Figment::from(Toml::string("ocsp_nonce = \"sometimes\""))
+                .extract::<RevocationConfig>()
+                .is_err()
+        );
+    }
 }

@@ -11,6 +11,9 @@
 //! 4. [`signer`]: the CA key, in a PKCS#11 token or (for development) a software key file.
 //! 5. [`store`]: certificates and enrollment events in PostgreSQL or SQLite.
 //!
+//! [`revocation`] (CRLs) and [`ocsp`] (the OCSP responder) publish certificate status from the
+//! store, signed through the signer.
+//!
 //! [`config`], [`setup`] and [`rig`] sit beside the layers: configuration, CA set-up, and the
 //! factory-rig client.
 
@@ -23,6 +26,7 @@ pub mod enrollment;
 pub mod est;
 pub mod issuance;
 pub mod metrics;
+pub mod ocsp;
 pub mod pem;
 pub mod registry;
 pub mod revocation;

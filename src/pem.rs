@@ -2,7 +2,7 @@
 
 use std::fs;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use der::{Decode, Encode};
 use x509_cert::Certificate;
@@ -115,13 +115,36 @@ pub fn write_private_key(path: &Path, pkcs8_der: &[u8]) -> Result<(), PemError> 
     write_file(path, encode("PRIVATE KEY", pkcs8_der).as_bytes(), 0o600)
 }
 
+/// Creates a PKCS#8 private key file (PEM, owner-only) that must not exist yet: of processes
+/// racing to create it, one wins and the others get an `AlreadyExists` error.
+pub fn create_private_key(path: &Path, pkcs8_der: &[u8]) -> Result<(), PemError> {
+    let tmp = write_temporary(path, encode("PRIVATE KEY", pkcs8_der).as_bytes(), 0o600)?;
+    // A hard link, unlike a rename, never replaces an existing file.
+    let linked = fs::hard_link(&tmp, path).map_err(io_err(path));
+    let _ = fs::remove_file(&tmp);
+    linked
+}
+
 /// Writes a file atomically (temporary file + rename) with the given permissions.
 pub fn write_file(path: &Path, contents: &[u8], mode: u32) -> Result<(), PemError> {
+    let tmp = write_temporary(path, contents, mode)?;
+    fs::rename(&tmp, path).map_err(io_err(path))?;
+    Ok(())
+}
+
+/// Writes `contents` to a new temporary file next to `path`, synced to disk.
+fn write_temporary(path: &Path, contents: &[u8], mode: u32) -> Result<PathBuf, PemError> {
     use std::os::unix::fs::OpenOptionsExt;
     if let Some(dir) = path.parent() {
         fs::create_dir_all(dir).map_err(io_err(dir))?;
     }
-    let tmp = path.with_extension("tmp-write");
+    // A name of its own, so that concurrent writers (processes or threads) never share it.
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let tmp = path.with_extension(format!(
+        "tmp-write-{}-{}",
+        std::process::id(),
+        WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
     let mut file = fs::OpenOptions::new()
         .write(true)
         .create(true)
@@ -131,8 +154,7 @@ pub fn write_file(path: &Path, contents: &[u8], mode: u32) -> Result<(), PemErro
         .map_err(io_err(&tmp))?;
     file.write_all(contents).map_err(io_err(&tmp))?;
     file.sync_all().map_err(io_err(&tmp))?;
-    fs::rename(&tmp, path).map_err(io_err(path))?;
-    Ok(())
+    Ok(tmp)
 }
 
 /// Decodes one DER certificate.

@@ -275,6 +275,7 @@ pub fn dev_config(data_dir: &Path, est_addr: SocketAddr, http_addr: SocketAddr) 
             rekey_requires_attestation: true,
             key_algorithms: vec![crate::config::DeviceKeyAlgorithm::P256],
             crl_urls: vec![format!("http://{http_addr}/crl/issuing-ca.crl")],
+            ocsp_urls: vec![format!("http://{http_addr}/ocsp")],
             ..ProfileConfig::default()
         },
     );
@@ -282,6 +283,7 @@ pub fn dev_config(data_dir: &Path, est_addr: SocketAddr, http_addr: SocketAddr) 
         "lab".to_owned(),
         ProfileConfig {
             crl_urls: vec![format!("http://{http_addr}/crl/issuing-ca.crl")],
+            ocsp_urls: vec![format!("http://{http_addr}/ocsp")],
             ..ProfileConfig::default()
         },
     );

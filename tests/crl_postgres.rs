@@ -32,34 +32,15 @@ async fn two_instances_publish_the_same_growing_crl() {
     };
     let tmp = tempfile::tempdir().expect("temp dir");
     let db = TestDatabase::create(&admin_url).await;
-    let data = tmp.path().join("data");
-    let config = tmp.path().join("attestca.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[server]\ndata_dir = \"{}\"\n[tls]\ncertificate_file = \"tls/server.crt\"\nkey_file = \"tls/server.key\"\n\
-             [database]\nurl = \"{}\"\n[signer]\nbackend = \"software\"\nkey_file = \"pki/issuing.key\"\n\
-             [ca]\nchain_file = \"pki/ca-chain.pem\"\n[rigs]\ntrust_anchor_files = [\"pki/rig-ca.crt\"]\n\
-             [revocation]\ncrl_poll_secs = 1\n[profiles.default]\n",
-            data.display(),
-            db.url
-        ),
-    )
-    .expect("config");
-    let cfg = config.display().to_string();
+    let (cfg, data) = write_shared_database_config(
+        tmp.path(),
+        &db.url,
+        "backend = \"software\"\nkey_file = \"pki/issuing.key\"",
+        "crl_poll_secs = 1",
+    );
     init_test_install(&cfg, &[]);
     let spawn = |i: usize| {
-        let (est, http) = addresses();
-        ServerProcess::spawn(
-            &["serve", "--config", &cfg],
-            &[
-                ("ATTESTCA_SERVER__EST_ADDR", est.to_string()),
-                ("ATTESTCA_SERVER__HTTP_ADDR", http.to_string()),
-            ],
-            &tmp.path().join(format!("server{i}.log")),
-            est,
-            http,
-        )
+        ServerProcess::with_config(&cfg, &[], &tmp.path().join(format!("server{i}.log")))
     };
     let mut servers = vec![spawn(0), spawn(1)];
     for s in &mut servers {

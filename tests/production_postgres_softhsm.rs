@@ -365,23 +365,7 @@ async fn example_production_config_on_postgres_and_softhsm() {
     }
 
     // The CA key lives in the token: sensitive, never extractable, and no key file on disk is it.
-    let (ok, objects) = run(
-        "pkcs11-tool",
-        &[
-            "--module",
-            &module,
-            "--token-label",
-            TOKEN,
-            "--login",
-            "--pin",
-            PIN,
-            "--list-objects",
-            "--type",
-            "privkey",
-        ],
-        &[("SOFTHSM2_CONF", token.conf.display().to_string())],
-    );
-    assert!(ok, "pkcs11-tool: {objects}");
+    let objects = token.private_keys(&module);
     assert!(objects.contains("attestca-issuing-ca"), "{objects}");
     assert!(
         objects.contains("sensitive") && objects.contains("never extractable"),

@@ -351,6 +351,7 @@ fn print_dev_banner(config: &Config) {
          \x20 operator API     https://{est}/api/v1/\n\
          \x20 CRL (HTTP)       http://{http}/crl/{ca}.crl\n\
          \x20 health (HTTP)    http://{http}/healthz\n\
+         \x20 OCSP (HTTP)      http://{http}/ocsp\n\
          enroll a device:\n\
          \x20 attestca-rig enroll --server https://{est} --trust {chain} --rig-cert {rig_crt} --rig-key {rig_key} --out device-1 --cn device-1",
         data = layout.data_dir.display(),

@@ -135,3 +135,13 @@ pub fn authority_info_access(ocsp: &[String], ca_issuers: &[String]) -> der::Res
     }
     extension(&AuthorityInfoAccessSyntax(descriptions), false)
 }
+
+/// id-pkix-ocsp-nocheck (RFC 6960 4.2.2.2.1): relying parties need not check the revocation
+/// status of a delegated OCSP responder certificate. Its value is NULL.
+pub fn ocsp_no_check() -> der::Result<Extension> {
+    Ok(Extension {
+        extn_id: const_oid::db::rfc6960::ID_PKIX_OCSP_NOCHECK,
+        critical: false,
+        extn_value: OctetString::new(der::asn1::Null.to_der()?)?,
+    })
+}

@@ -137,6 +137,71 @@ impl IssuingCa {
         spec.sign(self.signer.as_ref())
     }
 
+    /// Issues the delegated OCSP responder certificate for `public_key` (RFC 6960 4.2.2.2):
+    /// EKU id-kp-OCSPSigning, id-pkix-ocsp-nocheck, digitalSignature, valid from a minute
+    /// before `now` for `validity_secs`, named after the CA (`<CA CN> OCSP Responder`).
+    pub fn issue_ocsp_responder(
+        &self,
+        public_key: &SubjectPublicKeyInfo,
+        validity_secs: u64,
+        now: SystemTime,
+    ) -> Result<IssuedCertificate, IssuanceError> {
+        use x509_cert::ext::pkix::KeyUsages;
+        let now = unix_seconds(now);
+        let spec = CertificateSpec {
+            serial: build::random_serial(),
+            issuer: self.certificate.tbs_certificate().subject().clone(),
+            subject: self.ocsp_responder_name()?,
+            public_key: public_key.clone(),
+            not_before: now.saturating_sub(60),
+            not_after: (now + validity_secs).min(self.not_after),
+            extensions: vec![
+                extensions::basic_constraints(false, None)?,
+                extensions::key_usage(KeyUsages::DigitalSignature.into())?,
+                extensions::extended_key_usage(&[const_oid::db::rfc5280::ID_KP_OCSP_SIGNING])?,
+                extensions::ocsp_no_check()?,
+                extensions::subject_key_identifier(public_key)?,
+                extensions::authority_key_identifier(&self.key_identifier)?,
+            ],
+        };
+        spec.sign(self.signer.as_ref())
+    }
+
+    /// The CA's subject with ` OCSP Responder` appended to its common name (or a CN added).
+    fn ocsp_responder_name(&self) -> Result<Name, IssuanceError> {
+        use x509_cert::attr::AttributeTypeAndValue;
+        use x509_cert::name::{RdnSequence, RelativeDistinguishedName};
+        const CN: const_oid::ObjectIdentifier = const_oid::db::rfc4519::CN;
+        let subject = self.certificate.tbs_certificate().subject();
+        let cn = |text: &str| -> Result<RelativeDistinguishedName, IssuanceError> {
+            let mut rdn = RelativeDistinguishedName::default();
+            rdn.insert(AttributeTypeAndValue {
+                oid: CN,
+                value: der::asn1::Any::encode_from(&der::asn1::Utf8StringRef::new(text)?)?,
+            })?;
+            Ok(rdn)
+        };
+        let mut rdns = RdnSequence::default();
+        let mut named = false;
+        for rdn in subject.iter_rdn() {
+            match rdn.iter().find(|atv| atv.oid == CN) {
+                Some(_) if !named => {
+                    let ca_cn = subject
+                        .common_name()?
+                        .map(|c| c.value().into_owned())
+                        .unwrap_or_default();
+                    rdns.push(cn(&format!("{ca_cn} OCSP Responder"))?);
+                    named = true;
+                }
+                _ => rdns.push(rdn.clone()),
+            }
+        }
+        if !named {
+            rdns.push(cn("OCSP Responder")?);
+        }
+        Ok(Name::hazmat_from_rdn_sequence(rdns))
+    }
+
     /// DER of the issuing CA certificate.
     pub fn certificate_der(&self) -> Result<Vec<u8>, IssuanceError> {
         Ok(self.certificate.to_der()?)

@@ -35,7 +35,9 @@ fn time(unix: i64) -> Result<Time, IssuanceError> {
     )?))
 }
 
-fn reason_code(name: &str) -> Option<CrlReason> {
+/// The CRLReason of an RFC 5280 reason name as the store records it; `None` for
+/// `unspecified` (and unknown names), which CRL entries and OCSP responses leave out.
+pub fn reason_code(name: &str) -> Option<CrlReason> {
     Some(match name {
         "keyCompromise" => CrlReason::KeyCompromise,
         "cACompromise" => CrlReason::CaCompromise,

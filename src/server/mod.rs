@@ -1,5 +1,5 @@
-//! The processes' listeners: HTTPS for EST and the operator API, plain HTTP for health (and, later, OCSP, CRLs and
-//! metrics), and the wiring of every layer from a [`Config`].
+//! The processes' listeners: HTTPS for EST and the operator API, plain HTTP for health, CRLs,
+//! OCSP and metrics; and the wiring of every layer from a [`Config`].
 
 pub mod plain;
 pub mod tls;
@@ -51,11 +51,15 @@ pub enum ServerError {
     },
     #[error("encoding: {0}")]
     Encoding(#[from] der::Error),
+    #[error(transparent)]
+    Ocsp(#[from] crate::ocsp::OcspError),
 }
 
 /// A CA assembled from configuration, ready to serve.
 pub struct Assembled {
     pub crl: Arc<crate::revocation::crl::CrlPublisher>,
+    /// `None` when `revocation.ocsp_enabled` is off.
+    pub ocsp: Option<Arc<crate::ocsp::OcspResponder>>,
     pub enrollment: Arc<EnrollmentService>,
     pub operators: Arc<crate::access::operator::OperatorAuthenticator>,
     pub rigs: Arc<RigAuthenticator>,
@@ -65,7 +69,8 @@ pub struct Assembled {
 
 /// Opens the signer, the store and the CA certificates, and assembles the services.
 pub async fn assemble(config: &Config) -> Result<Assembled, ServerError> {
-    let signer = crate::signer::open(&config.resolve_signer()?)?;
+    let signer_config = config.resolve_signer()?;
+    let signer = crate::signer::open(&signer_config)?;
     let chain = crate::pem::read_certificate_ders(&config.ca.chain_file).map_err(|e| {
         crate::config::ConfigError::Invalid(format!(
             "{e} (create the CA with `attestca init` first)"
@@ -120,6 +125,20 @@ pub async fn assemble(config: &Config) -> Result<Assembled, ServerError> {
         config.revocation.crl_validity_secs,
         config.revocation.crl_expired_grace_secs,
     ));
+    let ocsp = if config.revocation.ocsp_enabled {
+        Some(
+            crate::ocsp::OcspResponder::start(
+                Arc::clone(&ca),
+                &signer_config,
+                store.clone(),
+                ledger.clone(),
+                &config.revocation,
+            )
+            .await?,
+        )
+    } else {
+        None
+    };
     let enrollment = Arc::new(EnrollmentService::new(crate::enrollment::EnrollmentParts {
         profiles,
         ca,
@@ -134,6 +153,7 @@ pub async fn assemble(config: &Config) -> Result<Assembled, ServerError> {
     let tls = Arc::new(tls::server_config(config, rigs.client_ca_subjects())?);
     Ok(Assembled {
         crl,
+        ocsp,
         enrollment,
         operators,
         rigs,
@@ -165,7 +185,16 @@ pub async fn serve(
     let crl_task = tokio::spawn(
         Arc::clone(&assembled.crl).run(Duration::from_secs(config.revocation.crl_poll_secs.max(1))),
     );
-    let http_app = plain::router(Arc::clone(&assembled.crl), &config.ca);
+    let ocsp_task = assembled.ocsp.as_ref().map(|ocsp| {
+        tokio::spawn(
+            Arc::clone(ocsp).run(Duration::from_secs(config.revocation.ocsp_poll_secs.max(1))),
+        )
+    });
+    let http_app = plain::router(
+        Arc::clone(&assembled.crl),
+        &config.ca,
+        assembled.ocsp.clone(),
+    );
     let supersede: Vec<(String, u64)> = config
         .profiles
         .iter()
@@ -201,6 +230,9 @@ pub async fn serve(
     http.abort();
     purge.abort();
     crl_task.abort();
+    if let Some(task) = ocsp_task {
+        task.abort();
+    }
     Ok(())
 }
 

@@ -1,17 +1,26 @@
-//! The plain-HTTP listener's routes: health and the CRLs (OCSP and metrics join later).
-//! Relying parties fetch CRLs over plain HTTP: the CRL is signed, and RFC 5280 names HTTP.
+//! The plain-HTTP listener's routes: health, the CRLs and OCSP (metrics join later). Relying
+//! parties fetch CRLs and OCSP responses over plain HTTP: both are signed, and RFC 5280 and
+//! RFC 6960 name HTTP.
 
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use axum::Router;
+use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 
+use crate::ocsp::{OcspError, OcspReply, OcspResponder};
 use crate::revocation::crl::CrlPublisher;
 use crate::revocation::root_crl::CrlFile;
+
+/// Largest OCSP request body read; a larger one is answered `malformedRequest`.
+pub const MAX_OCSP_REQUEST_BYTES: usize = 16 * 1024;
+
+const OCSP_REQUEST: &str = "application/ocsp-request";
+const OCSP_RESPONSE: &str = "application/ocsp-response";
 
 struct PlainState {
     crl: Arc<CrlPublisher>,
@@ -20,9 +29,14 @@ struct PlainState {
     root_crl: Option<(String, CrlFile)>,
 }
 
-/// `/healthz`, `/crl/<ca-name>.crl` and, when configured, `/crl/<root-crl-name>.crl`.
-pub fn router(crl: Arc<CrlPublisher>, config: &crate::config::CaConfig) -> Router {
-    Router::new()
+/// `/healthz`, `/crl/<ca-name>.crl`, `/crl/<root-crl-name>.crl` when configured, and, with a
+/// responder, `POST /ocsp` and `GET /ocsp/<request>`.
+pub fn router(
+    crl: Arc<CrlPublisher>,
+    config: &crate::config::CaConfig,
+    ocsp: Option<Arc<OcspResponder>>,
+) -> Router {
+    let router = Router::new()
         .route("/healthz", get(|| async { (StatusCode::OK, "ok\n") }))
         .route("/crl/{file}", get(crl_file))
         .with_state(Arc::new(PlainState {
@@ -34,7 +48,149 @@ pub fn router(crl: Arc<CrlPublisher>, config: &crate::config::CaConfig) -> Route
                     CrlFile::new(path.clone()),
                 )
             }),
-        }))
+        }));
+    match ocsp {
+        Some(responder) => router.merge(
+            Router::new()
+                .route("/ocsp", post(ocsp_post))
+                .route("/ocsp/{*request}", get(ocsp_get))
+                .with_state(responder),
+        ),
+        None => router,
+    }
+}
+
+/// `POST /ocsp`: the DER request is the body. A Content-Type other than
+/// `application/ocsp-request` (when one is given) is a malformed request.
+async fn ocsp_post(
+    State(responder): State<Arc<OcspResponder>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let content_type_ok = headers.get(header::CONTENT_TYPE).is_none_or(|v| {
+        v.to_str()
+            .ok()
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case(OCSP_REQUEST))
+    });
+    let result = if !content_type_ok {
+        Err(OcspError::Malformed(format!(
+            "Content-Type is not {OCSP_REQUEST}"
+        )))
+    } else {
+        match axum::body::to_bytes(body, MAX_OCSP_REQUEST_BYTES).await {
+            Ok(der) => responder.respond(&der).await,
+            Err(_) => Err(OcspError::Malformed(format!(
+                "request body larger than {MAX_OCSP_REQUEST_BYTES} bytes"
+            ))),
+        }
+    };
+    ocsp_response(result, &headers)
+}
+
+/// `GET /ocsp/<base64 of the DER request, percent-encoded>` (RFC 6960 appendix A).
+async fn ocsp_get(
+    State(responder): State<Arc<OcspResponder>>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let encoded = uri.path().strip_prefix("/ocsp/").unwrap_or_default();
+    let result = match crate::ocsp::request::decode_get_path(encoded) {
+        Ok(der) => responder.respond(&der).await,
+        Err(e) => Err(e),
+    };
+    ocsp_response(result, &headers)
+}
+
+/// Every OCSP answer is HTTP 200 with an `OCSPResponse` (RFC 5019 2.2.3: errors too); a
+/// cacheable response carries the RFC 5019 section 6 headers.
+fn ocsp_response(result: Result<OcspReply, OcspError>, request_headers: &HeaderMap) -> Response {
+    let reply = match result {
+        Ok(reply) => reply,
+        Err(e) => {
+            match e.response_status() {
+                crate::ocsp::asn1::OcspResponseStatus::InternalError => {
+                    tracing::warn!(error = %e, "OCSP request failed")
+                }
+                _ => tracing::debug!(error = %e, "OCSP request refused"),
+            }
+            return (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, OCSP_RESPONSE)],
+                e.response_body(),
+            )
+                .into_response();
+        }
+    };
+    match reply.freshness {
+        Some(f) => signed_object(
+            request_headers,
+            OCSP_RESPONSE,
+            reply.body,
+            &Validity {
+                etag: format!("\"{:016x}\"", f.etag),
+                this_update: f.this_update,
+                next_update: f.next_update,
+                cache_directives: ", public, no-transform, must-revalidate",
+            },
+        ),
+        None => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, OCSP_RESPONSE)],
+            reply.body,
+        )
+            .into_response(),
+    }
+}
+
+/// What the caching headers of a signed object (a CRL, an OCSP response) say.
+struct Validity {
+    etag: String,
+    /// Unix seconds: `Last-Modified`.
+    this_update: i64,
+    /// Unix seconds: `Expires`, and `max-age` counts down to it.
+    next_update: i64,
+    /// Appended to `max-age=N` in `Cache-Control`.
+    cache_directives: &'static str,
+}
+
+/// A signed object with conditional-GET support: 304 when the client holds this ETag, and
+/// `ETag`, `Last-Modified`, `Expires` and `Cache-Control` matching the object's validity.
+fn signed_object(
+    request_headers: &HeaderMap,
+    content_type: &'static str,
+    body: impl IntoResponse,
+    validity: &Validity,
+) -> Response {
+    let mut response = if request_headers
+        .get(header::IF_NONE_MATCH)
+        .is_some_and(|v| v.as_bytes() == validity.etag.as_bytes())
+    {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        (StatusCode::OK, [(header::CONTENT_TYPE, content_type)], body).into_response()
+    };
+    let now = crate::issuance::unix_seconds(std::time::SystemTime::now()) as i64;
+    let max_age = (validity.next_update - now).max(0);
+    let h = response.headers_mut();
+    for (name, value) in [
+        (header::ETAG, validity.etag.clone()),
+        (header::LAST_MODIFIED, http_date(validity.this_update)),
+        (header::EXPIRES, http_date(validity.next_update)),
+        (
+            header::CACHE_CONTROL,
+            format!("max-age={max_age}{}", validity.cache_directives),
+        ),
+    ] {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            h.insert(name, v);
+        }
+    }
+    response
+}
+
+fn http_date(unix: i64) -> String {
+    httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(u64::try_from(unix).unwrap_or(0)))
 }
 
 async fn crl_file(
@@ -61,34 +217,15 @@ async fn crl_file(
     let Some(crl) = crl else {
         return not_found();
     };
-    let etag = format!("\"{}\"", crl.number);
-    let now = crate::issuance::unix_seconds(std::time::SystemTime::now()) as i64;
-    let max_age = (crl.next_update - now).max(0);
-    let last_modified = httpdate::fmt_http_date(
-        UNIX_EPOCH + Duration::from_secs(u64::try_from(crl.this_update).unwrap_or(0)),
-    );
-    let mut response = if headers
-        .get(header::IF_NONE_MATCH)
-        .is_some_and(|v| v.as_bytes() == etag.as_bytes())
-    {
-        StatusCode::NOT_MODIFIED.into_response()
-    } else {
-        (
-            StatusCode::OK,
-            [(header::CONTENT_TYPE, "application/pkix-crl")],
-            crl.der,
-        )
-            .into_response()
-    };
-    let h = response.headers_mut();
-    for (name, value) in [
-        (header::ETAG, etag),
-        (header::LAST_MODIFIED, last_modified),
-        (header::CACHE_CONTROL, format!("max-age={max_age}")),
-    ] {
-        if let Ok(v) = HeaderValue::from_str(&value) {
-            h.insert(name, v);
-        }
-    }
-    response
+    signed_object(
+        &headers,
+        "application/pkix-crl",
+        crl.der,
+        &Validity {
+            etag: format!("\"{}\"", crl.number),
+            this_update: crl.this_update,
+            next_update: crl.next_update,
+            cache_directives: "",
+        },
+    )
 }

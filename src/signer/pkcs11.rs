@@ -187,9 +187,16 @@ fn connect(config: &Pkcs11SignerConfig) -> Result<(Pkcs11, Slot), SignerError> {
             config.module.display()
         ))
     })?;
-    context
-        .initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
-        .map_err(p11("C_Initialize"))?;
+    // A second key of the same module in this process (the OCSP responder's beside the CA's)
+    // finds the library initialised already: that is fine, the first context keeps it so.
+    match context.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
+        Ok(())
+        | Err(cryptoki::error::Error::Pkcs11(
+            cryptoki::error::RvError::CryptokiAlreadyInitialized,
+            _,
+        )) => {}
+        Err(e) => return Err(p11("C_Initialize")(e)),
+    }
     let slots = context.get_slots_with_token().map_err(p11("list slots"))?;
     let slot = slots
         .into_iter()

@@ -74,7 +74,7 @@ impl SoftwareSigner {
             )));
         }
         let der = generate_pkcs8(config.algorithm)?;
-        crate::pem::write_private_key(&config.key_file, &der)
+        crate::pem::create_private_key(&config.key_file, &der)
             .map_err(|e| SignerError::Software(e.to_string()))?;
         Self::from_pkcs8(config.algorithm, &der)
     }

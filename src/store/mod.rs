@@ -44,7 +44,7 @@ impl Engine {
 }
 
 /// A certificate as stored.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct CertificateRecord {
     pub serial: String,
     pub der: Vec<u8>,
@@ -197,6 +197,17 @@ impl RevocationOutcome {
     }
 }
 
+/// What the OCSP responder needs to know of a certificate.
+#[derive(Clone, Debug)]
+pub struct CertificateStatus {
+    pub serial: String,
+    pub issuer_key_id: Vec<u8>,
+    pub status: String,
+    pub revoked_at: Option<i64>,
+    pub revocation_reason: Option<String>,
+    pub not_after: i64,
+}
+
 /// One part of a verified supply-chain manifest.
 #[derive(Clone, Debug)]
 pub struct ManifestRecord {
@@ -228,6 +239,13 @@ macro_rules! certificate_columns {
         "serial, der, issuer_key_id, subject, sans, spki_sha256, profile, not_before, not_after, \
          status, revoked_at, revocation_reason, requester, device_identity, csr_sha256, issued_at, \
          predecessor_serial"
+    };
+}
+
+/// The columns of `certificates` in [`status_from_row`], as a literal (see above).
+macro_rules! status_columns {
+    () => {
+        "serial, issuer_key_id, status, revoked_at, revocation_reason, not_after"
     };
 }
 
@@ -873,6 +891,113 @@ impl Store {
         tx.commit().await?;
         Ok(serials)
     }
+
+    /// The OCSP facts of the certificate with this serial (lower-case hex).
+    pub async fn certificate_status(
+        &self,
+        serial: &str,
+    ) -> Result<Option<CertificateStatus>, StoreError> {
+        let found = self
+            .statuses(
+                sqlx::query(concat!(
+                    "SELECT ",
+                    status_columns!(),
+                    " FROM certificates WHERE serial = $1"
+                ))
+                .bind(serial),
+            )
+            .await?;
+        Ok(found.into_iter().next())
+    }
+
+    /// Up to `limit` certificates of one issuer still valid at `valid_at`, in serial order
+    /// after `after` (keyset paging over the primary key).
+    pub async fn certificate_statuses_page(
+        &self,
+        issuer_key_id: &[u8],
+        valid_at: i64,
+        after: &str,
+        limit: i64,
+    ) -> Result<Vec<CertificateStatus>, StoreError> {
+        self.statuses(
+            sqlx::query(concat!(
+                "SELECT ",
+                status_columns!(),
+                " FROM certificates WHERE serial > $3 AND issuer_key_id = $1 AND not_after > $2 \
+                 ORDER BY serial LIMIT $4"
+            ))
+            .bind(issuer_key_id)
+            .bind(valid_at)
+            .bind(after)
+            .bind(limit),
+        )
+        .await
+    }
+
+    /// Certificates of one issuer issued, or revoked, at or after `since`.
+    pub async fn certificate_status_changes(
+        &self,
+        issuer_key_id: &[u8],
+        since: i64,
+    ) -> Result<Vec<CertificateStatus>, StoreError> {
+        self.statuses(
+            sqlx::query(concat!(
+                "SELECT ",
+                status_columns!(),
+                " FROM certificates WHERE issuer_key_id = $1 AND issued_at >= $2 UNION SELECT ",
+                status_columns!(),
+                " FROM certificates WHERE issuer_key_id = $1 AND status = 'revoked' \
+                 AND revoked_at >= $2"
+            ))
+            .bind(issuer_key_id)
+            .bind(since),
+        )
+        .await
+    }
+
+    async fn statuses<'q>(
+        &self,
+        query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
+    ) -> Result<Vec<CertificateStatus>, StoreError> {
+        let rows = query.fetch_all(&self.pool).await?;
+        rows.iter().map(status_from_row).collect()
+    }
+
+    /// The newest active certificate of `profile` for the key with this SPKI hash, issued by
+    /// this issuer and still valid at `valid_at`.
+    pub async fn latest_certificate_of_key(
+        &self,
+        issuer_key_id: &[u8],
+        profile: &str,
+        spki_sha256: &[u8],
+        valid_at: i64,
+    ) -> Result<Option<CertificateRecord>, StoreError> {
+        let query = sqlx::query(concat!(
+            "SELECT ",
+            certificate_columns!(),
+            " FROM certificates WHERE spki_sha256 = $3 AND issuer_key_id = $1 AND profile = $2 \
+             AND status = 'active' AND not_after > $4 ORDER BY not_after DESC LIMIT 1"
+        ));
+        let row = query
+            .bind(issuer_key_id)
+            .bind(profile)
+            .bind(spki_sha256)
+            .bind(valid_at)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| certificate_from_row(&r)).transpose()
+    }
+}
+
+fn status_from_row(r: &sqlx::any::AnyRow) -> Result<CertificateStatus, StoreError> {
+    Ok(CertificateStatus {
+        serial: r.try_get("serial")?,
+        issuer_key_id: r.try_get("issuer_key_id")?,
+        status: r.try_get("status")?,
+        revoked_at: r.try_get("revoked_at")?,
+        revocation_reason: r.try_get("revocation_reason")?,
+        not_after: r.try_get("not_after")?,
+    })
 }
 
 fn certificate_from_row(r: &sqlx::any::AnyRow) -> Result<CertificateRecord, StoreError> {

@@ -485,3 +485,174 @@ pub async fn served_crl(server: &ServerProcess) -> (u64, Vec<String>) {
         .expect("body");
     crl_facts(&bytes)
 }
+
+/// Enrolls a fresh P-256 key with CN=`cn` as the rig of `client` at `url`
+/// (`…/simpleenroll`); returns the certificate's DER.
+pub async fn enroll(client: &reqwest::Client, url: &str, cn: &str) -> Vec<u8> {
+    let response = client
+        .post(url)
+        .header("Content-Type", "application/pkcs10")
+        .body(body(&csr(cn)))
+        .send()
+        .await
+        .expect("simpleenroll");
+    assert_eq!(response.status(), 200, "enrolling {cn}");
+    certificate_from_response(&response.bytes().await.expect("body"))
+}
+
+/// The real `openssl ocsp` client against one responder, with the issuing CA and the chain.
+pub struct OpensslOcsp {
+    pub issuer: PathBuf,
+    pub chain: PathBuf,
+    pub url: String,
+}
+
+impl OpensslOcsp {
+    /// Writes the issuing CA (the chain's first certificate) next to the chain.
+    pub fn new(chain: &Path, dir: &Path, url: String) -> Self {
+        let ders = attestca::pem::read_certificate_ders(chain).expect("CA chain");
+        let issuer = dir.join("issuing-ca.pem");
+        write_pem(&issuer, &ders[0]);
+        Self {
+            issuer,
+            chain: chain.to_owned(),
+            url,
+        }
+    }
+
+    /// `openssl ocsp -issuer … -url … -CAfile … ARGS`: (exit status, output).
+    pub fn query(&self, args: &[&str]) -> (bool, String) {
+        let mut all = vec![
+            "ocsp".to_owned(),
+            "-issuer".to_owned(),
+            self.issuer.display().to_string(),
+            "-url".to_owned(),
+            self.url.clone(),
+            "-CAfile".to_owned(),
+            self.chain.display().to_string(),
+        ];
+        all.extend(args.iter().map(|a| a.to_string()));
+        let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+        run("openssl", &refs, &[])
+    }
+
+    /// The status line `openssl ocsp` prints for `cert_pem` (good / revoked / unknown), after
+    /// checking that the response verified.
+    pub fn status(&self, cert_pem: &Path, extra: &[&str]) -> String {
+        let cert = cert_pem.display().to_string();
+        let mut args = extra.to_vec();
+        args.extend(["-cert", cert.as_str()]);
+        let (ok, out) = self.query(&args);
+        assert!(
+            ok && out.contains("Response verify OK"),
+            "openssl ocsp: {out}"
+        );
+        let prefix = format!("{cert}: ");
+        out.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .unwrap_or_else(|| panic!("no status for {cert}: {out}"))
+            .trim()
+            .to_owned()
+    }
+
+    /// Polls until `cert_pem` reads `want` (pre-signed path, no nonce); panics after 5 s.
+    pub async fn until_status(&self, cert_pem: &Path, want: &str) -> Duration {
+        let started = Instant::now();
+        loop {
+            let status = self.status(cert_pem, &["-no_nonce"]);
+            if status == want {
+                return started.elapsed();
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "{} still {status} after 5 s at {}",
+                cert_pem.display(),
+                self.url
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+/// `attestca revoke` with these arguments (`--config F` or `--dev --data-dir D`).
+pub fn revoke_with_cli(config_args: &[&str], serial: &str, reason: &str) {
+    let mut args = vec!["revoke", "--serial", serial, "--reason", reason];
+    args.extend_from_slice(config_args);
+    let (ok, out) = run(env!("CARGO_BIN_EXE_attestca"), &args, &[]);
+    assert!(ok, "attestca revoke: {out}");
+}
+
+/// pkilint's `lint_ocsp_response` at WARNING on a DER response; `None` when pkilint is absent
+/// (and not required).
+pub fn lint_ocsp_response(response_der: &Path) -> Option<(bool, String)> {
+    let pkilint = require("pkilint", "ATTESTCA_TEST_PKILINT")?;
+    let tool = Path::new(&pkilint)
+        .parent()
+        .expect("pkilint directory")
+        .join("lint_ocsp_response");
+    Some(run(
+        &tool.display().to_string(),
+        &["lint", "-s", "WARNING", &response_der.display().to_string()],
+        &[],
+    ))
+}
+
+/// Writes `dir/attestca.toml` for instances sharing the PostgreSQL database `database_url`,
+/// with their data in `dir/data`, the given `[signer]` and `[revocation]` bodies, and a
+/// default profile; returns the configuration's path and the data directory.
+pub fn write_shared_database_config(
+    dir: &Path,
+    database_url: &str,
+    signer: &str,
+    revocation: &str,
+) -> (String, PathBuf) {
+    let (path, data) = (dir.join("attestca.toml"), dir.join("data"));
+    std::fs::write(
+        &path,
+        format!(
+            "[server]\ndata_dir = \"{}\"\n[tls]\ncertificate_file = \"tls/server.crt\"\nkey_file = \"tls/server.key\"\n\
+             [database]\nurl = \"{database_url}\"\n[signer]\n{signer}\n\
+             [ca]\nchain_file = \"pki/ca-chain.pem\"\n[rigs]\ntrust_anchor_files = [\"pki/rig-ca.crt\"]\n\
+             [revocation]\n{revocation}\n[profiles.default]\n",
+            data.display(),
+        ),
+    )
+    .expect("config");
+    (path.display().to_string(), data)
+}
+
+impl ServerProcess {
+    /// `attestca serve --config CONFIG` on fresh loopback ports (set through the environment,
+    /// so that several instances share one file), logging to `log`.
+    pub fn with_config(config: &str, envs: &[(&str, String)], log: &Path) -> Self {
+        let (est, http) = addresses();
+        let mut all = envs.to_vec();
+        all.push(("ATTESTCA_SERVER__EST_ADDR", est.to_string()));
+        all.push(("ATTESTCA_SERVER__HTTP_ADDR", http.to_string()));
+        Self::spawn(&["serve", "--config", config], &all, log, est, http)
+    }
+}
+
+impl SoftHsmToken {
+    /// `pkcs11-tool --list-objects --type privkey` of this token, logged in.
+    pub fn private_keys(&self, module: &str) -> String {
+        let (ok, objects) = run(
+            "pkcs11-tool",
+            &[
+                "--module",
+                module,
+                "--token-label",
+                &self.label,
+                "--login",
+                "--pin",
+                &self.pin,
+                "--list-objects",
+                "--type",
+                "privkey",
+            ],
+            &[("SOFTHSM2_CONF", self.conf.display().to_string())],
+        );
+        assert!(ok, "pkcs11-tool: {objects}");
+        objects
+    }
+}

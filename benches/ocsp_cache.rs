@@ -1,0 +1,278 @@
+//! OCSP from the pre-signed cache: warm-up, answers per second in process and over HTTP.
+//!
+//! Method: a development CA (SQLite, software key) whose `certificates` table gets N rows of
+//! the issuing CA inserted directly (random 16-byte serials, valid for a year; the responder
+//! reads serial, status and dates only, so the DER column holds a placeholder). Then, in this
+//! process:
+//! 1. warm-up: the CA is assembled as `attestca serve` does and the OCSP refresher pre-signs a
+//!    response for every row; reported: seconds, responses signed per second, and resident
+//!    memory per cached certificate (growth of VmRSS over the warm-up divided by N).
+//! 2. lookup: `OcspResponder::respond` on 1,000 pre-built DER requests (one SHA-1 CertID, no
+//!    nonce: parse, issuer check, cache lookup, body) from T tasks for S seconds; reported:
+//!    answers per second.
+//! 3. HTTP: the plain-HTTP router on loopback; C keep-alive clients (one reqwest client, a
+//!    connection each) POST /ocsp in a loop for S seconds; reported: responses per second and
+//!    latency percentiles. Clients and server share the machine's cores, so this is a floor.
+//!
+//! Run: `cargo bench --bench ocsp_cache` (env ATTESTCA_BENCH_CERTS, ATTESTCA_BENCH_CLIENTS,
+//! ATTESTCA_BENCH_SECS). Under `cargo test --all-targets` it is a 300-certificate smoke run.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use attestca::ocsp::asn1::{OcspRequest, Request, TbsRequest};
+use attestca::ocsp::request::{CertIdHash, IssuerHashes, SerialKey};
+use der::Encode;
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn free_addr() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+}
+
+fn resident_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+fn random_serial() -> Vec<u8> {
+    let mut serial = [0u8; 16];
+    aws_lc_rs::rand::fill(&mut serial).expect("random");
+    serial[0] = (serial[0] & 0x7f) | 0x01;
+    serial.to_vec()
+}
+
+/// Inserts `count` certificate rows of the issuer `issuer_key_id`; returns their serials.
+async fn insert_certificates(
+    store: &attestca::store::Store,
+    issuer_key_id: &[u8],
+    count: usize,
+) -> anyhow::Result<Vec<Vec<u8>>> {
+    let now = attestca::issuance::unix_seconds(std::time::SystemTime::now()) as i64;
+    let mut serials = Vec::with_capacity(count);
+    let mut tx = store.pool().begin().await?;
+    for i in 0..count {
+        let serial = random_serial();
+        sqlx::query(
+            "INSERT INTO certificates (serial, der, issuer_key_id, subject, spki_sha256, profile, \
+             not_before, not_after, requester, csr_sha256, issued_at) \
+             VALUES ($1, $2, $3, $4, $5, 'bench', $6, $7, 'bench', $8, $9)",
+        )
+        .bind(hex::encode(&serial))
+        .bind(vec![0u8])
+        .bind(issuer_key_id)
+        .bind(format!("CN=bench-{i}"))
+        .bind(random_serial())
+        .bind(now - 3600)
+        .bind(now + 365 * 86_400)
+        .bind(random_serial())
+        .bind(now - 3600)
+        .execute(&mut *tx)
+        .await?;
+        serials.push(serial);
+    }
+    tx.commit().await?;
+    Ok(serials)
+}
+
+fn requests(issuer: &IssuerHashes, serials: &[Vec<u8>]) -> anyhow::Result<Vec<Vec<u8>>> {
+    serials
+        .iter()
+        .map(|s| {
+            let serial = SerialKey::new(s).ok_or_else(|| anyhow::anyhow!("serial"))?;
+            let req_cert = issuer
+                .cert_id(CertIdHash::Sha1, &serial)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            Ok(OcspRequest {
+                tbs_request: TbsRequest {
+                    version: 0,
+                    requestor_name: None,
+                    request_list: vec![Request {
+                        req_cert,
+                        single_request_extensions: None,
+                    }],
+                    request_extensions: None,
+                },
+                optional_signature: None,
+            }
+            .to_der()?)
+        })
+        .collect()
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    sorted
+        .get(((sorted.len() as f64 * p) as usize).min(sorted.len().saturating_sub(1)))
+        .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+}
+
+/// A successful OCSPResponse is longer than the five bytes of an error status.
+fn successful(body: &[u8]) -> bool {
+    body.len() > 5
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let benchmarking = std::env::args().any(|a| a == "--bench");
+    let certs = env_usize(
+        "ATTESTCA_BENCH_CERTS",
+        if benchmarking { 100_000 } else { 300 },
+    );
+    let clients = env_usize("ATTESTCA_BENCH_CLIENTS", 32);
+    let secs = env_usize("ATTESTCA_BENCH_SECS", if benchmarking { 10 } else { 1 }) as u64;
+    let tmp = tempfile::tempdir()?;
+    let config = attestca::setup::dev_config(tmp.path(), free_addr(), free_addr());
+    let mut config = attestca::setup::ensure_dev_install(config)?;
+    // Pre-signing only: no poll will find anything new.
+    config.revocation.ocsp_poll_secs = 3600;
+
+    let chain = attestca::pem::read_certificates(&config.ca.chain_file)?;
+    let issuer = IssuerHashes::of(&chain[0])?;
+    let key_id = attestca::issuance::extensions::certificate_key_identifier(&chain[0]);
+    let store = attestca::store::Store::connect(
+        &config.resolve_database_url()?,
+        config.database.max_connections,
+    )
+    .await?;
+    eprintln!("inserting {certs} certificate rows…");
+    let serials = insert_certificates(&store, &key_id, certs).await?;
+    let bodies = Arc::new(requests(&issuer, &serials[..serials.len().min(1000)])?);
+
+    // 1. Warm-up.
+    let assembled = attestca::server::assemble(&config).await?;
+    let responder = assembled
+        .ocsp
+        .clone()
+        .ok_or_else(|| anyhow::anyhow!("OCSP is disabled"))?;
+    let rss_before = resident_bytes();
+    let started = Instant::now();
+    let refresher = tokio::spawn(Arc::clone(&responder).run(Duration::from_secs(3600)));
+    while !responder.is_warm() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let warm = started.elapsed();
+    let cached = responder.cached();
+    let per_entry = resident_bytes().saturating_sub(rss_before) as f64 / cached.max(1) as f64;
+    println!(
+        "ocsp_cache warmup certificates={cached} seconds={:.2} signed_per_s={:.0} rss_bytes_per_certificate={per_entry:.0}",
+        warm.as_secs_f64(),
+        cached as f64 / warm.as_secs_f64()
+    );
+    anyhow::ensure!(
+        cached == certs + 1,
+        "{cached} cached of {certs} + the responder"
+    );
+
+    // 2. In-process lookups.
+    let tasks = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let (answered, errors) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let mut workers = Vec::new();
+    for t in 0..tasks {
+        let (responder, bodies) = (Arc::clone(&responder), Arc::clone(&bodies));
+        let (answered, errors) = (Arc::clone(&answered), Arc::clone(&errors));
+        workers.push(tokio::spawn(async move {
+            let mut i = t;
+            while Instant::now() < deadline {
+                for _ in 0..256 {
+                    match responder.respond(&bodies[i % bodies.len()]).await {
+                        Ok(reply) if reply.freshness.is_some() => {
+                            answered.fetch_add(1, Ordering::Relaxed)
+                        }
+                        _ => errors.fetch_add(1, Ordering::Relaxed),
+                    };
+                    i += 1;
+                }
+                tokio::task::yield_now().await;
+            }
+        }));
+    }
+    for w in workers {
+        w.await?;
+    }
+    let answered = answered.load(Ordering::Relaxed);
+    println!(
+        "ocsp_cache lookup tasks={tasks} seconds={secs} answers={answered} answers_per_s={:.0} errors={}",
+        answered as f64 / secs as f64,
+        errors.load(Ordering::Relaxed)
+    );
+    anyhow::ensure!(errors.load(Ordering::Relaxed) == 0, "lookups failed");
+
+    // 3. HTTP: the plain-HTTP router, C keep-alive clients.
+    let addr = free_addr();
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let app = attestca::server::plain::router(
+        Arc::clone(&assembled.crl),
+        &config.ca,
+        Some(Arc::clone(&responder)),
+    );
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(clients)
+        .build()?;
+    let url = format!("http://{addr}/ocsp");
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let mut workers = Vec::new();
+    for c in 0..clients {
+        let (client, url, bodies) = (client.clone(), url.clone(), Arc::clone(&bodies));
+        workers.push(tokio::spawn(async move {
+            let (mut latencies, mut failed) = (Vec::new(), 0u64);
+            let mut i = c;
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                let ok = match client
+                    .post(&url)
+                    .header("Content-Type", "application/ocsp-request")
+                    .body(bodies[i % bodies.len()].clone())
+                    .send()
+                    .await
+                {
+                    Ok(r) if r.status() == 200 => {
+                        r.bytes().await.map(|b| successful(&b)).unwrap_or(false)
+                    }
+                    _ => false,
+                };
+                if ok {
+                    latencies.push(t.elapsed());
+                } else {
+                    failed += 1;
+                }
+                i += clients;
+            }
+            (latencies, failed)
+        }));
+    }
+    let (mut latencies, mut failed) = (Vec::new(), 0);
+    for w in workers {
+        let (l, f) = w.await?;
+        latencies.extend(l);
+        failed += f;
+    }
+    latencies.sort();
+    println!(
+        "ocsp_cache http clients={clients} seconds={secs} responses={} responses_per_s={:.0} failed={failed} latency_ms p50={:.2} p99={:.2} max={:.2}",
+        latencies.len(),
+        latencies.len() as f64 / secs as f64,
+        percentile(&latencies, 0.50),
+        percentile(&latencies, 0.99),
+        latencies.last().map_or(0.0, |d| d.as_secs_f64() * 1000.0),
+    );
+    server.abort();
+    refresher.abort();
+    anyhow::ensure!(failed == 0 && !latencies.is_empty(), "HTTP requests failed");
+    Ok(())
+}
