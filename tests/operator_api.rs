@@ -321,6 +321,10 @@ async fn operator_api_on_the_dev_server() {
     assert_eq!(body["status"], "revoked");
     assert_eq!(body["revocation_reason"], "keyCompromise");
     until_in_crl(&server, &d2).await;
+    // ... and OCSP answers revoked within 5 s (interface contract 3).
+    let ocsp = OpensslOcsp::new(&chain, tmp.path(), format!("http://{}/ocsp", server.http));
+    ocsp.until_status(&tmp.path().join("d2/device.crt"), "revoked")
+        .await;
     let (status, body, _) = call(
         &operator,
         Method::POST,
