@@ -219,6 +219,13 @@ async fn main() -> anyhow::Result<()> {
         Arc::clone(&assembled.crl),
         &config.ca,
         Some(Arc::clone(&responder)),
+        Arc::new(attestca::server::health::HealthSources::new(
+            assembled.store.clone(),
+            Arc::clone(&assembled.ca),
+            Arc::clone(&assembled.crl),
+            config.ca.name.clone(),
+            Some(Arc::clone(&responder)),
+        )),
     );
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
     let client = reqwest::Client::builder()

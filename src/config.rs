@@ -147,6 +147,14 @@ pub struct ServerConfig {
     /// Enrollments and renewals in progress at once; more are answered 503 with Retry-After
     /// instead of queueing without bound (a renewal storm must not take the CA down).
     pub max_concurrent_enrollments: usize,
+    /// A connection whose client sends nothing (no request bytes after the TCP or TLS
+    /// handshake) within this time, or whose request headers take longer, is closed.
+    pub header_read_timeout_secs: u64,
+    /// A request not answered within this time gets 503 with Retry-After.
+    pub request_timeout_secs: u64,
+    /// On SIGTERM/SIGINT: stop accepting, then give requests in flight this long to finish
+    /// (and their database writes to commit) before exiting.
+    pub shutdown_grace_secs: u64,
 }
 
 impl Default for ServerConfig {
@@ -159,6 +167,9 @@ impl Default for ServerConfig {
             tls_handshake_timeout_secs: 10,
             log_format: LogFormat::Text,
             max_concurrent_enrollments: 256,
+            header_read_timeout_secs: 10,
+            request_timeout_secs: 30,
+            shutdown_grace_secs: 20,
         }
     }
 }

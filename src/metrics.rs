@@ -51,8 +51,9 @@ pub struct Metrics {
     pub db_connections: IntGaugeVec,
     /// `attestca_db_max_connections`
     pub db_max_connections: IntGauge,
-    /// `attestca_ocsp_responses_total{status, source}` (status: good, revoked, unknown,
-    /// malformed, unauthorized, try_later; source: cache, live, error)
+    /// `attestca_ocsp_responses_total{status, source}` (status: the OCSP response status —
+    /// successful, malformed_request, try_later, unauthorized, internal_error; source: cache,
+    /// live, error)
     pub ocsp_responses: IntCounterVec,
     /// `attestca_ocsp_cached_responses`
     pub ocsp_cached_responses: IntGauge,
@@ -221,7 +222,7 @@ impl Metrics {
             ocsp_responses: counter(
                 &r,
                 "attestca_ocsp_responses_total",
-                "OCSP responses by certificate status (or error status) and source (cache, live, error).",
+                "OCSP responses by response status (successful, malformed_request, try_later, unauthorized, internal_error) and source (cache, live, error).",
                 &["status", "source"],
             ),
             ocsp_cached_responses: int_gauge(

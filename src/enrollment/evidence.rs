@@ -218,6 +218,7 @@ impl EnrollmentService {
             .authenticate_rig_or_device(credentials)
             .await
             .map_err(EnrollmentError::Unauthenticated)?;
+        self.spend_budget(&requester)?;
         if requester.method != crate::access::AuthMethod::Device
             && !profile.allows_rig(&requester.name)
         {

@@ -134,6 +134,7 @@ pub struct EnrollmentService {
     issuer_key_id: Vec<u8>,
     /// Admission control: one permit per enrollment or renewal in progress.
     admission: Arc<tokio::sync::Semaphore>,
+    budgets: Arc<crate::access::rate::RequestBudgets>,
 }
 
 /// Everything the registration authority is built from.
@@ -148,6 +149,8 @@ pub struct EnrollmentParts {
     pub nonce_lifetime_secs: u64,
     /// Enrollments and renewals in progress at once; more get 503 + Retry-After.
     pub max_concurrent: usize,
+    /// Per-rig and per-device request budgets; over budget gets 429 + Retry-After.
+    pub budgets: Arc<crate::access::rate::RequestBudgets>,
 }
 
 const OPERATION_ENROLL: &str = "simpleenroll";
@@ -195,6 +198,7 @@ impl EnrollmentService {
             nonce_lifetime_secs: parts.nonce_lifetime_secs,
             issuer_key_id,
             admission: Arc::new(tokio::sync::Semaphore::new(parts.max_concurrent.max(1))),
+            budgets: parts.budgets,
         }
     }
 
@@ -255,7 +259,10 @@ impl EnrollmentService {
             request.peer.clone(),
             now,
         );
-        let result = self.decide_and_issue(&request, now, &mut event).await;
+        let result = match self.admit() {
+            Ok(_permit) => self.decide_and_issue(&request, now, &mut event).await,
+            Err(refusal) => Err(refusal),
+        };
         self.record_refusal(event, &result, now).await;
         result
     }
@@ -264,10 +271,41 @@ impl EnrollmentService {
     fn admit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, EnrollmentError> {
         Arc::clone(&self.admission)
             .try_acquire_owned()
-            .map_err(|_| EnrollmentError::Unavailable {
-                code: "overload.enrollments",
-                detail: "too many enrollments in progress".into(),
+            .map_err(|_| {
+                crate::metrics::METRICS
+                    .overload_refusals
+                    .with_label_values(&["enrollment_concurrency"])
+                    .inc();
+                EnrollmentError::Unavailable {
+                    code: "overload.enrollments",
+                    detail: "too many enrollments in progress".into(),
+                }
             })
+    }
+
+    /// Spends one request of the requester's budget, or says when to come back (429).
+    pub(crate) fn spend_budget(&self, requester: &Requester) -> Result<(), EnrollmentError> {
+        self.budgets.spend(requester).map_err(|over| {
+            let secs = over.retry_after.as_secs_f64().ceil() as u64;
+            EnrollmentError::TooManyRequests {
+                code: if over.limit == "device_rate" {
+                    "overload.device_rate"
+                } else {
+                    "overload.rig_rate"
+                },
+                detail: format!(
+                    "{} is over its request budget; retry in {} s",
+                    requester.id(),
+                    secs.max(1)
+                ),
+                retry_after_secs: secs.max(1),
+            }
+        })
+    }
+
+    /// Forgets idle request budgets (housekeeping).
+    pub fn purge_budgets(&self) {
+        self.budgets.purge();
     }
 
     /// Counts the decision in the metrics and records the event of a refused request (an
@@ -338,6 +376,7 @@ impl EnrollmentService {
             .await
             .map_err(EnrollmentError::Unauthenticated)?;
         event.requester = Some(requester.id());
+        self.spend_budget(&requester)?;
         if !profile.allows_rig(&requester.name) {
             return Err(EnrollmentError::NotAuthorized {
                 rig: requester.name.clone(),

@@ -75,6 +75,7 @@ impl EnrollmentService {
         };
         event.requester = Some(requester.id());
         event.predecessor_serial = Some(device.serial.clone());
+        self.spend_budget(&requester)?;
         let predecessor = self
             .store
             .certificate(&device.serial)

@@ -95,6 +95,11 @@ impl IssuingCa {
         &self.key_identifier
     }
 
+    /// notAfter of the issuing CA certificate (Unix seconds).
+    pub fn not_after(&self) -> u64 {
+        self.not_after
+    }
+
     /// The signing key.
     pub fn signer(&self) -> &Arc<dyn Signer> {
         &self.signer

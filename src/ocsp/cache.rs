@@ -82,6 +82,12 @@ impl ResponseCache {
         self.read().len()
     }
 
+    /// The soonest nextUpdate (Unix seconds) among the pre-signed SHA-1 responses, for the
+    /// metrics: when it comes near, the refresher is not keeping up. A scan: called per scrape.
+    pub fn earliest_next_update(&self) -> Option<i64> {
+        self.read().values().map(|e| e.sha1.next_update).min()
+    }
+
     /// Whether the cache is empty.
     pub fn is_empty(&self) -> bool {
         self.len() == 0

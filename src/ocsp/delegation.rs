@@ -42,7 +42,7 @@ pub fn responder_key_config(ca_key: &SignerConfig) -> SignerConfig {
 /// Opens the responder key, generating it (inside the token for PKCS#11, non-extractable; as
 /// a mode-0600 file in software) the first time.
 pub fn open_or_generate_key(config: &SignerConfig) -> Result<Arc<dyn Signer>, SignerError> {
-    match crate::signer::open(config) {
+    let opened = match crate::signer::open(config) {
         Err(SignerError::KeyNotFound(why)) => {
             tracing::info!(reason = %why, "generating the OCSP responder key");
             // Another instance sharing the key's place may have generated it meanwhile: then
@@ -51,7 +51,8 @@ pub fn open_or_generate_key(config: &SignerConfig) -> Result<Arc<dyn Signer>, Si
                 .or_else(|generating| crate::signer::open(config).map_err(|_| generating))
         }
         opened => opened,
-    }
+    };
+    opened.map(|signer| crate::signer::MeteredSigner::wrap(signer, "ocsp"))
 }
 
 fn unix_now() -> i64 {

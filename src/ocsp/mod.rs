@@ -191,8 +191,41 @@ impl OcspResponder {
         self.cache.len()
     }
 
-    /// Answers the DER of an `OCSPRequest`.
+    /// The soonest nextUpdate among pre-signed responses (Unix seconds).
+    pub fn earliest_next_update(&self) -> Option<i64> {
+        self.cache.earliest_next_update()
+    }
+
+    /// Answers the DER of an `OCSPRequest`, counted in `attestca_ocsp_responses_total`.
     pub async fn respond(&self, der: &[u8]) -> Result<OcspReply, OcspError> {
+        let (result, source) = self.answer(der).await;
+        let status = match &result {
+            Ok(_) => "successful",
+            Err(e) => match e.response_status() {
+                OcspResponseStatus::MalformedRequest => "malformed_request",
+                OcspResponseStatus::TryLater => "try_later",
+                OcspResponseStatus::Unauthorized => "unauthorized",
+                _ => "internal_error",
+            },
+        };
+        crate::metrics::METRICS
+            .ocsp_responses
+            .with_label_values(&[status, if result.is_ok() { source } else { "error" }])
+            .inc();
+        result
+    }
+
+    /// The answer, and whether it came from the cache or was signed live.
+    async fn answer(&self, der: &[u8]) -> (Result<OcspReply, OcspError>, &'static str) {
+        match self.cached_answer(der) {
+            Ok(Some(reply)) => (Ok(reply), "cache"),
+            Ok(None) => (self.live_answer(der).await, "live"),
+            Err(e) => (Err(e), "error"),
+        }
+    }
+
+    /// The pre-signed answer to a one-certificate request without nonce, if there is one.
+    fn cached_answer(&self, der: &[u8]) -> Result<Option<OcspReply>, OcspError> {
         let request = request::parse(der, self.nonce_policy)?;
         let asked = request
             .cert_ids
@@ -203,8 +236,19 @@ impl OcspResponder {
             && let Some(serial) = one.serial
             && let Lookup::Hit(response) = self.cache.lookup(&serial, one.hash)
         {
-            return Ok(OcspReply::of(&response, true));
+            return Ok(Some(OcspReply::of(&response, true)));
         }
+        Ok(None)
+    }
+
+    /// Signs an answer now (bounded by the live-signing semaphore).
+    async fn live_answer(&self, der: &[u8]) -> Result<OcspReply, OcspError> {
+        let request = request::parse(der, self.nonce_policy)?;
+        let asked = request
+            .cert_ids
+            .iter()
+            .map(|id| self.issuer.identify(id))
+            .collect::<Result<Vec<_>, _>>()?;
         let _permit = self
             .live_signing
             .try_acquire()

@@ -219,7 +219,7 @@ impl CrlPublisher {
             let validity = self.validity_secs;
             let generated = self
                 .store
-                .replace_crl(&key_id, move |number| {
+                .replace_crl(&key_id, count as i64, move |number| {
                     let der = build(&ca, number as u64, now, now + validity, &revoked)
                         .map_err(|e| e.to_string())?;
                     Ok((der, now, now + validity))

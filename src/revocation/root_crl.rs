@@ -59,6 +59,10 @@ pub fn read(path: &Path) -> Result<StoredCrl, RootCrlError> {
         .unwrap_or(0);
     Ok(StoredCrl {
         number,
+        entries: tbs
+            .revoked_certificates
+            .as_ref()
+            .map_or(0, |r| r.len() as i64),
         this_update: unix(&tbs.this_update),
         next_update: tbs.next_update.as_ref().map(unix).unwrap_or(i64::MAX),
         der: der.into(),

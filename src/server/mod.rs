@@ -1,6 +1,9 @@
 //! The processes' listeners: HTTPS for EST and the operator API, plain HTTP for health, CRLs,
 //! OCSP and metrics; and the wiring of every layer from a [`Config`].
 
+pub mod connections;
+pub mod health;
+pub mod layers;
 pub mod plain;
 pub mod tls;
 
@@ -10,10 +13,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
-use tower::ServiceExt;
 
 use crate::access::{PeerCertificate, RigAuthenticator};
 use crate::config::Config;
@@ -57,6 +57,7 @@ pub enum ServerError {
 
 /// A CA assembled from configuration, ready to serve.
 pub struct Assembled {
+    pub ca: Arc<IssuingCa>,
     pub crl: Arc<crate::revocation::crl::CrlPublisher>,
     /// `None` when `revocation.ocsp_enabled` is off.
     pub ocsp: Option<Arc<crate::ocsp::OcspResponder>>,
@@ -70,7 +71,7 @@ pub struct Assembled {
 /// Opens the signer, the store and the CA certificates, and assembles the services.
 pub async fn assemble(config: &Config) -> Result<Assembled, ServerError> {
     let signer_config = config.resolve_signer()?;
-    let signer = crate::signer::open(&signer_config)?;
+    let signer = crate::signer::MeteredSigner::wrap(crate::signer::open(&signer_config)?, "ca");
     let chain = crate::pem::read_certificate_ders(&config.ca.chain_file).map_err(|e| {
         crate::config::ConfigError::Invalid(format!(
             "{e} (create the CA with `attestca init` first)"
@@ -141,7 +142,7 @@ pub async fn assemble(config: &Config) -> Result<Assembled, ServerError> {
     };
     let enrollment = Arc::new(EnrollmentService::new(crate::enrollment::EnrollmentParts {
         profiles,
-        ca,
+        ca: Arc::clone(&ca),
         store: store.clone(),
         ledger,
         rigs: Arc::clone(&rigs),
@@ -149,9 +150,13 @@ pub async fn assemble(config: &Config) -> Result<Assembled, ServerError> {
         retry_window_secs: config.database.retry_window_secs,
         nonce_lifetime_secs: config.attestation.nonce_lifetime_secs,
         max_concurrent: config.server.max_concurrent_enrollments,
+        budgets: Arc::new(crate::access::rate::RequestBudgets::from_config(
+            &config.limits,
+        )),
     }));
     let tls = Arc::new(tls::server_config(config, rigs.client_ca_subjects())?);
     Ok(Assembled {
+        ca,
         crl,
         ocsp,
         enrollment,
@@ -162,7 +167,9 @@ pub async fn assemble(config: &Config) -> Result<Assembled, ServerError> {
     })
 }
 
-/// Runs both listeners until `shutdown` completes.
+/// Runs both listeners until `shutdown` completes, then drains: stops accepting, lets the
+/// requests in flight finish (their certificates' records are committed before they answer)
+/// within `server.shutdown_grace_secs`, and returns.
 pub async fn serve(
     config: &Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -170,14 +177,19 @@ pub async fn serve(
     let assembled = assemble(config).await?;
     let est_listener = bind("EST (HTTPS) listener", config.server.est_addr).await?;
     let http_listener = bind("plain-HTTP listener", config.server.http_addr).await?;
-    let est_app = crate::est::router(Arc::new(EstState::new(
-        Arc::clone(&assembled.enrollment),
-        config.server.max_request_bytes,
-    )?))
-    .merge(crate::api::router(Arc::new(crate::api::ApiState::new(
-        crate::registry::Registry::new(assembled.store.clone()),
-        Arc::clone(&assembled.operators),
-    ))));
+    let request_timeout = Duration::from_secs(config.server.request_timeout_secs.max(1));
+    let est_app = layers::apply(
+        crate::est::router(Arc::new(EstState::new(
+            Arc::clone(&assembled.enrollment),
+            config.server.max_request_bytes,
+        )?))
+        .merge(crate::api::router(Arc::new(crate::api::ApiState::new(
+            crate::registry::Registry::new(assembled.store.clone()),
+            Arc::clone(&assembled.operators),
+        )))),
+        "est",
+        request_timeout,
+    );
     // The first CRL exists before the listeners open, so a relying party never sees a 404.
     if let Err(e) = assembled.crl.refresh().await {
         tracing::warn!(error = %e, "initial CRL generation failed");
@@ -190,10 +202,22 @@ pub async fn serve(
             Arc::clone(ocsp).run(Duration::from_secs(config.revocation.ocsp_poll_secs.max(1))),
         )
     });
-    let http_app = plain::router(
+    let health = Arc::new(health::HealthSources::new(
+        assembled.store.clone(),
+        Arc::clone(&assembled.ca),
         Arc::clone(&assembled.crl),
-        &config.ca,
+        config.ca.name.clone(),
         assembled.ocsp.clone(),
+    ));
+    let http_app = layers::apply(
+        plain::router(
+            Arc::clone(&assembled.crl),
+            &config.ca,
+            assembled.ocsp.clone(),
+            health,
+        ),
+        "http",
+        request_timeout,
     );
     let supersede: Vec<(String, u64)> = config
         .profiles
@@ -206,28 +230,58 @@ pub async fn serve(
         .collect();
     let purge = tokio::spawn(housekeeping(
         assembled.store.clone(),
-        config.database.retry_window_secs,
+        Arc::clone(&assembled.enrollment),
+        config.clone(),
         supersede,
     ));
     tracing::info!(est = %config.server.est_addr, http = %config.server.http_addr, "attestca serving");
 
-    let handshake_timeout = Duration::from_secs(config.server.tls_handshake_timeout_secs.max(1));
-    let est = tokio::spawn(serve_tls(
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let header_read_timeout = Duration::from_secs(config.server.header_read_timeout_secs.max(1));
+    let est = tokio::spawn(connections::serve(
         est_listener,
-        assembled.tls,
-        assembled.rigs,
         est_app,
-        handshake_timeout,
+        connections::ListenerSettings {
+            name: "est",
+            tls: Some((
+                tokio_rustls::TlsAcceptor::from(assembled.tls),
+                assembled.rigs,
+            )),
+            handshake_timeout: Duration::from_secs(config.server.tls_handshake_timeout_secs.max(1)),
+            header_read_timeout,
+        },
+        until_stopped(stopped.clone()),
     ));
-    let http = tokio::spawn(async move {
-        if let Err(e) = axum::serve(http_listener, http_app).await {
-            tracing::error!(error = %e, "plain-HTTP listener failed");
-        }
-    });
+    let http = tokio::spawn(connections::serve(
+        http_listener,
+        http_app,
+        connections::ListenerSettings {
+            name: "http",
+            tls: None,
+            handshake_timeout: Duration::ZERO,
+            header_read_timeout,
+        },
+        until_stopped(stopped),
+    ));
     shutdown.await;
-    tracing::info!("shutting down");
-    est.abort();
-    http.abort();
+    let grace = Duration::from_secs(config.server.shutdown_grace_secs);
+    tracing::info!(
+        grace_secs = grace.as_secs(),
+        "shutting down: no new connections; draining"
+    );
+    let _ = stop.send(true);
+    let drained = tokio::time::timeout(grace, async {
+        let _ = est.await;
+        let _ = http.await;
+    })
+    .await;
+    match drained {
+        Ok(()) => tracing::info!("all requests finished"),
+        Err(_) => tracing::warn!("requests still open after the grace period are cut off"),
+    }
     purge.abort();
     crl_task.abort();
     if let Some(task) = ocsp_task {
@@ -236,13 +290,25 @@ pub async fn serve(
     Ok(())
 }
 
-/// Every minute: drops retry claims older than the retry window and long-expired nonces, and
-/// revokes renewed certificates whose profile's overlap has passed. All idempotent, so every
+/// Every minute: drops retry claims older than the retry window and long-expired nonces,
+/// revokes renewed certificates whose profile's overlap has passed, forgets idle request
+/// budgets, and keeps a test root's CRL current. All idempotent, so every
 /// instance sharing a database may run it.
-async fn housekeeping(store: Store, window_secs: u64, supersede: Vec<(String, u64)>) {
+async fn housekeeping(
+    store: Store,
+    enrollment: Arc<EnrollmentService>,
+    config: Config,
+    supersede: Vec<(String, u64)>,
+) {
+    let window_secs = config.database.retry_window_secs;
     let mut tick = tokio::time::interval(Duration::from_secs(60));
     loop {
         tick.tick().await;
+        enrollment.purge_budgets();
+        // A test install keeps its root's CRL current (a production root is offline).
+        if let Err(e) = crate::setup::refresh_test_root_crl(&config) {
+            tracing::warn!(error = %e, "could not re-sign the test root's CRL");
+        }
         let now = crate::issuance::unix_seconds(std::time::SystemTime::now());
         let before = i64::try_from(now.saturating_sub(window_secs)).unwrap_or(0);
         match store.purge_retry_claims(before).await {
@@ -274,62 +340,4 @@ async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, Serve
     TcpListener::bind(addr)
         .await
         .map_err(|source| ServerError::Bind { what, addr, source })
-}
-
-async fn serve_tls(
-    listener: TcpListener,
-    tls: Arc<rustls::ServerConfig>,
-    rigs: Arc<RigAuthenticator>,
-    app: Router,
-    handshake_timeout: Duration,
-) {
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-    loop {
-        let (tcp, peer_addr) = match listener.accept().await {
-            Ok(conn) => conn,
-            Err(e) => {
-                // Out of file descriptors and the like: back off instead of spinning.
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let _ = tcp.set_nodelay(true);
-        let (acceptor, rigs, app) = (acceptor.clone(), Arc::clone(&rigs), app.clone());
-        tokio::spawn(async move {
-            let stream = match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
-                Ok(Ok(stream)) => stream,
-                Ok(Err(e)) => {
-                    tracing::debug!(peer = %peer_addr, error = %e, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(peer = %peer_addr, "TLS handshake timed out");
-                    return;
-                }
-            };
-            let peer_certificate = stream
-                .get_ref()
-                .1
-                .peer_certificates()
-                .map(|chain| rigs.identify_certificate(chain))
-                .unwrap_or_default();
-            let info = ConnectionInfo {
-                peer_addr: Some(peer_addr),
-                peer_certificate,
-            };
-            let service = hyper::service::service_fn(
-                move |mut request: hyper::Request<hyper::body::Incoming>| {
-                    request.extensions_mut().insert(info.clone());
-                    app.clone().oneshot(request.map(axum::body::Body::new))
-                },
-            );
-            let served = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-            if let Err(e) = served {
-                tracing::debug!(peer = %peer_addr, error = %e, "connection ended with an error");
-            }
-        });
-    }
 }

@@ -1,4 +1,4 @@
-//! The plain-HTTP listener's routes: health, the CRLs and OCSP (metrics join later). Relying
+//! The plain-HTTP listener's routes: health, readiness, metrics, the CRLs and OCSP. Relying
 //! parties fetch CRLs and OCSP responses over plain HTTP: both are signed, and RFC 5280 and
 //! RFC 6960 name HTTP.
 
@@ -12,6 +12,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
+use super::health::HealthSources;
 use crate::ocsp::{OcspError, OcspReply, OcspResponder};
 use crate::revocation::crl::CrlPublisher;
 use crate::revocation::root_crl::CrlFile;
@@ -29,15 +30,18 @@ struct PlainState {
     root_crl: Option<(String, CrlFile)>,
 }
 
-/// `/healthz`, `/crl/<ca-name>.crl`, `/crl/<root-crl-name>.crl` when configured, and, with a
+/// `/healthz`, `/readyz`, `/metrics`, `/crl/<ca-name>.crl`, `/crl/<root-crl-name>.crl` when configured, and, with a
 /// responder, `POST /ocsp` and `GET /ocsp/<request>`.
 pub fn router(
     crl: Arc<CrlPublisher>,
     config: &crate::config::CaConfig,
     ocsp: Option<Arc<OcspResponder>>,
+    health: Arc<HealthSources>,
 ) -> Router {
     let router = Router::new()
         .route("/healthz", get(|| async { (StatusCode::OK, "ok\n") }))
+        .route("/readyz", get(readyz).with_state(Arc::clone(&health)))
+        .route("/metrics", get(metrics).with_state(health))
         .route("/crl/{file}", get(crl_file))
         .with_state(Arc::new(PlainState {
             crl,
@@ -58,6 +62,34 @@ pub fn router(
         ),
         None => router,
     }
+}
+
+/// `/readyz`: 200 when the database answers and the signer signs; 503 naming the component
+/// that does not.
+async fn readyz(State(health): State<Arc<HealthSources>>) -> Response {
+    match health.readiness().await {
+        Ok(()) => (StatusCode::OK, "ready\n").into_response(),
+        Err(e) => {
+            tracing::warn!(component = e.component, reason = %e.reason, "not ready");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                [(header::RETRY_AFTER, "5")],
+                format!("{}: {}\n", e.component, e.reason),
+            )
+                .into_response()
+        }
+    }
+}
+
+/// `/metrics`: the Prometheus text exposition.
+async fn metrics(State(health): State<Arc<HealthSources>>) -> Response {
+    health.refresh_gauges().await;
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
+        crate::metrics::METRICS.encode(),
+    )
+        .into_response()
 }
 
 /// `POST /ocsp`: the DER request is the body. A Content-Type other than

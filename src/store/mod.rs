@@ -107,6 +107,8 @@ pub enum NonceCheck {
 #[derive(Clone, Debug)]
 pub struct StoredCrl {
     pub number: i64,
+    /// Revoked certificates listed.
+    pub entries: i64,
     /// Shared, not copied: a fleet's CRL is tens of megabytes and served on every request.
     pub der: bytes::Bytes,
     pub this_update: i64,
@@ -513,6 +515,16 @@ impl Store {
         .await?)
     }
 
+    /// Nonces issued, not spent, and not expired at `now`.
+    pub async fn outstanding_nonces(&self, now: i64) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT COUNT(*) FROM nonces WHERE expires_at >= $1 AND consumed_at IS NULL",
+        )
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
     /// Forgets nonces that expired before `before`.
     pub async fn purge_nonces(&self, before: i64) -> Result<u64, StoreError> {
         let done = sqlx::query("DELETE FROM nonces WHERE expires_at < $1")
@@ -606,7 +618,8 @@ impl Store {
     /// The stored CRL of an issuer.
     pub async fn crl(&self, issuer_key_id: &[u8]) -> Result<Option<StoredCrl>, StoreError> {
         let row = sqlx::query(
-            "SELECT crl_number, der, this_update, next_update FROM crls WHERE issuer_key_id = $1",
+            "SELECT crl_number, entry_count, der, this_update, next_update FROM crls \
+             WHERE issuer_key_id = $1",
         )
         .bind(issuer_key_id)
         .fetch_optional(&self.pool)
@@ -614,6 +627,7 @@ impl Store {
         row.map(|r| {
             Ok(StoredCrl {
                 number: r.try_get("crl_number")?,
+                entries: r.try_get("entry_count")?,
                 der: bytes::Bytes::from(r.try_get::<Vec<u8>, _>("der")?),
                 this_update: r.try_get("this_update")?,
                 next_update: r.try_get("next_update")?,
@@ -641,6 +655,7 @@ impl Store {
     pub async fn replace_crl(
         &self,
         issuer_key_id: &[u8],
+        entries: i64,
         make: impl FnOnce(i64) -> Result<(Vec<u8>, i64, i64), String>,
     ) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
@@ -667,9 +682,10 @@ impl Store {
         let (der, this_update, next_update) =
             make(number).map_err(|e| StoreError::Database(sqlx::Error::Protocol(e)))?;
         sqlx::query(
-            "INSERT INTO crls (issuer_key_id, crl_number, der, this_update, next_update) \
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (issuer_key_id) DO UPDATE SET \
-             crl_number = excluded.crl_number, der = excluded.der, \
+            "INSERT INTO crls (issuer_key_id, crl_number, der, this_update, next_update, \
+             entry_count) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (issuer_key_id) DO UPDATE \
+             SET crl_number = excluded.crl_number, der = excluded.der, \
+             entry_count = excluded.entry_count, \
              this_update = excluded.this_update, next_update = excluded.next_update \
              WHERE crls.crl_number < excluded.crl_number",
         )
@@ -678,6 +694,7 @@ impl Store {
         .bind(&der)
         .bind(this_update)
         .bind(next_update)
+        .bind(entries)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;

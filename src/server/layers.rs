@@ -1,0 +1,100 @@
+//! What every request goes through on both listeners: a request id (taken from `X-Request-Id`
+//! or made), a log span carrying it, the request deadline, and the request metrics.
+
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{MatchedPath, Request};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Wraps `router`'s routes with the deadline and the metrics (labelled `listener`), and the
+/// whole router with request ids and the log span.
+pub fn apply(router: Router, listener: &'static str, request_timeout: Duration) -> Router {
+    router
+        .route_layer(axum::middleware::from_fn(move |request, next| {
+            observe(listener, request_timeout, request, next)
+        }))
+        .layer(
+            tower_http::trace::TraceLayer::new_for_http().make_span_with(|request: &Request| {
+                let id = request
+                    .headers()
+                    .get(&REQUEST_ID)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default();
+                tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id = %id)
+            }),
+        )
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+}
+
+/// Runs the request under the deadline and records `attestca_http_requests_total` and
+/// `attestca_http_request_duration_seconds` by route template (never the raw path: paths
+/// carry serials and labels).
+async fn observe(
+    listener: &'static str,
+    timeout: Duration,
+    request: Request,
+    next: Next,
+) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".into());
+    let method = request.method().as_str().to_owned();
+    let started = Instant::now();
+    let response = match tokio::time::timeout(timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            crate::metrics::METRICS
+                .overload_refusals
+                .with_label_values(&["request_timeout"])
+                .inc();
+            timed_out(&route, timeout)
+        }
+    };
+    let metrics = &crate::metrics::METRICS;
+    metrics
+        .http_request_duration
+        .with_label_values(&[listener, &route])
+        .observe(started.elapsed().as_secs_f64());
+    metrics
+        .http_requests
+        .with_label_values(&[listener, &route, &method, response.status().as_str()])
+        .inc();
+    response
+}
+
+/// 503 with Retry-After: JSON under the operator API, text elsewhere.
+fn timed_out(route: &str, timeout: Duration) -> Response {
+    let message = format!(
+        "the request was not answered within {} s",
+        timeout.as_secs()
+    );
+    let mut response = if route.starts_with("/api/") {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(serde_json::json!({
+                "error": {"code": "service.timeout", "message": message}
+            })),
+        )
+            .into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            format!("service.timeout: {message}\n"),
+        )
+            .into_response()
+    };
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    response
+}
