@@ -28,14 +28,13 @@ LABEL org.opencontainers.image.title="attestca" \
 # its vendor's PKCS#11 module instead (and point signer.module at it).
 # ca-certificates: for TLS to PostgreSQL with sslmode=verify-full and the like.
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends ca-certificates softhsm2 \
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ca-certificates softhsm2 \
     && rm -rf /var/lib/apt/lists/*
 
 # A fixed, non-root uid/gid (10001), so that volume ownership and Kubernetes' runAsNonRoot
-# checks do not depend on the order users were created in. It is in the softhsm group, which
-# Debian gives the token directory.
+# checks do not depend on the order users were created in.
 RUN groupadd --gid 10001 attestca \
-    && useradd --uid 10001 --gid attestca --groups softhsm --home-dir /var/lib/attestca \
+    && useradd --uid 10001 --gid attestca --home-dir /var/lib/attestca \
        --no-create-home --shell /usr/sbin/nologin attestca
 
 COPY --from=builder /out/attestca /out/attestca-rig /usr/local/bin/
@@ -47,11 +46,16 @@ COPY deploy/attestca.example.toml /etc/attestca/attestca.toml
 
 # State lives in two volumes: the data directory (TLS key, CA chain, SQLite if used) and the
 # SoftHSM token directory (the CA key). Both belong to the service user; a new named volume
-# copies this ownership on first use.
+# copies this ownership on first use. Debian grants SoftHSM's configuration and directories to
+# the group softhsm instead; a supplementary group is not reliable in a container (Docker drops
+# them when USER names a group, orchestrators may replace them), so the service user owns the
+# directories and the configuration (no secret in it) is world-readable.
 RUN chmod 0755 /usr/local/lib/attestca/healthcheck /usr/local/lib/attestca/compose-entrypoint \
        /usr/local/lib/attestca/init-ca \
     && install -d -o attestca -g attestca -m 0750 /var/lib/attestca \
-    && install -d -o attestca -g softhsm -m 2770 /var/lib/softhsm/tokens \
+    && chmod 0755 /etc/softhsm && chmod 0644 /etc/softhsm/softhsm2.conf \
+    && install -d -o attestca -g attestca -m 0750 /var/lib/softhsm \
+    && install -d -o attestca -g attestca -m 0700 /var/lib/softhsm/tokens \
     && attestca --version
 
 USER 10001:10001
