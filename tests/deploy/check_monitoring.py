@@ -315,7 +315,8 @@ def check_docs(path, metrics):
             finding(str(path), f"{name}: no meaning given")
     for name in sorted(set(rows) - set(metrics)):
         finding(str(path), f"table row for {name}, which src/metrics.rs does not export")
-    return {github_anchor(h) for h in re.findall(r"^#{1,6}\s+(.*)$", text, re.M)}
+    prose = re.sub(r"^```.*?^```", "", text, flags=re.M | re.S)     # not comments in code blocks
+    return {github_anchor(h) for h in re.findall(r"^#{1,6}\s+(.*)$", prose, re.M)}
 
 
 def main():
