@@ -3,8 +3,8 @@
 # in tests/shell/, against real components (SoftHSM, PostgreSQL, pkilint).
 #
 # It prepares everything those tests need, installing what is missing when it
-# can (root + apt-get), because CI and new machines start without our tools
-# (docker-compose and systemd-analyze for tests/shell/deploy_files.sh come from PATH):
+# can (root + apt-get), because CI and new machines start without our tools (also
+# docker-compose and systemd-analyze, which tests/shell/deploy_files.sh finds on PATH):
 #   ATTESTCA_TEST_PKILINT         path of pkilint's lint_pkix_cert
 #   ATTESTCA_TEST_PROMTOOL        path of Prometheus' promtool (deployment files)
 #   ATTESTCA_TEST_PKCS11_MODULE   path of SoftHSM's PKCS#11 module
@@ -58,9 +58,6 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 # ---------------------------------------------------------------- packages
-# apt_install PKG...: install Debian packages, or tell the user which ones to
-# install when we cannot (not root, or not Debian). `apt-get update` runs at
-# most once, and only when something is actually missing.
 apt_update_once() {
     if [[ "$APT_UPDATED" -eq 0 ]]; then
         say "apt-get update"
@@ -69,6 +66,9 @@ apt_update_once() {
     fi
 }
 
+# apt_install PKG...: install Debian packages, or tell the user which ones to
+# install when we cannot (not root, or not Debian). `apt-get update` runs at
+# most once, and only when something is actually missing.
 apt_install() {
     if ! can_apt; then
         die "missing tools; please install the Debian package(s): $* (as root: apt-get install $*)"
