@@ -3,8 +3,10 @@
 # in tests/shell/, against real components (SoftHSM, PostgreSQL, pkilint).
 #
 # It prepares everything those tests need, installing what is missing when it
-# can (root + apt-get), because CI and new machines start without our tools:
+# can (root + apt-get), because CI and new machines start without our tools (also
+# docker-compose and systemd-analyze, which tests/shell/deploy_files.sh finds on PATH):
 #   ATTESTCA_TEST_PKILINT         path of pkilint's lint_pkix_cert
+#   ATTESTCA_TEST_PROMTOOL        path of Prometheus' promtool (deployment files)
 #   ATTESTCA_TEST_PKCS11_MODULE   path of SoftHSM's PKCS#11 module
 #   ATTESTCA_TEST_DATABASE_URL    admin URL of a PostgreSQL server (CREATE DATABASE allowed)
 #   ATTESTCA_TEST_REQUIRE_ALL=1   tests fail instead of skipping when something is missing
@@ -56,6 +58,14 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 # ---------------------------------------------------------------- packages
+apt_update_once() {
+    if [[ "$APT_UPDATED" -eq 0 ]]; then
+        say "apt-get update"
+        apt-get update -qq
+        APT_UPDATED=1
+    fi
+}
+
 # apt_install PKG...: install Debian packages, or tell the user which ones to
 # install when we cannot (not root, or not Debian). `apt-get update` runs at
 # most once, and only when something is actually missing.
@@ -63,11 +73,7 @@ apt_install() {
     if ! can_apt; then
         die "missing tools; please install the Debian package(s): $* (as root: apt-get install $*)"
     fi
-    if [[ "$APT_UPDATED" -eq 0 ]]; then
-        say "apt-get update"
-        apt-get update -qq
-        APT_UPDATED=1
-    fi
+    apt_update_once
     say "installing Debian package(s): $*"
     DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$@"
 }
@@ -81,6 +87,9 @@ ensure_base_packages() {
     have curl || missing+=(curl)
     have openssl || missing+=(openssl)
     have python3 || missing+=(python3 python3-venv)
+    # The deployment files' checkers: Compose v1 validates without a Docker engine.
+    have docker-compose || missing+=(docker-compose)
+    have systemd-analyze || missing+=(systemd)
     if ((${#missing[@]})); then apt_install "${missing[@]}"; fi
     have "${CARGO:-cargo}" || [[ -n "${ATTESTCA_TEST_SETUP_ONLY:-}" ]] \
         || die "cargo not found (install Rust with rustup; Debian's cargo may be too old)"
@@ -110,6 +119,42 @@ ensure_pkilint() {
         [[ -x "$lint" ]] || die "pkilint installed but $lint is missing"
     fi
     export ATTESTCA_TEST_PKILINT="$lint"
+}
+
+# ---------------------------------------------------------------- promtool
+# Checks the Prometheus configuration and rules in deploy/prometheus. Debian ships promtool
+# only in the prometheus package, whose installation would also start a Prometheus server:
+# the .deb is downloaded (no root needed once the package lists exist), and only promtool is
+# kept, cached under target/ like pkilint.
+ensure_promtool() {
+    local dir="$TOOLS_DIR/prometheus"
+    local tool="$dir/promtool"
+    if have promtool; then
+        ATTESTCA_TEST_PROMTOOL="$(command -v promtool)"
+        say "promtool: $ATTESTCA_TEST_PROMTOOL"
+    elif [[ -x "$tool" ]] && "$tool" --version >/dev/null 2>&1; then
+        ATTESTCA_TEST_PROMTOOL="$tool"
+        say "promtool: cached in $dir"
+    else
+        have apt-get && have dpkg-deb \
+            || die "promtool not found; please install the Debian package prometheus (or put promtool on PATH)"
+        rm -rf "$dir"
+        mkdir -p "$dir/deb"
+        say "promtool: apt-get download prometheus, unpacked into $dir"
+        if ! (cd "$dir/deb" && apt-get download prometheus) >"$dir/download.log" 2>&1; then
+            # Empty package lists (a fresh container): refresh them, which needs root.
+            can_apt || { cat "$dir/download.log" >&2; die "apt-get download prometheus failed; as root: apt-get update, or install prometheus"; }
+            apt_update_once
+            (cd "$dir/deb" && apt-get download prometheus) >"$dir/download.log" 2>&1 \
+                || { cat "$dir/download.log" >&2; die "apt-get download prometheus failed"; }
+        fi
+        dpkg-deb -x "$dir"/deb/prometheus_*.deb "$dir/deb/root" || die "dpkg-deb -x failed"
+        mv "$dir/deb/root/usr/bin/promtool" "$tool" || die "no usr/bin/promtool in the prometheus package"
+        rm -rf "$dir/deb" "$dir/download.log"
+        "$tool" --version >/dev/null 2>&1 || die "$tool does not run"
+        ATTESTCA_TEST_PROMTOOL="$tool"
+    fi
+    export ATTESTCA_TEST_PROMTOOL
 }
 
 # ---------------------------------------------------------------- SoftHSM
@@ -265,8 +310,8 @@ export_misc() {
 
 print_environment() {
     local var
-    for var in ATTESTCA_TEST_PKILINT ATTESTCA_TEST_PKCS11_MODULE ATTESTCA_TEST_DATABASE_URL \
-               ATTESTCA_TEST_REQUIRE_ALL ATTESTCA_VECTORS_DIR; do
+    for var in ATTESTCA_TEST_PKILINT ATTESTCA_TEST_PROMTOOL ATTESTCA_TEST_PKCS11_MODULE \
+               ATTESTCA_TEST_DATABASE_URL ATTESTCA_TEST_REQUIRE_ALL ATTESTCA_VECTORS_DIR; do
         say "$var=${!var:-<unset>}"
     done
 }
@@ -315,6 +360,7 @@ main() {
     local cargo_status=0 shell_status=0
     ensure_base_packages
     ensure_pkilint
+    ensure_promtool
     ensure_softhsm
     choose_database
     export_misc
