@@ -121,6 +121,26 @@ async fn example_production_config_on_postgres_and_softhsm() {
     let (verified, out) = openssl_verify(&chain, &pem);
     assert!(verified, "openssl verify: {out}");
 
+    // Ready (PostgreSQL answers, the token signs), and the metrics show the PKCS#11 signer.
+    let ready = reqwest::get(format!("http://{http}/readyz"))
+        .await
+        .expect("readyz");
+    assert_eq!(ready.status(), 200, "{}", server.log_text());
+    let metrics = reqwest::get(format!("http://{http}/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("body");
+    for expected in [
+        "attestca_signer_operations_total{backend=\"pkcs11\",key=\"ca\",result=\"ok\"}",
+        "attestca_signer_sessions{backend=\"pkcs11\"}",
+        "attestca_component_ready{component=\"database\"} 1",
+        "attestca_db_connections{state=\"idle\"}",
+    ] {
+        assert!(metrics.contains(expected), "{expected} missing:\n{metrics}");
+    }
+
     // The example configuration's operators: the operator certificate and the token both see
     // the certificate through the operator API; the rig does not.
     let operator = https_client(

@@ -118,6 +118,20 @@ impl ServerProcess {
         format!("https://{}", self.est)
     }
 
+    /// Sends SIGTERM and waits up to `limit` for the exit; `None` if it did not exit.
+    pub fn terminate_and_wait(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
     pub fn stop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
