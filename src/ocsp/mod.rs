@@ -252,7 +252,13 @@ impl OcspResponder {
         let _permit = self
             .live_signing
             .try_acquire()
-            .map_err(|_| OcspError::TryLater)?;
+            .map_err(|_| {
+                crate::metrics::METRICS
+                    .overload_refusals
+                    .with_label_values(&["ocsp_live_signing"])
+                    .inc();
+                OcspError::TryLater
+            })?;
         match (
             asked.as_slice(),
             request.cert_ids.as_slice(),
