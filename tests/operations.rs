@@ -104,6 +104,15 @@ async fn metrics_move_and_pass_promtool() {
         .await
         .expect("readyz");
     assert_eq!(ready.status(), 200, "{}", server.log_text());
+    // Request ids: made when absent, kept when the client sends one.
+    assert!(ready.headers().get("x-request-id").is_some());
+    let traced = reqwest::Client::new()
+        .get(format!("http://{}/healthz", server.http))
+        .header("x-request-id", "rig-7-board-42")
+        .send()
+        .await
+        .expect("healthz");
+    assert_eq!(traced.headers()["x-request-id"], "rig-7-board-42");
 
     let (text, after) = scrape(&server).await;
     let delta = |key: &str| sample(&after, key) - sample(&before, key);
