@@ -323,7 +323,7 @@ impl Store {
 
     /// A cheap round trip, for readiness checks.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        timed("ping", sqlx::query("SELECT 1").execute(&self.pool)).await?;
         Ok(())
     }
 
@@ -334,29 +334,35 @@ impl Store {
         csr_sha256: &[u8],
         since: i64,
     ) -> Result<Option<CertificateRecord>, StoreError> {
-        let row = sqlx::query(concat!(
-            "SELECT ",
-            certificate_columns!(),
-            " FROM certificates WHERE serial = (SELECT serial FROM issued_requests \
+        let row = timed(
+            "find_recent_issue",
+            sqlx::query(concat!(
+                "SELECT ",
+                certificate_columns!(),
+                " FROM certificates WHERE serial = (SELECT serial FROM issued_requests \
              WHERE requester = $1 AND csr_sha256 = $2 AND issued_at >= $3)"
-        ))
-        .bind(requester)
-        .bind(csr_sha256)
-        .bind(since)
-        .fetch_optional(&self.pool)
+            ))
+            .bind(requester)
+            .bind(csr_sha256)
+            .bind(since)
+            .fetch_optional(&self.pool),
+        )
         .await?;
         row.map(|r| certificate_from_row(&r)).transpose()
     }
 
     /// The certificate with this serial (lower-case hex).
     pub async fn certificate(&self, serial: &str) -> Result<Option<CertificateRecord>, StoreError> {
-        let row = sqlx::query(concat!(
-            "SELECT ",
-            certificate_columns!(),
-            " FROM certificates WHERE serial = $1"
-        ))
-        .bind(serial)
-        .fetch_optional(&self.pool)
+        let row = timed(
+            "certificate_by_serial",
+            sqlx::query(concat!(
+                "SELECT ",
+                certificate_columns!(),
+                " FROM certificates WHERE serial = $1"
+            ))
+            .bind(serial)
+            .fetch_optional(&self.pool),
+        )
         .await?;
         row.map(|r| certificate_from_row(&r)).transpose()
     }
@@ -384,14 +390,17 @@ impl Store {
         issued_at: i64,
         expires_at: i64,
     ) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO nonces (nonce, requester, issued_at, expires_at) VALUES ($1, $2, $3, $4)",
+        timed(
+            "insert_nonce",
+            sqlx::query(
+                "INSERT INTO nonces (nonce, requester, issued_at, expires_at) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(nonce)
+            .bind(requester)
+            .bind(issued_at)
+            .bind(expires_at)
+            .execute(&self.pool),
         )
-        .bind(nonce)
-        .bind(requester)
-        .bind(issued_at)
-        .bind(expires_at)
-        .execute(&self.pool)
         .await?;
         Ok(())
     }
@@ -404,14 +413,17 @@ impl Store {
         requester: &str,
         now: i64,
     ) -> Result<NonceCheck, StoreError> {
-        let spent = sqlx::query(
-            "UPDATE nonces SET consumed_at = $3 WHERE nonce = $1 AND requester = $2 \
-             AND consumed_at IS NULL AND expires_at >= $3",
+        let spent = timed(
+            "consume_nonce",
+            sqlx::query(
+                "UPDATE nonces SET consumed_at = $3 WHERE nonce = $1 AND requester = $2 \
+                 AND consumed_at IS NULL AND expires_at >= $3",
+            )
+            .bind(nonce)
+            .bind(requester)
+            .bind(now)
+            .execute(&self.pool),
         )
-        .bind(nonce)
-        .bind(requester)
-        .bind(now)
-        .execute(&self.pool)
         .await?;
         if spent.rows_affected() == 1 {
             return Ok(NonceCheck::Consumed);
@@ -1015,6 +1027,17 @@ fn status_from_row(r: &sqlx::any::AnyRow) -> Result<CertificateStatus, StoreErro
         revocation_reason: r.try_get("revocation_reason")?,
         not_after: r.try_get("not_after")?,
     })
+}
+
+/// Awaits a database operation, observing its time in `attestca_db_query_duration_seconds`.
+async fn timed<T>(operation: &'static str, work: impl std::future::Future<Output = T>) -> T {
+    let started = std::time::Instant::now();
+    let result = work.await;
+    crate::metrics::METRICS
+        .db_query_duration
+        .with_label_values(&[operation])
+        .observe(started.elapsed().as_secs_f64());
+    result
 }
 
 fn certificate_from_row(r: &sqlx::any::AnyRow) -> Result<CertificateRecord, StoreError> {
