@@ -465,3 +465,109 @@ async fn sigterm_drains_without_losing_a_record() {
         server.log_text()
     );
 }
+
+/// The serial (openssl's upper-case hex) of the certificate the EST listener serves.
+fn served_serial(server: &ServerProcess) -> String {
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "openssl s_client -connect {} </dev/null 2>/dev/null | openssl x509 -noout -serial",
+            server.est
+        ))
+        .output()
+        .expect("openssl");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sighup_reloads_the_tls_certificate() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let server = dev_server(tmp.path(), &[]).await;
+    let pki = tmp.path().join("data/pki");
+    let before = served_serial(&server);
+    assert!(before.starts_with("serial="), "{before}");
+    let chain = attestca::pem::read_certificate_ders(&pki.join("ca-chain.pem")).expect("chain");
+    let root = tmp.path().join("root.pem");
+    write_pem(&root, chain.last().expect("root"));
+    let (new_key, new_csr, new_crt) = (
+        tmp.path().join("new.key"),
+        tmp.path().join("new.csr"),
+        tmp.path().join("new.crt"),
+    );
+    let p = |path: &Path| path.display().to_string();
+    let (ok, out) = run(
+        "openssl",
+        &[
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &p(&new_key),
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost",
+            "-out",
+            &p(&new_csr),
+        ],
+        &[],
+    );
+    assert!(ok, "{out}");
+    let (ok, out) = run(
+        "openssl",
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &p(&new_csr),
+            "-CA",
+            &p(&root),
+            "-CAkey",
+            &p(&pki.join("root-ca.key")),
+            "-days",
+            "2",
+            "-copy_extensions",
+            "copy",
+            "-out",
+            &p(&new_crt),
+        ],
+        &[],
+    );
+    assert!(ok, "{out}");
+    // A broken certificate file: the current one stays in service.
+    std::fs::write(pki.join("tls-server.crt"), "not a certificate").expect("write");
+    server.signal("HUP");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        served_serial(&server),
+        before,
+        "a broken file replaced the certificate"
+    );
+    assert!(
+        server.log_text().contains("not reloaded"),
+        "{}",
+        server.log_text()
+    );
+    // The renewed certificate is served after SIGHUP, without a restart.
+    std::fs::copy(&new_crt, pki.join("tls-server.crt")).expect("copy");
+    std::fs::copy(&new_key, pki.join("tls-server.key")).expect("copy");
+    server.signal("HUP");
+    let (ok, want) = run(
+        "openssl",
+        &["x509", "-in", &p(&new_crt), "-noout", "-serial"],
+        &[],
+    );
+    assert!(ok, "{want}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while served_serial(&server) != want.trim() {
+        assert!(
+            Instant::now() < deadline,
+            "the renewed certificate is not served"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

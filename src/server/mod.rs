@@ -66,6 +66,8 @@ pub struct Assembled {
     pub rigs: Arc<RigAuthenticator>,
     pub store: Store,
     pub tls: Arc<rustls::ServerConfig>,
+    /// The TLS server certificate, reloadable (SIGHUP).
+    pub tls_certificate: Arc<tls::ServerCertificate>,
 }
 
 /// Opens the signer, the store and the CA certificates, and assembles the services.
@@ -154,7 +156,8 @@ pub async fn assemble(config: &Config) -> Result<Assembled, ServerError> {
             &config.limits,
         )),
     }));
-    let tls = Arc::new(tls::server_config(config, rigs.client_ca_subjects())?);
+    let (tls, tls_certificate) = tls::server_config(config, rigs.client_ca_subjects())?;
+    let tls = Arc::new(tls);
     Ok(Assembled {
         ca,
         crl,
@@ -164,6 +167,7 @@ pub async fn assemble(config: &Config) -> Result<Assembled, ServerError> {
         rigs,
         store,
         tls,
+        tls_certificate,
     })
 }
 
@@ -236,6 +240,7 @@ pub async fn serve(
     ));
     tracing::info!(est = %config.server.est_addr, http = %config.server.http_addr, "attestca serving");
 
+    let reload = tokio::spawn(reload_on_hangup(Arc::clone(&assembled.tls_certificate)));
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
@@ -283,6 +288,7 @@ pub async fn serve(
         Err(_) => tracing::warn!("requests still open after the grace period are cut off"),
     }
     purge.abort();
+    reload.abort();
     crl_task.abort();
     if let Some(task) = ocsp_task {
         task.abort();
@@ -334,6 +340,29 @@ async fn housekeeping(
             }
         }
     }
+}
+
+/// On SIGHUP, re-reads the TLS server certificate and key (a renewed certificate is served
+/// without a restart; a broken file leaves the current one in service).
+async fn reload_on_hangup(certificate: Arc<tls::ServerCertificate>) {
+    #[cfg(unix)]
+    {
+        let Ok(mut hangups) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            return;
+        };
+        while hangups.recv().await.is_some() {
+            match certificate.reload() {
+                Ok(()) => tracing::info!("SIGHUP: TLS server certificate reloaded"),
+                Err(e) => {
+                    tracing::error!(error = %e, "SIGHUP: TLS server certificate not reloaded; the previous one stays in service")
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    std::future::pending::<()>().await;
 }
 
 async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, ServerError> {

@@ -78,24 +78,75 @@ impl rustls::server::danger::ClientCertVerifier for PossessionVerifier {
     }
 }
 
-/// Builds the server configuration. `client_ca_subjects` (DER Names) are advertised in the
-/// CertificateRequest: the rig anchors and the CA itself (for device renewal).
+/// The server certificate and key, re-read from their files on request (SIGHUP), so that a
+/// renewed TLS certificate is served without a restart. Handshakes in progress keep the one
+/// they started with.
+#[derive(Debug)]
+pub struct ServerCertificate {
+    certificate_file: std::path::PathBuf,
+    key_file: std::path::PathBuf,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    current: std::sync::RwLock<Arc<rustls::sign::CertifiedKey>>,
+}
+
+impl ServerCertificate {
+    fn load(
+        certificate_file: &std::path::Path,
+        key_file: &std::path::Path,
+        provider: &rustls::crypto::CryptoProvider,
+    ) -> Result<Arc<rustls::sign::CertifiedKey>, ConfigError> {
+        let invalid = |what: String| ConfigError::Invalid(format!("tls: {what}"));
+        let chain: Vec<CertificateDer<'static>> =
+            crate::pem::read_certificate_ders(certificate_file)
+                .map_err(|e| invalid(e.to_string()))?
+                .into_iter()
+                .map(CertificateDer::from)
+                .collect();
+        let key = crate::pem::read_private_key(key_file).map_err(|e| invalid(e.to_string()))?;
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key));
+        let certified = rustls::sign::CertifiedKey::from_der(chain, key, provider)
+            .map_err(|e| invalid(format!("server certificate and key: {e}")))?;
+        Ok(Arc::new(certified))
+    }
+
+    /// Re-reads the files; on error the current certificate stays in service.
+    pub fn reload(&self) -> Result<(), ConfigError> {
+        let fresh = Self::load(&self.certificate_file, &self.key_file, &self.provider)?;
+        if let Ok(mut current) = self.current.write() {
+            *current = fresh;
+        }
+        Ok(())
+    }
+}
+
+impl rustls::server::ResolvesServerCert for ServerCertificate {
+    fn resolve(
+        &self,
+        _client_hello: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        self.current.read().ok().map(|c| Arc::clone(&c))
+    }
+}
+
+/// Builds the server configuration and its reloadable certificate. `client_ca_subjects` (DER
+/// Names) are advertised in the CertificateRequest: the rig anchors, the operator anchors and
+/// the CA itself (for device renewal).
 pub fn server_config(
     config: &Config,
     client_ca_subjects: Vec<Vec<u8>>,
-) -> Result<rustls::ServerConfig, ConfigError> {
+) -> Result<(rustls::ServerConfig, Arc<ServerCertificate>), ConfigError> {
     let invalid = |what: String| ConfigError::Invalid(format!("tls: {what}"));
-    let chain: Vec<CertificateDer<'static>> =
-        crate::pem::read_certificate_ders(&config.tls.certificate_file)
-            .map_err(|e| invalid(e.to_string()))?
-            .into_iter()
-            .map(CertificateDer::from)
-            .collect();
-    let key =
-        crate::pem::read_private_key(&config.tls.key_file).map_err(|e| invalid(e.to_string()))?;
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key));
-
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let certificate = Arc::new(ServerCertificate {
+        current: std::sync::RwLock::new(ServerCertificate::load(
+            &config.tls.certificate_file,
+            &config.tls.key_file,
+            &provider,
+        )?),
+        certificate_file: config.tls.certificate_file.clone(),
+        key_file: config.tls.key_file.clone(),
+        provider: Arc::clone(&provider),
+    });
     let verifier = Arc::new(PossessionVerifier {
         hints: client_ca_subjects
             .into_iter()
@@ -107,9 +158,7 @@ pub fn server_config(
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| invalid(e.to_string()))?
         .with_client_cert_verifier(verifier);
-    let mut server = builder
-        .with_single_cert(chain, key)
-        .map_err(|e| invalid(format!("server certificate and key: {e}")))?;
+    let mut server = builder.with_cert_resolver(Arc::clone(&certificate) as _);
     server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(server)
+    Ok((server, certificate))
 }

@@ -118,6 +118,14 @@ impl ServerProcess {
         format!("https://{}", self.est)
     }
 
+    /// Sends a signal (`HUP`, `TERM`, ...) to the server.
+    pub fn signal(&self, name: &str) {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill")
+            .args([format!("-{name}").as_str(), &pid])
+            .status();
+    }
+
     /// Sends SIGTERM and waits up to `limit` for the exit; `None` if it did not exit.
     pub fn terminate_and_wait(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
         let pid = self.child.id().to_string();
