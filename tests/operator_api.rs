@@ -51,33 +51,6 @@ fn error_code(body: &Value) -> &str {
     body["error"]["code"].as_str().unwrap_or("<no code>")
 }
 
-/// Enrolls through the rig binary with the dev data directory's simulated secure element.
-fn rig_enroll(server: &ServerProcess, data: &Path, out: &Path, cn: &str) -> String {
-    let pki = data.join("pki");
-    let (ok, log) = run(
-        env!("CARGO_BIN_EXE_attestca-rig"),
-        &[
-            "enroll",
-            "--server",
-            &server.est_url(),
-            "--trust",
-            &pki.join("ca-chain.pem").display().to_string(),
-            "--rig-cert",
-            &pki.join("rig.crt").display().to_string(),
-            "--rig-key",
-            &pki.join("rig.key").display().to_string(),
-            "--out",
-            &out.display().to_string(),
-            "--cn",
-            cn,
-        ],
-        &[],
-    );
-    assert!(ok, "attestca-rig enroll: {log}");
-    let der = attestca::pem::read_certificate_ders(&out.join("device.crt")).expect("device.crt");
-    serial_of(&der[0])
-}
-
 /// Waits until the served CRL lists `serial`.
 async fn until_in_crl(server: &ServerProcess, serial: &str) {
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -569,16 +542,4 @@ async fn bearer_token_on_postgres() {
     pool.close().await;
     drop(ca);
     db.drop_database().await;
-}
-
-/// Percent-encodes a path segment or query value.
-fn urlencode(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }

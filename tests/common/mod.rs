@@ -656,3 +656,43 @@ impl SoftHsmToken {
         objects
     }
 }
+
+/// Enrolls through the rig binary with the dev data directory's simulated secure element
+/// (`attestca-rig enroll` as the dev rig, into `out`); returns the serial.
+pub fn rig_enroll(server: &ServerProcess, data: &Path, out: &Path, cn: &str) -> String {
+    let pki = data.join("pki");
+    let (ok, log) = run(
+        env!("CARGO_BIN_EXE_attestca-rig"),
+        &[
+            "enroll",
+            "--server",
+            &server.est_url(),
+            "--trust",
+            &pki.join("ca-chain.pem").display().to_string(),
+            "--rig-cert",
+            &pki.join("rig.crt").display().to_string(),
+            "--rig-key",
+            &pki.join("rig.key").display().to_string(),
+            "--out",
+            &out.display().to_string(),
+            "--cn",
+            cn,
+        ],
+        &[],
+    );
+    assert!(ok, "attestca-rig enroll: {log}");
+    let der = attestca::pem::read_certificate_ders(&out.join("device.crt")).expect("device.crt");
+    serial_of(&der[0])
+}
+
+/// Percent-encodes a path segment or query value.
+pub fn urlencode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
