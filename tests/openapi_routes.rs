@@ -339,6 +339,7 @@ async fn every_spec_route_is_served() {
     );
     let rig = https_client(&chain, Some((&pki.join("rig.crt"), &pki.join("rig.key"))));
     let plain = reqwest::Client::new();
+    let anonymous = https_client(&chain, None);
 
     // Data for the parameters: two attested devices, one device identity, an OCSP request.
     let s1 = rig_enroll(&server, &data, &tmp.path().join("d1"), "routes-1");
@@ -448,6 +449,8 @@ async fn every_spec_route_is_served() {
                 ),
                 (_, p) if p.starts_with("/.well-known/est/") => (&rig, None, Vec::new()),
                 ("POST", "/ocsp") => (&plain, Some("application/ocsp-request"), ocsp_der.clone()),
+                // Health, metrics, CRL: anonymous (a TLS client where the spec says HTTPS).
+                _ if base.starts_with("https:") => (&anonymous, None, Vec::new()),
                 _ => (&plain, None, Vec::new()),
             };
         let method = reqwest::Method::from_bytes(op.method.as_bytes()).expect("method");
