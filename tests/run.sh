@@ -97,6 +97,20 @@ ensure_base_packages() {
         || die "cargo not found (install Rust with rustup; Debian's cargo may be too old)"
 }
 
+# ---------------------------------------------------------------- Python tools
+# fresh_venv DIR: a new, empty venv at DIR (replacing whatever was there).
+fresh_venv() {
+    rm -rf "$1"
+    mkdir -p "$TOOLS_DIR"
+    if ! python3 -m venv "$1"; then
+        # Debian ships venv/ensurepip separately from python3.
+        rm -rf "$1"
+        can_apt || die "python3 -m venv failed; please install the Debian package python3-venv"
+        apt_install python3-venv
+        python3 -m venv "$1" || die "python3 -m venv still fails after installing python3-venv"
+    fi
+}
+
 # ---------------------------------------------------------------- pkilint
 # A private venv, cached under target/ so that later runs skip the download.
 ensure_pkilint() {
@@ -107,15 +121,7 @@ ensure_pkilint() {
     if [[ -x "$lint" ]] && "$venv/bin/python" -c 'import pkilint' >/dev/null 2>&1; then
         say "pkilint: cached in $venv"
     else
-        rm -rf "$venv"
-        mkdir -p "$TOOLS_DIR"
-        if ! python3 -m venv "$venv"; then
-            # Debian ships venv/ensurepip separately from python3.
-            rm -rf "$venv"
-            can_apt || die "python3 -m venv failed; please install the Debian package python3-venv"
-            apt_install python3-venv
-            python3 -m venv "$venv" || die "python3 -m venv still fails after installing python3-venv"
-        fi
+        fresh_venv "$venv"
         say "pkilint: pip install into $venv"
         "$venv/bin/pip" install --quiet pkilint || { rm -rf "$venv"; die "pip install pkilint failed"; }
         [[ -x "$lint" ]] || die "pkilint installed but $lint is missing"
@@ -134,14 +140,7 @@ ensure_openapi_tools() {
         && "$venv/bin/python" -c 'import schemathesis, openapi_spec_validator' >/dev/null 2>&1; then
         say "schemathesis, openapi-spec-validator: cached in $venv"
     else
-        rm -rf "$venv"
-        mkdir -p "$TOOLS_DIR"
-        if ! python3 -m venv "$venv"; then
-            rm -rf "$venv"
-            can_apt || die "python3 -m venv failed; please install the Debian package python3-venv"
-            apt_install python3-venv
-            python3 -m venv "$venv" || die "python3 -m venv still fails after installing python3-venv"
-        fi
+        fresh_venv "$venv"
         say "schemathesis, openapi-spec-validator: pip install into $venv"
         "$venv/bin/pip" install --quiet 'schemathesis>=4.32,<5' 'openapi-spec-validator>=0.7' \
             || { rm -rf "$venv"; die "pip install schemathesis openapi-spec-validator failed"; }

@@ -23,8 +23,6 @@ W="$(mktemp -d "${TMPDIR:-/tmp}/attestca-openapi.XXXXXX")"
 DATA="$W/data"
 PKI="$DATA/pki"
 LOG="$W/server.log"
-SERVER_PID=""
-EST_PORT="" HTTP_PORT=""
 PASSED=0 FAILED=0 SKIPPED=0
 FAILED_STEPS=()
 EXAMPLES="${ATTESTCA_SCHEMATHESIS_EXAMPLES:-40}"
@@ -57,18 +55,8 @@ if ((${#missing_tools[@]})); then
 fi
 
 # ---------------------------------------------------------------- server
-stop_server() {
-    [[ -n "$SERVER_PID" ]] || return 0
-    kill -TERM "$SERVER_PID" 2>/dev/null || true
-    local i
-    for ((i = 0; i < 150; i++)); do
-        kill -0 "$SERVER_PID" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$SERVER_PID" 2>/dev/null || true
-    wait "$SERVER_PID" 2>/dev/null || true
-    SERVER_PID=""
-}
+# port_in_use, free_port, log_tail, stop_server, start_dev_server
+source "$REPO/tests/shell/lib/dev_server.sh"
 
 cleanup() {
     local rc=$?
@@ -80,44 +68,8 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-
-free_port() {
-    local p i taken
-    for ((i = 0; i < 500; i++)); do
-        p=$((20000 + RANDOM % 40000))
-        for taken in "$@"; do [[ "$p" == "$taken" ]] && continue 2; done
-        port_in_use "$p" || { echo "$p"; return 0; }
-    done
-    return 1
-}
-
-log_tail() { echo "--- last lines of $LOG"; tail -n 40 "$LOG" 2>/dev/null || true; echo "---"; }
-
 start_server() {
-    local deadline rc
-    EST_PORT="$(free_port)" || { echo "no free TCP port found"; return 1; }
-    HTTP_PORT="$(free_port "$EST_PORT")" || { echo "no free TCP port found"; return 1; }
-    "$ATTESTCA_BIN" serve --dev --data-dir "$DATA" \
-        --est-addr "127.0.0.1:$EST_PORT" --http-addr "127.0.0.1:$HTTP_PORT" >>"$LOG" 2>&1 &
-    SERVER_PID=$!
-    deadline=$((SECONDS + 60))
-    until curl -fsS --max-time 2 -o /dev/null "http://127.0.0.1:$HTTP_PORT/healthz" 2>/dev/null; do
-        if ! kill -0 "$SERVER_PID" 2>/dev/null; then
-            rc=0
-            wait "$SERVER_PID" || rc=$?
-            echo "server exited (status $rc) before /healthz answered"
-            SERVER_PID=""
-            log_tail
-            return 1
-        fi
-        if ((SECONDS >= deadline)); then
-            echo "/healthz did not answer 200 within 60 s"
-            log_tail
-            return 1
-        fi
-        sleep 0.5
-    done
+    start_dev_server "$DATA" || return 1
     local f
     for f in ca-chain.pem rig.crt rig.key operator.crt operator.key; do
         [[ -s "$PKI/$f" ]] || { echo "$PKI/$f missing after start-up"; return 1; }
