@@ -333,24 +333,15 @@ async fn every_spec_route_is_served() {
     server.wait_ready().await;
     let pki = data.join("pki");
     let chain = pki.join("ca-chain.pem");
-    let operator = https_client(
-        &chain,
-        Some((&pki.join("operator.crt"), &pki.join("operator.key"))),
-    );
-    let rig = https_client(&chain, Some((&pki.join("rig.crt"), &pki.join("rig.key"))));
+    let operator = client_as(&chain, &pki, "operator");
+    let rig = client_as(&chain, &pki, "rig");
     let plain = reqwest::Client::new();
     let anonymous = https_client(&chain, None);
 
     // Data for the parameters: two attested devices, one device identity, an OCSP request.
     let s1 = rig_enroll(&server, &data, &tmp.path().join("d1"), "routes-1");
     let s2 = rig_enroll(&server, &data, &tmp.path().join("d2"), "routes-2");
-    let device = https_client(
-        &chain,
-        Some((
-            &tmp.path().join("d1/device.crt"),
-            &tmp.path().join("d1/device.key"),
-        )),
-    );
+    let device = client_as(&chain, &tmp.path().join("d1"), "device");
     let detail: Value = serde_json::from_str(
         &operator
             .get(format!("{}/api/v1/certificates/{s2}", server.est_url()))

@@ -7,7 +7,6 @@
 
 mod common;
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -85,23 +84,14 @@ async fn operator_api_on_the_dev_server() {
         .permissions()
         .mode();
     assert_eq!(key_mode & 0o777, 0o600, "operator.key must be private");
-    let operator = https_client(
-        &chain,
-        Some((&pki.join("operator.crt"), &pki.join("operator.key"))),
-    );
-    let rig = https_client(&chain, Some((&pki.join("rig.crt"), &pki.join("rig.key"))));
+    let operator = client_as(&chain, &pki, "operator");
+    let rig = client_as(&chain, &pki, "rig");
     let anonymous = https_client(&chain, None);
 
     // Two attested devices, and a second certificate for the first one's device.
     let d1 = rig_enroll(&server, &data, &tmp.path().join("d1"), "device-1");
     let d2 = rig_enroll(&server, &data, &tmp.path().join("d2"), "device-2");
-    let device = https_client(
-        &chain,
-        Some((
-            &tmp.path().join("d1/device.crt"),
-            &tmp.path().join("d1/device.key"),
-        )),
-    );
+    let device = client_as(&chain, &tmp.path().join("d1"), "device");
 
     // Authorization: anonymous 401 (with a Bearer challenge), rig and device 403, operator 200.
     let url = api(&format!("/certificates/{d1}"));

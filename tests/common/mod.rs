@@ -278,6 +278,18 @@ pub fn https_client(chain: &Path, identity: Option<(&Path, &Path)>) -> reqwest::
         .expect("HTTP client")
 }
 
+/// An HTTPS client trusting `chain` that presents `dir/NAME.crt` with `dir/NAME.key`
+/// (`pki`, `operator`; `pki`, `rig`; a device's `--out` directory, `device`).
+pub fn client_as(chain: &Path, dir: &Path, name: &str) -> reqwest::Client {
+    https_client(
+        chain,
+        Some((
+            &dir.join(format!("{name}.crt")),
+            &dir.join(format!("{name}.key")),
+        )),
+    )
+}
+
 /// A CSR (DER) for a fresh P-256 key with subject CN=`cn`.
 pub fn csr(cn: &str) -> Vec<u8> {
     attestca::rig::device::DeviceKey::generate()

@@ -30,22 +30,10 @@ FAILED_STEPS=()
 mkdir -p "$W/steps"
 
 # ---------------------------------------------------------------- server
-# port_in_use, free_port, log_tail, stop_server, start_dev_server
+# port_in_use, free_port, log_tail, stop_server, start_dev_server, install_cleanup
 source "$(dirname "${BASH_SOURCE[0]}")/lib/dev_server.sh"
 
-cleanup() {
-    local rc=$?
-    stop_server
-    if [[ -n "${ATTESTCA_KEEP_TMP:-}" ]]; then
-        echo "# kept $W (server log: $LOG)"
-    else
-        rm -rf "$W"
-    fi
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+install_cleanup
 
 # start_server: on fresh ports, same data dir; waits up to 60 s for /healthz.
 start_server() {
@@ -58,36 +46,8 @@ start_server() {
 }
 
 # ---------------------------------------------------------------- steps
-# run_step NAME FUNCTION: runs FUNCTION in a subshell with errexit, so any
-# failing command ends the step; prints ok/not ok and, on failure, the step's
-# output as evidence. Steps share data through files in $W only.
-run_step() {
-    local name=$1 fn=$2 out rc
-    out="$W/steps/$((PASSED + FAILED + SKIPPED + 1)).out"
-    set +e
-    (
-        set -eEuo pipefail
-        trap 'echo "command failed (exit $?) at line $LINENO: $BASH_COMMAND"' ERR
-        "$fn"
-    ) >"$out" 2>&1
-    rc=$?
-    set -e
-    if ((rc == 0)); then
-        echo "ok - $name"
-        PASSED=$((PASSED + 1))
-    elif ((rc == 77)); then
-        echo "ok - $name # SKIP $(tail -n 1 "$out")"
-        SKIPPED=$((SKIPPED + 1))
-    else
-        echo "not ok - $name"
-        sed 's/^/#   /' "$out"
-        FAILED=$((FAILED + 1))
-        FAILED_STEPS+=("$name")
-    fi
-}
-
-fail() { echo "$*"; exit 1; }   # ends the current step (we are in its subshell)
-skip() { echo "$*"; exit 77; }
+# run_step, fail, skip
+source "$(dirname "${BASH_SOURCE[0]}")/lib/steps.sh"
 
 # ---------------------------------------------------------------- HTTP helpers
 # req NAME CURL-ARGS...: one request; $W/NAME.h gets the headers, $W/NAME.b the
@@ -643,13 +603,7 @@ main() {
     run_step "restart: certificate issued before still verifies" t_restart_old_cert_verifies
     run_step "restart: cacerts serves the same chain" t_restart_cacerts
 
-    echo "1..$((PASSED + FAILED + SKIPPED))"
-    if ((FAILED > 0)); then
-        printf '# failed: %s\n' "${FAILED_STEPS[@]}"
-        log_tail | sed 's/^/# /'
-    fi
-    echo "est_curl_openssl: $PASSED passed, $FAILED failed, $SKIPPED skipped"
-    ((FAILED == 0))
+    finish_steps est_curl_openssl
 }
 
 main

@@ -55,18 +55,10 @@ if ((${#missing_tools[@]})); then
 fi
 
 # ---------------------------------------------------------------- server
-# port_in_use, free_port, log_tail, stop_server, start_dev_server
+# port_in_use, free_port, log_tail, stop_server, start_dev_server, install_cleanup
 source "$REPO/tests/shell/lib/dev_server.sh"
 
-cleanup() {
-    local rc=$?
-    stop_server
-    if [[ -n "${ATTESTCA_KEEP_TMP:-}" ]]; then echo "# kept $W (server log: $LOG)"; else rm -rf "$W"; fi
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+install_cleanup
 
 start_server() {
     start_dev_server "$DATA" || return 1
@@ -77,29 +69,8 @@ start_server() {
 }
 
 # ---------------------------------------------------------------- steps
-run_step() {
-    local name=$1 fn=$2 out rc
-    out="$W/steps/$((PASSED + FAILED + SKIPPED + 1)).out"
-    set +e
-    (
-        set -eEuo pipefail
-        trap 'echo "command failed (exit $?) at line $LINENO: $BASH_COMMAND"' ERR
-        "$fn"
-    ) >"$out" 2>&1
-    rc=$?
-    set -e
-    if ((rc == 0)); then
-        echo "ok - $name"
-        PASSED=$((PASSED + 1))
-    else
-        echo "not ok - $name"
-        sed 's/^/#   /' "$out"
-        FAILED=$((FAILED + 1))
-        FAILED_STEPS+=("$name")
-    fi
-}
-
-fail() { echo "$*"; exit 1; }
+# run_step, fail, skip
+source "$REPO/tests/shell/lib/steps.sh"
 
 OPER=(--cacert "$PKI/ca-chain.pem" --cert "$PKI/operator.crt" --key "$PKI/operator.key")
 api() { echo "https://127.0.0.1:$EST_PORT/api/v1$1"; }
@@ -215,13 +186,7 @@ main() {
     run_step "schemathesis was authenticated: every operation answered other than 401/403" t_schemathesis_authenticated
     run_step "server still ready after schemathesis, no panic in its log" t_server_survived
 
-    echo "1..$((PASSED + FAILED + SKIPPED))"
-    if ((FAILED > 0)); then
-        printf '# failed: %s\n' "${FAILED_STEPS[@]}"
-        log_tail | sed 's/^/# /'
-    fi
-    echo "openapi_schemathesis: $PASSED passed, $FAILED failed, $SKIPPED skipped"
-    ((FAILED == 0))
+    finish_steps openapi_schemathesis
 }
 
 main

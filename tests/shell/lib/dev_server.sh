@@ -64,3 +64,22 @@ start_dev_server() {
         sleep 0.5
     done
 }
+
+# install_cleanup: on exit (and INT/TERM) stop the server and remove the test's temp dir W,
+# or keep it with ATTESTCA_KEEP_TMP=1 for a post-mortem; the exit status is kept.
+install_cleanup() {
+    trap cleanup_dev_test EXIT
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+}
+
+cleanup_dev_test() {
+    local rc=$?
+    stop_server
+    if [[ -n "${ATTESTCA_KEEP_TMP:-}" ]]; then
+        echo "# kept $W (server log: $LOG)"
+    else
+        rm -rf "$W"
+    fi
+    exit "$rc"
+}
