@@ -260,7 +260,6 @@ fn checked_reason(reason: Option<&str>) -> Result<&str, RegistryError> {
 /// Lower-case hex without separators, as serials are stored.
 pub fn normalise_serial(serial: &str) -> Result<String, RegistryError> {
     let hex: String = serial
-        .trim()
         .chars()
         .filter(|c| *c != ':')
         .collect::<String>()

@@ -7,7 +7,6 @@
 
 mod common;
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -51,33 +50,6 @@ fn error_code(body: &Value) -> &str {
     body["error"]["code"].as_str().unwrap_or("<no code>")
 }
 
-/// Enrolls through the rig binary with the dev data directory's simulated secure element.
-fn rig_enroll(server: &ServerProcess, data: &Path, out: &Path, cn: &str) -> String {
-    let pki = data.join("pki");
-    let (ok, log) = run(
-        env!("CARGO_BIN_EXE_attestca-rig"),
-        &[
-            "enroll",
-            "--server",
-            &server.est_url(),
-            "--trust",
-            &pki.join("ca-chain.pem").display().to_string(),
-            "--rig-cert",
-            &pki.join("rig.crt").display().to_string(),
-            "--rig-key",
-            &pki.join("rig.key").display().to_string(),
-            "--out",
-            &out.display().to_string(),
-            "--cn",
-            cn,
-        ],
-        &[],
-    );
-    assert!(ok, "attestca-rig enroll: {log}");
-    let der = attestca::pem::read_certificate_ders(&out.join("device.crt")).expect("device.crt");
-    serial_of(&der[0])
-}
-
 /// Waits until the served CRL lists `serial`.
 async fn until_in_crl(server: &ServerProcess, serial: &str) {
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -112,23 +84,14 @@ async fn operator_api_on_the_dev_server() {
         .permissions()
         .mode();
     assert_eq!(key_mode & 0o777, 0o600, "operator.key must be private");
-    let operator = https_client(
-        &chain,
-        Some((&pki.join("operator.crt"), &pki.join("operator.key"))),
-    );
-    let rig = https_client(&chain, Some((&pki.join("rig.crt"), &pki.join("rig.key"))));
+    let operator = client_as(&chain, &pki, "operator");
+    let rig = client_as(&chain, &pki, "rig");
     let anonymous = https_client(&chain, None);
 
     // Two attested devices, and a second certificate for the first one's device.
     let d1 = rig_enroll(&server, &data, &tmp.path().join("d1"), "device-1");
     let d2 = rig_enroll(&server, &data, &tmp.path().join("d2"), "device-2");
-    let device = https_client(
-        &chain,
-        Some((
-            &tmp.path().join("d1/device.crt"),
-            &tmp.path().join("d1/device.key"),
-        )),
-    );
+    let device = client_as(&chain, &tmp.path().join("d1"), "device");
 
     // Authorization: anonymous 401 (with a Bearer challenge), rig and device 403, operator 200.
     let url = api(&format!("/certificates/{d1}"));
@@ -569,16 +532,4 @@ async fn bearer_token_on_postgres() {
     pool.close().await;
     drop(ca);
     db.drop_database().await;
-}
-
-/// Percent-encodes a path segment or query value.
-fn urlencode(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Runs attestca's whole test suite: `cargo test` plus the shell end-to-end tests
-# in tests/shell/, against real components (SoftHSM, PostgreSQL, pkilint).
+# in tests/shell/, against real components (SoftHSM, PostgreSQL, pkilint, schemathesis).
 #
 # It prepares everything those tests need, installing what is missing when it
 # can (root + apt-get), because CI and new machines start without our tools (also
 # docker-compose and systemd-analyze, which tests/shell/deploy_files.sh finds on PATH):
 #   ATTESTCA_TEST_PKILINT         path of pkilint's lint_pkix_cert
 #   ATTESTCA_TEST_PROMTOOL        path of Prometheus' promtool (deployment files)
+#   ATTESTCA_TEST_SCHEMATHESIS    path of schemathesis' `st` (tests/shell/openapi_schemathesis.sh)
+#   ATTESTCA_TEST_OPENAPI_SPEC_VALIDATOR  path of openapi-spec-validator (the OpenAPI tests)
 #   ATTESTCA_TEST_PKCS11_MODULE   path of SoftHSM's PKCS#11 module
 #   ATTESTCA_TEST_DATABASE_URL    admin URL of a PostgreSQL server (CREATE DATABASE allowed)
 #   ATTESTCA_TEST_REQUIRE_ALL=1   tests fail instead of skipping when something is missing
@@ -95,6 +97,20 @@ ensure_base_packages() {
         || die "cargo not found (install Rust with rustup; Debian's cargo may be too old)"
 }
 
+# ---------------------------------------------------------------- Python tools
+# fresh_venv DIR: a new, empty venv at DIR (replacing whatever was there).
+fresh_venv() {
+    rm -rf "$1"
+    mkdir -p "$TOOLS_DIR"
+    if ! python3 -m venv "$1"; then
+        # Debian ships venv/ensurepip separately from python3.
+        rm -rf "$1"
+        can_apt || die "python3 -m venv failed; please install the Debian package python3-venv"
+        apt_install python3-venv
+        python3 -m venv "$1" || die "python3 -m venv still fails after installing python3-venv"
+    fi
+}
+
 # ---------------------------------------------------------------- pkilint
 # A private venv, cached under target/ so that later runs skip the download.
 ensure_pkilint() {
@@ -105,20 +121,33 @@ ensure_pkilint() {
     if [[ -x "$lint" ]] && "$venv/bin/python" -c 'import pkilint' >/dev/null 2>&1; then
         say "pkilint: cached in $venv"
     else
-        rm -rf "$venv"
-        mkdir -p "$TOOLS_DIR"
-        if ! python3 -m venv "$venv"; then
-            # Debian ships venv/ensurepip separately from python3.
-            rm -rf "$venv"
-            can_apt || die "python3 -m venv failed; please install the Debian package python3-venv"
-            apt_install python3-venv
-            python3 -m venv "$venv" || die "python3 -m venv still fails after installing python3-venv"
-        fi
+        fresh_venv "$venv"
         say "pkilint: pip install into $venv"
         "$venv/bin/pip" install --quiet pkilint || { rm -rf "$venv"; die "pip install pkilint failed"; }
         [[ -x "$lint" ]] || die "pkilint installed but $lint is missing"
     fi
     export ATTESTCA_TEST_PKILINT="$lint"
+}
+
+# ---------------------------------------------------------------- OpenAPI tools
+# schemathesis and openapi-spec-validator, in a venv of their own beside pkilint's (their
+# dependencies stay out of each other's way), cached under target/ the same way.
+# schemathesis 4 is pinned by major version: its command-line flags changed between majors.
+ensure_openapi_tools() {
+    local venv="$TOOLS_DIR/openapi-venv"
+    local st="$venv/bin/st" validator="$venv/bin/openapi-spec-validator"
+    if [[ -x "$st" && -x "$validator" ]] \
+        && "$venv/bin/python" -c 'import schemathesis, openapi_spec_validator' >/dev/null 2>&1; then
+        say "schemathesis, openapi-spec-validator: cached in $venv"
+    else
+        fresh_venv "$venv"
+        say "schemathesis, openapi-spec-validator: pip install into $venv"
+        "$venv/bin/pip" install --quiet 'schemathesis>=4.32,<5' 'openapi-spec-validator>=0.7' \
+            || { rm -rf "$venv"; die "pip install schemathesis openapi-spec-validator failed"; }
+        [[ -x "$st" && -x "$validator" ]] || die "installed, but $st or $validator is missing"
+    fi
+    export ATTESTCA_TEST_SCHEMATHESIS="$st"
+    export ATTESTCA_TEST_OPENAPI_SPEC_VALIDATOR="$validator"
 }
 
 # ---------------------------------------------------------------- promtool
@@ -310,7 +339,8 @@ export_misc() {
 
 print_environment() {
     local var
-    for var in ATTESTCA_TEST_PKILINT ATTESTCA_TEST_PROMTOOL ATTESTCA_TEST_PKCS11_MODULE \
+    for var in ATTESTCA_TEST_PKILINT ATTESTCA_TEST_PROMTOOL ATTESTCA_TEST_SCHEMATHESIS \
+               ATTESTCA_TEST_OPENAPI_SPEC_VALIDATOR ATTESTCA_TEST_PKCS11_MODULE \
                ATTESTCA_TEST_DATABASE_URL ATTESTCA_TEST_REQUIRE_ALL ATTESTCA_VECTORS_DIR; do
         say "$var=${!var:-<unset>}"
     done
@@ -360,6 +390,7 @@ main() {
     local cargo_status=0 shell_status=0
     ensure_base_packages
     ensure_pkilint
+    ensure_openapi_tools
     ensure_promtool
     ensure_softhsm
     choose_database

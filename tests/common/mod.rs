@@ -300,6 +300,18 @@ pub fn https_client(chain: &Path, identity: Option<(&Path, &Path)>) -> reqwest::
         .expect("HTTP client")
 }
 
+/// An HTTPS client trusting `chain` that presents `dir/NAME.crt` with `dir/NAME.key`
+/// (`pki`, `operator`; `pki`, `rig`; a device's `--out` directory, `device`).
+pub fn client_as(chain: &Path, dir: &Path, name: &str) -> reqwest::Client {
+    https_client(
+        chain,
+        Some((
+            &dir.join(format!("{name}.crt")),
+            &dir.join(format!("{name}.key")),
+        )),
+    )
+}
+
 /// A CSR (DER) for a fresh P-256 key with subject CN=`cn`.
 pub fn csr(cn: &str) -> Vec<u8> {
     attestca::rig::device::DeviceKey::generate()
@@ -677,4 +689,44 @@ impl SoftHsmToken {
         assert!(ok, "pkcs11-tool: {objects}");
         objects
     }
+}
+
+/// Enrolls through the rig binary with the dev data directory's simulated secure element
+/// (`attestca-rig enroll` as the dev rig, into `out`); returns the serial.
+pub fn rig_enroll(server: &ServerProcess, data: &Path, out: &Path, cn: &str) -> String {
+    let pki = data.join("pki");
+    let (ok, log) = run(
+        env!("CARGO_BIN_EXE_attestca-rig"),
+        &[
+            "enroll",
+            "--server",
+            &server.est_url(),
+            "--trust",
+            &pki.join("ca-chain.pem").display().to_string(),
+            "--rig-cert",
+            &pki.join("rig.crt").display().to_string(),
+            "--rig-key",
+            &pki.join("rig.key").display().to_string(),
+            "--out",
+            &out.display().to_string(),
+            "--cn",
+            cn,
+        ],
+        &[],
+    );
+    assert!(ok, "attestca-rig enroll: {log}");
+    let der = attestca::pem::read_certificate_ders(&out.join("device.crt")).expect("device.crt");
+    serial_of(&der[0])
+}
+
+/// Percent-encodes a path segment or query value.
+pub fn urlencode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }

@@ -30,75 +30,15 @@ FAILED_STEPS=()
 mkdir -p "$W/steps"
 
 # ---------------------------------------------------------------- server
-stop_server() {
-    [[ -n "$SERVER_PID" ]] || return 0
-    kill -TERM "$SERVER_PID" 2>/dev/null || true
-    local i
-    for ((i = 0; i < 150; i++)); do           # 15 s for a graceful stop
-        kill -0 "$SERVER_PID" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$SERVER_PID" 2>/dev/null || true
-    wait "$SERVER_PID" 2>/dev/null || true
-    SERVER_PID=""
-}
+# port_in_use, free_port, log_tail, stop_server, start_dev_server, install_cleanup
+source "$(dirname "${BASH_SOURCE[0]}")/lib/dev_server.sh"
 
-cleanup() {
-    local rc=$?
-    stop_server
-    if [[ -n "${ATTESTCA_KEEP_TMP:-}" ]]; then
-        echo "# kept $W (server log: $LOG)"
-    else
-        rm -rf "$W"
-    fi
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-
-# free_port [TAKEN...]: a port nothing listens on (racy, but good enough here).
-free_port() {
-    local p i taken
-    for ((i = 0; i < 500; i++)); do
-        p=$((20000 + RANDOM % 40000))
-        for taken in "$@"; do [[ "$p" == "$taken" ]] && continue 2; done
-        port_in_use "$p" || { echo "$p"; return 0; }
-    done
-    return 1
-}
-
-log_tail() { echo "--- last lines of $LOG"; tail -n 40 "$LOG" 2>/dev/null || true; echo "---"; }
+install_cleanup
 
 # start_server: on fresh ports, same data dir; waits up to 60 s for /healthz.
 start_server() {
-    local deadline rc
-    EST_PORT="$(free_port)" || { echo "no free TCP port found"; return 1; }
-    HTTP_PORT="$(free_port "$EST_PORT")" || { echo "no free TCP port found"; return 1; }
+    start_dev_server "$DATA" || return 1
     EST="https://127.0.0.1:$EST_PORT/.well-known/est"
-    echo "=== $(date -u +%FT%TZ) starting on est=$EST_PORT http=$HTTP_PORT" >>"$LOG"
-    "$ATTESTCA_BIN" serve --dev --data-dir "$DATA" \
-        --est-addr "127.0.0.1:$EST_PORT" --http-addr "127.0.0.1:$HTTP_PORT" >>"$LOG" 2>&1 &
-    SERVER_PID=$!
-    deadline=$((SECONDS + 60))
-    until curl -fsS --max-time 2 -o /dev/null "http://127.0.0.1:$HTTP_PORT/healthz" 2>/dev/null; do
-        if ! kill -0 "$SERVER_PID" 2>/dev/null; then
-            rc=0
-            wait "$SERVER_PID" || rc=$?
-            echo "server exited (status $rc) before /healthz answered"
-            SERVER_PID=""
-            log_tail
-            return 1
-        fi
-        if ((SECONDS >= deadline)); then
-            echo "/healthz did not answer 200 within 60 s"
-            log_tail
-            return 1
-        fi
-        sleep 0.5
-    done
     local f
     for f in ca-chain.pem rig.crt rig.key rig-basic.txt; do
         [[ -s "$PKI/$f" ]] || { echo "$PKI/$f missing after start-up"; ls -lR "$DATA"; return 1; }
@@ -106,36 +46,8 @@ start_server() {
 }
 
 # ---------------------------------------------------------------- steps
-# run_step NAME FUNCTION: runs FUNCTION in a subshell with errexit, so any
-# failing command ends the step; prints ok/not ok and, on failure, the step's
-# output as evidence. Steps share data through files in $W only.
-run_step() {
-    local name=$1 fn=$2 out rc
-    out="$W/steps/$((PASSED + FAILED + SKIPPED + 1)).out"
-    set +e
-    (
-        set -eEuo pipefail
-        trap 'echo "command failed (exit $?) at line $LINENO: $BASH_COMMAND"' ERR
-        "$fn"
-    ) >"$out" 2>&1
-    rc=$?
-    set -e
-    if ((rc == 0)); then
-        echo "ok - $name"
-        PASSED=$((PASSED + 1))
-    elif ((rc == 77)); then
-        echo "ok - $name # SKIP $(tail -n 1 "$out")"
-        SKIPPED=$((SKIPPED + 1))
-    else
-        echo "not ok - $name"
-        sed 's/^/#   /' "$out"
-        FAILED=$((FAILED + 1))
-        FAILED_STEPS+=("$name")
-    fi
-}
-
-fail() { echo "$*"; exit 1; }   # ends the current step (we are in its subshell)
-skip() { echo "$*"; exit 77; }
+# run_step, fail, skip
+source "$(dirname "${BASH_SOURCE[0]}")/lib/steps.sh"
 
 # ---------------------------------------------------------------- HTTP helpers
 # req NAME CURL-ARGS...: one request; $W/NAME.h gets the headers, $W/NAME.b the
@@ -691,13 +603,7 @@ main() {
     run_step "restart: certificate issued before still verifies" t_restart_old_cert_verifies
     run_step "restart: cacerts serves the same chain" t_restart_cacerts
 
-    echo "1..$((PASSED + FAILED + SKIPPED))"
-    if ((FAILED > 0)); then
-        printf '# failed: %s\n' "${FAILED_STEPS[@]}"
-        log_tail | sed 's/^/# /'
-    fi
-    echo "est_curl_openssl: $PASSED passed, $FAILED failed, $SKIPPED skipped"
-    ((FAILED == 0))
+    finish_steps est_curl_openssl
 }
 
 main
