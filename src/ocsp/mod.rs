@@ -249,16 +249,13 @@ impl OcspResponder {
             .iter()
             .map(|id| self.issuer.identify(id))
             .collect::<Result<Vec<_>, _>>()?;
-        let _permit = self
-            .live_signing
-            .try_acquire()
-            .map_err(|_| {
-                crate::metrics::METRICS
-                    .overload_refusals
-                    .with_label_values(&["ocsp_live_signing"])
-                    .inc();
-                OcspError::TryLater
-            })?;
+        let _permit = self.live_signing.try_acquire().map_err(|_| {
+            crate::metrics::METRICS
+                .overload_refusals
+                .with_label_values(&["ocsp_live_signing"])
+                .inc();
+            OcspError::TryLater
+        })?;
         match (
             asked.as_slice(),
             request.cert_ids.as_slice(),
