@@ -227,6 +227,7 @@ async fn load_modes_write_contract_reports_and_charts() {
 
     // Contract 2: factory.
     let log = path("factory.jsonl");
+    let metrics = format!("http://{}/metrics", dev.server.http);
     let (ok, stdout, stderr) = rig(&args(
         &["load", "factory"],
         &connection,
@@ -241,6 +242,8 @@ async fn load_modes_write_contract_reports_and_charts() {
             "20..200",
             "--log",
             &log,
+            "--metrics",
+            &metrics,
             "--json",
             &path("factory.json"),
             "--svg",
@@ -268,6 +271,9 @@ async fn load_modes_write_contract_reports_and_charts() {
         assert_percentiles(&report["steps_ms"][step], step);
     }
     assert_svg(&tmp.path().join("factory.svg"));
+    // --metrics: the CA's own histogram saw every board's enrollment.
+    assert_eq!(report["ca_side"]["count"].as_u64(), Some(boards), "{report}");
+    assert!(report["ca_side"]["p99_at_most"].as_f64().is_some(), "{report}");
 
     // Every enrollment is a certificate in the CA's database, and every board's is logged.
     let stored = dev.stored_serials().await;

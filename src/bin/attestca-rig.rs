@@ -183,6 +183,33 @@ struct LoadOutput {
     /// Write an SVG chart of throughput and latency over time here.
     #[arg(long)]
     svg: Option<PathBuf>,
+    /// The CA's /metrics URL (plain listener, e.g. http://127.0.0.1:8080/metrics): also report
+    /// the CA-side enrollment time over the run from its histogram.
+    #[arg(long)]
+    metrics: Option<String>,
+}
+
+/// Reads the CA's enrollment histogram when --metrics is given.
+async fn ca_metrics(
+    output: &LoadOutput,
+) -> anyhow::Result<Option<load::server_metrics::EnrollmentHistogram>> {
+    Ok(match &output.metrics {
+        Some(url) => Some(load::server_metrics::read(url).await?),
+        None => None,
+    })
+}
+
+/// The CA-side figures between two readings.
+async fn ca_side(
+    output: &LoadOutput,
+    before: Option<load::server_metrics::EnrollmentHistogram>,
+) -> anyhow::Result<Option<load::server_metrics::ServerLatency>> {
+    Ok(match (&output.metrics, before, ca_metrics(output).await?) {
+        (Some(url), Some(before), Some(after)) => Some(
+            load::server_metrics::ServerLatency::between(url, &before, &after),
+        ),
+        _ => None,
+    })
 }
 
 #[derive(Subcommand)]
@@ -520,7 +547,9 @@ async fn run_load(mode: LoadMode) -> anyhow::Result<()> {
                 count,
                 prepare,
             };
-            let report = throughput::run(&target, &options).await?;
+            let before = ca_metrics(&output).await?;
+            let mut report = throughput::run(&target, &options).await?;
+            report.ca_side = ca_side(&output, before).await?;
             print!("{}", report.summary());
             let subtitle = format!(
                 "{} rigs, {:.1} s: {} enrollments ({:.1}/s), {} failed; p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms",
@@ -566,7 +595,9 @@ async fn run_load(mode: LoadMode) -> anyhow::Result<()> {
                 log,
                 drain: seconds("drain", drain)?,
             };
-            let report = factory::run(&target, &options).await?;
+            let before = ca_metrics(&output).await?;
+            let mut report = factory::run(&target, &options).await?;
+            report.ca_side = ca_side(&output, before).await?;
             print!("{}", report.summary());
             let subtitle = format!(
                 "{} stations × {:.2} s takt: {} boards, {} failed, takt met {:.2}%; CA p99 {:.2} ms, p99.9 {:.2} ms",

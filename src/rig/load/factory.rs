@@ -73,6 +73,11 @@ pub struct FactoryReport {
     pub steps_ms: BTreeMap<&'static str, Percentiles>,
     pub failures: BTreeMap<String, u64>,
     pub verdict: String,
+    /// The machine's 1/5/15-minute load averages when the run started.
+    pub load_average_at_start: Option<[f64; 3]>,
+    /// The CA's own enrollment time over the run, from its /metrics (with --metrics).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_side: Option<super::server_metrics::ServerLatency>,
     pub timeline: Vec<TimelinePoint>,
 }
 
@@ -98,10 +103,11 @@ impl FactoryReport {
             }
         }
         out.push_str(&format!(
-            "    {:<20} {}\n  CA latency (simpleenroll round trip, client side): {}\n  CA share of the takt (nonce + enroll): p50 {:.3}%  p99 {:.3}%  max {:.3}%\n{}  verdict: {}\n",
+            "    {:<20} {}\n  CA latency (simpleenroll round trip, client side): {}\n{}  CA share of the takt (nonce + enroll): p50 {:.3}%  p99 {:.3}%  max {:.3}%\n{}  verdict: {}\n",
             "whole board",
             self.board_ms.summary(),
             self.ca_latency_ms.summary(),
+            self.ca_side.as_ref().map(|c| c.summary()).unwrap_or_default(),
             self.ca_share_of_takt_percent.p50,
             self.ca_share_of_takt_percent.p99,
             self.ca_share_of_takt_percent.max,
@@ -145,6 +151,7 @@ pub async fn run(target: &Target, options: &FactoryOptions) -> Result<FactoryRep
         .map(Arc::new)
         .collect::<Vec<_>>();
 
+    let load_average_at_start = super::server_metrics::load_average();
     let start = Instant::now();
     let recorder = Arc::new(Recorder::new(start));
     let tally = Arc::new(Mutex::new(Tally::default()));
@@ -270,6 +277,8 @@ pub async fn run(target: &Target, options: &FactoryOptions) -> Result<FactoryRep
             .collect(),
         failures,
         verdict,
+        load_average_at_start,
+        ca_side: None,
         timeline: recorder.timeline(),
     })
 }

@@ -5,6 +5,7 @@
 pub mod factory;
 pub mod progress;
 pub mod report;
+pub mod server_metrics;
 pub mod svg;
 pub mod throughput;
 

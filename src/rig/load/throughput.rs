@@ -64,13 +64,18 @@ pub struct ThroughputReport {
     pub preparation_seconds: f64,
     pub prepared_in_window: u64,
     pub client: ClientLoad,
+    /// The machine's 1/5/15-minute load averages when the run started.
+    pub load_average_at_start: Option<[f64; 3]>,
+    /// The CA's own enrollment time over the run, from its /metrics (with --metrics).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_side: Option<super::server_metrics::ServerLatency>,
     pub timeline: Vec<TimelinePoint>,
 }
 
 impl ThroughputReport {
     pub fn summary(&self) -> String {
         format!(
-            "throughput against {}: {} rigs, {:.1} s window\n  attested enrollments: {} completed, {} failed, {:.1} per second\n  latency (simpleenroll round trip, client side): {}\n{}  client: {}\n",
+            "throughput against {}: {} rigs, {:.1} s window\n  attested enrollments: {} completed, {} failed, {:.1} per second\n  latency (simpleenroll round trip, client side): {}\n{}{}  client: {}\n",
             self.server,
             self.concurrency,
             self.window_seconds,
@@ -78,6 +83,10 @@ impl ThroughputReport {
             self.failed,
             self.per_second,
             self.latency_ms.summary(),
+            self.ca_side
+                .as_ref()
+                .map(|c| c.summary())
+                .unwrap_or_default(),
             failure_lines(&self.failures),
             self.client.note
         )
@@ -144,6 +153,7 @@ pub async fn run(
     );
 
     // The measured window.
+    let load_average_at_start = super::server_metrics::load_average();
     let cpu_before = process_cpu_time();
     let start = Instant::now();
     let recorder = Arc::new(Recorder::new(start));
@@ -209,6 +219,8 @@ pub async fn run(
         preparation_seconds: preparation.as_secs_f64(),
         prepared_in_window,
         client: ClientLoad::assess(cpu, window, prepared_in_window),
+        load_average_at_start,
+        ca_side: None,
         timeline: recorder.timeline(),
     })
 }
