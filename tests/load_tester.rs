@@ -272,8 +272,15 @@ async fn load_modes_write_contract_reports_and_charts() {
     }
     assert_svg(&tmp.path().join("factory.svg"));
     // --metrics: the CA's own histogram saw every board's enrollment.
-    assert_eq!(report["ca_side"]["count"].as_u64(), Some(boards), "{report}");
-    assert!(report["ca_side"]["p99_at_most"].as_f64().is_some(), "{report}");
+    assert_eq!(
+        report["ca_side"]["count"].as_u64(),
+        Some(boards),
+        "{report}"
+    );
+    assert!(
+        report["ca_side"]["p99_at_most"].as_f64().is_some(),
+        "{report}"
+    );
 
     // Every enrollment is a certificate in the CA's database, and every board's is logged.
     let stored = dev.stored_serials().await;
@@ -313,4 +320,74 @@ async fn unreachable_server_is_a_clear_error() {
         stderr.contains("attestca-rig:") && stderr.contains(&dev.server.est_url()),
         "{stderr}"
     );
+}
+
+#[tokio::test]
+async fn renew_and_ocsp_modes_smoke() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dev = Dev::start(tmp.path()).await;
+    let connection = dev.connection();
+    let path = |name: &str| tmp.path().join(name).display().to_string();
+
+    let (ok, stdout, stderr) = rig(&args(
+        &["load", "renew"],
+        &connection,
+        &[
+            "--devices",
+            "12",
+            "--concurrency",
+            "4",
+            "--duration",
+            "20",
+            "--json",
+            &path("renew.json"),
+            "--svg",
+            &path("renew.svg"),
+        ],
+    ));
+    assert!(ok, "load renew failed:\n{stdout}\n{stderr}");
+    let report = read_json(tmp.path().join("renew.json").as_path());
+    assert_eq!(report["completed"].as_u64(), Some(12), "{report}");
+    assert_eq!(report["failed"].as_u64(), Some(0), "{report}");
+    assert_percentiles(&report["latency_ms"], "latency_ms");
+    assert_svg(&tmp.path().join("renew.svg"));
+    // 12 enrolled + 12 renewed.
+    assert!(dev.stored_serials().await.len() >= 24);
+
+    let ocsp_url = format!("http://{}/ocsp", dev.server.http);
+    let (ok, stdout, stderr) = rig(&args(
+        &["load", "ocsp"],
+        &connection,
+        &[
+            "--ocsp-url",
+            &ocsp_url,
+            "--good",
+            "4",
+            "--revoked",
+            "2",
+            "--unknown",
+            "2",
+            "--concurrency",
+            "4",
+            "--duration",
+            "2",
+            "--json",
+            &path("ocsp.json"),
+            "--svg",
+            &path("ocsp.svg"),
+        ],
+    ));
+    assert!(ok, "load ocsp failed:\n{stdout}\n{stderr}");
+    let report = read_json(tmp.path().join("ocsp.json").as_path());
+    assert!(
+        report["completed"].as_u64().is_some_and(|n| n > 0),
+        "{report}"
+    );
+    assert_eq!(
+        report["failed"].as_u64(),
+        Some(0),
+        "statuses as expected: {report}"
+    );
+    assert_percentiles(&report["latency_ms"], "latency_ms");
+    assert_svg(&tmp.path().join("ocsp.svg"));
 }

@@ -11,7 +11,7 @@ use x509_cert::Certificate;
 
 use attestca::rig::client::{EstClient, tls_config};
 use attestca::rig::device::DeviceKey;
-use attestca::rig::load::{self, Target, factory, svg, throughput};
+use attestca::rig::load::{self, Target, factory, ocsp, renew, throughput};
 use attestca::rig::personalisation::{KeygenDelay, ManufacturingLog, Outcome, Station, chains_to};
 use attestca::rig::secure_element::{
     KeyClaims, SimulatedDevice as SimulatedSecureElement, SimulatedVendor,
@@ -261,6 +261,56 @@ enum LoadMode {
         /// Seconds to wait for boards still in progress after the last arrival.
         #[arg(long, default_value_t = 30.0)]
         drain: f64,
+    },
+    /// A renewal storm: M enrolled devices all renew over mutual TLS, C in flight, honouring
+    /// 503/429 Retry-After.
+    Renew {
+        #[command(flatten)]
+        connection: LoadConnection,
+        #[command(flatten)]
+        output: LoadOutput,
+        /// Devices enrolled before the storm, then renewed.
+        #[arg(long, default_value_t = 200)]
+        devices: usize,
+        /// Renewals in flight at once.
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+        /// Seconds after which refused devices stop retrying (and count as failed).
+        #[arg(long, default_value_t = 60.0)]
+        duration: f64,
+        /// Retries per device after a 503/429.
+        #[arg(long, default_value_t = 5)]
+        retries: u32,
+    },
+    /// OCSP requests for a mix of good, revoked (via the operator API) and unknown serials.
+    Ocsp {
+        #[command(flatten)]
+        connection: LoadConnection,
+        #[command(flatten)]
+        output: LoadOutput,
+        /// The OCSP responder, e.g. http://127.0.0.1:8080/ocsp
+        #[arg(long)]
+        ocsp_url: String,
+        /// Operator certificate for the revocations; default: operator.crt next to --trust.
+        #[arg(long)]
+        operator_cert: Option<PathBuf>,
+        /// Operator key; default: operator.key next to --trust.
+        #[arg(long)]
+        operator_key: Option<PathBuf>,
+        #[arg(long, default_value_t = 50)]
+        good: usize,
+        #[arg(long, default_value_t = 10)]
+        revoked: usize,
+        #[arg(long, default_value_t = 10)]
+        unknown: usize,
+        /// Concurrent clients (keep-alive connections).
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+        #[arg(long, default_value_t = 10.0)]
+        duration: f64,
+        /// Stop after this many requests.
+        #[arg(long)]
+        count: Option<u64>,
     },
 }
 
@@ -550,29 +600,7 @@ async fn run_load(mode: LoadMode) -> anyhow::Result<()> {
             let before = ca_metrics(&output).await?;
             let mut report = throughput::run(&target, &options).await?;
             report.ca_side = ca_side(&output, before).await?;
-            print!("{}", report.summary());
-            let subtitle = format!(
-                "{} rigs, {:.1} s: {} enrollments ({:.1}/s), {} failed; p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms",
-                report.concurrency,
-                report.window_seconds,
-                report.completed,
-                report.per_second,
-                report.failed,
-                report.latency_ms.p50,
-                report.latency_ms.p99,
-                report.latency_ms.p999
-            );
-            write_outputs(
-                &output,
-                &report,
-                &format!(
-                    "attestca throughput: attested enrollments against {}",
-                    report.server
-                ),
-                &subtitle,
-                "simpleenroll latency",
-                &report.timeline,
-            )?;
+            load::publish(&report, output.json.as_deref(), output.svg.as_deref())?;
         }
         LoadMode::Factory {
             connection,
@@ -598,46 +626,68 @@ async fn run_load(mode: LoadMode) -> anyhow::Result<()> {
             let before = ca_metrics(&output).await?;
             let mut report = factory::run(&target, &options).await?;
             report.ca_side = ca_side(&output, before).await?;
-            print!("{}", report.summary());
-            let subtitle = format!(
-                "{} stations × {:.2} s takt: {} boards, {} failed, takt met {:.2}%; CA p99 {:.2} ms, p99.9 {:.2} ms",
-                report.stations,
-                report.takt_seconds,
-                report.boards,
-                report.failed,
-                report.takt_met_fraction * 100.0,
-                report.ca_latency_ms.p99,
-                report.ca_latency_ms.p999
-            );
-            write_outputs(
-                &output,
-                &report,
-                &format!("attestca factory line against {}", report.server),
-                &subtitle,
-                "CA latency (simpleenroll)",
-                &report.timeline,
-            )?;
+            load::publish(&report, output.json.as_deref(), output.svg.as_deref())?;
         }
-    }
-    Ok(())
-}
-
-fn write_outputs<T: serde::Serialize>(
-    output: &LoadOutput,
-    report: &T,
-    title: &str,
-    subtitle: &str,
-    latency_label: &str,
-    timeline: &[load::report::TimelinePoint],
-) -> anyhow::Result<()> {
-    if let Some(path) = &output.json {
-        load::write_json(path, report)?;
-        println!("JSON report: {}", path.display());
-    }
-    if let Some(path) = &output.svg {
-        let chart = svg::chart(title, subtitle, latency_label, timeline);
-        load::write_file(path, chart.as_bytes())?;
-        println!("SVG chart: {}", path.display());
+        LoadMode::Renew {
+            connection,
+            output,
+            devices,
+            concurrency,
+            duration,
+            retries,
+        } => {
+            let target = connection.target()?;
+            let options = renew::RenewOptions {
+                devices,
+                concurrency,
+                duration: seconds("duration", duration)?,
+                max_retries: retries,
+            };
+            let report = renew::run(&target, &options).await?;
+            load::publish(&report, output.json.as_deref(), output.svg.as_deref())?;
+        }
+        LoadMode::Ocsp {
+            connection,
+            output,
+            ocsp_url,
+            operator_cert,
+            operator_key,
+            good,
+            revoked,
+            unknown,
+            concurrency,
+            duration,
+            count,
+        } => {
+            let target = connection.target()?;
+            let next_to_trust = |name: &str| {
+                target
+                    .trust
+                    .parent()
+                    .map(|d| d.join(name))
+                    .filter(|p| p.is_file())
+                    .with_context(|| format!("give --{}", name.replace('.', "-")))
+            };
+            let options = ocsp::OcspOptions {
+                url: ocsp_url,
+                good,
+                revoked,
+                unknown,
+                concurrency,
+                duration: seconds("duration", duration)?,
+                count,
+                operator_cert: match operator_cert {
+                    Some(p) => p,
+                    None => next_to_trust("operator.crt")?,
+                },
+                operator_key: match operator_key {
+                    Some(p) => p,
+                    None => next_to_trust("operator.key")?,
+                },
+            };
+            let report = ocsp::run(&target, &options).await?;
+            load::publish(&report, output.json.as_deref(), output.svg.as_deref())?;
+        }
     }
     Ok(())
 }

@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::progress::Progress;
 use super::report::{LatencyHistogram, Percentiles, Recorder, TimelinePoint};
-use super::{LoadError, Target, failure_lines};
+use super::window::Window;
+use super::{LoadError, LoadReport, Target, failure_lines};
 use crate::rig::personalisation::{
     KeygenDelay, ManufacturingLog, ManufacturingRecord, Outcome, Station, Step,
 };
@@ -81,8 +81,8 @@ pub struct FactoryReport {
     pub timeline: Vec<TimelinePoint>,
 }
 
-impl FactoryReport {
-    pub fn summary(&self) -> String {
+impl LoadReport for FactoryReport {
+    fn summary(&self) -> String {
         let mut out = format!(
             "factory against {}: {} stations × {:.3} s takt for {:.0} s (keygen {})\n  boards: {} ({} passed, {} failed, {} unfinished)\n  takt met by {} boards ({:.2}%)\n  per step (ms):\n",
             self.server,
@@ -115,6 +115,30 @@ impl FactoryReport {
             self.verdict
         ));
         out
+    }
+
+    fn chart_titles(&self) -> (String, String) {
+        (
+            format!("attestca factory line against {}", self.server),
+            format!(
+                "{} stations × {:.2} s takt: {} boards, {} failed, takt met {:.2}%; CA p99 {:.2} ms, p99.9 {:.2} ms",
+                self.stations,
+                self.takt_seconds,
+                self.boards,
+                self.failed,
+                self.takt_met_fraction * 100.0,
+                self.ca_latency_ms.p99,
+                self.ca_latency_ms.p999
+            ),
+        )
+    }
+
+    fn latency_label(&self) -> &'static str {
+        "CA latency (simpleenroll)"
+    }
+
+    fn timeline(&self) -> &[TimelinePoint] {
+        &self.timeline
     }
 }
 
@@ -151,11 +175,9 @@ pub async fn run(target: &Target, options: &FactoryOptions) -> Result<FactoryRep
         .map(Arc::new)
         .collect::<Vec<_>>();
 
-    let load_average_at_start = super::server_metrics::load_average();
-    let start = Instant::now();
-    let recorder = Arc::new(Recorder::new(start));
+    let window = Window::open("boards", options.duration);
+    let (start, recorder) = (window.start, window.recorder.clone());
     let tally = Arc::new(Mutex::new(Tally::default()));
-    let progress = Progress::start("boards", options.duration, recorder.clone());
     let end_of_arrivals = start + options.duration;
     let started = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut lines = tokio::task::JoinSet::new();
@@ -221,12 +243,10 @@ pub async fn run(target: &Target, options: &FactoryOptions) -> Result<FactoryRep
     while let Some(joined) = lines.join_next().await {
         unfinished += joined.unwrap_or(0);
     }
-    let elapsed = start.elapsed();
-    progress.finish().await;
+    let figures = window.close(0).await;
 
     let tally = tally.lock().unwrap_or_else(|p| p.into_inner());
-    let latency = recorder.latency();
-    let failures = recorder.failures();
+    let failures = figures.failures;
     let failed: u64 = failures.values().sum();
     let boards = tally.passed + failed;
     let takt_met_fraction = if boards == 0 {
@@ -259,14 +279,14 @@ pub async fn run(target: &Target, options: &FactoryOptions) -> Result<FactoryRep
         stations: options.stations,
         takt_seconds: options.takt.as_secs_f64(),
         keygen_ms: options.keygen.to_string(),
-        duration_seconds: elapsed.as_secs_f64(),
+        duration_seconds: figures.window_seconds,
         boards,
         passed: tally.passed,
         failed,
         unfinished,
         takt_met: tally.takt_met,
         takt_met_fraction,
-        ca_latency_ms: latency,
+        ca_latency_ms: figures.latency_ms,
         nonce_latency_ms: tally.nonce.percentiles(),
         ca_share_of_takt_percent: ca_share,
         board_ms: tally.total.percentiles(),
@@ -277,9 +297,9 @@ pub async fn run(target: &Target, options: &FactoryOptions) -> Result<FactoryRep
             .collect(),
         failures,
         verdict,
-        load_average_at_start,
+        load_average_at_start: figures.load_average_at_start,
         ca_side: None,
-        timeline: recorder.timeline(),
+        timeline: figures.timeline,
     })
 }
 

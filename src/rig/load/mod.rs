@@ -3,11 +3,15 @@
 //! every takt). Each produces a JSON report, a human summary and, on request, an SVG chart.
 
 pub mod factory;
+pub mod fleet;
+pub mod ocsp;
 pub mod progress;
+pub mod renew;
 pub mod report;
 pub mod server_metrics;
 pub mod svg;
 pub mod throughput;
+pub mod window;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -95,4 +99,35 @@ pub fn failure_lines(failures: &std::collections::BTreeMap<String, u64>) -> Stri
         out.push_str(&format!("    {n:>8}  {reason}\n"));
     }
     out
+}
+
+/// What every mode's report offers for printing and charting.
+pub trait LoadReport: serde::Serialize {
+    /// The human summary.
+    fn summary(&self) -> String;
+    /// The chart's title and subtitle.
+    fn chart_titles(&self) -> (String, String);
+    /// What the chart's latency is.
+    fn latency_label(&self) -> &'static str;
+    fn timeline(&self) -> &[report::TimelinePoint];
+}
+
+/// Prints the summary and writes the JSON report and the SVG chart when asked.
+pub fn publish(
+    report: &impl LoadReport,
+    json: Option<&Path>,
+    svg: Option<&Path>,
+) -> Result<(), LoadError> {
+    print!("{}", report.summary());
+    if let Some(path) = json {
+        write_json(path, report)?;
+        println!("JSON report: {}", path.display());
+    }
+    if let Some(path) = svg {
+        let (title, subtitle) = report.chart_titles();
+        let chart = svg::chart(&title, &subtitle, report.latency_label(), report.timeline());
+        write_file(path, chart.as_bytes())?;
+        println!("SVG chart: {}", path.display());
+    }
+    Ok(())
 }

@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::progress::Progress;
-use super::report::{ClientLoad, Percentiles, Recorder, TimelinePoint, process_cpu_time};
-use super::{LoadError, Target, failure_lines};
+use super::report::TimelinePoint;
+use super::window::{RunFigures, Window};
+use super::{LoadError, LoadReport, Target, failure_lines};
 use crate::rig::client::EstClient;
 use crate::rig::personalisation::{Failure, Step};
 use crate::rig::secure_element::{KeyClaims, SimulatedVendor};
@@ -46,50 +46,65 @@ impl ThroughputOptions {
     }
 }
 
-/// The JSON report (interface contract 1: completed, failed, per_second, latency_ms).
+/// The JSON report (interface contract 1: completed, failed, per_second, latency_ms — the
+/// latency being the client-side simpleenroll round trip of successful enrollments).
 #[derive(Clone, Debug, Serialize)]
 pub struct ThroughputReport {
     pub mode: &'static str,
     pub server: String,
     pub concurrency: usize,
-    pub completed: u64,
-    pub failed: u64,
-    /// Successful enrollments per second of the measured window.
-    pub per_second: f64,
-    /// Client-side simpleenroll round trip of successful enrollments.
-    pub latency_ms: Percentiles,
-    pub failures: std::collections::BTreeMap<String, u64>,
-    pub window_seconds: f64,
+    #[serde(flatten)]
+    pub figures: RunFigures,
     pub prepared: usize,
     pub preparation_seconds: f64,
     pub prepared_in_window: u64,
-    pub client: ClientLoad,
-    /// The machine's 1/5/15-minute load averages when the run started.
-    pub load_average_at_start: Option<[f64; 3]>,
     /// The CA's own enrollment time over the run, from its /metrics (with --metrics).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ca_side: Option<super::server_metrics::ServerLatency>,
-    pub timeline: Vec<TimelinePoint>,
 }
 
-impl ThroughputReport {
-    pub fn summary(&self) -> String {
+impl LoadReport for ThroughputReport {
+    fn summary(&self) -> String {
+        let f = &self.figures;
         format!(
             "throughput against {}: {} rigs, {:.1} s window\n  attested enrollments: {} completed, {} failed, {:.1} per second\n  latency (simpleenroll round trip, client side): {}\n{}{}  client: {}\n",
             self.server,
             self.concurrency,
-            self.window_seconds,
-            self.completed,
-            self.failed,
-            self.per_second,
-            self.latency_ms.summary(),
+            f.window_seconds,
+            f.completed,
+            f.failed,
+            f.per_second,
+            f.latency_ms.summary(),
             self.ca_side
                 .as_ref()
                 .map(|c| c.summary())
                 .unwrap_or_default(),
-            failure_lines(&self.failures),
-            self.client.note
+            failure_lines(&f.failures),
+            f.client.note
         )
+    }
+
+    fn chart_titles(&self) -> (String, String) {
+        (
+            format!(
+                "attestca throughput: attested enrollments against {}",
+                self.server
+            ),
+            format!(
+                "{} rigs, {:.1} s: {}",
+                self.concurrency,
+                self.figures.window_seconds,
+                self.figures.headline("enrollments")
+            ),
+        )
+    }
+
+    fn latency_label(&self) -> &'static str {
+        "simpleenroll latency"
+    }
+
+    fn timeline(&self) -> &[TimelinePoint] {
+        &self.figures.timeline
     }
 }
 
@@ -153,12 +168,8 @@ pub async fn run(
     );
 
     // The measured window.
-    let load_average_at_start = super::server_metrics::load_average();
-    let cpu_before = process_cpu_time();
-    let start = Instant::now();
-    let recorder = Arc::new(Recorder::new(start));
-    let progress = Progress::start("enrollments", options.duration, recorder.clone());
-    let deadline = start + options.duration;
+    let window = Window::open("enrollments", options.duration);
+    let (recorder, deadline) = (window.recorder.clone(), window.deadline);
     let started = Arc::new(AtomicU64::new(0));
     let starved = Arc::new(AtomicU64::new(0));
     let mut workers = tokio::task::JoinSet::new();
@@ -197,30 +208,15 @@ pub async fn run(
         });
     }
     while workers.join_next().await.is_some() {}
-    let window = start.elapsed();
-    let cpu = process_cpu_time().saturating_sub(cpu_before);
-    progress.finish().await;
-
-    let latency = recorder.latency();
-    let failures = recorder.failures();
-    let failed = failures.values().sum();
     let prepared_in_window = starved.load(Ordering::Relaxed);
     Ok(ThroughputReport {
         mode: "throughput",
         server: target.server.clone(),
         concurrency: options.concurrency,
-        completed: latency.count,
-        failed,
-        per_second: latency.count as f64 / window.as_secs_f64().max(1e-9),
-        latency_ms: latency,
-        failures,
-        window_seconds: window.as_secs_f64(),
+        figures: window.close(prepared_in_window).await,
         prepared: stock,
         preparation_seconds: preparation.as_secs_f64(),
         prepared_in_window,
-        client: ClientLoad::assess(cpu, window, prepared_in_window),
-        load_average_at_start,
         ca_side: None,
-        timeline: recorder.timeline(),
     })
 }
