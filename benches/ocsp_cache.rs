@@ -21,9 +21,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use attestca::ocsp::asn1::{OcspRequest, Request, TbsRequest};
-use attestca::ocsp::request::{CertIdHash, IssuerHashes, SerialKey};
-use der::Encode;
+use attestca::ocsp::request::IssuerHashes;
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -92,25 +90,7 @@ async fn insert_certificates(
 fn requests(issuer: &IssuerHashes, serials: &[Vec<u8>]) -> anyhow::Result<Vec<Vec<u8>>> {
     serials
         .iter()
-        .map(|s| {
-            let serial = SerialKey::new(s).ok_or_else(|| anyhow::anyhow!("serial"))?;
-            let req_cert = issuer
-                .cert_id(CertIdHash::Sha1, &serial)
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
-            Ok(OcspRequest {
-                tbs_request: TbsRequest {
-                    version: 0,
-                    requestor_name: None,
-                    request_list: vec![Request {
-                        req_cert,
-                        single_request_extensions: None,
-                    }],
-                    request_extensions: None,
-                },
-                optional_signature: None,
-            }
-            .to_der()?)
-        })
+        .map(|s| attestca::rig::load::ocsp::request_der(issuer, s))
         .collect()
 }
 

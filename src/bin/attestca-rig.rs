@@ -11,6 +11,8 @@ use x509_cert::Certificate;
 
 use attestca::rig::client::{EstClient, tls_config};
 use attestca::rig::device::DeviceKey;
+use attestca::rig::load::{self, Target, factory, ocsp, renew, throughput};
+use attestca::rig::personalisation::{KeygenDelay, ManufacturingLog, Outcome, Station, chains_to};
 use attestca::rig::secure_element::{
     KeyClaims, SimulatedDevice as SimulatedSecureElement, SimulatedVendor,
 };
@@ -106,6 +108,209 @@ enum Command {
         /// Send a plain CSR without attestation evidence.
         #[arg(long)]
         no_attestation: bool,
+    },
+    /// Personalise one board as a factory station does: power-on, nonce, secure-element keygen,
+    /// attestation, CSR, enroll, import, proof of possession, end-of-line check; prints the
+    /// step timings against the takt budget and appends a manufacturing log record (--log).
+    Personalise(Personalise),
+    /// Load tests against a running CA.
+    Load {
+        #[command(subcommand)]
+        mode: LoadMode,
+    },
+}
+
+/// `personalise` arguments.
+#[derive(Args)]
+struct Personalise {
+    #[command(flatten)]
+    connection: LoadConnection,
+    /// The board's unit serial (also the certificate's CN); default: a random one.
+    #[arg(long)]
+    unit_serial: Option<String>,
+    /// Simulated secure-element key generation time in ms: MS or MIN..MAX (uniform).
+    #[arg(long, default_value = "50..500")]
+    keygen_ms: KeygenDelay,
+    /// The station's takt budget in seconds.
+    #[arg(long, default_value_t = 2.0)]
+    takt: f64,
+    /// Manufacturing log: the board's record is appended as one JSON line.
+    #[arg(long)]
+    log: Option<PathBuf>,
+}
+
+/// Where a station or load run connects, and as which rig.
+#[derive(Args)]
+struct LoadConnection {
+    #[command(flatten)]
+    server: Server,
+    /// Rig client certificate (PEM).
+    #[arg(long)]
+    rig_cert: PathBuf,
+    /// Rig client key (PEM PKCS#8).
+    #[arg(long)]
+    rig_key: PathBuf,
+    /// Simulated secure-element vendor directory; default: the `vendor` directory of the
+    /// `serve --dev` data directory that --trust belongs to.
+    #[arg(long)]
+    vendor: Option<PathBuf>,
+}
+
+impl LoadConnection {
+    fn target(&self) -> anyhow::Result<Target> {
+        let vendor = match &self.vendor {
+            Some(v) => v.clone(),
+            None => dev_vendor_next_to(&self.server.trust)
+                .context("give --vendor (the simulated secure-element vendor directory)")?,
+        };
+        Ok(Target {
+            server: self.server.server.clone(),
+            label: self.server.label.clone(),
+            trust: self.server.trust.clone(),
+            rig_cert: self.rig_cert.clone(),
+            rig_key: self.rig_key.clone(),
+            vendor,
+        })
+    }
+}
+
+/// Where a load run writes its results.
+#[derive(Args)]
+struct LoadOutput {
+    /// Write the JSON report here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Write an SVG chart of throughput and latency over time here.
+    #[arg(long)]
+    svg: Option<PathBuf>,
+    /// The CA's /metrics URL (plain listener, e.g. http://127.0.0.1:8080/metrics): also report
+    /// the CA-side enrollment time over the run from its histogram.
+    #[arg(long)]
+    metrics: Option<String>,
+}
+
+/// Reads the CA's enrollment histogram when --metrics is given.
+async fn ca_metrics(
+    output: &LoadOutput,
+) -> anyhow::Result<Option<load::server_metrics::EnrollmentHistogram>> {
+    Ok(match &output.metrics {
+        Some(url) => Some(load::server_metrics::read(url).await?),
+        None => None,
+    })
+}
+
+/// The CA-side figures between two readings.
+async fn ca_side(
+    output: &LoadOutput,
+    before: Option<load::server_metrics::EnrollmentHistogram>,
+) -> anyhow::Result<Option<load::server_metrics::ServerLatency>> {
+    Ok(match (&output.metrics, before, ca_metrics(output).await?) {
+        (Some(url), Some(before), Some(after)) => Some(
+            load::server_metrics::ServerLatency::between(url, &before, &after),
+        ),
+        _ => None,
+    })
+}
+
+#[derive(Subcommand)]
+enum LoadMode {
+    /// Closed loop: C rigs on keep-alive connections enroll attested keys back to back.
+    Throughput {
+        #[command(flatten)]
+        connection: LoadConnection,
+        #[command(flatten)]
+        output: LoadOutput,
+        /// Concurrent rigs (each its own keep-alive connection).
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
+        /// Length of the measured window in seconds.
+        #[arg(long, default_value_t = 10.0)]
+        duration: f64,
+        /// Stop after this many enrollments.
+        #[arg(long)]
+        count: Option<u64>,
+        /// Attested CSRs to prepare before the window (default: 1,500 per second of --duration,
+        /// or --count).
+        #[arg(long)]
+        prepare: Option<usize>,
+    },
+    /// Open loop: N stations each start a board every takt and run the whole personalisation.
+    Factory {
+        #[command(flatten)]
+        connection: LoadConnection,
+        #[command(flatten)]
+        output: LoadOutput,
+        /// Stations (lines) running at once.
+        #[arg(long, default_value_t = 10)]
+        stations: usize,
+        /// Seconds between boards on a station (the takt budget of each board).
+        #[arg(long, default_value_t = 2.0)]
+        takt: f64,
+        /// Seconds during which boards arrive.
+        #[arg(long, default_value_t = 30.0)]
+        duration: f64,
+        /// Stop after this many boards (over all stations).
+        #[arg(long)]
+        count: Option<u64>,
+        /// Simulated secure-element key generation time in ms: MS or MIN..MAX (uniform).
+        #[arg(long, default_value = "50..500")]
+        keygen_ms: KeygenDelay,
+        /// Manufacturing log (JSON lines), appended to.
+        #[arg(long)]
+        log: Option<PathBuf>,
+        /// Seconds to wait for boards still in progress after the last arrival.
+        #[arg(long, default_value_t = 30.0)]
+        drain: f64,
+    },
+    /// A renewal storm: M enrolled devices all renew over mutual TLS, C in flight, honouring
+    /// 503/429 Retry-After.
+    Renew {
+        #[command(flatten)]
+        connection: LoadConnection,
+        #[command(flatten)]
+        output: LoadOutput,
+        /// Devices enrolled before the storm, then renewed.
+        #[arg(long, default_value_t = 200)]
+        devices: usize,
+        /// Renewals in flight at once.
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+        /// Seconds after which refused devices stop retrying (and count as failed).
+        #[arg(long, default_value_t = 60.0)]
+        duration: f64,
+        /// Retries per device after a 503/429.
+        #[arg(long, default_value_t = 5)]
+        retries: u32,
+    },
+    /// OCSP requests for a mix of good, revoked (via the operator API) and unknown serials.
+    Ocsp {
+        #[command(flatten)]
+        connection: LoadConnection,
+        #[command(flatten)]
+        output: LoadOutput,
+        /// The OCSP responder, e.g. http://127.0.0.1:8080/ocsp
+        #[arg(long)]
+        ocsp_url: String,
+        /// Operator certificate for the revocations; default: operator.crt next to --trust.
+        #[arg(long)]
+        operator_cert: Option<PathBuf>,
+        /// Operator key; default: operator.key next to --trust.
+        #[arg(long)]
+        operator_key: Option<PathBuf>,
+        #[arg(long, default_value_t = 50)]
+        good: usize,
+        #[arg(long, default_value_t = 10)]
+        revoked: usize,
+        #[arg(long, default_value_t = 10)]
+        unknown: usize,
+        /// Concurrent clients (keep-alive connections).
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+        #[arg(long, default_value_t = 10.0)]
+        duration: f64,
+        /// Stop after this many requests.
+        #[arg(long)]
+        count: Option<u64>,
     },
 }
 
@@ -210,6 +415,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             );
         }
         Command::Reenroll(args) => reenroll(args).await?,
+        Command::Personalise(args) => personalise(args).await?,
+        Command::Load { mode } => run_load(mode).await?,
         Command::Csr {
             out,
             cn,
@@ -255,7 +462,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let attested = vendor.as_deref().map(|v| (v, &est));
             let (_key, csr) = write_key_and_csr(&out, &cn, attested).await?;
             let certificate = est.simpleenroll(&csr).await?;
-            check_chains(&certificate, &chain)?;
+            chains_to(&certificate, &chain)?;
             attestca::pem::write_certificates(&out.join("device.crt"), &[&certificate])?;
             let cert = Certificate::from_der(&certificate)?;
             println!(
@@ -309,7 +516,7 @@ async fn reenroll(args: Reenroll) -> anyhow::Result<()> {
     };
     let csr = key.renewal_csr(&current, attributes)?;
     let certificate = est.simplereenroll(&csr).await?;
-    check_chains(&certificate, &chain)?;
+    chains_to(&certificate, &chain)?;
     attestca::pem::write_certificates(&args.out.join("device.crt"), &[&certificate])?;
     if args.rekey {
         attestca::pem::write_private_key(&args.out.join("device.key"), &key.pkcs8)?;
@@ -335,25 +542,152 @@ fn dev_vendor_next_to(trust: &Path) -> Option<PathBuf> {
     })
 }
 
-/// The end-of-line check: the certificate chains through the cacerts certificates (a CMS
-/// `SET OF`, so in no particular order) to a self-signed root among them.
-fn check_chains(certificate: &[u8], pool: &[Vec<u8>]) -> anyhow::Result<()> {
-    let parsed = pool
-        .iter()
-        .map(|d| Certificate::from_der(d))
-        .collect::<Result<Vec<_>, _>>()?;
-    let mut child = certificate.to_vec();
-    for _ in 0..=pool.len() {
-        let Some(i) = parsed
-            .iter()
-            .position(|p| attestca::verify::issued_by(&child, p))
-        else {
-            bail!("the certificate does not chain to the CA certificates from cacerts");
-        };
-        if pool[i] == child {
-            return Ok(()); // reached a self-signed root
-        }
-        child = pool[i].clone();
+/// Seconds as a Duration, refusing negative, non-finite and absurd values.
+fn seconds(flag: &str, value: f64) -> anyhow::Result<std::time::Duration> {
+    if !(value > 0.0 && value <= 86_400.0) {
+        bail!("--{flag} must be a number of seconds between 0 and 86400, not {value}");
     }
-    bail!("the cacerts chain loops")
+    Ok(std::time::Duration::from_secs_f64(value))
+}
+
+async fn personalise(args: Personalise) -> anyhow::Result<()> {
+    let target = args.connection.target()?;
+    let station = Station::new(
+        "station-1".into(),
+        target.client()?,
+        target.vendor()?,
+        args.keygen_ms,
+        seconds("takt", args.takt)?,
+    )
+    .await?;
+    let unit = match args.unit_serial {
+        Some(u) => u,
+        None => {
+            let mut bytes = [0u8; 6];
+            aws_lc_rs::rand::fill(&mut bytes)
+                .map_err(|_| anyhow::anyhow!("random generator failed"))?;
+            format!("unit-{}", hex::encode(bytes))
+        }
+    };
+    let record = station.personalise(&unit).await;
+    if let Some(path) = &args.log {
+        ManufacturingLog::open(path)?.append(&record)?;
+    }
+    print!("{}", record.table());
+    if record.outcome == Outcome::Fail {
+        bail!("board {unit} failed");
+    }
+    Ok(())
+}
+
+async fn run_load(mode: LoadMode) -> anyhow::Result<()> {
+    match mode {
+        LoadMode::Throughput {
+            connection,
+            output,
+            concurrency,
+            duration,
+            count,
+            prepare,
+        } => {
+            let target = connection.target()?;
+            let options = throughput::ThroughputOptions {
+                concurrency,
+                duration: seconds("duration", duration)?,
+                count,
+                prepare,
+            };
+            let before = ca_metrics(&output).await?;
+            let mut report = throughput::run(&target, &options).await?;
+            report.ca_side = ca_side(&output, before).await?;
+            load::publish(&report, output.json.as_deref(), output.svg.as_deref())?;
+        }
+        LoadMode::Factory {
+            connection,
+            output,
+            stations,
+            takt,
+            duration,
+            count,
+            keygen_ms,
+            log,
+            drain,
+        } => {
+            let target = connection.target()?;
+            let options = factory::FactoryOptions {
+                stations,
+                takt: seconds("takt", takt)?,
+                duration: seconds("duration", duration)?,
+                count,
+                keygen: keygen_ms,
+                log,
+                drain: seconds("drain", drain)?,
+            };
+            let before = ca_metrics(&output).await?;
+            let mut report = factory::run(&target, &options).await?;
+            report.ca_side = ca_side(&output, before).await?;
+            load::publish(&report, output.json.as_deref(), output.svg.as_deref())?;
+        }
+        LoadMode::Renew {
+            connection,
+            output,
+            devices,
+            concurrency,
+            duration,
+            retries,
+        } => {
+            let target = connection.target()?;
+            let options = renew::RenewOptions {
+                devices,
+                concurrency,
+                duration: seconds("duration", duration)?,
+                max_retries: retries,
+            };
+            let report = renew::run(&target, &options).await?;
+            load::publish(&report, output.json.as_deref(), output.svg.as_deref())?;
+        }
+        LoadMode::Ocsp {
+            connection,
+            output,
+            ocsp_url,
+            operator_cert,
+            operator_key,
+            good,
+            revoked,
+            unknown,
+            concurrency,
+            duration,
+            count,
+        } => {
+            let target = connection.target()?;
+            let next_to_trust = |name: &str| {
+                target
+                    .trust
+                    .parent()
+                    .map(|d| d.join(name))
+                    .filter(|p| p.is_file())
+                    .with_context(|| format!("give --{}", name.replace('.', "-")))
+            };
+            let options = ocsp::OcspOptions {
+                url: ocsp_url,
+                good,
+                revoked,
+                unknown,
+                concurrency,
+                duration: seconds("duration", duration)?,
+                count,
+                operator_cert: match operator_cert {
+                    Some(p) => p,
+                    None => next_to_trust("operator.crt")?,
+                },
+                operator_key: match operator_key {
+                    Some(p) => p,
+                    None => next_to_trust("operator.key")?,
+                },
+            };
+            let report = ocsp::run(&target, &options).await?;
+            load::publish(&report, output.json.as_deref(), output.svg.as_deref())?;
+        }
+    }
+    Ok(())
 }

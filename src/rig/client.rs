@@ -29,6 +29,22 @@ pub fn tls_config(
     trust_pem: &Path,
     identity: Option<(&Path, &Path)>,
 ) -> anyhow::Result<rustls::ClientConfig> {
+    let identity = match identity {
+        None => None,
+        Some((cert, key)) => Some((
+            crate::pem::read_certificate_ders(cert)?,
+            crate::pem::read_private_key(key)?,
+        )),
+    };
+    tls_config_with_identity(trust_pem, identity)
+}
+
+/// A TLS client configuration trusting `trust_pem` and presenting an optional client identity
+/// given as DER certificates and a PKCS#8 key (a device renewing with what it holds).
+pub fn tls_config_with_identity(
+    trust_pem: &Path,
+    identity: Option<(Vec<Vec<u8>>, Vec<u8>)>,
+) -> anyhow::Result<rustls::ClientConfig> {
     let mut roots = RootCertStore::empty();
     for der in crate::pem::read_certificate_ders(trust_pem)? {
         roots.add(CertificateDer::from(der))?;
@@ -39,13 +55,9 @@ pub fn tls_config(
         .with_root_certificates(roots);
     Ok(match identity {
         None => builder.with_no_client_auth(),
-        Some((cert, key)) => {
-            let chain = crate::pem::read_certificate_ders(cert)?
-                .into_iter()
-                .map(CertificateDer::from)
-                .collect();
-            let key =
-                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(crate::pem::read_private_key(key)?));
+        Some((chain, key)) => {
+            let chain = chain.into_iter().map(CertificateDer::from).collect();
+            let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key));
             builder.with_client_auth_cert(chain, key)?
         }
     })
@@ -141,12 +153,21 @@ impl EstClient {
         }
         let response = request.send().await.context(operation.to_owned())?;
         let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(std::time::Duration::from_secs);
         let body = response.bytes().await?;
         if !status.is_success() {
-            bail!(
-                "{operation}: HTTP {status}: {}",
-                String::from_utf8_lossy(&body).trim()
-            );
+            return Err(Refused {
+                operation: operation.to_owned(),
+                status: status.as_u16(),
+                retry_after,
+                message: format!("HTTP {status}: {}", String::from_utf8_lossy(&body).trim()),
+            }
+            .into());
         }
         let certs = certificates_from_pkcs7(
             &codec::decode_body(&body).map_err(|e| anyhow!("{operation}: {e}"))?,
@@ -156,6 +177,18 @@ impl EstClient {
             _ => bail!("{operation}: expected one certificate, got {}", certs.len()),
         }
     }
+}
+
+/// An EST operation the server answered with an error status (in the `anyhow::Error` of
+/// [`EstClient::simpleenroll`] and [`EstClient::simplereenroll`]; downcast to read it).
+#[derive(Debug, thiserror::Error)]
+#[error("{operation}: {message}")]
+pub struct Refused {
+    pub operation: String,
+    pub status: u16,
+    /// The server's Retry-After, in seconds form.
+    pub retry_after: Option<std::time::Duration>,
+    pub message: String,
 }
 
 /// The certificates of a certs-only CMS SignedData.

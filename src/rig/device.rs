@@ -37,6 +37,13 @@ impl DeviceKey {
         })
     }
 
+    /// An ECDSA-with-SHA-256 signature (DER) over `message`, as the device answers a
+    /// proof-of-possession challenge.
+    pub fn sign(&self, message: &[u8]) -> Vec<u8> {
+        let signature: DerSignature = self.signing.sign(message);
+        signature.as_bytes().to_vec()
+    }
+
     /// The public key as a SubjectPublicKeyInfo.
     pub fn public_key(&self) -> anyhow::Result<x509_cert::SubjectPublicKeyInfo> {
         Ok(CaKeyAlgorithm::EcdsaP256

@@ -1,0 +1,54 @@
+//! Criterion micro-benchmarks of single enrollment steps, in process, software only:
+//! attested-CSR decode + signature verification (`enrollment::csr::validate` under the default
+//! profile), certificate build + sign with the software key, and certs-only PKCS#7 encoding of
+//! the issued certificate. Run: `cargo bench --bench enrollment_steps` (not part of the test
+//! command; `cargo test --all-targets` runs each once as a smoke test).
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use der::Decode;
+
+use attestca::config::ProfileConfig;
+use attestca::issuance::build::{CertificateSpec, random_serial};
+use attestca::issuance::profile::IssuanceProfile;
+use attestca::rig::secure_element::SimulatedVendor;
+use attestca::signer::CaKeyAlgorithm;
+use attestca::signer::software::{SoftwareSigner, generate_pkcs8};
+
+fn benches(c: &mut Criterion) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let vendor = SimulatedVendor::create(dir.path()).expect("simulated vendor");
+    let element = vendor.manufacture().expect("secure element");
+    let (key, csr) = element
+        .enroll_key("bench-device-0001", &[7u8; 32])
+        .expect("attested CSR");
+    let profile =
+        IssuanceProfile::from_config("default", &ProfileConfig::default()).expect("profile");
+    c.bench_function("csr_decode_and_verify_attested", |b| {
+        b.iter(|| attestca::enrollment::csr::validate(&csr, &profile).expect("valid CSR"))
+    });
+
+    let pkcs8 = generate_pkcs8(CaKeyAlgorithm::EcdsaP256).expect("key");
+    let signer = SoftwareSigner::from_pkcs8(CaKeyAlgorithm::EcdsaP256, &pkcs8).expect("signer");
+    let name = attestca::issuance::software_ca::name("CN=bench").expect("name");
+    let spec = CertificateSpec {
+        serial: random_serial(),
+        issuer: name.clone(),
+        subject: name,
+        public_key: key.public_key().expect("spki"),
+        not_before: 1_790_000_000,
+        not_after: 1_821_536_000,
+        extensions: Vec::new(),
+    };
+    c.bench_function("certificate_build_and_sign_software", |b| {
+        b.iter(|| spec.sign(&signer).expect("signed"))
+    });
+
+    let issued = spec.sign(&signer).expect("signed").der;
+    x509_cert::Certificate::from_der(&issued).expect("certificate");
+    c.bench_function("pkcs7_certs_only_one_certificate", |b| {
+        b.iter(|| attestca::est::codec::certs_only(std::slice::from_ref(&issued)).expect("p7"))
+    });
+}
+
+criterion_group!(enrollment_steps, benches);
+criterion_main!(enrollment_steps);
