@@ -8,11 +8,13 @@ EST_PORT="${EST_PORT:-}" HTTP_PORT="${HTTP_PORT:-}"
 
 port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
-# free_port [TAKEN...]: a port nothing listens on (racy, but good enough here).
+# free_port [TAKEN...]: a port nothing listens on, below Linux's ephemeral range (32768+) so
+# that no client connection's source port takes it meanwhile (still racy: start_dev_server
+# retries on "Address already in use").
 free_port() {
     local p i taken
     for ((i = 0; i < 500; i++)); do
-        p=$((20000 + RANDOM % 40000))
+        p=$((20000 + RANDOM % 12000))
         for taken in "$@"; do [[ "$p" == "$taken" ]] && continue 2; done
         port_in_use "$p" || { echo "$p"; return 0; }
     done
@@ -39,6 +41,17 @@ stop_server() {
 # to 60 s for /healthz. Must run in the test's own shell (not a subshell): SERVER_PID and the
 # ports outlive it.
 start_dev_server() {
+    local attempt
+    for attempt in 1 2 3; do
+        start_dev_server_once "$1" && return 0
+        grep -q "Address already in use" "$LOG" 2>/dev/null || return 1
+        echo "# port taken meanwhile (attempt $attempt); retrying on other ports"
+        : >"$LOG"
+    done
+    return 1
+}
+
+start_dev_server_once() {
     local data=$1 deadline rc
     EST_PORT="$(free_port)" || { echo "no free TCP port found"; return 1; }
     HTTP_PORT="$(free_port "$EST_PORT")" || { echo "no free TCP port found"; return 1; }
