@@ -21,42 +21,15 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use attestca::issuance::IssuingCa;
-use attestca::issuance::software_ca::SoftwareCa;
-use attestca::revocation::crl::{RevokedEntry, RevokedList, build};
-use attestca::signer::CaKeyAlgorithm;
-use attestca::signer::software::SoftwareSigner;
-use der::Decode;
 
-fn entry(i: u64) -> RevokedEntry {
-    RevokedEntry {
-        serial: format!("{:032x}", (0x40u128 << 120) + u128::from(i)),
-        revoked_at: 1_790_000_000 + (i % 86_400) as i64,
-        reason: i.is_multiple_of(3).then(|| "keyCompromise".to_owned()),
-    }
-}
-
-fn listed(der: &[u8]) -> usize {
-    x509_cert::crl::CertificateList::<x509_cert::certificate::Rfc5280>::from_der(der)
-        .expect("the CRL parses")
-        .tbs_cert_list
-        .revoked_certificates
-        .map_or(0, |r| r.len())
-}
-
-fn test_ca() -> anyhow::Result<Arc<IssuingCa>> {
-    let root = SoftwareCa::self_signed("CN=attestca CRL bench,O=attestca", 1)?;
-    let signer = SoftwareSigner::from_pkcs8(CaKeyAlgorithm::EcdsaP256, &root.pkcs8)?;
-    Ok(Arc::new(IssuingCa::new(vec![root.der], Arc::new(signer))?))
-}
+#[path = "support/crl.rs"]
+mod synthetic_crl;
 
 fn in_memory(ca: &IssuingCa, n: u64, check: bool) -> anyhow::Result<()> {
     let start = Instant::now();
-    let mut list = RevokedList::default();
-    for i in 0..n {
-        list.push(&entry(i))?;
-    }
+    let list = synthetic_crl::revoked_list(n)?;
     let encoded = start.elapsed();
-    let der = build(ca, 1, 1_790_000_000, 1_790_086_400, &list)?;
+    let der = synthetic_crl::sign(ca, &list)?;
     let total = start.elapsed();
     println!(
         "in memory   {n:>9} entries: encode {:>7.3} s, build+sign {:>7.3} s total, {:>6.1} MB, {:>10.0} entries/s",
@@ -66,7 +39,11 @@ fn in_memory(ca: &IssuingCa, n: u64, check: bool) -> anyhow::Result<()> {
         n as f64 / total.as_secs_f64()
     );
     if check {
-        assert_eq!(listed(&der), n as usize, "every entry is listed");
+        assert_eq!(
+            synthetic_crl::listed(&der),
+            n as usize,
+            "every entry is listed"
+        );
     }
     Ok(())
 }
@@ -123,7 +100,7 @@ async fn from_postgres(
             inserted.as_secs_f64()
         );
         if check {
-            assert_eq!(listed(&crl.der), n as usize, "every revoked row is listed");
+            assert_eq!(synthetic_crl::listed(&crl.der), n as usize, "every revoked row is listed");
         }
         pool.close().await;
         anyhow::Ok(())
@@ -140,15 +117,8 @@ async fn from_postgres(
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let benchmarking = std::env::args().any(|a| a == "--bench");
-    let sizes: Vec<u64> = match std::env::var("ATTESTCA_BENCH_CRL_SIZES") {
-        Ok(list) => list
-            .split(',')
-            .filter_map(|s| s.trim().parse().ok())
-            .collect(),
-        Err(_) if benchmarking => vec![100_000, 1_000_000],
-        Err(_) => vec![1_000],
-    };
-    let ca = test_ca()?;
+    let sizes = synthetic_crl::sizes(benchmarking);
+    let ca = synthetic_crl::test_ca()?;
     println!("CRL build benchmark (P-256 software key; one signature per CRL)");
     for &n in &sizes {
         in_memory(&ca, n, !benchmarking)?;

@@ -1,8 +1,13 @@
-//! Criterion micro-benchmarks of single enrollment steps, in process, software only:
-//! attested-CSR decode + signature verification (`enrollment::csr::validate` under the default
-//! profile), certificate build + sign with the software key, and certs-only PKCS#7 encoding of
-//! the issued certificate. Run: `cargo bench --bench enrollment_steps` (not part of the test
-//! command; `cargo test --all-targets` runs each once as a smoke test).
+//! Criterion micro-benchmarks of single enrollment steps, in process: attested-CSR decode +
+//! signature verification (`enrollment::csr::validate` under the default profile), certificate
+//! build + sign with the software key and with a SoftHSM key through the CA's PKCS#11 signer
+//! (one session: a fresh token in a temporary directory made with `softhsm2-util`, a P-256 key
+//! generated in it as `attestca init` does), and certs-only PKCS#7 encoding of the issued
+//! certificate.
+//!
+//! Run: `cargo bench --bench enrollment_steps` (env ATTESTCA_TEST_PKCS11_MODULE, default
+//! /usr/lib/softhsm/libsofthsm2.so; the SoftHSM benchmark is skipped with a note without it).
+//! Not part of the test command; `cargo test --all-targets` runs each once as a smoke test.
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use der::Decode;
@@ -12,10 +17,20 @@ use attestca::issuance::build::{CertificateSpec, random_serial};
 use attestca::issuance::profile::IssuanceProfile;
 use attestca::rig::secure_element::SimulatedVendor;
 use attestca::signer::CaKeyAlgorithm;
+use attestca::signer::pkcs11::Pkcs11Signer;
 use attestca::signer::software::{SoftwareSigner, generate_pkcs8};
+
+#[path = "support/softhsm.rs"]
+mod softhsm;
 
 fn benches(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("temp dir");
+    // Before anything else: the token set-up points SOFTHSM2_CONF at it.
+    let hsm = softhsm::module().map(|module| {
+        let tokens = dir.path().join("softhsm");
+        softhsm::init_token(&tokens).expect("SoftHSM token");
+        Pkcs11Signer::generate(&softhsm::signer_config(&module, "bench-ca", 1)).expect("HSM key")
+    });
     let vendor = SimulatedVendor::create(dir.path()).expect("simulated vendor");
     let element = vendor.manufacture().expect("secure element");
     let (key, csr) = element
@@ -42,6 +57,14 @@ fn benches(c: &mut Criterion) {
     c.bench_function("certificate_build_and_sign_software", |b| {
         b.iter(|| spec.sign(&signer).expect("signed"))
     });
+
+    if let Some(hsm) = &hsm {
+        c.bench_function("certificate_build_and_sign_softhsm", |b| {
+            b.iter(|| spec.sign(hsm).expect("signed"))
+        });
+    } else {
+        println!("certificate_build_and_sign_softhsm SKIPPED: no PKCS#11 module");
+    }
 
     let issued = spec.sign(&signer).expect("signed").der;
     x509_cert::Certificate::from_der(&issued).expect("certificate");

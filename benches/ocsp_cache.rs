@@ -21,20 +21,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use attestca::ocsp::request::IssuerHashes;
+#[path = "support/ocsp.rs"]
+mod setup;
 
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn free_addr() -> std::net::SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("port")
-}
+use setup::{env_usize, free_addr};
 
 fn resident_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/status")
@@ -45,53 +35,6 @@ fn resident_bytes() -> u64 {
                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         })
         .map_or(0, |kb| kb * 1024)
-}
-
-fn random_serial() -> Vec<u8> {
-    let mut serial = [0u8; 16];
-    aws_lc_rs::rand::fill(&mut serial).expect("random");
-    serial[0] = (serial[0] & 0x7f) | 0x01;
-    serial.to_vec()
-}
-
-/// Inserts `count` certificate rows of the issuer `issuer_key_id`; returns their serials.
-async fn insert_certificates(
-    store: &attestca::store::Store,
-    issuer_key_id: &[u8],
-    count: usize,
-) -> anyhow::Result<Vec<Vec<u8>>> {
-    let now = attestca::issuance::unix_seconds(std::time::SystemTime::now()) as i64;
-    let mut serials = Vec::with_capacity(count);
-    let mut tx = store.pool().begin().await?;
-    for i in 0..count {
-        let serial = random_serial();
-        sqlx::query(
-            "INSERT INTO certificates (serial, der, issuer_key_id, subject, spki_sha256, profile, \
-             not_before, not_after, requester, csr_sha256, issued_at) \
-             VALUES ($1, $2, $3, $4, $5, 'bench', $6, $7, 'bench', $8, $9)",
-        )
-        .bind(hex::encode(&serial))
-        .bind(vec![0u8])
-        .bind(issuer_key_id)
-        .bind(format!("CN=bench-{i}"))
-        .bind(random_serial())
-        .bind(now - 3600)
-        .bind(now + 365 * 86_400)
-        .bind(random_serial())
-        .bind(now - 3600)
-        .execute(&mut *tx)
-        .await?;
-        serials.push(serial);
-    }
-    tx.commit().await?;
-    Ok(serials)
-}
-
-fn requests(issuer: &IssuerHashes, serials: &[Vec<u8>]) -> anyhow::Result<Vec<Vec<u8>>> {
-    serials
-        .iter()
-        .map(|s| attestca::rig::load::ocsp::request_der(issuer, s))
-        .collect()
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
@@ -114,23 +57,11 @@ async fn main() -> anyhow::Result<()> {
     );
     let clients = env_usize("ATTESTCA_BENCH_CLIENTS", 32);
     let secs = env_usize("ATTESTCA_BENCH_SECS", if benchmarking { 10 } else { 1 }) as u64;
-    let tmp = tempfile::tempdir()?;
-    let config = attestca::setup::dev_config(tmp.path(), free_addr(), free_addr());
-    let mut config = attestca::setup::ensure_dev_install(config)?;
-    // Pre-signing only: no poll will find anything new.
-    config.revocation.ocsp_poll_secs = 3600;
-
-    let chain = attestca::pem::read_certificates(&config.ca.chain_file)?;
-    let issuer = IssuerHashes::of(&chain[0])?;
-    let key_id = attestca::issuance::extensions::certificate_key_identifier(&chain[0]);
-    let store = attestca::store::Store::connect(
-        &config.resolve_database_url()?,
-        config.database.max_connections,
-    )
-    .await?;
-    eprintln!("inserting {certs} certificate rows…");
-    let serials = insert_certificates(&store, &key_id, certs).await?;
-    let bodies = Arc::new(requests(&issuer, &serials[..serials.len().min(1000)])?);
+    let setup::Install {
+        _dir,
+        config,
+        requests: bodies,
+    } = setup::install(certs).await?;
 
     // 1. Warm-up.
     let assembled = attestca::server::assemble(&config).await?;
@@ -140,10 +71,7 @@ async fn main() -> anyhow::Result<()> {
         .ok_or_else(|| anyhow::anyhow!("OCSP is disabled"))?;
     let rss_before = resident_bytes();
     let started = Instant::now();
-    let refresher = tokio::spawn(Arc::clone(&responder).run(Duration::from_secs(3600)));
-    while !responder.is_warm() {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let refresher = setup::warm_up(&responder).await;
     let warm = started.elapsed();
     let cached = responder.cached();
     let per_entry = resident_bytes().saturating_sub(rss_before) as f64 / cached.max(1) as f64;

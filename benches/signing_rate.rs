@@ -15,8 +15,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use attestca::config::Pkcs11SignerConfig;
 use attestca::signer::{CaKeyAlgorithm, Signer};
+
+#[path = "support/softhsm.rs"]
+mod softhsm;
 
 fn rate(signer: Arc<dyn Signer>, threads: usize, seconds: Duration) -> anyhow::Result<f64> {
     let message = vec![0x5au8; 300];
@@ -66,48 +68,14 @@ fn main() -> anyhow::Result<()> {
         );
     }
 
-    let module = std::env::var("ATTESTCA_TEST_PKCS11_MODULE")
-        .unwrap_or_else(|_| "/usr/lib/softhsm/libsofthsm2.so".into());
-    if !std::path::Path::new(&module).is_file() {
-        println!("signing_rate SKIPPED pkcs11: no module at {module}");
+    let Some(module) = softhsm::module() else {
+        println!("signing_rate SKIPPED pkcs11: no PKCS#11 module (ATTESTCA_TEST_PKCS11_MODULE)");
         return Ok(());
-    }
+    };
     let dir = tempfile::tempdir()?;
-    let tokens = dir.path().join("tokens");
-    std::fs::create_dir_all(&tokens)?;
-    let conf = dir.path().join("softhsm2.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
-            tokens.display()
-        ),
-    )?;
-    // SAFETY: single-threaded here; no other thread reads the environment yet.
-    unsafe { std::env::set_var("SOFTHSM2_CONF", &conf) };
-    let status = std::process::Command::new("softhsm2-util")
-        .args([
-            "--init-token",
-            "--free",
-            "--label",
-            "bench",
-            "--so-pin",
-            "12345678",
-            "--pin",
-            "1234",
-        ])
-        .stdout(std::process::Stdio::null())
-        .status()?;
-    anyhow::ensure!(status.success(), "softhsm2-util --init-token failed");
+    softhsm::init_token(dir.path())?;
     for threads in [1, 2] {
-        let config = Pkcs11SignerConfig {
-            module: module.clone().into(),
-            token_label: "bench".into(),
-            key_label: format!("bench-{threads}"),
-            algorithm: CaKeyAlgorithm::EcdsaP256,
-            sessions: threads,
-            pin: "1234".to_owned().into(),
-        };
+        let config = softhsm::signer_config(&module, &format!("bench-{threads}"), threads);
         let signer: Arc<dyn Signer> =
             Arc::new(attestca::signer::pkcs11::Pkcs11Signer::generate(&config)?);
         println!(
