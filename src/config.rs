@@ -202,8 +202,10 @@ pub struct DatabaseConfig {
     pub password_file: Option<PathBuf>,
     /// Connection pool size.
     pub max_connections: u32,
-    /// Most records committed in one transaction by the writer.
+    /// Most records committed in one transaction by a writer.
     pub write_batch_max: usize,
+    /// Writers committing batches at once (PostgreSQL; SQLite always has one).
+    pub writers: usize,
     /// A rig re-posting the same CSR within this many seconds gets the certificate already issued.
     pub retry_window_secs: u64,
 }
@@ -215,6 +217,7 @@ impl Default for DatabaseConfig {
             password_file: None,
             max_connections: 16,
             write_batch_max: 256,
+            writers: 4,
             retry_window_secs: 600,
         }
     }

@@ -391,3 +391,31 @@ async fn renew_and_ocsp_modes_smoke() {
     assert_percentiles(&report["latency_ms"], "latency_ms");
     assert_svg(&tmp.path().join("ocsp.svg"));
 }
+
+/// `attestca-rig vendor --out DIR` makes the simulated vendor a configured CA trusts (what
+/// `benches/load/pg-softhsm.sh` uses), and refuses to overwrite one.
+#[test]
+fn vendor_command_creates_a_simulated_vendor_once() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let out = tmp.path().join("vendor");
+    let create = [
+        "vendor".to_owned(),
+        "--out".into(),
+        out.display().to_string(),
+    ];
+    let (ok, stdout, stderr) = rig(&create);
+    assert!(ok, "vendor failed: {stderr}");
+    assert_eq!(
+        stdout.trim(),
+        out.join("vendor-root.crt").display().to_string()
+    );
+    let root = std::fs::read_to_string(out.join("vendor-root.crt")).expect("root PEM");
+    assert!(root.starts_with("-----BEGIN CERTIFICATE-----"), "{root}");
+    let loaded =
+        attestca::rig::secure_element::SimulatedVendor::load(&out).expect("the vendor loads again");
+    loaded.manufacture().expect("and manufactures a device");
+
+    let (again, _, stderr) = rig(&create);
+    assert!(!again, "a second vendor over the first must be refused");
+    assert!(stderr.contains("already holds a vendor"), "{stderr}");
+}

@@ -48,7 +48,7 @@ fn issued(serial: &str, csr: &[u8], issued_at: i64, window_start: i64) -> Ledger
 }
 
 async fn exercise(store: Store) {
-    let ledger = Ledger::start(store.clone(), 16);
+    let ledger = Ledger::start(store.clone(), 16, 4);
     let (csr_a, csr_b) = ([0xaa; 32], [0xbb; 32]);
     let t = 1_000_000;
 

@@ -40,6 +40,59 @@ fn der_of(c: &EvidenceCertificate) -> Vec<u8> {
     c.to_der().unwrap_or_default()
 }
 
+/// Certificates a vendor root has been verified to have signed.
+///
+/// Every device of a vendor brings the same intermediate under the vendor's root (its
+/// attestation CA, Microchip's signer, Yubico's intermediate), so without a memory every
+/// enrollment re-verifies the same signature: one of the four P-256 verifications of an
+/// attested enrollment was always the same one. A signature check is a pure function of the
+/// issuer's public key and the certificate's bytes, so a hit on the hash of both is the same
+/// answer. Only links from a configured root are remembered, and only successes; validity,
+/// names and constraints are still checked on every path, and the per-device links below are
+/// verified every time. A vendor whose device certificates hang directly off its root (some
+/// TPM AK CAs) fills it with one-off entries: it is emptied when full, which costs one
+/// re-verification per shared link.
+struct VerifiedLinks {
+    seen: std::sync::Mutex<std::collections::HashSet<[u8; 32]>>,
+}
+
+/// How many verified links are remembered before the memory is emptied.
+const VERIFIED_LINKS_CAPACITY: usize = 4096;
+
+static VERIFIED_LINKS: std::sync::LazyLock<VerifiedLinks> =
+    std::sync::LazyLock::new(|| VerifiedLinks {
+        seen: std::sync::Mutex::new(std::collections::HashSet::new()),
+    });
+
+impl VerifiedLinks {
+    fn key(issuer: &EvidenceCertificate, child_der: &[u8]) -> Option<[u8; 32]> {
+        use sha2::{Digest, Sha256};
+        let spki = issuer
+            .tbs_certificate()
+            .subject_public_key_info()
+            .to_der()
+            .ok()?;
+        let mut hash = Sha256::new();
+        hash.update((spki.len() as u64).to_be_bytes());
+        hash.update(&spki);
+        hash.update(child_der);
+        Some(hash.finalize().into())
+    }
+
+    fn contains(&self, key: &[u8; 32]) -> bool {
+        self.seen.lock().is_ok_and(|seen| seen.contains(key))
+    }
+
+    fn insert(&self, key: [u8; 32]) {
+        if let Ok(mut seen) = self.seen.lock() {
+            if seen.len() >= VERIFIED_LINKS_CAPACITY {
+                seen.clear();
+            }
+            seen.insert(key);
+        }
+    }
+}
+
 /// Whether `cert` is valid at `at`.
 pub fn valid_at(cert: &EvidenceCertificate, at: SystemTime) -> bool {
     let validity = cert.tbs_certificate().validity();
@@ -49,6 +102,25 @@ pub fn valid_at(cert: &EvidenceCertificate, at: SystemTime) -> bool {
 fn issues(issuer: &EvidenceCertificate, child: &EvidenceCertificate) -> bool {
     issuer.tbs_certificate().subject() == child.tbs_certificate().issuer()
         && crate::verify::issued_by(&der_of(child), issuer)
+}
+
+/// [`issues`] for a configured root, remembered in [`VERIFIED_LINKS`].
+fn root_issues(root: &EvidenceCertificate, child: &EvidenceCertificate) -> bool {
+    if root.tbs_certificate().subject() != child.tbs_certificate().issuer() {
+        return false;
+    }
+    let child_der = der_of(child);
+    let Some(key) = VerifiedLinks::key(root, &child_der) else {
+        return false;
+    };
+    if VERIFIED_LINKS.contains(&key) {
+        return true;
+    }
+    let verified = crate::verify::issued_by(&child_der, root);
+    if verified {
+        VERIFIED_LINKS.insert(key);
+    }
+    verified
 }
 
 /// Checks that `cert`, at `depth` above the leaf (1 = directly above), may issue.
@@ -133,8 +205,8 @@ fn extend(
     let depth = path.len();
     // A root anchors the path when it issued the current certificate, or is the certificate.
     for (i, root) in roots.iter().enumerate() {
-        let is_root = der_of(root) == der_of(&current);
-        if is_root || issues(root, &current) {
+        let is_root = root == &current;
+        if is_root || root_issues(root, &current) {
             if !valid_at(root, at) {
                 *last_error = AttestationError::refused(
                     "attestation.expired",
@@ -162,10 +234,7 @@ fn extend(
         // cannot lead to a trusted one, so it is not an intermediate (and not a chain error).
         let self_signed =
             candidate.tbs_certificate().subject() == candidate.tbs_certificate().issuer();
-        if self_signed
-            || path.iter().any(|p| der_of(p) == der_of(candidate))
-            || !issues(candidate, &current)
-        {
+        if self_signed || path.iter().any(|p| p == candidate) || !issues(candidate, &current) {
             continue;
         }
         if let Err(e) = may_issue(candidate, depth, options) {
@@ -253,6 +322,40 @@ mod tests {
         let path = build(&leaf, &[issuer], &[root], now, tolerant)
             .expect("tolerated directly above the leaf");
         assert_eq!(path.certificates.len(), 3);
+    }
+
+    #[test]
+    fn a_remembered_root_link_does_not_vouch_for_a_tampered_intermediate() {
+        let now = SystemTime::now();
+        let (root, issuer, leaf) = path_with(true);
+        for _ in 0..2 {
+            build(
+                &leaf,
+                std::slice::from_ref(&issuer),
+                std::slice::from_ref(&root),
+                now,
+                PathOptions::default(),
+            )
+            .expect("the genuine path, verified and then remembered");
+        }
+        // The intermediate with one bit of its signature flipped: same names, same key, so it
+        // still issued the leaf, but the root's signature over it no longer holds.
+        let mut der = der_of(&issuer);
+        let last = der.len() - 1;
+        der[last] ^= 0x01;
+        let tampered = cert(&der);
+        assert_eq!(
+            build(
+                &leaf,
+                std::slice::from_ref(&tampered),
+                std::slice::from_ref(&root),
+                now,
+                PathOptions::default()
+            )
+            .expect_err("a bad signature")
+            .code,
+            "attestation.untrusted_root"
+        );
     }
 
     #[test]

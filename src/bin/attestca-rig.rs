@@ -118,6 +118,13 @@ enum Command {
         #[command(subcommand)]
         mode: LoadMode,
     },
+    /// Create a simulated secure-element vendor in OUT (vendor-root.crt is the root a CA
+    /// configures under [[attestation.vendors]] with reader = "simulated-se"): what `serve --dev`
+    /// does for its own data directory, for a CA installed with a configuration file.
+    Vendor {
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 /// `personalise` arguments.
@@ -417,6 +424,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Reenroll(args) => reenroll(args).await?,
         Command::Personalise(args) => personalise(args).await?,
         Command::Load { mode } => run_load(mode).await?,
+        Command::Vendor { out } => {
+            if out.join("vendor-root.crt").exists() {
+                anyhow::bail!("{} already holds a vendor", out.display());
+            }
+            std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+            SimulatedVendor::create(&out).context("creating the simulated vendor")?;
+            println!("{}", out.join("vendor-root.crt").display());
+        }
         Command::Csr {
             out,
             cn,

@@ -86,7 +86,11 @@ pub async fn assemble(config: &Config) -> Result<Assembled, ServerError> {
     )
     .await?;
     tracing::info!(engine = store.engine().name(), "database ready");
-    let ledger = Ledger::start(store.clone(), config.database.write_batch_max);
+    let writers = match store.engine() {
+        crate::store::Engine::Postgres => config.database.writers,
+        crate::store::Engine::Sqlite => 1,
+    };
+    let ledger = Ledger::start(store.clone(), config.database.write_batch_max, writers);
     // Devices of the current issuing CA, and of earlier ones after a rollover, may renew.
     let mut device_issuers = vec![ca.certificate().clone()];
     for path in &config.ca.previous_certificate_files {

@@ -1,17 +1,26 @@
 //! The durable write path: certificates and enrollment events committed in batches.
 //!
-//! Every request hands its records to one writer task and waits for the commit. The writer
-//! takes whatever has queued up (up to `batch_max`) and commits it in one transaction, so under
-//! load many enrollments share one commit (one fsync) instead of paying for their own; when the
-//! CA is idle a batch is a single record and nothing waits for a timer.
+//! Every request hands its records to the ledger and waits for the commit. A writer takes
+//! whatever has queued up (up to `batch_max`) and commits it in one transaction, so under load
+//! many enrollments share one commit (one fsync) instead of paying for their own; when the CA
+//! is idle a batch is a single record and nothing waits for a timer.
+//!
+//! Several writers run at once on PostgreSQL (`database.writers`): a batch is a round trip per
+//! statement plus the commit's fsync, and one writer alone left the CA's cores idle while
+//! enrollments queued behind it (docs/performance.md). Writers take batches in turn from one
+//! queue; each sorts its batch by (requester, CSR) so that two transactions claiming the same
+//! pair lock in the same order, and a batch the database still aborts as a deadlock or
+//! serialization failure is written again once. SQLite has one writer at a time anyway.
 //!
 //! The writer is also where "issue once" is decided: the `issued_requests` primary key makes a
 //! second certificate for the same rig and CSR within the retry window impossible, even across
-//! instances sharing one PostgreSQL.
+//! writers and across instances sharing one PostgreSQL.
+
+use std::sync::Arc;
 
 use sqlx::Any;
 use sqlx::Transaction;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Mutex, mpsc, oneshot};
 
 use super::{CertificateRecord, EnrollmentEvent, Store, StoreError};
 
@@ -54,11 +63,15 @@ pub struct Ledger {
 }
 
 impl Ledger {
-    /// Starts the writer task.
-    pub fn start(store: Store, batch_max: usize) -> Self {
+    /// Starts `writers` writer tasks (at least one) sharing one queue.
+    pub fn start(store: Store, batch_max: usize, writers: usize) -> Self {
         let batch_max = batch_max.max(1);
-        let (sender, receiver) = mpsc::channel(batch_max * 4);
-        tokio::spawn(run_writer(store, receiver, batch_max));
+        let writers = writers.max(1);
+        let (sender, receiver) = mpsc::channel(batch_max * 4 * writers);
+        let queue = Arc::new(Mutex::new(receiver));
+        for _ in 0..writers {
+            tokio::spawn(run_writer(store.clone(), Arc::clone(&queue), batch_max));
+        }
         Self { sender }
     }
 
@@ -77,35 +90,69 @@ impl Ledger {
     }
 }
 
-async fn run_writer(store: Store, mut receiver: mpsc::Receiver<Job>, batch_max: usize) {
+/// Takes the next batch: waits for one job, then whatever else has queued, up to `batch_max`.
+/// `None` when every sender is gone.
+async fn next_batch(queue: &Mutex<mpsc::Receiver<Job>>, batch_max: usize) -> Option<Vec<Job>> {
+    let mut receiver = queue.lock().await;
+    let first = receiver.recv().await?;
     let mut jobs = Vec::with_capacity(batch_max);
-    while let Some(first) = receiver.recv().await {
-        jobs.push(first);
-        while jobs.len() < batch_max {
-            match receiver.try_recv() {
-                Ok(job) => jobs.push(job),
-                Err(_) => break,
-            }
+    jobs.push(first);
+    while jobs.len() < batch_max {
+        match receiver.try_recv() {
+            Ok(job) => jobs.push(job),
+            Err(_) => break,
         }
+    }
+    Some(jobs)
+}
+
+async fn run_writer(store: Store, queue: Arc<Mutex<mpsc::Receiver<Job>>>, batch_max: usize) {
+    while let Some(mut jobs) = next_batch(&queue, batch_max).await {
+        // One lock order for every writer: claims of the same (requester, CSR) in two batches
+        // cannot wait on each other in a cycle.
+        jobs.sort_by(|a, b| a.entry.claim().cmp(&b.entry.claim()));
         let started = std::time::Instant::now();
-        let written = write_batch(&store, &jobs).await;
+        let mut written = write_batch(&store, &jobs).await;
+        if written.as_ref().is_err_and(is_transient) {
+            written = write_batch(&store, &jobs).await;
+        }
         crate::metrics::METRICS
             .db_query_duration
             .with_label_values(&["ledger_commit"])
             .observe(started.elapsed().as_secs_f64());
         match written {
             Ok(outcomes) => {
-                for (job, outcome) in jobs.drain(..).zip(outcomes) {
+                for (job, outcome) in jobs.into_iter().zip(outcomes) {
                     let _ = job.reply.send(Ok(outcome));
                 }
             }
             Err(e) => {
                 tracing::error!(error = %e, records = jobs.len(), "database commit failed");
                 let message = e.to_string();
-                for job in jobs.drain(..) {
+                for job in jobs {
                     let _ = job.reply.send(Err(message.clone()));
                 }
             }
+        }
+    }
+}
+
+/// A failure the database asks the client to retry: deadlock detected, serialization failure.
+fn is_transient(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .and_then(|d| d.code())
+        .is_some_and(|code| code == "40P01" || code == "40001")
+}
+
+impl LedgerEntry {
+    /// The `issued_requests` row this entry claims, if any (the order writers lock in).
+    fn claim(&self) -> Option<(&str, &[u8])> {
+        match self {
+            LedgerEntry::Issued { certificate, .. } => Some((
+                certificate.requester.as_str(),
+                certificate.csr_sha256.as_slice(),
+            )),
+            LedgerEntry::Event(_) => None,
         }
     }
 }
