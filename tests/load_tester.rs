@@ -19,8 +19,12 @@ struct Dev {
 
 impl Dev {
     async fn start(tmp: &Path) -> Self {
+        Self::start_with(tmp, &[]).await
+    }
+
+    async fn start_with(tmp: &Path, envs: &[(&str, String)]) -> Self {
         let data = tmp.join("data");
-        let mut server = ServerProcess::dev(&data, &tmp.join("server.log"));
+        let mut server = ServerProcess::dev_with(&data, &tmp.join("server.log"), envs);
         server.wait_ready().await;
         Self { server, data }
     }
@@ -418,4 +422,42 @@ fn vendor_command_creates_a_simulated_vendor_once() {
     let (again, _, stderr) = rig(&create);
     assert!(!again, "a second vendor over the first must be refused");
     assert!(stderr.contains("already holds a vendor"), "{stderr}");
+}
+
+/// A throughput window longer than the server's nonce lifetime: the prepared stock is used
+/// oldest first and dropped as it ages, enrollments are then prepared inside the window, and
+/// no CSR with an expired nonce is sent (a run used to end in `attestation.nonce_expired`
+/// refusals that were the client's fault, not the CA's).
+#[tokio::test]
+async fn throughput_outlasting_the_nonce_lifetime_sends_no_expired_nonce() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dev = Dev::start_with(
+        tmp.path(),
+        &[("ATTESTCA_ATTESTATION__NONCE_LIFETIME_SECS", "7".to_owned())],
+    )
+    .await;
+    let json = tmp.path().join("throughput.json");
+    let (ok, stdout, stderr) = rig(&args(
+        &["load", "throughput"],
+        &dev.connection(),
+        &[
+            "--concurrency",
+            "2",
+            "--duration",
+            "8",
+            "--prepare",
+            "5000",
+            "--json",
+            &json.display().to_string(),
+        ],
+    ));
+    assert!(ok, "load throughput failed:\n{stdout}\n{stderr}");
+    assert!(stderr.contains("nonces expire"), "no note:\n{stderr}");
+    let report = read_json(&json);
+    assert_eq!(report["failed"].as_u64(), Some(0), "{report}");
+    assert!(report["completed"].as_u64().unwrap_or(0) > 0, "{report}");
+    assert!(
+        report["prepared_in_window"].as_u64().unwrap_or(0) > 0,
+        "the stock outlived its nonces, so some CSRs must have been prepared in the window: {report}"
+    );
 }

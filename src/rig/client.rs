@@ -109,6 +109,12 @@ impl EstClient {
 
     /// `GET nonce` (draft-ietf-lamps-attestation-freshness): a fresh nonce for evidence.
     pub async fn nonce(&self) -> anyhow::Result<Vec<u8>> {
+        Ok(self.nonce_with_lifetime().await?.0)
+    }
+
+    /// A fresh nonce and how long the server says it stays valid (its `expiry`, in seconds;
+    /// `None` when the server does not say).
+    pub async fn nonce_with_lifetime(&self) -> anyhow::Result<(Vec<u8>, Option<u64>)> {
         use base64::Engine;
         let mut request = self.http.get(format!("{}/nonce", self.base));
         if let Some((user, password)) = &self.basic {
@@ -127,9 +133,10 @@ impl EstClient {
         let encoded = json["nonce"]
             .as_str()
             .context("nonce: no \"nonce\" field")?;
-        base64::engine::general_purpose::URL_SAFE_NO_PAD
+        let nonce = base64::engine::general_purpose::URL_SAFE_NO_PAD
             .decode(encoded)
-            .context("nonce: not base64url")
+            .context("nonce: not base64url")?;
+        Ok((nonce, json["expiry"].as_u64()))
     }
 
     /// `POST simpleenroll`: returns the issued certificate (DER).

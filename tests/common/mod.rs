@@ -68,6 +68,11 @@ impl ServerProcess {
 
     /// `attestca serve --dev` on fresh loopback ports, with its data in `data_dir`.
     pub fn dev(data_dir: &Path, log: &Path) -> Self {
+        Self::dev_with(data_dir, log, &[])
+    }
+
+    /// [`ServerProcess::dev`] with configuration overrides in the environment.
+    pub fn dev_with(data_dir: &Path, log: &Path, envs: &[(&str, String)]) -> Self {
         let (est, http) = addresses();
         Self::spawn(
             &[
@@ -80,7 +85,7 @@ impl ServerProcess {
                 "--http-addr",
                 &http.to_string(),
             ],
-            &[],
+            envs,
             log,
             est,
             http,

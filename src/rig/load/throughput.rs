@@ -110,12 +110,40 @@ impl LoadReport for ThroughputReport {
 
 /// One prepared attested CSR: nonce fetched, element manufactured, key generated and attested.
 pub async fn prepare_one(est: &EstClient, vendor: &SimulatedVendor) -> anyhow::Result<Vec<u8>> {
-    let nonce = est.nonce().await?;
+    Ok(prepare_fresh(est, vendor).await?.csr)
+}
+
+/// A prepared CSR and the moment its nonce stops being accepted.
+struct PreparedCsr {
+    csr: Vec<u8>,
+    usable_until: Option<Instant>,
+}
+
+impl PreparedCsr {
+    fn is_usable(&self, now: Instant) -> bool {
+        self.usable_until.is_none_or(|until| now < until)
+    }
+}
+
+/// Margin before a nonce's expiry after which a prepared CSR is no longer sent: the request
+/// must reach the CA's nonce check before the nonce expires.
+const NONCE_MARGIN: Duration = Duration::from_secs(5);
+
+async fn prepare_fresh(est: &EstClient, vendor: &SimulatedVendor) -> anyhow::Result<PreparedCsr> {
+    let asked = Instant::now();
+    let (nonce, lifetime) = est.nonce_with_lifetime().await?;
     let element = vendor.manufacture()?;
     let key = crate::rig::device::DeviceKey::generate()?;
     let attestation = element.attest(&key.public_key()?, &nonce, KeyClaims::default())?;
     let cn = format!("load-{}", hex::encode(&element.serial));
-    key.csr_with_attributes(&cn, vec![element.evidence_attribute(&attestation)?])
+    Ok(PreparedCsr {
+        csr: key.csr_with_attributes(&cn, vec![element.evidence_attribute(&attestation)?])?,
+        usable_until: lifetime.map(|secs| {
+            (asked + Duration::from_secs(secs))
+                .checked_sub(NONCE_MARGIN)
+                .unwrap_or(asked)
+        }),
+    })
 }
 
 /// Runs the load; progress on stderr.
@@ -145,9 +173,9 @@ pub async fn run(
     for rig in &rigs {
         let (rig, vendor) = (rig.clone(), vendor.clone());
         preparing.spawn(async move {
-            let mut out = Vec::with_capacity(per_rig);
+            let mut out = std::collections::VecDeque::with_capacity(per_rig);
             for _ in 0..per_rig {
-                out.push(prepare_one(&rig, &vendor).await?);
+                out.push_back(prepare_fresh(&rig, &vendor).await?);
             }
             anyhow::Ok(out)
         });
@@ -166,6 +194,23 @@ pub async fn run(
         options.duration.as_secs_f64(),
         rigs.len()
     );
+    // The oldest prepared nonce expires first; a window running past it prepares inside the
+    // window (counted, and reported as the client being the bottleneck) instead of sending
+    // CSRs the CA must refuse as expired.
+    let window_end = Instant::now() + options.duration;
+    if let Some(first_expiry) = queues
+        .iter()
+        .filter_map(|q| q.front().and_then(|p| p.usable_until))
+        .min()
+        && first_expiry < window_end
+    {
+        eprintln!(
+            "note: the server's nonces expire {:.0} s into the window; CSRs prepared before it are used oldest first and then prepared inside the window",
+            first_expiry
+                .saturating_duration_since(Instant::now())
+                .as_secs_f64()
+        );
+    }
 
     // The measured window.
     let window = Window::open("enrollments", options.duration);
@@ -186,8 +231,12 @@ pub async fn run(
                 if count.is_some_and(|max| started.fetch_add(1, Ordering::Relaxed) >= max) {
                     break;
                 }
-                let csr = match queue.pop() {
-                    Some(csr) => csr,
+                let now = Instant::now();
+                while queue.front().is_some_and(|p| !p.is_usable(now)) {
+                    queue.pop_front();
+                }
+                let csr = match queue.pop_front() {
+                    Some(prepared) => prepared.csr,
                     None => {
                         starved.fetch_add(1, Ordering::Relaxed);
                         match prepare_one(&rig, &vendor).await {
