@@ -22,7 +22,7 @@ use sqlx::Any;
 use sqlx::Transaction;
 use tokio::sync::{Mutex, mpsc, oneshot};
 
-use super::{CertificateRecord, EnrollmentEvent, Store, StoreError};
+use super::{CertificateRecord, Engine, EnrollmentEvent, Store, StoreError};
 
 /// What to commit.
 #[derive(Debug)]
@@ -170,12 +170,94 @@ async fn write_batch(store: &Store, jobs: &[Job]) -> Result<Vec<Committed>, sqlx
                 certificate,
                 event,
                 retry_window_start,
-            } => write_issued(&mut tx, certificate, event, *retry_window_start).await?,
+            } => match store.engine() {
+                Engine::Postgres => {
+                    write_issued_postgres(&mut tx, certificate, event, *retry_window_start).await?
+                }
+                Engine::Sqlite => {
+                    write_issued(&mut tx, certificate, event, *retry_window_start).await?
+                }
+            },
         };
         outcomes.push(outcome);
     }
     tx.commit().await?;
     Ok(outcomes)
+}
+
+/// [`write_issued`] in one statement on PostgreSQL: the certificate insert, the claim and the
+/// event are one round trip instead of three (data-modifying CTEs; SQLite has none). Under load
+/// a batch's time was mostly these round trips, each waiting for a core shared with the
+/// database. Same outcomes, same rows.
+async fn write_issued_postgres(
+    tx: &mut Transaction<'static, Any>,
+    c: &CertificateRecord,
+    event: &EnrollmentEvent,
+    retry_window_start: i64,
+) -> Result<Committed, sqlx::Error> {
+    use sqlx::Row;
+    let row = sqlx::query(
+        "WITH cert AS ( \
+           INSERT INTO certificates (serial, der, issuer_key_id, subject, sans, spki_sha256, \
+             profile, not_before, not_after, status, requester, device_identity, csr_sha256, \
+             issued_at, predecessor_serial) \
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'active', $10, $11, $12, $13, $14) \
+           ON CONFLICT (serial) DO NOTHING RETURNING serial), \
+         claim AS ( \
+           INSERT INTO issued_requests (requester, csr_sha256, serial, issued_at) \
+           SELECT $10, $12, serial, $13 FROM cert \
+           ON CONFLICT (requester, csr_sha256) DO UPDATE \
+           SET serial = excluded.serial, issued_at = excluded.issued_at \
+           WHERE issued_requests.issued_at < $15 RETURNING serial), \
+         event AS ( \
+           INSERT INTO enrollment_events (occurred_at, requester, operation, profile, outcome, \
+             reason, detail, serial, csr_sha256, peer, evidence_sha256, attestation_format, \
+             vendor, device_identity, predecessor_serial) \
+           SELECT $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30 \
+           FROM claim) \
+         SELECT (SELECT count(*) FROM cert) AS stored, (SELECT count(*) FROM claim) AS claimed",
+    )
+    .bind(&c.serial)
+    .bind(&c.der)
+    .bind(&c.issuer_key_id)
+    .bind(&c.subject)
+    .bind(&c.sans)
+    .bind(&c.spki_sha256)
+    .bind(&c.profile)
+    .bind(c.not_before)
+    .bind(c.not_after)
+    .bind(&c.requester)
+    .bind(&c.device_identity)
+    .bind(&c.csr_sha256)
+    .bind(c.issued_at)
+    .bind(&c.predecessor_serial)
+    .bind(retry_window_start)
+    .bind(event.occurred_at)
+    .bind(&event.requester)
+    .bind(&event.operation)
+    .bind(&event.profile)
+    .bind(&event.outcome)
+    .bind(&event.reason)
+    .bind(&event.detail)
+    .bind(&event.serial)
+    .bind(&event.csr_sha256)
+    .bind(&event.peer)
+    .bind(&event.evidence_sha256)
+    .bind(&event.attestation_format)
+    .bind(&event.vendor)
+    .bind(&event.device_identity)
+    .bind(&event.predecessor_serial)
+    .fetch_one(&mut **tx)
+    .await?;
+    let stored: i64 = row.try_get("stored")?;
+    let claimed: i64 = row.try_get("claimed")?;
+    if stored == 0 {
+        return Ok(Committed::SerialCollision);
+    }
+    if claimed == 1 {
+        return Ok(Committed::Stored);
+    }
+    keep_the_earlier_issue(tx, c, event).await
 }
 
 async fn write_issued(
@@ -228,7 +310,16 @@ async fn write_issued(
         insert_event(tx, event).await?;
         return Ok(Committed::Stored);
     }
-    // Someone (a concurrent request, another instance) issued for this CSR first: keep theirs.
+    keep_the_earlier_issue(tx, c, event).await
+}
+
+/// Someone (a concurrent request, another instance) issued for this CSR first: keep theirs,
+/// drop the certificate just inserted, and record the event as a retry.
+async fn keep_the_earlier_issue(
+    tx: &mut Transaction<'static, Any>,
+    c: &CertificateRecord,
+    event: &EnrollmentEvent,
+) -> Result<Committed, sqlx::Error> {
     sqlx::query("DELETE FROM certificates WHERE serial = $1")
         .bind(&c.serial)
         .execute(&mut **tx)
