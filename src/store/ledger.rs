@@ -196,7 +196,7 @@ async fn write_issued_postgres(
     retry_window_start: i64,
 ) -> Result<Committed, sqlx::Error> {
     use sqlx::Row;
-    let row = sqlx::query(
+    let query = sqlx::query(
         "WITH cert AS ( \
            INSERT INTO certificates (serial, der, issuer_key_id, subject, sans, spki_sha256, \
              profile, not_before, not_after, status, requester, device_identity, csr_sha256, \
@@ -216,39 +216,10 @@ async fn write_issued_postgres(
            SELECT $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30 \
            FROM claim) \
          SELECT (SELECT count(*) FROM cert) AS stored, (SELECT count(*) FROM claim) AS claimed",
-    )
-    .bind(&c.serial)
-    .bind(&c.der)
-    .bind(&c.issuer_key_id)
-    .bind(&c.subject)
-    .bind(&c.sans)
-    .bind(&c.spki_sha256)
-    .bind(&c.profile)
-    .bind(c.not_before)
-    .bind(c.not_after)
-    .bind(&c.requester)
-    .bind(&c.device_identity)
-    .bind(&c.csr_sha256)
-    .bind(c.issued_at)
-    .bind(&c.predecessor_serial)
-    .bind(retry_window_start)
-    .bind(event.occurred_at)
-    .bind(&event.requester)
-    .bind(&event.operation)
-    .bind(&event.profile)
-    .bind(&event.outcome)
-    .bind(&event.reason)
-    .bind(&event.detail)
-    .bind(&event.serial)
-    .bind(&event.csr_sha256)
-    .bind(&event.peer)
-    .bind(&event.evidence_sha256)
-    .bind(&event.attestation_format)
-    .bind(&event.vendor)
-    .bind(&event.device_identity)
-    .bind(&event.predecessor_serial)
-    .fetch_one(&mut **tx)
-    .await?;
+    );
+    let row = bind_event(bind_certificate(query, c).bind(retry_window_start), event)
+        .fetch_one(&mut **tx)
+        .await?;
     let stored: i64 = row.try_get("stored")?;
     let claimed: i64 = row.try_get("claimed")?;
     if stored == 0 {
@@ -272,23 +243,8 @@ async fn write_issued(
          predecessor_serial) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'active', $10, $11, $12, $13, $14) \
          ON CONFLICT (serial) DO NOTHING",
-    )
-    .bind(&c.serial)
-    .bind(&c.der)
-    .bind(&c.issuer_key_id)
-    .bind(&c.subject)
-    .bind(&c.sans)
-    .bind(&c.spki_sha256)
-    .bind(&c.profile)
-    .bind(c.not_before)
-    .bind(c.not_after)
-    .bind(&c.requester)
-    .bind(&c.device_identity)
-    .bind(&c.csr_sha256)
-    .bind(c.issued_at)
-    .bind(&c.predecessor_serial)
-    .execute(&mut **tx)
-    .await?;
+    );
+    let inserted = bind_certificate(inserted, c).execute(&mut **tx).await?;
     if inserted.rows_affected() == 0 {
         return Ok(Committed::SerialCollision);
     }
@@ -343,28 +299,53 @@ async fn insert_event(
     tx: &mut Transaction<'static, Any>,
     e: &EnrollmentEvent,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    let query = sqlx::query(
         "INSERT INTO enrollment_events (occurred_at, requester, operation, profile, outcome, \
          reason, detail, serial, csr_sha256, peer, evidence_sha256, attestation_format, vendor, \
          device_identity, predecessor_serial) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
-    )
-    .bind(e.occurred_at)
-    .bind(&e.requester)
-    .bind(&e.operation)
-    .bind(&e.profile)
-    .bind(&e.outcome)
-    .bind(&e.reason)
-    .bind(&e.detail)
-    .bind(&e.serial)
-    .bind(&e.csr_sha256)
-    .bind(&e.peer)
-    .bind(&e.evidence_sha256)
-    .bind(&e.attestation_format)
-    .bind(&e.vendor)
-    .bind(&e.device_identity)
-    .bind(&e.predecessor_serial)
-    .execute(&mut **tx)
-    .await?;
+    );
+    bind_event(query, e).execute(&mut **tx).await?;
     Ok(())
+}
+
+type AnyQuery<'q> = sqlx::query::Query<'q, Any, sqlx::any::AnyArguments>;
+
+/// Binds a certificate row's 14 columns, in the order of every certificate insert here.
+fn bind_certificate<'q>(query: AnyQuery<'q>, c: &'q CertificateRecord) -> AnyQuery<'q> {
+    query
+        .bind(&c.serial)
+        .bind(&c.der)
+        .bind(&c.issuer_key_id)
+        .bind(&c.subject)
+        .bind(&c.sans)
+        .bind(&c.spki_sha256)
+        .bind(&c.profile)
+        .bind(c.not_before)
+        .bind(c.not_after)
+        .bind(&c.requester)
+        .bind(&c.device_identity)
+        .bind(&c.csr_sha256)
+        .bind(c.issued_at)
+        .bind(&c.predecessor_serial)
+}
+
+/// Binds an enrollment event's 15 columns, in the order of every event insert here.
+fn bind_event<'q>(query: AnyQuery<'q>, e: &'q EnrollmentEvent) -> AnyQuery<'q> {
+    query
+        .bind(e.occurred_at)
+        .bind(&e.requester)
+        .bind(&e.operation)
+        .bind(&e.profile)
+        .bind(&e.outcome)
+        .bind(&e.reason)
+        .bind(&e.detail)
+        .bind(&e.serial)
+        .bind(&e.csr_sha256)
+        .bind(&e.peer)
+        .bind(&e.evidence_sha256)
+        .bind(&e.attestation_format)
+        .bind(&e.vendor)
+        .bind(&e.device_identity)
+        .bind(&e.predecessor_serial)
 }
