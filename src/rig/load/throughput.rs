@@ -108,12 +108,8 @@ impl LoadReport for ThroughputReport {
     }
 }
 
-/// One prepared attested CSR: nonce fetched, element manufactured, key generated and attested.
-pub async fn prepare_one(est: &EstClient, vendor: &SimulatedVendor) -> anyhow::Result<Vec<u8>> {
-    Ok(prepare_fresh(est, vendor).await?.csr)
-}
-
-/// A prepared CSR and the moment its nonce stops being accepted.
+/// One prepared attested CSR (nonce fetched, element manufactured, key generated and
+/// attested) and the moment its nonce stops being accepted.
 struct PreparedCsr {
     csr: Vec<u8>,
     usable_until: Option<Instant>,
@@ -129,7 +125,7 @@ impl PreparedCsr {
 /// must reach the CA's nonce check before the nonce expires.
 const NONCE_MARGIN: Duration = Duration::from_secs(5);
 
-async fn prepare_fresh(est: &EstClient, vendor: &SimulatedVendor) -> anyhow::Result<PreparedCsr> {
+async fn prepare_one(est: &EstClient, vendor: &SimulatedVendor) -> anyhow::Result<PreparedCsr> {
     let asked = Instant::now();
     let (nonce, lifetime) = est.nonce_with_lifetime().await?;
     let element = vendor.manufacture()?;
@@ -175,7 +171,7 @@ pub async fn run(
         preparing.spawn(async move {
             let mut out = std::collections::VecDeque::with_capacity(per_rig);
             for _ in 0..per_rig {
-                out.push_back(prepare_fresh(&rig, &vendor).await?);
+                out.push_back(prepare_one(&rig, &vendor).await?);
             }
             anyhow::Ok(out)
         });
@@ -240,7 +236,7 @@ pub async fn run(
                     None => {
                         starved.fetch_add(1, Ordering::Relaxed);
                         match prepare_one(&rig, &vendor).await {
-                            Ok(csr) => csr,
+                            Ok(prepared) => prepared.csr,
                             Err(e) => {
                                 recorder.failure(Failure::new(Step::Nonce, e).reason());
                                 continue;
