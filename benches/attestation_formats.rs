@@ -42,7 +42,7 @@ use attestca::attestation::vendors::VendorReader;
 use attestca::attestation::x509_chain::X509ChainVerifier;
 use attestca::attestation::{
     AttestationFormat, EvidenceCertificate, FixedClock, StatementVerifier, Vendor,
-    VendorTrustStore, VerificationContext,
+    VendorTrustStore, VerificationBudget, VerificationContext,
 };
 use attestca::issuance::software_ca::SoftwareCa;
 use attestca::rig::device::DeviceKey;
@@ -117,23 +117,29 @@ impl Case {
         }
     }
 
-    /// Checks that the statement verifies, then benchmarks its verification as `name`.
-    fn bench(&self, c: &mut Criterion, name: &str) {
-        let verifier = self.verifier;
-        let context = VerificationContext {
+    /// The context of one request (a fresh signature-check budget each time, as the gate
+    /// makes one per request).
+    fn context(&self) -> VerificationContext<'_> {
+        VerificationContext {
             csr_key: &self.csr_key,
             pool: &self.pool,
             vendors: &self.vendors,
             at: self.at,
-        };
+            budget: VerificationBudget::per_request(),
+        }
+    }
+
+    /// Checks that the statement verifies, then benchmarks its verification as `name`.
+    fn bench(&self, c: &mut Criterion, name: &str) {
+        let verifier = self.verifier;
         let attested = verifier
-            .verify(&self.statement, &context)
+            .verify(&self.statement, &self.context())
             .unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(attested.format, verifier.format(), "{name}");
         c.bench_function(name, |b| {
             b.iter(|| {
                 verifier
-                    .verify(&self.statement, &context)
+                    .verify(&self.statement, &self.context())
                     .expect("verifies")
             })
         });

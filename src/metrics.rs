@@ -73,7 +73,7 @@ pub struct Metrics {
     /// `attestca_nonces_outstanding`: issued, unspent, unexpired attestation nonces
     pub nonces_outstanding: IntGauge,
     /// `attestca_overload_refusals_total{limit}` (limit: enrollment_concurrency,
-    /// rig_rate, device_rate, ocsp_live_signing, request_timeout)
+    /// rig_rate, device_rate, ocsp_live_signing, request_timeout, password_checks)
     pub overload_refusals: IntCounterVec,
     /// `attestca_tls_handshakes_total{result}` (result: ok, failed, timeout)
     pub tls_handshakes: IntCounterVec,

@@ -47,25 +47,6 @@ fn rig_client(tmp: &Path) -> reqwest::Client {
     )
 }
 
-/// Scrapes `/metrics`: the text and the samples by `name{labels}`.
-async fn scrape(server: &ServerProcess) -> (String, HashMap<String, f64>) {
-    let text = reqwest::get(format!("http://{}/metrics", server.http))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("body");
-    let samples = text
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .filter_map(|l| {
-            let (key, value) = l.rsplit_once(' ')?;
-            Some((key.to_owned(), value.parse().ok()?))
-        })
-        .collect();
-    (text, samples)
-}
-
 fn sample(samples: &HashMap<String, f64>, key: &str) -> f64 {
     samples.get(key).copied().unwrap_or(0.0)
 }

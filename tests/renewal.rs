@@ -149,17 +149,6 @@ impl Fleet {
     }
 }
 
-async fn nonce_via(client: &reqwest::Client, url: &str) -> Vec<u8> {
-    use base64::Engine;
-    let response = client.get(url).send().await.expect("nonce");
-    assert_eq!(response.status(), 200);
-    let json: serde_json::Value =
-        serde_json::from_slice(&response.bytes().await.expect("body")).expect("json");
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(json["nonce"].as_str().expect("nonce"))
-        .expect("b64")
-}
-
 fn cert_of(der: &[u8]) -> x509_cert::Certificate {
     x509_cert::Certificate::from_der(der).expect("certificate")
 }

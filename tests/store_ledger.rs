@@ -60,7 +60,7 @@ async fn exercise(store: Store) {
         Committed::Stored
     );
     let found = store
-        .find_recent_issue("tls:rig-1", &csr_a, t - 600)
+        .find_recent_issue("tls:rig-1", "default", &csr_a, t - 600)
         .await
         .expect("lookup");
     assert_eq!(found.map(|c| c.serial).as_deref(), Some("01"));
@@ -80,6 +80,32 @@ async fn exercise(store: Store) {
         "the loser's row must be gone"
     );
 
+    // The same rig and CSR on another profile is another request: stored, and a retry lookup
+    // on one profile never finds the other's certificate.
+    let mut on_lab = issued("05", &csr_a, t + 5, t + 5 - 600);
+    if let LedgerEntry::Issued {
+        certificate, event, ..
+    } = &mut on_lab
+    {
+        certificate.profile = "lab".into();
+        event.profile = "lab".into();
+    }
+    assert_eq!(
+        ledger.commit(on_lab).await.expect("commit"),
+        Committed::Stored
+    );
+    for (profile, serial) in [("default", "01"), ("lab", "05")] {
+        let found = store
+            .find_recent_issue("tls:rig-1", profile, &csr_a, t - 600)
+            .await
+            .expect("lookup");
+        assert_eq!(
+            found.map(|c| c.serial).as_deref(),
+            Some(serial),
+            "{profile}"
+        );
+    }
+
     // A serial that exists already is a collision: nothing stored for that entry.
     assert_eq!(
         ledger
@@ -90,7 +116,7 @@ async fn exercise(store: Store) {
     );
     assert!(
         store
-            .find_recent_issue("tls:rig-1", &csr_b, 0)
+            .find_recent_issue("tls:rig-1", "default", &csr_b, 0)
             .await
             .expect("lookup")
             .is_none()
@@ -106,17 +132,18 @@ async fn exercise(store: Store) {
         Committed::Stored
     );
     let found = store
-        .find_recent_issue("tls:rig-1", &csr_a, later - 600)
+        .find_recent_issue("tls:rig-1", "default", &csr_a, later - 600)
         .await
         .expect("lookup");
     assert_eq!(found.map(|c| c.serial).as_deref(), Some("03"));
 
     // Purging claims older than the window forgets them (and only them).
-    assert_eq!(store.purge_retry_claims(later).await.expect("purge"), 0);
+    // (The lab claim, from t + 5, is older than `later`; the default one was renewed at `later`.)
+    assert_eq!(store.purge_retry_claims(later).await.expect("purge"), 1);
     assert_eq!(store.purge_retry_claims(later + 1).await.expect("purge"), 1);
     assert!(
         store
-            .find_recent_issue("tls:rig-1", &csr_a, 0)
+            .find_recent_issue("tls:rig-1", "default", &csr_a, 0)
             .await
             .expect("lookup")
             .is_none()
@@ -189,7 +216,7 @@ async fn exercise(store: Store) {
     let outcomes: Vec<&str> = events.iter().rev().map(|e| e.outcome.as_str()).collect();
     assert_eq!(
         outcomes,
-        ["issued", "retried", "issued", "issued"],
+        ["issued", "retried", "issued", "issued", "issued"],
         "a collision records nothing"
     );
 }

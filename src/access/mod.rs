@@ -88,6 +88,10 @@ pub enum AuthError {
     Missing,
     #[error("invalid credentials")]
     Invalid,
+    /// As many password checks as the CA allows at once are running (each is an Argon2id
+    /// verification: about 19 MiB and tens of milliseconds of CPU); try again shortly.
+    #[error("too many password checks in progress")]
+    Busy,
 }
 
 /// Rig trust anchors and Basic accounts.
@@ -103,6 +107,17 @@ pub struct RigAuthenticator {
     verified: Mutex<HashMap<String, Vec<u8>>>,
     cache_key: hmac::Key,
     operators: Option<Arc<operator::OperatorAuthenticator>>,
+    /// Permits for password checks in progress. Anyone may present Basic credentials, and a
+    /// wrong password (or an unknown account) always costs a full Argon2id verification: without
+    /// a bound, a flood of wrong passwords on any endpoint that authenticates (the nonce
+    /// resource has no other admission limit) would use every core and 19 MiB per request.
+    password_checks: Arc<tokio::sync::Semaphore>,
+}
+
+/// Password checks that may run at once: one per core. A rig whose password has verified once
+/// is recognised from the cache without a check, so only first contacts and attackers queue here.
+fn max_password_checks() -> usize {
+    std::thread::available_parallelism().map_or(2, usize::from)
 }
 
 impl RigAuthenticator {
@@ -149,6 +164,7 @@ impl RigAuthenticator {
             verified: Mutex::new(HashMap::new()),
             cache_key: hmac::Key::new(hmac::HMAC_SHA256, &key),
             operators: None,
+            password_checks: Arc::new(tokio::sync::Semaphore::new(max_password_checks())),
         })
     }
 
@@ -250,7 +266,8 @@ impl RigAuthenticator {
         };
         let Some(hash) = self.accounts.get(user) else {
             // Spend the same effort as for a real account, so timing does not reveal names.
-            let _ = verify_blocking(DUMMY_HASH.clone(), password.clone()).await;
+            self.verify_password(DUMMY_HASH.clone(), password.clone())
+                .await?;
             return Err(AuthError::Invalid);
         };
         let tag = hmac::sign(&self.cache_key, password.expose_secret().as_bytes());
@@ -263,7 +280,7 @@ impl RigAuthenticator {
                 method: AuthMethod::Basic,
             });
         }
-        if verify_blocking(hash.clone(), password.clone()).await {
+        if self.verify_password(hash.clone(), password.clone()).await? {
             if let Ok(mut cache) = self.verified.lock() {
                 cache.insert(user.clone(), tag.as_ref().to_vec());
             }
@@ -277,13 +294,40 @@ impl RigAuthenticator {
     }
 }
 
+impl RigAuthenticator {
+    /// Verifies `password` against the PHC `hash` on a blocking thread, within the bound on
+    /// concurrent password checks (`AuthError::Busy` beyond it).
+    async fn verify_password(
+        &self,
+        hash: String,
+        password: SecretString,
+    ) -> Result<bool, AuthError> {
+        let permit = Arc::clone(&self.password_checks)
+            .try_acquire_owned()
+            .map_err(|_| {
+                crate::metrics::METRICS
+                    .overload_refusals
+                    .with_label_values(&["password_checks"])
+                    .inc();
+                AuthError::Busy
+            })?;
+        Ok(verify_blocking(hash, password, permit).await)
+    }
+}
+
 /// An Argon2id hash of a random string, verified against when the account does not exist.
 static DUMMY_HASH: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     hash_password(&SecretString::from("no such account".to_owned())).unwrap_or_default()
 });
 
-async fn verify_blocking(hash: String, password: SecretString) -> bool {
+async fn verify_blocking(
+    hash: String,
+    password: SecretString,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) -> bool {
     tokio::task::spawn_blocking(move || {
+        // Held until the check ends, even if the request is dropped meanwhile.
+        let _permit = permit;
         PasswordHash::new(&hash)
             .map(|parsed| {
                 Argon2::default()

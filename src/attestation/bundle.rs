@@ -9,7 +9,9 @@ use der::{Decode, Encode, Sequence, Tag, Tagged};
 use sha2::{Digest, Sha256};
 use x509_cert::request::CertReq;
 
-use super::{AttestationError, ID_AA_ATTESTATION};
+use super::{
+    AttestationError, ID_AA_ATTESTATION, MAX_POOL_CERTIFICATES, MAX_STATEMENTS, too_complex,
+};
 
 /// `AttestationStatement ::= SEQUENCE { type OID, stmt ANY, hint IA5String OPTIONAL }`.
 #[derive(Clone, Debug, Sequence)]
@@ -84,8 +86,23 @@ pub fn decode(der: &[u8]) -> Result<Evidence, AttestationError> {
             "the AttestationBundle holds no statement",
         ));
     }
+    // Decoding is linear in the body (64 KiB at most); what follows costs per statement and
+    // per certificate, so both are bounded before anything is verified.
+    if bundle.attestations.len() > MAX_STATEMENTS {
+        return Err(too_complex(format!(
+            "the AttestationBundle holds {} statements; at most {MAX_STATEMENTS} are accepted",
+            bundle.attestations.len()
+        )));
+    }
+    let certs = bundle.certs.unwrap_or_default();
+    if certs.len() > MAX_POOL_CERTIFICATES {
+        return Err(too_complex(format!(
+            "the AttestationBundle brings {} certificates; at most {MAX_POOL_CERTIFICATES} are accepted",
+            certs.len()
+        )));
+    }
     let mut certificates = Vec::new();
-    for choice in bundle.certs.unwrap_or_default() {
+    for choice in certs {
         // LimitedCertChoices: a plain Certificate, or `other` ([3]), which no format here uses.
         if choice.tag() == Tag::Sequence {
             let der = choice

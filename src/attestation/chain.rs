@@ -8,14 +8,31 @@
 //! attestation keys lack basicConstraints). As in RFC 5280 path validation, a configured root
 //! is a trust anchor taken as given: its own extensions are not checked (AK-CA roots are often
 //! X.509 v1 certificates without any, like the IETF TPM sample's).
+//!
+//! The pool is chosen by the requester, so the search is bounded by construction, as mature
+//! path builders bound theirs (Go's crypto/x509, RFC 4158):
+//! - the pool holds at most [`MAX_POOL_CERTIFICATES`] certificates;
+//! - a candidate is skipped when a certificate with the same subject and key is already in the
+//!   path (a loop in all but name), so certificates under two names that issue each other
+//!   cannot make paths longer than two;
+//! - candidates whose subject key identifier matches the child's authority key identifier are
+//!   tried first;
+//! - a certificate found to lead nowhere at some depth is not tried again at that depth or
+//!   deeper (deeper only adds constraints), so each certificate is expanded at most once per
+//!   depth: the search is polynomial in the pool size;
+//! - every signature check is memoised for the request and counted against its
+//!   [`VerificationBudget`](super::VerificationBudget); past the budget the request is refused
+//!   with `attestation.too_complex`.
 
 use std::time::SystemTime;
 
-use super::EvidenceCertificate;
 use der::Encode;
-use x509_cert::ext::pkix::BasicConstraints;
+use sha2::{Digest, Sha256};
+use x509_cert::ext::pkix::{AuthorityKeyIdentifier, BasicConstraints, SubjectKeyIdentifier};
 
-use super::AttestationError;
+use super::{
+    AttestationError, EvidenceCertificate, MAX_POOL_CERTIFICATES, VerificationBudget, too_complex,
+};
 
 /// Longest path accepted (leaf + intermediates + root).
 const MAX_DEPTH: usize = 6;
@@ -34,10 +51,6 @@ pub struct VerifiedPath {
     pub certificates: Vec<EvidenceCertificate>,
     /// Index into the `roots` slice given to [`build`].
     pub root_index: usize,
-}
-
-fn der_of(c: &EvidenceCertificate) -> Vec<u8> {
-    c.to_der().unwrap_or_default()
 }
 
 /// Certificates a vendor root has been verified to have signed.
@@ -65,18 +78,12 @@ static VERIFIED_LINKS: std::sync::LazyLock<VerifiedLinks> =
     });
 
 impl VerifiedLinks {
-    fn key(issuer: &EvidenceCertificate, child_der: &[u8]) -> Option<[u8; 32]> {
-        use sha2::{Digest, Sha256};
-        let spki = issuer
-            .tbs_certificate()
-            .subject_public_key_info()
-            .to_der()
-            .ok()?;
+    fn key(issuer_spki: &[u8], child_der: &[u8]) -> [u8; 32] {
         let mut hash = Sha256::new();
-        hash.update((spki.len() as u64).to_be_bytes());
-        hash.update(&spki);
+        hash.update((issuer_spki.len() as u64).to_be_bytes());
+        hash.update(issuer_spki);
         hash.update(child_der);
-        Some(hash.finalize().into())
+        hash.finalize().into()
     }
 
     fn contains(&self, key: &[u8; 32]) -> bool {
@@ -97,30 +104,6 @@ impl VerifiedLinks {
 pub fn valid_at(cert: &EvidenceCertificate, at: SystemTime) -> bool {
     let validity = cert.tbs_certificate().validity();
     validity.not_before.to_system_time() <= at && at <= validity.not_after.to_system_time()
-}
-
-fn issues(issuer: &EvidenceCertificate, child: &EvidenceCertificate) -> bool {
-    issuer.tbs_certificate().subject() == child.tbs_certificate().issuer()
-        && crate::verify::issued_by(&der_of(child), issuer)
-}
-
-/// [`issues`] for a configured root, remembered in [`VERIFIED_LINKS`].
-fn root_issues(root: &EvidenceCertificate, child: &EvidenceCertificate) -> bool {
-    if root.tbs_certificate().subject() != child.tbs_certificate().issuer() {
-        return false;
-    }
-    let child_der = der_of(child);
-    let Some(key) = VerifiedLinks::key(root, &child_der) else {
-        return false;
-    };
-    if VERIFIED_LINKS.contains(&key) {
-        return true;
-    }
-    let verified = crate::verify::issued_by(&child_der, root);
-    if verified {
-        VERIFIED_LINKS.insert(key);
-    }
-    verified
 }
 
 /// Checks that `cert`, at `depth` above the leaf (1 = directly above), may issue.
@@ -164,51 +147,158 @@ pub fn subject(cert: &EvidenceCertificate) -> String {
     cert.tbs_certificate().subject().to_string()
 }
 
-/// Builds and checks a path from `leaf` through `pool` to one of `roots`, all valid at `at`.
+/// SHA-256 of a certificate's SubjectPublicKeyInfo DER (a key's identity in memo keys).
+pub fn spki_sha256(cert: &EvidenceCertificate) -> [u8; 32] {
+    let spki = cert
+        .tbs_certificate()
+        .subject_public_key_info()
+        .to_der()
+        .unwrap_or_default();
+    Sha256::digest(spki).into()
+}
+
+/// A certificate of the search, with what the search compares computed once.
+struct Node<'c> {
+    cert: &'c EvidenceCertificate,
+    /// The certificate as it was signed (the `Raw` profile re-encodes nothing).
+    der: Vec<u8>,
+    der_sha256: [u8; 32],
+    spki: Vec<u8>,
+    spki_sha256: [u8; 32],
+    self_signed: bool,
+    key_identifier: Option<Vec<u8>>,
+    authority_key_identifier: Option<Vec<u8>>,
+}
+
+impl<'c> Node<'c> {
+    fn new(cert: &'c EvidenceCertificate) -> Self {
+        let tbs = cert.tbs_certificate();
+        let der = cert.to_der().unwrap_or_default();
+        let spki = tbs.subject_public_key_info().to_der().unwrap_or_default();
+        Self {
+            der_sha256: Sha256::digest(&der).into(),
+            spki_sha256: Sha256::digest(&spki).into(),
+            der,
+            spki,
+            self_signed: tbs.subject() == tbs.issuer(),
+            key_identifier: tbs
+                .get_extension::<SubjectKeyIdentifier>()
+                .ok()
+                .flatten()
+                .map(|(_, ski)| ski.0.as_bytes().to_vec()),
+            authority_key_identifier: tbs
+                .get_extension::<AuthorityKeyIdentifier>()
+                .ok()
+                .flatten()
+                .and_then(|(_, aki)| aki.key_identifier.map(|k| k.as_bytes().to_vec())),
+            cert,
+        }
+    }
+
+    /// Same subject and same key: the same CA as far as a path is concerned.
+    fn same_ca(&self, other: &Node<'_>) -> bool {
+        self.spki_sha256 == other.spki_sha256
+            && self.cert.tbs_certificate().subject() == other.cert.tbs_certificate().subject()
+    }
+
+    /// 0 when this certificate's key identifier is the one `child` names as its authority's,
+    /// 1 when either is absent, 2 when they differ: the order candidates are tried in.
+    fn key_id_rank(&self, child: &Node<'_>) -> u8 {
+        match (&self.key_identifier, &child.authority_key_identifier) {
+            (Some(ski), Some(aki)) if ski == aki => 0,
+            (Some(_), Some(_)) => 2,
+            _ => 1,
+        }
+    }
+}
+
+/// One path search: the leaf and pool as nodes, the roots, and what failed at which depth.
+struct Search<'c, 'b> {
+    /// The leaf at 0, then the pool without self-signed certificates and copies of the leaf.
+    nodes: Vec<Node<'c>>,
+    roots: Vec<Node<'c>>,
+    at: SystemTime,
+    options: PathOptions,
+    budget: &'b VerificationBudget,
+    /// `dead_from[i]`: the shallowest depth at which node i was found to lead to no root.
+    dead_from: Vec<usize>,
+    last_error: AttestationError,
+}
+
+/// Builds and checks a path from `leaf` through `pool` to one of `roots`, all valid at `at`,
+/// spending signature checks from `budget`.
 pub fn build(
     leaf: &EvidenceCertificate,
     pool: &[EvidenceCertificate],
     roots: &[EvidenceCertificate],
     at: SystemTime,
     options: PathOptions,
+    budget: &VerificationBudget,
 ) -> Result<VerifiedPath, AttestationError> {
-    let mut path = vec![leaf.clone()];
-    let mut last_error = AttestationError::refused(
-        "attestation.untrusted_root",
-        format!("{} does not chain to a trusted vendor root", subject(leaf)),
-    );
-    if let Some(found) = extend(&mut path, pool, roots, at, options, &mut last_error) {
-        return Ok(found);
+    if pool.len() > MAX_POOL_CERTIFICATES {
+        return Err(too_complex(format!(
+            "the evidence brings {} certificates; at most {MAX_POOL_CERTIFICATES} are accepted",
+            pool.len()
+        )));
     }
-    Err(last_error)
+    let leaf = Node::new(leaf);
+    let mut nodes = vec![];
+    for cert in pool {
+        let node = Node::new(cert);
+        // A self-signed certificate the evidence brings along is a root nobody configured: it
+        // cannot lead to a trusted one, so it is not an intermediate (and not a chain error).
+        if !node.self_signed && node.der_sha256 != leaf.der_sha256 {
+            nodes.push(node);
+        }
+    }
+    nodes.insert(0, leaf);
+    let mut search = Search {
+        dead_from: vec![usize::MAX; nodes.len()],
+        last_error: AttestationError::refused(
+            "attestation.untrusted_root",
+            format!(
+                "{} does not chain to a trusted vendor root",
+                subject(nodes[0].cert)
+            ),
+        ),
+        nodes,
+        roots: roots.iter().map(Node::new).collect(),
+        at,
+        options,
+        budget,
+    };
+    let mut path = vec![0];
+    match search.extend(&mut path)? {
+        Some(found) => Ok(found),
+        None => Err(search.last_error),
+    }
 }
 
-fn extend(
-    path: &mut Vec<EvidenceCertificate>,
-    pool: &[EvidenceCertificate],
-    roots: &[EvidenceCertificate],
-    at: SystemTime,
-    options: PathOptions,
-    last_error: &mut AttestationError,
-) -> Option<VerifiedPath> {
-    let current = path.last()?.clone();
-    if !valid_at(&current, at) {
-        *last_error = AttestationError::refused(
-            "attestation.expired",
-            format!(
-                "{} is not valid at the verification time",
-                subject(&current)
-            ),
-        );
-        return None;
-    }
-    let depth = path.len();
-    // A root anchors the path when it issued the current certificate, or is the certificate.
-    for (i, root) in roots.iter().enumerate() {
-        let is_root = root == &current;
-        if is_root || root_issues(root, &current) {
-            if !valid_at(root, at) {
-                *last_error = AttestationError::refused(
+impl Search<'_, '_> {
+    /// Extends `path` (node indices, leaf first) to a root. `Ok(None)`: no path from here;
+    /// `Err`: the request's budget is spent.
+    fn extend(&mut self, path: &mut Vec<usize>) -> Result<Option<VerifiedPath>, AttestationError> {
+        let Some(&current) = path.last() else {
+            return Ok(None);
+        };
+        let cert = self.nodes[current].cert;
+        if !valid_at(cert, self.at) {
+            self.last_error = AttestationError::refused(
+                "attestation.expired",
+                format!("{} is not valid at the verification time", subject(cert)),
+            );
+            return Ok(None);
+        }
+        let depth = path.len();
+        // A root anchors the path when it issued the current certificate, or is the certificate.
+        for i in 0..self.roots.len() {
+            let is_root = self.roots[i].der_sha256 == self.nodes[current].der_sha256;
+            if !is_root && !self.root_issued(i, current)? {
+                continue;
+            }
+            let root = self.roots[i].cert;
+            if !valid_at(root, self.at) {
+                self.last_error = AttestationError::refused(
                     "attestation.expired",
                     format!(
                         "vendor root {} is not valid at the verification time",
@@ -217,37 +307,87 @@ fn extend(
                 );
                 continue;
             }
+            let mut certificates: Vec<EvidenceCertificate> =
+                path.iter().map(|&n| self.nodes[n].cert.clone()).collect();
             if !is_root {
-                path.push(root.clone());
+                certificates.push(root.clone());
             }
-            return Some(VerifiedPath {
-                certificates: path.clone(),
+            return Ok(Some(VerifiedPath {
+                certificates,
                 root_index: i,
-            });
+            }));
         }
+        if depth >= MAX_DEPTH {
+            return Ok(None);
+        }
+        for candidate in self.candidates(path, depth) {
+            if !self.issued(candidate, current)? {
+                continue;
+            }
+            if let Err(e) = may_issue(self.nodes[candidate].cert, depth, self.options) {
+                self.last_error = e;
+                continue;
+            }
+            path.push(candidate);
+            let found = self.extend(path)?;
+            path.pop();
+            if found.is_some() {
+                return Ok(found);
+            }
+            let dead = &mut self.dead_from[candidate];
+            *dead = (*dead).min(depth + 1);
+        }
+        Ok(None)
     }
-    if depth >= MAX_DEPTH {
-        return None;
+
+    /// Pool certificates that may issue the last certificate of `path` at `depth + 1`: named
+    /// as its issuer, not already in the path under the same subject and key, not already
+    /// found to lead nowhere at that depth; key-identifier matches first.
+    fn candidates(&self, path: &[usize], depth: usize) -> Vec<usize> {
+        let child = &self.nodes[path[depth - 1]];
+        let issuer = child.cert.tbs_certificate().issuer();
+        let mut found: Vec<usize> = (1..self.nodes.len())
+            .filter(|&n| {
+                let node = &self.nodes[n];
+                self.dead_from[n] > depth + 1
+                    && node.cert.tbs_certificate().subject() == issuer
+                    && !path.iter().any(|&p| self.nodes[p].same_ca(node))
+            })
+            .collect();
+        found.sort_by_key(|&n| self.nodes[n].key_id_rank(child));
+        found
     }
-    for candidate in pool {
-        // A self-signed certificate the evidence brings along is a root nobody configured: it
-        // cannot lead to a trusted one, so it is not an intermediate (and not a chain error).
-        let self_signed =
-            candidate.tbs_certificate().subject() == candidate.tbs_certificate().issuer();
-        if self_signed || path.iter().any(|p| p == candidate) || !issues(candidate, &current) {
-            continue;
-        }
-        if let Err(e) = may_issue(candidate, depth, options) {
-            *last_error = e;
-            continue;
-        }
-        path.push(candidate.clone());
-        if let Some(found) = extend(path, pool, roots, at, options, last_error) {
-            return Some(found);
-        }
-        path.pop();
+
+    /// Whether pool node `issuer` signed node `child` (names already match).
+    fn issued(&self, issuer: usize, child: usize) -> Result<bool, AttestationError> {
+        let (issuer, child) = (&self.nodes[issuer], &self.nodes[child]);
+        self.budget
+            .check_link(issuer.spki_sha256, child.der_sha256, || {
+                crate::verify::issued_by(&child.der, issuer.cert)
+            })
     }
-    None
+
+    /// Whether root `root` signed node `child`; successes are remembered across requests
+    /// ([`VERIFIED_LINKS`]) and cost no budget the second time.
+    fn root_issued(&self, root: usize, child: usize) -> Result<bool, AttestationError> {
+        let (root, child) = (&self.roots[root], &self.nodes[child]);
+        if root.cert.tbs_certificate().subject() != child.cert.tbs_certificate().issuer() {
+            return Ok(false);
+        }
+        let key = VerifiedLinks::key(&root.spki, &child.der);
+        if VERIFIED_LINKS.contains(&key) {
+            return Ok(true);
+        }
+        let verified = self
+            .budget
+            .check_link(root.spki_sha256, child.der_sha256, || {
+                crate::verify::issued_by(&child.der, root.cert)
+            })?;
+        if verified {
+            VERIFIED_LINKS.insert(key);
+        }
+        Ok(verified)
+    }
 }
 
 #[cfg(test)]
@@ -259,6 +399,28 @@ mod tests {
     use crate::issuance::extensions as ext;
     use crate::issuance::software_ca::{SoftwareCa, name, new_key};
     use crate::signer::Signer;
+
+    /// [`build`] with a fresh request budget.
+    fn build_fresh(
+        leaf: &EvidenceCertificate,
+        pool: &[EvidenceCertificate],
+        roots: &[EvidenceCertificate],
+        at: SystemTime,
+        options: PathOptions,
+    ) -> Result<VerifiedPath, AttestationError> {
+        build(
+            leaf,
+            pool,
+            roots,
+            at,
+            options,
+            &VerificationBudget::per_request(),
+        )
+    }
+
+    fn der_of(c: &EvidenceCertificate) -> Vec<u8> {
+        c.to_der().expect("encode")
+    }
 
     fn cert(der: &[u8]) -> EvidenceCertificate {
         EvidenceCertificate::from_der(der).expect("certificate")
@@ -305,7 +467,7 @@ mod tests {
     fn an_issuer_without_basic_constraints_is_refused_unless_tolerated() {
         let now = SystemTime::now();
         let (root, issuer, leaf) = path_with(false);
-        let strict = build(
+        let strict = build_fresh(
             &leaf,
             std::slice::from_ref(&issuer),
             std::slice::from_ref(&root),
@@ -319,7 +481,7 @@ mod tests {
         let tolerant = PathOptions {
             tolerate_missing_basic_constraints_above_leaf: true,
         };
-        let path = build(&leaf, &[issuer], &[root], now, tolerant)
+        let path = build_fresh(&leaf, &[issuer], &[root], now, tolerant)
             .expect("tolerated directly above the leaf");
         assert_eq!(path.certificates.len(), 3);
     }
@@ -329,7 +491,7 @@ mod tests {
         let now = SystemTime::now();
         let (root, issuer, leaf) = path_with(true);
         for _ in 0..2 {
-            build(
+            build_fresh(
                 &leaf,
                 std::slice::from_ref(&issuer),
                 std::slice::from_ref(&root),
@@ -345,7 +507,7 @@ mod tests {
         der[last] ^= 0x01;
         let tampered = cert(&der);
         assert_eq!(
-            build(
+            build_fresh(
                 &leaf,
                 std::slice::from_ref(&tampered),
                 std::slice::from_ref(&root),
@@ -362,7 +524,7 @@ mod tests {
     fn a_marked_ca_chains_and_time_and_roots_are_checked() {
         let now = SystemTime::now();
         let (root, issuer, leaf) = path_with(true);
-        let path = build(
+        let path = build_fresh(
             &leaf,
             std::slice::from_ref(&issuer),
             std::slice::from_ref(&root),
@@ -373,7 +535,7 @@ mod tests {
         assert_eq!(path.root_index, 0);
         let later = now + std::time::Duration::from_secs(2 * 86_400);
         assert_eq!(
-            build(
+            build_fresh(
                 &leaf,
                 std::slice::from_ref(&issuer),
                 std::slice::from_ref(&root),
@@ -386,7 +548,7 @@ mod tests {
         );
         let (other_root, _, _) = path_with(true);
         assert_eq!(
-            build(
+            build_fresh(
                 &leaf,
                 std::slice::from_ref(&issuer),
                 &[other_root],
@@ -398,10 +560,102 @@ mod tests {
             "attestation.untrusted_root"
         );
         assert_eq!(
-            build(&leaf, &[], &[root], now, PathOptions::default())
+            build_fresh(&leaf, &[], &[root], now, PathOptions::default())
                 .expect_err("no intermediate")
                 .code,
             "attestation.untrusted_root"
         );
+    }
+
+    /// Certificates under two names that issue each other, all for and signed by one key, and
+    /// a leaf under one of the names: the pool that made the unbounded search do n⁴ checks.
+    fn looping_pool(n: usize) -> (EvidenceCertificate, Vec<EvidenceCertificate>) {
+        let seed = SoftwareCa::self_signed("CN=Loop Seed", 1).expect("seed");
+        let (key, pkcs8) = new_key().expect("key");
+        let named = |subject: &str| {
+            let der = seed
+                .issue_ca(subject, key.public_key(), 1, None)
+                .expect("loop CA");
+            SoftwareCa::from_certificate_and_key(der, pkcs8.clone()).expect("loop CA")
+        };
+        let (a, b) = (named("CN=Loop A"), named("CN=Loop B"));
+        let pool = (0..n)
+            .map(|i| {
+                let (issuer, subject) = if i.is_multiple_of(2) {
+                    (&b, "CN=Loop A")
+                } else {
+                    (&a, "CN=Loop B")
+                };
+                cert(
+                    &issuer
+                        .issue_ca(subject, key.public_key(), 1, None)
+                        .expect("pool"),
+                )
+            })
+            .collect();
+        let (leaf_key, _) = new_key().expect("key");
+        let leaf = a
+            .issue(
+                name("CN=Leaf").expect("name"),
+                leaf_key.public_key(),
+                3600,
+                vec![],
+            )
+            .expect("leaf");
+        (cert(&leaf), pool)
+    }
+
+    #[test]
+    fn a_looping_pool_is_searched_with_few_signature_checks() {
+        let (root, _, _) = path_with(true);
+        let (leaf, pool) = looping_pool(MAX_POOL_CERTIFICATES);
+        let budget = VerificationBudget::per_request();
+        let refused = build(
+            &leaf,
+            &pool,
+            std::slice::from_ref(&root),
+            SystemTime::now(),
+            PathOptions::default(),
+            &budget,
+        )
+        .expect_err("no path to the root");
+        assert_eq!(refused.code, "attestation.untrusted_root");
+        // One check per (signer key, certificate) link: the leaf and each pool certificate.
+        assert!(
+            budget.checks_made() <= MAX_POOL_CERTIFICATES as u32 + 1,
+            "{} checks",
+            budget.checks_made()
+        );
+    }
+
+    #[test]
+    fn past_the_pool_cap_or_the_budget_the_evidence_is_too_complex() {
+        let (root, issuer, leaf) = path_with(true);
+        let (_, pool) = looping_pool(MAX_POOL_CERTIFICATES + 1);
+        assert_eq!(
+            build_fresh(
+                &leaf,
+                &pool,
+                std::slice::from_ref(&root),
+                SystemTime::now(),
+                PathOptions::default()
+            )
+            .expect_err("too many certificates")
+            .code,
+            crate::attestation::TOO_COMPLEX
+        );
+        // A genuine two-link path needs two checks: with one, the request is refused, and
+        // says why.
+        let refused = build(
+            &leaf,
+            std::slice::from_ref(&issuer),
+            std::slice::from_ref(&root),
+            SystemTime::now(),
+            PathOptions::default(),
+            &VerificationBudget::new(1),
+        )
+        .expect_err("over budget");
+        assert_eq!(refused.code, crate::attestation::TOO_COMPLEX);
+        assert!(refused.ends_verification());
     }
 }

@@ -88,8 +88,10 @@ pub fn verify_device_certificate(
             &vendor.roots,
             context.at,
             PathOptions::default(),
+            &context.budget,
         ) {
             Ok(_) => return attested(vendor, device),
+            Err(e) if e.ends_verification() => return Err(e),
             Err(e) => last = e,
         }
     }
@@ -259,9 +261,9 @@ mod tests {
     use x509_cert::SubjectPublicKeyInfo;
 
     use super::*;
-    use crate::attestation::VendorTrustStore;
     use crate::attestation::manifest::ManifestPart;
     use crate::attestation::manifest::tests::{ROOT, SIGNER, microchip_vectors, real_parts};
+    use crate::attestation::{VendorTrustStore, VerificationBudget};
 
     /// Any OID will do: the tests check that it is passed through.
     const TEST_HW_TYPE: ObjectIdentifier =
@@ -316,6 +318,7 @@ mod tests {
             pool,
             vendors,
             at: SystemTime::now(),
+            budget: VerificationBudget::per_request(),
         };
         verify_device_certificate(device, &context)
     }
@@ -364,6 +367,7 @@ mod tests {
             &roots,
             SystemTime::now(),
             PathOptions::default(),
+            &VerificationBudget::per_request(),
         );
         assert!(path.is_ok(), "{path:?}");
     }
@@ -512,6 +516,7 @@ mod tests {
             pool: &pool,
             vendors: &vendors,
             at: SystemTime::now(),
+            budget: VerificationBudget::per_request(),
         };
         let verifier = DeviceCertificateVerifier;
         assert_eq!(verifier.statement_type(), ID_STMT_DEVICE_CERTIFICATE);

@@ -7,7 +7,8 @@ use x509_cert::request::CertReq;
 
 use super::bundle::{self, Evidence};
 use super::{
-    AttestationError, AttestedKey, Clock, StatementVerifier, VendorTrustStore, VerificationContext,
+    AttestationError, AttestedKey, Clock, StatementVerifier, VendorTrustStore, VerificationBudget,
+    VerificationContext,
 };
 
 /// Verifiers for every statement type attestca understands.
@@ -46,6 +47,24 @@ impl AttestationGate {
         bundle::from_csr(request)
     }
 
+    /// The nonces the evidence's statements claim, unverified and without repeats.
+    pub fn claimed_nonces(&self, evidence: &Evidence) -> Vec<Vec<u8>> {
+        let mut nonces: Vec<Vec<u8>> = Vec::new();
+        for (statement_type, statement) in &evidence.statements {
+            let claimed = self
+                .verifiers
+                .iter()
+                .find(|v| v.statement_type() == *statement_type)
+                .and_then(|v| v.claimed_nonce(statement));
+            if let Some(nonce) = claimed
+                && !nonces.contains(&nonce)
+            {
+                nonces.push(nonce);
+            }
+        }
+        nonces
+    }
+
     /// Verifies the evidence for `csr_key`: the first statement that verifies wins; if none
     /// does, the first failure is reported (a bundle may carry statements for other verifiers,
     /// e.g. platform evidence next to key evidence).
@@ -57,6 +76,7 @@ impl AttestationGate {
         let context = VerificationContext {
             csr_key,
             pool: &evidence.certificates,
+            budget: VerificationBudget::per_request(),
             vendors: &self.vendors,
             at: self.clock.now(),
         };
@@ -82,6 +102,10 @@ impl AttestationGate {
                 Ok(attested) => {
                     count(attested.format.name(), &attested.vendor, "pass", "ok");
                     return Ok(attested);
+                }
+                Err(e) if e.ends_verification() => {
+                    first_failure = Some((verifier.format().name(), e));
+                    break;
                 }
                 Err(e) => {
                     first_failure.get_or_insert((verifier.format().name(), e));

@@ -148,6 +148,102 @@ pub struct VerificationContext<'a> {
     pub vendors: &'a VendorTrustStore,
     /// Verification time.
     pub at: SystemTime,
+    /// What this request's evidence may still cost: one budget for every statement, vendor
+    /// and path tried. A context is made per request, never reused.
+    pub budget: VerificationBudget,
+}
+
+/// Signature verifications one request's evidence may make the gate do.
+///
+/// Why a budget: every signature check over attacker-supplied bytes costs 20–300 µs of CPU,
+/// and the checks a bundle can ask for multiply: path building tries every pool certificate
+/// whose subject matches an issuer name, for every vendor, and a TPM statement is tried against
+/// every pool key. A bundle of a few dozen certificates under two names that issue each other,
+/// all signed by one key, once made the search do about n⁴ checks (a 19 KB CSR: more than 30 s).
+/// Genuine evidence needs two to five checks (root links are remembered across requests); the
+/// budget is several times that, so nothing genuine comes near it, and the worst request costs
+/// a bounded, measured multiple of a normal one (docs/performance.md, `adversarial_inputs`).
+pub const SIGNATURE_CHECKS_PER_REQUEST: u32 = 24;
+
+/// Most certificates an evidence bundle may carry. Real bundles carry one to four (a vendor
+/// intermediate, an attestation-key certificate, a TPM AK chain).
+pub const MAX_POOL_CERTIFICATES: usize = 16;
+
+/// Most statements an evidence bundle may carry (key evidence, perhaps platform evidence).
+pub const MAX_STATEMENTS: usize = 4;
+
+/// The allowance of signature checks of one request, and the links it has already checked.
+///
+/// Signature validity is a pure function of the signer's key and the signed bytes, so a link
+/// checked once (for one vendor, one statement, one path) is never checked again in the same
+/// request; only checks that really run are counted.
+#[derive(Debug)]
+pub struct VerificationBudget {
+    checks_left: std::cell::Cell<u32>,
+    checks_made: std::cell::Cell<u32>,
+    links: std::cell::RefCell<CheckedLinks>,
+}
+
+/// (SHA-256 of the signer's SubjectPublicKeyInfo, SHA-256 of the signed object) → valid.
+type CheckedLinks = std::collections::HashMap<([u8; 32], [u8; 32]), bool>;
+
+impl VerificationBudget {
+    /// A budget of `checks` signature verifications.
+    pub fn new(checks: u32) -> Self {
+        Self {
+            checks_left: std::cell::Cell::new(checks),
+            checks_made: std::cell::Cell::new(0),
+            links: Default::default(),
+        }
+    }
+
+    /// The budget of one request: [`SIGNATURE_CHECKS_PER_REQUEST`].
+    pub fn per_request() -> Self {
+        Self::new(SIGNATURE_CHECKS_PER_REQUEST)
+    }
+
+    /// How many signature checks have run so far.
+    pub fn checks_made(&self) -> u32 {
+        self.checks_made.get()
+    }
+
+    /// Runs one signature check, or refuses when the budget is spent.
+    pub fn check(&self, verify: impl FnOnce() -> bool) -> Result<bool, AttestationError> {
+        let left = self.checks_left.get();
+        if left == 0 {
+            return Err(too_complex(format!(
+                "verifying the evidence would take more than {} signature checks",
+                self.checks_made.get()
+            )));
+        }
+        self.checks_left.set(left - 1);
+        self.checks_made.set(self.checks_made.get() + 1);
+        Ok(verify())
+    }
+
+    /// [`VerificationBudget::check`], remembered by signer key and signed object for the rest
+    /// of the request.
+    pub fn check_link(
+        &self,
+        signer_spki: [u8; 32],
+        signed: [u8; 32],
+        verify: impl FnOnce() -> bool,
+    ) -> Result<bool, AttestationError> {
+        if let Some(known) = self.links.borrow().get(&(signer_spki, signed)) {
+            return Ok(*known);
+        }
+        let valid = self.check(verify)?;
+        self.links.borrow_mut().insert((signer_spki, signed), valid);
+        Ok(valid)
+    }
+}
+
+/// The reason code of evidence that asks for more work than any genuine evidence needs.
+pub const TOO_COMPLEX: &str = "attestation.too_complex";
+
+/// Evidence that asks for more work than any genuine evidence needs (400).
+pub fn too_complex(detail: impl Into<String>) -> AttestationError {
+    AttestationError::malformed(TOO_COMPLEX, detail)
 }
 
 /// Verifies one statement type.
@@ -156,6 +252,15 @@ pub trait StatementVerifier: Send + Sync {
     fn statement_type(&self) -> ObjectIdentifier;
     /// The format it implements.
     fn format(&self) -> AttestationFormat;
+    /// The freshness nonce the statement claims, read without verifying anything (`None` when
+    /// the format has no nonce or the statement does not decode). The registration authority
+    /// checks that it is live and the requester's before it lets the statement be verified, so
+    /// that nobody without a fresh nonce of their own can make the CA check signatures over
+    /// certificates they chose.
+    fn claimed_nonce(&self, _statement: &[u8]) -> Option<Vec<u8>> {
+        None
+    }
+
     /// Verifies the statement (its DER `stmt` value, tag included) and says what it attests.
     fn verify(
         &self,
@@ -196,6 +301,14 @@ impl AttestationError {
             kind: FailureKind::Refused,
             detail: detail.into(),
         }
+    }
+}
+
+impl AttestationError {
+    /// Whether this failure ends the verification of the whole request: its budget is spent,
+    /// so trying another vendor or statement can only fail the same way, and would hide why.
+    pub fn ends_verification(&self) -> bool {
+        self.code == TOO_COMPLEX
     }
 }
 

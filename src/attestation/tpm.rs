@@ -107,6 +107,12 @@ impl StatementVerifier for TpmCertifyVerifier {
         AttestationFormat::TpmCertify
     }
 
+    fn claimed_nonce(&self, statement: &[u8]) -> Option<Vec<u8>> {
+        let stmt = TcgAttestCertify::from_der(statement).ok()?;
+        let attest = TpmsAttest::parse(stmt.tpm_s_attest.as_bytes()).ok()?;
+        Some(attest.extra_data.to_vec())
+    }
+
     fn verify(
         &self,
         statement: &[u8],
@@ -536,16 +542,27 @@ fn find_trusted_ak<'c>(
         "attestation.signature_invalid",
         "no certificate in the bundle verifies the signature over TPMS_ATTEST",
     );
-    let signers = context.pool.iter().filter(|c| {
-        signed_by(
-            c.tbs_certificate().subject_public_key_info(),
-            attest,
-            signature,
-        )
-    });
-    for ak in signers {
+    // Each pool key is tried once (a renewed AK certificate repeats its key), and every try
+    // is counted against the request's budget.
+    let mut tried = std::collections::HashSet::new();
+    for ak in context.pool {
+        let key = chain::spki_sha256(ak);
+        if !tried.insert(key) {
+            continue;
+        }
+        let signed = context.budget.check(|| {
+            signed_by(
+                ak.tbs_certificate().subject_public_key_info(),
+                attest,
+                signature,
+            )
+        })?;
+        if !signed {
+            continue;
+        }
         match chain_to_vendor(ak, context).and_then(|v| check_ak_allowed(ak).map(|()| v)) {
             Ok(vendor) => return Ok((ak, vendor)),
+            Err(e) if e.ends_verification() => return Err(e),
             Err(e) => last = e,
         }
     }
@@ -567,6 +584,7 @@ fn chain_to_vendor<'c>(
     for vendor in context.vendors.for_format(AttestationFormat::TpmCertify) {
         match anchored_path(ak, context, &vendor.roots) {
             Ok(_) => return Ok(vendor),
+            Err(e) if e.ends_verification() => return Err(e),
             Err(e) => last = e,
         }
     }
@@ -579,7 +597,14 @@ fn anchored_path(
     context: &VerificationContext<'_>,
     roots: &[EvidenceCertificate],
 ) -> Result<VerifiedPath, AttestationError> {
-    chain::build(ak, context.pool, roots, context.at, PathOptions::default())
+    chain::build(
+        ak,
+        context.pool,
+        roots,
+        context.at,
+        PathOptions::default(),
+        &context.budget,
+    )
 }
 
 /// An AK certificate certifies a TPM attestation key: not a CA, with tcg-kp-AIKCertificate.
@@ -713,7 +738,7 @@ mod tests {
 
     use super::*;
     use crate::attestation::vendors::VendorReader;
-    use crate::attestation::{FailureKind, VendorTrustStore, bundle};
+    use crate::attestation::{FailureKind, VendorTrustStore, VerificationBudget, bundle};
 
     const SAMPLE: &str = "tpm/tcgAttestTpmCertify.csr.pem";
     /// 2024-11-01T00:00:00Z, inside the sample certificates' validity.
@@ -818,6 +843,7 @@ mod tests {
             pool: &s.pool,
             vendors,
             at: at(time),
+            budget: VerificationBudget::per_request(),
         };
         TpmCertifyVerifier.verify(statement, &context)
     }

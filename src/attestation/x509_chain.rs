@@ -66,6 +66,14 @@ impl StatementVerifier for X509ChainVerifier {
         AttestationFormat::X509Chain
     }
 
+    fn claimed_nonce(&self, statement: &[u8]) -> Option<Vec<u8>> {
+        // Only the simulated secure element's statements carry one; YubiKey PIV's have none.
+        let attestation = EvidenceCertificate::from_der(statement).ok()?;
+        let value = extension_value(&attestation, ID_EXT_SIMULATED_SE)?;
+        let ext = SimulatedSeKeyAttestation::from_der(value).ok()?;
+        Some(ext.nonce.as_bytes().to_vec())
+    }
+
     fn verify(
         &self,
         statement: &[u8],
@@ -110,8 +118,10 @@ pub fn verify_attestation_certificate(
             &vendor.roots,
             context.at,
             options,
+            &context.budget,
         ) {
             Ok(path) => return read(vendor, &path.certificates),
+            Err(e) if e.ends_verification() => return Err(e),
             Err(e) => last = e,
         }
     }
@@ -227,6 +237,7 @@ mod tests {
     use std::time::SystemTime;
 
     use super::*;
+    use crate::attestation::VerificationBudget;
     use crate::attestation::vendors::VendorTrustStore;
 
     /// The shared vectors directory; `None` (skip) outside CI when it is missing.
@@ -280,6 +291,7 @@ mod tests {
             pool: &pool,
             vendors: &vendors,
             at: SystemTime::now(),
+            budget: VerificationBudget::per_request(),
         };
         let attested =
             verify_attestation_certificate(&attestation, &context).expect("genuine pair");

@@ -5,7 +5,6 @@
 use sha2::{Digest, Sha256};
 
 use super::{EnrollmentError, EnrollmentService};
-use crate::access::Requester;
 use crate::attestation::bundle::Evidence;
 use crate::attestation::{AttestationError, AttestedKey, FailureKind};
 use crate::issuance::IssuanceProfile;
@@ -39,12 +38,16 @@ impl EnrollmentService {
     pub(super) async fn check_attestation(
         &self,
         profile: &IssuanceProfile,
-        requester: &Requester,
+        admitted: super::Admitted<'_>,
         csr: &super::csr::ValidatedCsr,
         evidence: Option<Evidence>,
         renewing: Option<&crate::store::CertificateRecord>,
         event: &mut EnrollmentEvent,
     ) -> Result<Option<AttestedKey>, EnrollmentError> {
+        let super::Admitted {
+            requester,
+            admission,
+        } = admitted;
         let policy = &profile.attestation;
         let Some(evidence) = evidence else {
             if policy.required {
@@ -58,9 +61,21 @@ impl EnrollmentService {
             }
             return Ok(None);
         };
+        // Cheap before expensive: every nonce the statements claim must be live and this
+        // requester's before a single signature over the requester's certificates is checked.
+        // (It is spent only at the end, when everything else has passed.)
+        for nonce in self.gate.claimed_nonces(&evidence) {
+            let state = self
+                .store
+                .nonce_state(&nonce, &requester.id(), event.occurred_at)
+                .await
+                .map_err(EnrollmentError::storage)?;
+            refuse_unless(state, NonceCheck::Live)?;
+        }
         let gate = std::sync::Arc::clone(&self.gate);
         let key = csr.public_key.clone();
-        let attested = tokio::task::spawn_blocking(move || gate.verify(&evidence, &key))
+        let attested = admission
+            .run_blocking(move || gate.verify(&evidence, &key))
             .await
             .map_err(|e| EnrollmentError::Unavailable {
                 code: "attestation.unavailable",
@@ -172,33 +187,7 @@ impl EnrollmentService {
                 .consume_nonce(nonce, &requester.id(), event.occurred_at)
                 .await
                 .map_err(EnrollmentError::storage)?;
-            match check {
-                NonceCheck::Consumed => {}
-                NonceCheck::Unknown => {
-                    return Err(refuse(
-                        "attestation.nonce_unknown",
-                        "the evidence's nonce was not issued by this CA",
-                    ));
-                }
-                NonceCheck::Foreign => {
-                    return Err(refuse(
-                        "attestation.nonce_foreign",
-                        "the evidence's nonce was issued to another rig",
-                    ));
-                }
-                NonceCheck::Reused => {
-                    return Err(refuse(
-                        "attestation.nonce_reused",
-                        "the evidence's nonce has already been used",
-                    ));
-                }
-                NonceCheck::Expired => {
-                    return Err(refuse(
-                        "attestation.nonce_expired",
-                        "the evidence's nonce has expired",
-                    ));
-                }
-            }
+            refuse_unless(check, NonceCheck::Consumed)?;
         }
         Ok(Some(attested))
     }
@@ -219,9 +208,9 @@ impl EnrollmentService {
             .await
             .map_err(EnrollmentError::Unauthenticated)?;
         self.spend_budget(&requester)?;
-        if requester.method != crate::access::AuthMethod::Device
-            && !profile.allows_rig(&requester.name)
-        {
+        if let crate::access::PeerCertificate::Device(device) = &credentials.peer_certificate {
+            self.check_device_may_renew(device).await?;
+        } else if !profile.allows_rig(&requester.name) {
             return Err(EnrollmentError::NotAuthorized {
                 rig: requester.name.clone(),
                 profile: profile.label.clone(),
@@ -245,6 +234,29 @@ impl EnrollmentService {
             .await
             .map_err(EnrollmentError::storage)?;
         Ok((nonce, lifetime))
+    }
+}
+
+/// Refuses unless a nonce is in the `expected` state (live before verification, consumed after).
+fn refuse_unless(found: NonceCheck, expected: NonceCheck) -> Result<(), EnrollmentError> {
+    match found {
+        found if found == expected => Ok(()),
+        NonceCheck::Unknown => Err(refuse(
+            "attestation.nonce_unknown",
+            "the evidence's nonce was not issued by this CA",
+        )),
+        NonceCheck::Foreign => Err(refuse(
+            "attestation.nonce_foreign",
+            "the evidence's nonce was issued to another rig",
+        )),
+        NonceCheck::Expired => Err(refuse(
+            "attestation.nonce_expired",
+            "the evidence's nonce has expired",
+        )),
+        NonceCheck::Reused | NonceCheck::Live | NonceCheck::Consumed => Err(refuse(
+            "attestation.nonce_reused",
+            "the evidence's nonce has already been used",
+        )),
     }
 }
 

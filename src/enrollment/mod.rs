@@ -62,6 +62,7 @@ impl EnrollmentError {
             EnrollmentError::UnknownProfile(_) => "profile.unknown",
             EnrollmentError::Unauthenticated(AuthError::Missing) => "auth.missing",
             EnrollmentError::Unauthenticated(AuthError::Invalid) => "auth.invalid",
+            EnrollmentError::Unauthenticated(AuthError::Busy) => "overload.authentication",
             EnrollmentError::NotAuthorized { .. } => "auth.not_allowed_on_profile",
             EnrollmentError::BadRequest { code, .. }
             | EnrollmentError::Forbidden { code, .. }
@@ -74,6 +75,7 @@ impl EnrollmentError {
     pub fn kind(&self) -> RefusalKind {
         match self {
             EnrollmentError::UnknownProfile(_) => RefusalKind::NotFound,
+            EnrollmentError::Unauthenticated(AuthError::Busy) => RefusalKind::Unavailable,
             EnrollmentError::Unauthenticated(_) => RefusalKind::Unauthenticated,
             EnrollmentError::NotAuthorized { .. } | EnrollmentError::Forbidden { .. } => {
                 RefusalKind::Forbidden
@@ -110,6 +112,10 @@ pub struct EnrollRequest {
     pub csr_der: Vec<u8>,
     /// Client address, for the event.
     pub peer: Option<String>,
+    /// When the wire gives up on this request. The decision stops a little before, so that the
+    /// client gets the registration authority's answer (503 `service.timeout`) and the event
+    /// records it; `None`: no deadline.
+    pub deadline: Option<std::time::Instant>,
 }
 
 /// A successful enrollment.
@@ -153,8 +159,138 @@ pub struct EnrollmentParts {
     pub budgets: Arc<crate::access::rate::RequestBudgets>,
 }
 
+/// How long before the wire's deadline the decision gives up, leaving time to record the event
+/// and answer.
+const DEADLINE_MARGIN: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// An admitted request's permit, shared with the blocking work the request starts.
+///
+/// Why shared: CPU-heavy steps (evidence verification, signing) run on blocking threads, which
+/// a deadline cannot stop. If the permit went back when the request's future was dropped, a
+/// request cut off by its deadline would free its slot while its work still ran, and
+/// `server.max_concurrent_enrollments` would no longer cap the CPU spent on enrollments. The
+/// permit is returned when the request *and* its blocking work have ended.
+#[derive(Clone)]
+struct Admission {
+    /// Held, never read: the permit goes back when the last clone is dropped.
+    _permit: Arc<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl Admission {
+    /// Runs `work` on a blocking thread, holding the permit until it ends.
+    async fn run_blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, tokio::task::JoinError> {
+        let held = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let _held = held;
+            work()
+        })
+        .await
+    }
+}
+
+/// Who asks, admitted: what the steps that verify on blocking threads need besides the request.
+#[derive(Clone, Copy)]
+struct Admitted<'r> {
+    requester: &'r Requester,
+    admission: &'r Admission,
+}
+
+/// The event of a request in progress. If the request is abandoned before it is decided (the
+/// client went away and the server dropped the request), the event is still recorded, as
+/// `failed` with reason `request.abandoned`, from a background task.
+struct PendingEvent {
+    event: Option<EnrollmentEvent>,
+    ledger: Ledger,
+}
+
+impl PendingEvent {
+    fn new(event: EnrollmentEvent, ledger: &Ledger) -> Self {
+        Self {
+            event: Some(event),
+            ledger: ledger.clone(),
+        }
+    }
+
+    fn get(&mut self) -> &mut EnrollmentEvent {
+        self.event.get_or_insert_with(Default::default)
+    }
+
+    /// The event, decided: no longer recorded on drop.
+    fn decided(mut self) -> EnrollmentEvent {
+        self.event.take().unwrap_or_default()
+    }
+}
+
+impl Drop for PendingEvent {
+    fn drop(&mut self) {
+        let Some(mut event) = self.event.take() else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        event.outcome = "failed".into();
+        event.reason = "request.abandoned".into();
+        event.detail = "the client went away before the request was decided".into();
+        crate::metrics::METRICS
+            .enrollment_refusals
+            .with_label_values(&[event.operation.as_str(), "request.abandoned"])
+            .inc();
+        let ledger = self.ledger.clone();
+        runtime.spawn(async move {
+            if let Err(e) = ledger.commit(LedgerEntry::Event(event)).await {
+                tracing::error!(error = %e, "could not record an abandoned enrollment");
+            }
+        });
+    }
+}
+
 const OPERATION_ENROLL: &str = "simpleenroll";
 const OPERATION_REENROLL: &str = "simplereenroll";
+
+/// Runs `decision` until `deadline` (less [`DEADLINE_MARGIN`]); past it, 503 `service.timeout`.
+async fn within_deadline(
+    deadline: Option<std::time::Instant>,
+    decision: impl std::future::Future<Output = Result<Enrolled, EnrollmentError>>,
+) -> Result<Enrolled, EnrollmentError> {
+    let Some(deadline) = deadline else {
+        return decision.await;
+    };
+    let stop = deadline
+        .checked_sub(DEADLINE_MARGIN)
+        .unwrap_or(deadline)
+        .max(std::time::Instant::now());
+    tokio::time::timeout_at(stop.into(), decision)
+        .await
+        .unwrap_or_else(|_| {
+            crate::metrics::METRICS
+                .overload_refusals
+                .with_label_values(&["request_timeout"])
+                .inc();
+            Err(EnrollmentError::Unavailable {
+                code: "service.timeout",
+                detail: "the request could not be decided in time".into(),
+            })
+        })
+}
+
+/// A revoked certificate is never handed out again, not even to the requester it was issued to.
+fn refuse_if_revoked(earlier: &CertificateRecord) -> Result<(), EnrollmentError> {
+    if earlier.status == "revoked" {
+        return Err(EnrollmentError::Forbidden {
+            code: "enroll.retry_revoked",
+            detail: format!(
+                "the certificate issued for this CSR (serial {}) has been revoked; a revoked \
+                 certificate is never sent again: make a new key and CSR",
+                earlier.serial
+            ),
+        });
+    }
+    Ok(())
+}
 
 /// The event of a request, filled in as the decision proceeds.
 fn new_event(
@@ -253,24 +389,33 @@ impl EnrollmentService {
     /// Handles `simpleenroll`: decides, issues, commits, and records the event.
     pub async fn enroll(&self, request: EnrollRequest) -> Result<Enrolled, EnrollmentError> {
         let now = SystemTime::now();
-        let mut event = new_event(
-            OPERATION_ENROLL,
-            request.label.as_deref(),
-            request.peer.clone(),
-            now,
+        let mut pending = PendingEvent::new(
+            new_event(
+                OPERATION_ENROLL,
+                request.label.as_deref(),
+                request.peer.clone(),
+                now,
+            ),
+            &self.ledger,
         );
         let result = match self.admit() {
-            Ok(_permit) => self.decide_and_issue(&request, now, &mut event).await,
+            Ok(admission) => {
+                let decision = self.decide_and_issue(&request, now, pending.get(), &admission);
+                within_deadline(request.deadline, decision).await
+            }
             Err(refusal) => Err(refusal),
         };
-        self.record_refusal(event, &result, now).await;
+        self.record_refusal(pending.decided(), &result, now).await;
         result
     }
 
     /// A permit to do enrollment work, or 503 when the CA is at its configured concurrency.
-    fn admit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, EnrollmentError> {
+    fn admit(&self) -> Result<Admission, EnrollmentError> {
         Arc::clone(&self.admission)
             .try_acquire_owned()
+            .map(|permit| Admission {
+                _permit: Arc::new(permit),
+            })
             .map_err(|_| {
                 crate::metrics::METRICS
                     .overload_refusals
@@ -366,6 +511,7 @@ impl EnrollmentService {
         request: &EnrollRequest,
         now: SystemTime,
         event: &mut EnrollmentEvent,
+        admission: &Admission,
     ) -> Result<Enrolled, EnrollmentError> {
         let profile = self
             .profile(request.label.as_deref())
@@ -389,15 +535,29 @@ impl EnrollmentService {
         let evidence = self.gate.evidence(&csr.request)?;
         event.evidence_sha256 = evidence.as_ref().map(|e| e.sha256.clone());
 
-        if let Some(earlier) = self.earlier_issue(&requester, &csr_sha256, event).await? {
+        if let Some(earlier) = self
+            .earlier_issue(&requester, profile, &csr_sha256, event)
+            .await?
+        {
             return Ok(earlier);
         }
         let attested = self
-            .check_attestation(profile, &requester, &csr, evidence, None, event)
+            .check_attestation(
+                profile,
+                Admitted {
+                    requester: &requester,
+                    admission,
+                },
+                &csr,
+                evidence,
+                None,
+                event,
+            )
             .await?;
         self.issue(
             profile,
             &requester,
+            admission,
             Approved {
                 csr: &csr,
                 device: attested.map(|a| {
@@ -413,18 +573,23 @@ impl EnrollmentService {
         .await
     }
 
-    /// The certificate already issued to `requester` for this CSR within the retry window,
-    /// re-sent (and recorded as a retry), if there is one.
+    /// The certificate already issued to `requester` on this profile for this CSR within the
+    /// retry window, re-sent (and recorded as a retry), if there is one.
+    ///
+    /// A retry never crosses a policy boundary: it matches the profile too, so a CSR issued on
+    /// one profile and posted to another is a new request there, decided by that profile's
+    /// rules. And a revoked certificate is never sent again (403 `enroll.retry_revoked`).
     async fn earlier_issue(
         &self,
         requester: &Requester,
+        profile: &IssuanceProfile,
         csr_sha256: &[u8],
         event: &mut EnrollmentEvent,
     ) -> Result<Option<Enrolled>, EnrollmentError> {
         let window_start = event.occurred_at - self.retry_window_secs;
         match self
             .store
-            .find_recent_issue(&requester.id(), csr_sha256, window_start)
+            .find_recent_issue(&requester.id(), &profile.label, csr_sha256, window_start)
             .await
             .map_err(EnrollmentError::storage)?
         {
@@ -433,14 +598,16 @@ impl EnrollmentService {
         }
     }
 
+    /// Sends an earlier certificate again, recorded as a retry, unless it has been revoked.
     async fn resend(
         &self,
         earlier: CertificateRecord,
         event: &mut EnrollmentEvent,
     ) -> Result<Enrolled, EnrollmentError> {
+        event.serial = Some(earlier.serial.clone());
+        refuse_if_revoked(&earlier)?;
         event.outcome = "retried".into();
         event.reason = "enroll.retry".into();
-        event.serial = Some(earlier.serial.clone());
         self.ledger
             .commit(LedgerEntry::Event(event.clone()))
             .await
@@ -456,6 +623,7 @@ impl EnrollmentService {
         &self,
         profile: &IssuanceProfile,
         requester: &Requester,
+        admission: &Admission,
         approved: Approved<'_>,
         now: SystemTime,
         event: &mut EnrollmentEvent,
@@ -487,7 +655,8 @@ impl EnrollmentService {
         for _ in 0..3 {
             let ca = Arc::clone(&self.ca);
             let (p, l) = (profile.clone(), leaf.clone());
-            let issued = tokio::task::spawn_blocking(move || ca.issue(&p, &l, now))
+            let issued = admission
+                .run_blocking(move || ca.issue(&p, &l, now))
                 .await
                 .map_err(|e| EnrollmentError::Unavailable {
                     code: "signer.unavailable",
@@ -545,6 +714,8 @@ impl EnrollmentService {
                         .await
                         .map_err(EnrollmentError::storage)?
                         .ok_or_else(|| EnrollmentError::storage(StoreError::WriterGone))?;
+                    event.serial = Some(serial.clone());
+                    refuse_if_revoked(&earlier)?;
                     return Ok(Enrolled {
                         certificate_der: earlier.der,
                         serial,

@@ -13,10 +13,10 @@ use x509_cert::ext::pkix::SubjectAltName;
 use x509_cert::ext::pkix::name::{GeneralName, HardwareModuleName};
 
 use super::{
-    Approved, EnrollRequest, Enrolled, EnrollmentError, EnrollmentService, OPERATION_REENROLL, csr,
-    new_event,
+    Admission, Admitted, Approved, EnrollRequest, Enrolled, EnrollmentError, EnrollmentService,
+    OPERATION_REENROLL, PendingEvent, csr, new_event, within_deadline,
 };
-use crate::access::{AuthError, AuthMethod, PeerCertificate, Requester};
+use crate::access::{AuthError, AuthMethod, DevicePeer, PeerCertificate, Requester};
 use crate::attestation::DeviceIdentity;
 use crate::issuance::IssuanceProfile;
 use crate::store::{CertificateRecord, EnrollmentEvent};
@@ -43,17 +43,23 @@ impl EnrollmentService {
     /// Handles `simplereenroll`.
     pub async fn reenroll(&self, request: EnrollRequest) -> Result<Enrolled, EnrollmentError> {
         let now = SystemTime::now();
-        let mut event = new_event(
-            OPERATION_REENROLL,
-            request.label.as_deref(),
-            request.peer.clone(),
-            now,
+        let mut pending = PendingEvent::new(
+            new_event(
+                OPERATION_REENROLL,
+                request.label.as_deref(),
+                request.peer.clone(),
+                now,
+            ),
+            &self.ledger,
         );
         let result = match self.admit() {
-            Ok(_permit) => self.decide_renewal(&request, now, &mut event).await,
+            Ok(admission) => {
+                let decision = self.decide_renewal(&request, now, pending.get(), &admission);
+                within_deadline(request.deadline, decision).await
+            }
             Err(refusal) => Err(refusal),
         };
-        self.record_refusal(event, &result, now).await;
+        self.record_refusal(pending.decided(), &result, now).await;
         result
     }
 
@@ -62,6 +68,7 @@ impl EnrollmentService {
         request: &EnrollRequest,
         now: SystemTime,
         event: &mut EnrollmentEvent,
+        admission: &Admission,
     ) -> Result<Enrolled, EnrollmentError> {
         let profile = self
             .profile(request.label.as_deref())
@@ -76,18 +83,7 @@ impl EnrollmentService {
         event.requester = Some(requester.id());
         event.predecessor_serial = Some(device.serial.clone());
         self.spend_budget(&requester)?;
-        let predecessor = self
-            .store
-            .certificate(&device.serial)
-            .await
-            .map_err(EnrollmentError::storage)?
-            .filter(|record| record.der == device.der)
-            .ok_or_else(|| {
-                forbidden(
-                    "reenroll.unknown_certificate",
-                    "the client certificate is not one this CA issued and recorded",
-                )
-            })?;
+        let predecessor = self.recorded_device_certificate(device).await?;
         event.device_identity = predecessor.device_identity.clone();
         self.check_renewable(profile, &predecessor, event.occurred_at)
             .await?;
@@ -104,7 +100,10 @@ impl EnrollmentService {
             sha2::Sha256::digest(&request.csr_der).to_vec()
         };
         event.csr_sha256 = Some(csr_sha256.clone());
-        if let Some(earlier) = self.earlier_issue(&requester, &csr_sha256, event).await? {
+        if let Some(earlier) = self
+            .earlier_issue(&requester, profile, &csr_sha256, event)
+            .await?
+        {
             return Ok(earlier);
         }
 
@@ -132,7 +131,10 @@ impl EnrollmentService {
             Some(evidence) => {
                 self.check_attestation(
                     profile,
-                    &requester,
+                    Admitted {
+                        requester: &requester,
+                        admission,
+                    },
                     &csr,
                     Some(evidence),
                     Some(&predecessor),
@@ -153,6 +155,7 @@ impl EnrollmentService {
             .issue(
                 profile,
                 &requester,
+                admission,
                 Approved {
                     csr: &csr,
                     device,
@@ -170,6 +173,53 @@ impl EnrollmentService {
                 .map_err(EnrollmentError::storage)?;
         }
         Ok(enrolled)
+    }
+
+    /// The record of the certificate a device presents: issued by this CA and recorded, with
+    /// the very bytes presented.
+    async fn recorded_device_certificate(
+        &self,
+        device: &DevicePeer,
+    ) -> Result<CertificateRecord, EnrollmentError> {
+        self.store
+            .certificate(&device.serial)
+            .await
+            .map_err(EnrollmentError::storage)?
+            .filter(|record| record.der == device.der)
+            .ok_or_else(|| {
+                forbidden(
+                    "reenroll.unknown_certificate",
+                    "the client certificate is not one this CA issued and recorded",
+                )
+            })
+    }
+
+    /// Whether a device may still renew with the certificate it presents, before it is given a
+    /// nonce for that renewal: recorded, not revoked, not already superseded by a renewal.
+    pub(super) async fn check_device_may_renew(
+        &self,
+        device: &DevicePeer,
+    ) -> Result<(), EnrollmentError> {
+        let record = self.recorded_device_certificate(device).await?;
+        if record.status == "revoked" {
+            return Err(forbidden(
+                "reenroll.revoked",
+                "the certificate being renewed is revoked",
+            ));
+        }
+        if self
+            .store
+            .latest_renewal_of(&record.serial)
+            .await
+            .map_err(EnrollmentError::storage)?
+            .is_some()
+        {
+            return Err(forbidden(
+                "reenroll.superseded",
+                "the certificate has already been renewed: renew with its successor",
+            ));
+        }
+        Ok(())
     }
 
     /// Whether the presented certificate may renew now under `profile`.

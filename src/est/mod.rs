@@ -27,7 +27,7 @@ use crate::access::PresentedCredentials;
 use crate::config::DeviceKeyAlgorithm;
 use crate::enrollment::{EnrollRequest, EnrollmentError, EnrollmentService, RefusalKind};
 use crate::issuance::IssuanceProfile;
-use crate::server::ConnectionInfo;
+use crate::server::{ConnectionInfo, RequestDeadline};
 
 /// EST operation names; a profile label may not be one of them.
 pub const OPERATIONS: &[&str] = &[
@@ -186,50 +186,60 @@ enum CsrOperation {
     Reenroll,
 }
 
+/// What a CSR-carrying request brings besides its body.
+struct CsrRequestParts {
+    label: Label,
+    connection: Option<axum::Extension<ConnectionInfo>>,
+    deadline: Option<axum::Extension<RequestDeadline>>,
+    headers: HeaderMap,
+}
+
 async fn simpleenroll(
     State(state): State<Arc<EstState>>,
     label: Label,
     connection: Option<axum::Extension<ConnectionInfo>>,
+    deadline: Option<axum::Extension<RequestDeadline>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    csr_operation(
-        CsrOperation::Enroll,
-        state,
+    let parts = CsrRequestParts {
         label,
         connection,
+        deadline,
         headers,
-        body,
-    )
-    .await
+    };
+    csr_operation(CsrOperation::Enroll, state, parts, body).await
 }
 
 async fn simplereenroll(
     State(state): State<Arc<EstState>>,
     label: Label,
     connection: Option<axum::Extension<ConnectionInfo>>,
+    deadline: Option<axum::Extension<RequestDeadline>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    csr_operation(
-        CsrOperation::Reenroll,
-        state,
+    let parts = CsrRequestParts {
         label,
         connection,
+        deadline,
         headers,
-        body,
-    )
-    .await
+    };
+    csr_operation(CsrOperation::Reenroll, state, parts, body).await
 }
 
 async fn csr_operation(
     operation: CsrOperation,
     state: Arc<EstState>,
-    label: Label,
-    connection: Option<axum::Extension<ConnectionInfo>>,
-    headers: HeaderMap,
+    parts: CsrRequestParts,
     body: Body,
 ) -> Response {
+    let CsrRequestParts {
+        label,
+        connection,
+        deadline,
+        headers,
+    } = parts;
     let label = label.map(|Path(l)| l);
     let (csr_der, credentials, peer) =
         match read_csr(&state, label.as_deref(), connection, &headers, body).await {
@@ -241,6 +251,7 @@ async fn csr_operation(
         credentials,
         csr_der,
         peer,
+        deadline: deadline.map(|d| d.0.0),
     };
     certificate_response(match operation {
         CsrOperation::Enroll => state.enrollment.enroll(request).await,

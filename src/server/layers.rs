@@ -39,7 +39,7 @@ pub fn apply(router: Router, listener: &'static str, request_timeout: Duration) 
 async fn observe(
     listener: &'static str,
     timeout: Duration,
-    request: Request,
+    mut request: Request,
     next: Next,
 ) -> Response {
     let route = request
@@ -49,6 +49,9 @@ async fn observe(
         .unwrap_or_else(|| "unmatched".into());
     let method = request.method().as_str().to_owned();
     let started = Instant::now();
+    request
+        .extensions_mut()
+        .insert(super::RequestDeadline(started + timeout));
     let response = match tokio::time::timeout(timeout, next.run(request)).await {
         Ok(response) => response,
         Err(_) => {

@@ -30,6 +30,11 @@ pub struct ConnectionInfo {
     pub peer_certificate: PeerCertificate,
 }
 
+/// When the request deadline (`server.request_timeout_secs`) ends a request, attached to every
+/// request by the deadline layer, so that the layers below can stop first and answer themselves.
+#[derive(Clone, Copy, Debug)]
+pub struct RequestDeadline(pub std::time::Instant);
+
 /// Start-up failures.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {

@@ -146,10 +146,11 @@ fn is_transient(e: &sqlx::Error) -> bool {
 
 impl LedgerEntry {
     /// The `issued_requests` row this entry claims, if any (the order writers lock in).
-    fn claim(&self) -> Option<(&str, &[u8])> {
+    fn claim(&self) -> Option<(&str, &str, &[u8])> {
         match self {
             LedgerEntry::Issued { certificate, .. } => Some((
                 certificate.requester.as_str(),
+                certificate.profile.as_str(),
                 certificate.csr_sha256.as_slice(),
             )),
             LedgerEntry::Event(_) => None,
@@ -204,9 +205,9 @@ async fn write_issued_postgres(
            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'active', $10, $11, $12, $13, $14) \
            ON CONFLICT (serial) DO NOTHING RETURNING serial), \
          claim AS ( \
-           INSERT INTO issued_requests (requester, csr_sha256, serial, issued_at) \
-           SELECT $10, $12, serial, $13 FROM cert \
-           ON CONFLICT (requester, csr_sha256) DO UPDATE \
+           INSERT INTO issued_requests (requester, profile, csr_sha256, serial, issued_at) \
+           SELECT $10, $7, $12, serial, $13 FROM cert \
+           ON CONFLICT (requester, profile, csr_sha256) DO UPDATE \
            SET serial = excluded.serial, issued_at = excluded.issued_at \
            WHERE issued_requests.issued_at < $15 RETURNING serial), \
          event AS ( \
@@ -249,13 +250,14 @@ async fn write_issued(
         return Ok(Committed::SerialCollision);
     }
     let claimed = sqlx::query(
-        "INSERT INTO issued_requests (requester, csr_sha256, serial, issued_at) \
-         VALUES ($1, $2, $3, $4) \
-         ON CONFLICT (requester, csr_sha256) DO UPDATE \
+        "INSERT INTO issued_requests (requester, profile, csr_sha256, serial, issued_at) \
+         VALUES ($1, $2, $3, $4, $5) \
+         ON CONFLICT (requester, profile, csr_sha256) DO UPDATE \
          SET serial = excluded.serial, issued_at = excluded.issued_at \
-         WHERE issued_requests.issued_at < $5",
+         WHERE issued_requests.issued_at < $6",
     )
     .bind(&c.requester)
+    .bind(&c.profile)
     .bind(&c.csr_sha256)
     .bind(&c.serial)
     .bind(c.issued_at)
@@ -281,9 +283,11 @@ async fn keep_the_earlier_issue(
         .execute(&mut **tx)
         .await?;
     let serial: String = sqlx::query_scalar(
-        "SELECT serial FROM issued_requests WHERE requester = $1 AND csr_sha256 = $2",
+        "SELECT serial FROM issued_requests \
+         WHERE requester = $1 AND profile = $2 AND csr_sha256 = $3",
     )
     .bind(&c.requester)
+    .bind(&c.profile)
     .bind(&c.csr_sha256)
     .fetch_one(&mut **tx)
     .await?;

@@ -88,11 +88,13 @@ pub struct EnrollmentEvent {
     pub device_identity: Option<String>,
 }
 
-/// What consuming a nonce found.
+/// What consuming (or looking at) a nonce found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NonceCheck {
     /// It was live and issued to this requester; it is now spent.
     Consumed,
+    /// It is live and issued to this requester (a look, which spends nothing).
+    Live,
     /// This CA never issued it.
     Unknown,
     /// It was issued to another requester (and is left untouched).
@@ -343,10 +345,12 @@ impl Store {
         Ok(())
     }
 
-    /// The certificate issued to `requester` for the CSR with this hash since `since`, if any.
+    /// The certificate issued to `requester` on `profile` for the CSR with this hash since
+    /// `since`, if any.
     pub async fn find_recent_issue(
         &self,
         requester: &str,
+        profile: &str,
         csr_sha256: &[u8],
         since: i64,
     ) -> Result<Option<CertificateRecord>, StoreError> {
@@ -356,9 +360,10 @@ impl Store {
                 "SELECT ",
                 certificate_columns!(),
                 " FROM certificates WHERE serial = (SELECT serial FROM issued_requests \
-             WHERE requester = $1 AND csr_sha256 = $2 AND issued_at >= $3)"
+             WHERE requester = $1 AND profile = $2 AND csr_sha256 = $3 AND issued_at >= $4)"
             ))
             .bind(requester)
+            .bind(profile)
             .bind(csr_sha256)
             .bind(since)
             .fetch_optional(&self.pool),
@@ -444,11 +449,28 @@ impl Store {
         if spent.rows_affected() == 1 {
             return Ok(NonceCheck::Consumed);
         }
-        let row =
+        Ok(match self.nonce_state(nonce, requester, now).await? {
+            // Spent concurrently between the two statements.
+            NonceCheck::Live => NonceCheck::Reused,
+            other => other,
+        })
+    }
+
+    /// What a nonce is for `requester` at `now`, without spending it: the registration authority
+    /// looks before it verifies the evidence that carries it, and spends it only at the end.
+    pub async fn nonce_state(
+        &self,
+        nonce: &[u8],
+        requester: &str,
+        now: i64,
+    ) -> Result<NonceCheck, StoreError> {
+        let row = timed(
+            "nonce_state",
             sqlx::query("SELECT requester, expires_at, consumed_at FROM nonces WHERE nonce = $1")
                 .bind(nonce)
-                .fetch_optional(&self.pool)
-                .await?;
+                .fetch_optional(&self.pool),
+        )
+        .await?;
         let Some(row) = row else {
             return Ok(NonceCheck::Unknown);
         };
@@ -462,8 +484,7 @@ impl Store {
         } else if expires_at < now {
             NonceCheck::Expired
         } else {
-            // Spent concurrently between the two statements.
-            NonceCheck::Reused
+            NonceCheck::Live
         })
     }
 

@@ -123,6 +123,25 @@ impl ServerProcess {
         format!("https://{}", self.est)
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// CPU time (user + system) the server process has used so far, from /proc.
+    pub fn cpu_seconds(&self) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()))
+            .expect("read /proc/PID/stat");
+        // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+        let after_name = &stat[stat.rfind(')').expect("stat format") + 2..];
+        let fields: Vec<&str> = after_name.split(' ').collect();
+        let ticks: u64 =
+            fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
+        // SAFETY: sysconf has no preconditions.
+        let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+        ticks as f64 / per_second as f64
+    }
+
     /// Sends a signal (`HUP`, `TERM`, ...) to the server.
     pub fn signal(&self, name: &str) {
         let pid = self.child.id().to_string();
@@ -514,6 +533,25 @@ pub fn crl_facts(der: &[u8]) -> (u64, Vec<String>) {
     (number, serials)
 }
 
+/// Scrapes `/metrics`: the text and the samples by `name{labels}`.
+pub async fn scrape(server: &ServerProcess) -> (String, std::collections::HashMap<String, f64>) {
+    let text = reqwest::get(format!("http://{}/metrics", server.http))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("body");
+    let samples = text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| {
+            let (key, value) = l.rsplit_once(' ')?;
+            Some((key.to_owned(), value.parse().ok()?))
+        })
+        .collect();
+    (text, samples)
+}
+
 /// The CRL number and listed serials of the issuing CA's CRL a server serves.
 pub async fn served_crl(server: &ServerProcess) -> (u64, Vec<String>) {
     let bytes = reqwest::get(format!("http://{}/crl/issuing-ca.crl", server.http))
@@ -611,6 +649,18 @@ impl OpensslOcsp {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
+}
+
+/// A freshness nonce from `url` (an EST `nonce` resource) for whoever `client` authenticates as.
+pub async fn nonce_via(client: &reqwest::Client, url: &str) -> Vec<u8> {
+    use base64::Engine;
+    let response = client.get(url).send().await.expect("nonce");
+    assert_eq!(response.status(), 200);
+    let json: serde_json::Value =
+        serde_json::from_slice(&response.bytes().await.expect("body")).expect("json");
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(json["nonce"].as_str().expect("nonce"))
+        .expect("b64")
 }
 
 /// `attestca revoke` with these arguments (`--config F` or `--dev --data-dir D`).

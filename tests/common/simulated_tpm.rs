@@ -85,13 +85,16 @@ impl SimulatedTpm {
     }
 
     /// A CSR for `key` carrying TPM2_Certify evidence with `nonce`; `tamper` flips one byte of
-    /// TPMS_ATTEST after signing (the CSR itself stays validly signed).
+    /// TPMS_ATTEST after signing, in its firmwareVersion (the CSR itself stays validly signed,
+    /// and the claimed nonce unchanged, so the refusal is the signature's).
     pub fn csr(&self, key: &DeviceKey, cn: &str, nonce: &[u8], tamper: bool) -> Vec<u8> {
         let public = tpmt_public(key);
         let mut attest = tpms_attest(&public, nonce);
         let signature = self.ak.sign(&attest).expect("AK signature");
         if tamper {
-            attest[20] ^= 0x01;
+            // firmwareVersion: the 8 bytes before the two 36-byte names at the end.
+            let at = attest.len() - 76;
+            attest[at] ^= 0x01;
         }
         let statement = TcgAttestCertify {
             tpm_s_attest: OctetString::new(attest).expect("attest"),
