@@ -350,3 +350,44 @@ async fn a_request_cut_off_by_the_deadline_is_answered_and_recorded() {
     drop(server);
     db.drop_database().await;
 }
+
+/// Anyone may present Basic credentials, and a wrong password costs an Argon2id verification:
+/// a flood of them on the nonce resource (which has no enrollment admission limit) is answered
+/// 503 `overload.authentication` beyond one check per core, instead of using every core.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_flood_of_wrong_passwords_is_shed_not_queued() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let (ca, _vendor) = start(tmp.path()).await;
+    let anonymous = https_client(&ca.dir.join("pki/ca-chain.pem"), None);
+    let attempts = (0..24).map(|i| {
+        anonymous
+            .get(ca.url("/nonce"))
+            .basic_auth(format!("nobody-{i}"), Some("wrong"))
+            .send()
+    });
+    let mut statuses = std::collections::BTreeMap::new();
+    for response in futures::future::join_all(attempts).await {
+        let response = response.expect("nonce request");
+        let status = response.status().as_u16();
+        let retry_after = response.headers().contains_key("retry-after");
+        let text = response.text().await.expect("body");
+        match status {
+            401 => assert!(text.starts_with("auth.invalid"), "{text}"),
+            503 => {
+                assert!(text.starts_with("overload.authentication"), "{text}");
+                assert!(retry_after, "503 without Retry-After");
+            }
+            other => panic!("{other}: {text}"),
+        }
+        *statuses.entry(status).or_insert(0) += 1;
+    }
+    assert!(statuses.contains_key(&401), "{statuses:?}");
+    assert!(statuses.contains_key(&503), "{statuses:?}");
+    let (_, samples) = scrape(&ca.server).await;
+    assert!(
+        samples
+            .get("attestca_overload_refusals_total{limit=\"password_checks\"}")
+            .is_some_and(|n| *n > 0.0),
+        "the refusals are counted"
+    );
+}
