@@ -544,10 +544,13 @@ fn check_alt_name(name: &GeneralName, profile: &IssuanceProfile) -> Result<(), E
         };
         return Err(bad(
             "csr.san_malformed",
-            format!(
-                "malformed {kind:?} subjectAltName {}: want {rule}",
-                shown(text)
-            ),
+            match kind {
+                SanType::Ip => format!("malformed {kind:?} subjectAltName: want {rule}"),
+                _ => format!(
+                    "malformed {kind:?} subjectAltName {}: want {rule}",
+                    shown(text)
+                ),
+            },
         ));
     }
     Ok(())
