@@ -439,6 +439,9 @@ pub struct ProfileConfig {
     pub cn_required: bool,
     /// A regular expression the whole CN must match.
     pub cn_pattern: Option<String>,
+    /// Subject attributes copied from the CSR: `CN`, `O`, `OU`, `C`, `L`, `ST`, `serialNumber`.
+    /// Others are refused (`csr.subject_attribute_not_allowed`). Default: all of them.
+    pub subject_attributes: Vec<SubjectAttribute>,
     /// SubjectAltName types copied from the CSR: `dns`, `ip`, `uri`, `email`. Others are refused.
     pub san_types: Vec<SanType>,
     /// keyUsage bits of issued certificates.
@@ -501,6 +504,7 @@ impl Default for ProfileConfig {
             min_rsa_bits: 2048,
             cn_required: true,
             cn_pattern: None,
+            subject_attributes: SubjectAttribute::ALL.to_vec(),
             san_types: vec![SanType::Dns, SanType::Ip, SanType::Uri],
             key_usage: vec![KeyUsageName::DigitalSignature],
             extended_key_usage: vec!["client-auth".into()],
@@ -533,6 +537,51 @@ pub enum DeviceKeyAlgorithm {
     P256,
     P384,
     Rsa,
+}
+
+/// Subject attribute types a profile may accept, by their RFC 4514 short names.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum SubjectAttribute {
+    #[serde(rename = "CN")]
+    CommonName,
+    #[serde(rename = "O")]
+    Organization,
+    #[serde(rename = "OU")]
+    OrganizationalUnit,
+    #[serde(rename = "C")]
+    Country,
+    #[serde(rename = "L")]
+    Locality,
+    #[serde(rename = "ST")]
+    StateOrProvince,
+    #[serde(rename = "serialNumber")]
+    SerialNumber,
+}
+
+impl SubjectAttribute {
+    /// Every attribute attestca knows; the default of `subject_attributes`.
+    pub const ALL: [SubjectAttribute; 7] = [
+        SubjectAttribute::CommonName,
+        SubjectAttribute::Organization,
+        SubjectAttribute::OrganizationalUnit,
+        SubjectAttribute::Country,
+        SubjectAttribute::Locality,
+        SubjectAttribute::StateOrProvince,
+        SubjectAttribute::SerialNumber,
+    ];
+
+    /// The RFC 4514 short name, as written in the configuration.
+    pub fn short_name(self) -> &'static str {
+        match self {
+            SubjectAttribute::CommonName => "CN",
+            SubjectAttribute::Organization => "O",
+            SubjectAttribute::OrganizationalUnit => "OU",
+            SubjectAttribute::Country => "C",
+            SubjectAttribute::Locality => "L",
+            SubjectAttribute::StateOrProvince => "ST",
+            SubjectAttribute::SerialNumber => "serialNumber",
+        }
+    }
 }
 
 /// SubjectAltName types a profile may accept.
@@ -854,6 +903,30 @@ mod tests {
             Figment::from(Toml::string("ocsp_nonce = \"sometimes\""))
                 .extract::<RevocationConfig>()
                 .is_err()
+        );
+    }
+
+    #[test]
+    fn subject_attributes_read_from_toml() {
+        let profile: ProfileConfig = Figment::from(Toml::string(
+            "subject_attributes = [\"CN\", \"serialNumber\"]",
+        ))
+        .extract()
+        .expect("parse");
+        assert_eq!(
+            profile.subject_attributes,
+            vec![SubjectAttribute::CommonName, SubjectAttribute::SerialNumber]
+        );
+        assert_eq!(
+            ProfileConfig::default().subject_attributes,
+            SubjectAttribute::ALL.to_vec(),
+            "the default keeps every attribute accepted before the key existed"
+        );
+        assert!(
+            Figment::from(Toml::string("subject_attributes = [\"street\"]"))
+                .extract::<ProfileConfig>()
+                .is_err(),
+            "an attribute attestca does not know is a configuration error"
         );
     }
 }

@@ -5,7 +5,8 @@
 # It prepares everything those tests need, installing what is missing when it
 # can (root + apt-get), because CI and new machines start without our tools (also
 # docker-compose and systemd-analyze, which tests/shell/deploy_files.sh finds on PATH):
-#   ATTESTCA_TEST_PKILINT         path of pkilint's lint_pkix_cert
+#   ATTESTCA_TEST_PKILINT         path of pkilint's lint_pkix_cert (its venv's python, beside
+#                                 it, also has Python `cryptography`: tests/strict_names.rs)
 #   ATTESTCA_TEST_PROMTOOL        path of Prometheus' promtool (deployment files)
 #   ATTESTCA_TEST_SCHEMATHESIS    path of schemathesis' `st` (tests/shell/openapi_schemathesis.sh)
 #   ATTESTCA_TEST_OPENAPI_SPEC_VALIDATOR  path of openapi-spec-validator (the OpenAPI tests)
@@ -112,19 +113,22 @@ fresh_venv() {
 }
 
 # ---------------------------------------------------------------- pkilint
-# A private venv, cached under target/ so that later runs skip the download.
+# A private venv, cached under target/ so that later runs skip the download. pkilint depends
+# on Python `cryptography`, which tests/strict_names.rs uses as a strict certificate parser.
 ensure_pkilint() {
     local venv="$TOOLS_DIR/venv"
     local lint="$venv/bin/lint_pkix_cert"
     # Reuse the cache only if its interpreter still works (the python it was
     # made from may have been removed or upgraded since).
-    if [[ -x "$lint" ]] && "$venv/bin/python" -c 'import pkilint' >/dev/null 2>&1; then
+    if [[ -x "$lint" ]] && "$venv/bin/python" -c 'import pkilint, cryptography' >/dev/null 2>&1; then
         say "pkilint: cached in $venv"
     else
         fresh_venv "$venv"
         say "pkilint: pip install into $venv"
         "$venv/bin/pip" install --quiet pkilint || { rm -rf "$venv"; die "pip install pkilint failed"; }
         [[ -x "$lint" ]] || die "pkilint installed but $lint is missing"
+        "$venv/bin/python" -c 'import cryptography' \
+            || die "pkilint installed but its venv has no cryptography"
     fi
     export ATTESTCA_TEST_PKILINT="$lint"
 }

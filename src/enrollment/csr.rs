@@ -3,6 +3,14 @@
 //! The signature is verified over the CSR's own `certificationRequestInfo` bytes (not a
 //! re-encoding), with aws-lc, which verifies ECDSA about three times faster than a pure-Rust
 //! implementation; verification is the largest CPU cost of an enrollment.
+//!
+//! Everything the CA copies from a CSR into a certificate is checked for content, not only for
+//! type: the subject's structure (single-valued RDNs, each attribute once, only the profile's
+//! attributes), each value's string type, alphabet, characters and RFC 5280 upper bound, and
+//! each subjectAltName's syntax ([`names`]). The rules and bounds are listed in
+//! docs/est-profile.md ("CSR requirements").
+
+mod names;
 
 use const_oid::ObjectIdentifier;
 use const_oid::db::rfc4519::{
@@ -12,6 +20,7 @@ use const_oid::db::rfc4519::{
 use const_oid::db::rfc5912::{
     ID_EC_PUBLIC_KEY, ID_EXTENSION_REQ, RSA_ENCRYPTION, SECP_256_R_1, SECP_384_R_1,
 };
+use der::asn1::Any;
 use der::asn1::ObjectIdentifier as Oid;
 use der::{Decode, Encode, Tag, Tagged};
 use x509_cert::SubjectPublicKeyInfo;
@@ -23,7 +32,7 @@ use x509_cert::request::{CertReq, Version};
 
 use super::EnrollmentError;
 use crate::asn1::{RsaPublicKey, SignedEnvelope};
-use crate::config::{DeviceKeyAlgorithm, SanType};
+use crate::config::{DeviceKeyAlgorithm, SanType, SubjectAttribute};
 use crate::issuance::IssuanceProfile;
 use crate::verify::{self, PublicKeyKind};
 
@@ -137,7 +146,59 @@ fn check_key(
             ),
         ));
     }
+    check_ec_point(spki, algorithm)?;
     Ok(algorithm)
+}
+
+/// An EC public key must be an uncompressed point (`04 || X || Y`) on its curve.
+///
+/// Compressed (`02`/`03`) and hybrid (`06`/`07`) points and the point at infinity (`00`) are
+/// refused rather than normalised: the CA compares keys as DER (the attestation gate's
+/// `same_key`, renewal's rekey test) and records `spki_sha256`, so one key must have one
+/// encoding; RFC 5480 makes only the uncompressed form mandatory for relying parties, and the
+/// certificate would carry an encoding the device did not sign. docs/est-profile.md says more.
+fn check_ec_point(
+    spki: &SubjectPublicKeyInfo,
+    algorithm: DeviceKeyAlgorithm,
+) -> Result<(), EnrollmentError> {
+    let coordinate = match algorithm {
+        DeviceKeyAlgorithm::P256 => 32,
+        DeviceKeyAlgorithm::P384 => 48,
+        DeviceKeyAlgorithm::Rsa => return Ok(()),
+    };
+    let point = spki.subject_public_key.as_bytes().ok_or_else(|| {
+        bad(
+            "csr.key_encoding",
+            "the public key BIT STRING has unused bits",
+        )
+    })?;
+    let form = match point.first() {
+        Some(0x04) if point.len() == 1 + 2 * coordinate => None,
+        Some(0x02 | 0x03) => Some("a compressed EC point"),
+        Some(0x06 | 0x07) => Some("a hybrid EC point"),
+        Some(0x00) => Some("the point at infinity"),
+        _ => Some("not an EC point of the curve's size"),
+    };
+    if let Some(form) = form {
+        return Err(bad(
+            "csr.key_encoding",
+            format!(
+                "the public key is {form}; send the uncompressed form (04 || X || Y, RFC 5480)"
+            ),
+        ));
+    }
+    let on_curve = match algorithm {
+        DeviceKeyAlgorithm::P256 => p256::PublicKey::from_sec1_bytes(point).is_ok(),
+        DeviceKeyAlgorithm::P384 => p384::PublicKey::from_sec1_bytes(point).is_ok(),
+        DeviceKeyAlgorithm::Rsa => true,
+    };
+    if !on_curve {
+        return Err(bad(
+            "csr.key_encoding",
+            "the public key is not a point on its curve",
+        ));
+    }
+    Ok(())
 }
 
 fn verify_signature(
@@ -173,61 +234,136 @@ fn verify_signature(
     Ok(())
 }
 
+/// How a subject attribute's value is written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ValueSyntax {
+    /// DirectoryString: UTF8String or PrintableString (RFC 5280 4.1.2.4 allows no other for new
+    /// certificates).
+    Directory,
+    /// PrintableString only.
+    Printable,
+    /// A country code: a PrintableString of two upper-case letters (ISO 3166 alpha-2).
+    Country,
+}
+
+/// What the CA accepts of one subject attribute.
+struct AttributeRule {
+    attribute: SubjectAttribute,
+    oid: ObjectIdentifier,
+    syntax: ValueSyntax,
+    /// The RFC 5280 Appendix A upper bound, in characters.
+    max_chars: usize,
+}
+
+/// The subject attributes attestca knows, with their syntax and RFC 5280 upper bounds.
+const SUBJECT_RULES: [AttributeRule; 7] = [
+    AttributeRule {
+        attribute: SubjectAttribute::CommonName,
+        oid: COMMON_NAME,
+        syntax: ValueSyntax::Directory,
+        max_chars: 64, // ub-common-name
+    },
+    AttributeRule {
+        attribute: SubjectAttribute::Organization,
+        oid: ORGANIZATION_NAME,
+        syntax: ValueSyntax::Directory,
+        max_chars: 64, // ub-organization-name
+    },
+    AttributeRule {
+        attribute: SubjectAttribute::OrganizationalUnit,
+        oid: ORGANIZATIONAL_UNIT_NAME,
+        syntax: ValueSyntax::Directory,
+        max_chars: 64, // ub-organizational-unit-name
+    },
+    AttributeRule {
+        attribute: SubjectAttribute::Country,
+        oid: COUNTRY_NAME,
+        syntax: ValueSyntax::Country,
+        max_chars: 2, // SIZE (2)
+    },
+    AttributeRule {
+        attribute: SubjectAttribute::Locality,
+        oid: LOCALITY_NAME,
+        syntax: ValueSyntax::Directory,
+        max_chars: 128, // ub-locality-name
+    },
+    AttributeRule {
+        attribute: SubjectAttribute::StateOrProvince,
+        oid: ST,
+        syntax: ValueSyntax::Directory,
+        max_chars: 128, // ub-state-name
+    },
+    AttributeRule {
+        attribute: SubjectAttribute::SerialNumber,
+        oid: SERIAL_NUMBER,
+        syntax: ValueSyntax::Printable,
+        max_chars: 64, // ub-serial-number
+    },
+];
+
+/// The most RDNs a subject may have: one per known attribute, since none may repeat.
+pub const MAX_SUBJECT_RDNS: usize = SUBJECT_RULES.len();
+
+/// The most subjectAltNames a CSR may request.
+pub const MAX_SUBJECT_ALT_NAMES: usize = 32;
+
+/// Up to 64 characters of `text`, escaped, for an explanation (never the raw bytes).
+fn shown(text: &str) -> String {
+    let mut out: String = text.chars().take(64).flat_map(char::escape_debug).collect();
+    if text.chars().nth(64).is_some() {
+        out.push('…');
+    }
+    format!("\"{out}\"")
+}
+
 fn check_subject(subject: &Name, profile: &IssuanceProfile) -> Result<(), EnrollmentError> {
+    if subject.len() > MAX_SUBJECT_RDNS {
+        return Err(bad(
+            "csr.subject_rejected",
+            format!(
+                "the subject has {} RDNs; at most {MAX_SUBJECT_RDNS}",
+                subject.len()
+            ),
+        ));
+    }
+    let mut seen: Vec<SubjectAttribute> = Vec::with_capacity(MAX_SUBJECT_RDNS);
     let mut common_name = None;
-    for atv in subject.iter() {
-        let tag = atv.value.tag();
-        let string_ok = match atv.oid {
-            COMMON_NAME | ORGANIZATION_NAME | ORGANIZATIONAL_UNIT_NAME | LOCALITY_NAME | ST => {
-                matches!(tag, Tag::Utf8String | Tag::PrintableString)
-            }
-            SERIAL_NUMBER | COUNTRY_NAME => tag == Tag::PrintableString,
-            other => {
-                return Err(bad(
-                    "csr.subject_attribute_not_allowed",
-                    format!(
-                        "subject attribute {other} is not accepted (CN, O, OU, C, serialNumber are)"
-                    ),
-                ));
-            }
-        };
-        if !string_ok {
+    for rdn in subject.iter_rdn() {
+        let mut members = rdn.iter();
+        let (Some(atv), None) = (members.next(), members.next()) else {
             return Err(bad(
-                "csr.subject_encoding",
+                "csr.subject_rejected",
+                "every RDN must hold exactly one attribute (no multi-valued RDNs)",
+            ));
+        };
+        let Some(rule) = SUBJECT_RULES.iter().find(|r| r.oid == atv.oid) else {
+            return Err(bad(
+                "csr.subject_attribute_not_allowed",
                 format!(
-                    "subject attribute {} has a string type ({tag}) RFC 5280 does not allow here",
+                    "subject attribute {} is not accepted (CN, O, OU, C, L, ST, serialNumber are)",
                     atv.oid
                 ),
             ));
-        }
-        let value = std::str::from_utf8(atv.value.value()).map_err(|_| {
-            bad(
-                "csr.subject_encoding",
-                "subject attribute is not valid UTF-8",
-            )
-        })?;
-        let limit = match atv.oid {
-            COMMON_NAME | ORGANIZATION_NAME | ORGANIZATIONAL_UNIT_NAME => 64,
-            LOCALITY_NAME | ST => 128,
-            COUNTRY_NAME => 2,
-            _ => 64,
         };
-        if value.is_empty() || value.chars().count() > limit {
+        let name = rule.attribute.short_name();
+        if !profile.subject_attributes.contains(&rule.attribute) {
             return Err(bad(
-                "csr.subject_encoding",
+                "csr.subject_attribute_not_allowed",
                 format!(
-                    "subject attribute {} must be 1 to {limit} characters",
-                    atv.oid
+                    "subject attribute {name} is not accepted on profile {:?}",
+                    profile.label
                 ),
             ));
         }
-        if atv.oid == COMMON_NAME {
-            if common_name.is_some() {
-                return Err(bad(
-                    "csr.subject_rejected",
-                    "the subject has more than one CN",
-                ));
-            }
+        if seen.contains(&rule.attribute) {
+            return Err(bad(
+                "csr.subject_rejected",
+                format!("the subject has more than one {name}"),
+            ));
+        }
+        seen.push(rule.attribute);
+        let value = attribute_value(rule, &atv.value)?;
+        if rule.attribute == SubjectAttribute::CommonName {
             common_name = Some(value.to_owned());
         }
     }
@@ -240,7 +376,8 @@ fn check_subject(subject: &Name, profile: &IssuanceProfile) -> Result<(), Enroll
             Some(pattern) if !pattern.is_match(cn) => Err(bad(
                 "csr.subject_rejected",
                 format!(
-                    "CN {cn:?} does not match the pattern of profile {:?}",
+                    "CN {} does not match the pattern of profile {:?}",
+                    shown(cn),
                     profile.label
                 ),
             )),
@@ -248,6 +385,62 @@ fn check_subject(subject: &Name, profile: &IssuanceProfile) -> Result<(), Enroll
         },
         (None, false) => Ok(()),
     }
+}
+
+/// The text of a subject attribute value, if its string type, alphabet, characters and length
+/// are acceptable for `rule`.
+fn attribute_value<'a>(rule: &AttributeRule, value: &'a Any) -> Result<&'a str, EnrollmentError> {
+    let name = rule.attribute.short_name();
+    let encoding = |detail: String| bad("csr.subject_encoding", detail);
+    let tag = value.tag();
+    let type_ok = match rule.syntax {
+        ValueSyntax::Directory => matches!(tag, Tag::Utf8String | Tag::PrintableString),
+        ValueSyntax::Printable | ValueSyntax::Country => tag == Tag::PrintableString,
+    };
+    if !type_ok {
+        return Err(encoding(format!(
+            "subject {name} is a {tag}; RFC 5280 wants {}",
+            match rule.syntax {
+                ValueSyntax::Directory => "a UTF8String or a PrintableString",
+                ValueSyntax::Printable | ValueSyntax::Country => "a PrintableString",
+            }
+        )));
+    }
+    let text = std::str::from_utf8(value.value())
+        .map_err(|_| encoding(format!("subject {name} is not valid UTF-8")))?;
+    if let Some(character) = names::first_forbidden(text) {
+        return Err(encoding(format!("subject {name} contains {character}")));
+    }
+    if tag == Tag::PrintableString
+        && let Some(c) = text.chars().find(|c| !names::is_printable_char(*c))
+    {
+        return Err(encoding(format!(
+            "subject {name} contains U+{:04X}, outside the PrintableString alphabet \
+             (A-Z a-z 0-9 space ' ( ) + , - . / : = ?); use a UTF8String",
+            u32::from(c)
+        )));
+    }
+    let length = text.chars().count();
+    if length == 0 || length > rule.max_chars {
+        return Err(encoding(format!(
+            "subject {name} has {length} characters; 1 to {} allowed (RFC 5280)",
+            rule.max_chars
+        )));
+    }
+    if text.starts_with(char::is_whitespace) || text.ends_with(char::is_whitespace) {
+        return Err(encoding(format!(
+            "subject {name} starts or ends with white space"
+        )));
+    }
+    if rule.syntax == ValueSyntax::Country
+        && !(length == 2 && text.chars().all(|c| c.is_ascii_uppercase()))
+    {
+        return Err(encoding(format!(
+            "subject C {} is not a two-letter upper-case country code",
+            shown(text)
+        )));
+    }
+    Ok(text)
 }
 
 fn requested_alt_names(
@@ -285,8 +478,29 @@ fn requested_alt_names(
             seen_san = true;
             let san = SubjectAltName::from_der(ext.extn_value.as_bytes())
                 .map_err(|e| bad("csr.malformed", format!("subjectAltName: {e}")))?;
+            if san.0.is_empty() {
+                return Err(bad(
+                    "csr.san_malformed",
+                    "the subjectAltName is empty (RFC 5280: SIZE (1..MAX))",
+                ));
+            }
+            if san.0.len() > MAX_SUBJECT_ALT_NAMES {
+                return Err(bad(
+                    "csr.san_too_many",
+                    format!(
+                        "{} subjectAltNames requested; at most {MAX_SUBJECT_ALT_NAMES}",
+                        san.0.len()
+                    ),
+                ));
+            }
             for name in san.0 {
                 check_alt_name(&name, profile)?;
+                if names.contains(&name) {
+                    return Err(bad(
+                        "csr.san_malformed",
+                        "the same subjectAltName is requested twice",
+                    ));
+                }
                 names.push(name);
             }
         }
@@ -295,14 +509,13 @@ fn requested_alt_names(
 }
 
 fn check_alt_name(name: &GeneralName, profile: &IssuanceProfile) -> Result<(), EnrollmentError> {
-    let (kind, ok) = match name {
-        GeneralName::DnsName(d) => (SanType::Dns, is_dns_name(d.as_str())),
-        GeneralName::IpAddress(ip) => (SanType::Ip, matches!(ip.as_bytes().len(), 4 | 16)),
-        GeneralName::UniformResourceIdentifier(u) => (
-            SanType::Uri,
-            u.as_str().contains(':') && !u.as_str().is_empty(),
-        ),
-        GeneralName::Rfc822Name(m) => (SanType::Email, m.as_str().contains('@')),
+    let (kind, text, ok) = match name {
+        GeneralName::DnsName(d) => (SanType::Dns, d.as_str(), names::is_dns_name(d.as_str())),
+        GeneralName::IpAddress(ip) => (SanType::Ip, "", matches!(ip.as_bytes().len(), 4 | 16)),
+        GeneralName::UniformResourceIdentifier(u) => {
+            (SanType::Uri, u.as_str(), names::is_uri(u.as_str()))
+        }
+        GeneralName::Rfc822Name(m) => (SanType::Email, m.as_str(), names::is_mailbox(m.as_str())),
         other => {
             return Err(bad(
                 "csr.san_type_not_allowed",
@@ -323,27 +536,24 @@ fn check_alt_name(name: &GeneralName, profile: &IssuanceProfile) -> Result<(), E
         ));
     }
     if !ok {
+        let rule = match kind {
+            SanType::Dns => "a DNS name in preferred syntax with at least two labels",
+            SanType::Ip => "4 or 16 octets",
+            SanType::Uri => "an absolute URI (RFC 3986) whose host, if any, is a FQDN or IP",
+            SanType::Email => "a mailbox local@domain (dot-atom local part, DNS-name domain)",
+        };
         return Err(bad(
             "csr.san_malformed",
-            format!("malformed {kind:?} subjectAltName"),
+            match kind {
+                SanType::Ip => format!("malformed {kind:?} subjectAltName: want {rule}"),
+                _ => format!(
+                    "malformed {kind:?} subjectAltName {}: want {rule}",
+                    shown(text)
+                ),
+            },
         ));
     }
     Ok(())
-}
-
-/// A DNS name in preferred syntax with at least two labels: single-label names ("localhost",
-/// "printer") are not valid dNSNames for pkilint and most relying parties.
-fn is_dns_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 253
-        && name.contains('.')
-        && name.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-        })
 }
 
 /// A human-readable list of alternative names, for the certificates table.
@@ -400,7 +610,10 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let out = dir.path().join("csr.der");
         let key_out = dir.path().join("key.pem");
-        let mut args = vec!["req", "-new", "-nodes", "-subj", subject, "-outform", "DER"];
+        let mut args = vec!["req", "-new", "-nodes", "-outform", "DER"];
+        if !subject.is_empty() {
+            args.extend_from_slice(&["-subj", subject]);
+        }
         args.extend_from_slice(key);
         args.extend_from_slice(extra);
         let (out_s, key_s) = (out.display().to_string(), key_out.display().to_string());
@@ -553,5 +766,446 @@ mod tests {
             "csr.malformed"
         );
         assert_eq!(code(validate(&[], &profile(|_| {}))), "csr.malformed");
+    }
+
+    /// A CSR from this project's own encoder with any subject (RFC 4514 text; `#hex` gives a
+    /// value of any string type and content) and subjectAltNames: the bad cases openssl will
+    /// not make.
+    fn crafted_csr(subject: &str, alt_names: &[GeneralName]) -> Vec<u8> {
+        let subject = subject.parse().expect("subject");
+        crate::rig::device::DeviceKey::generate()
+            .and_then(|key| key.csr_with_alt_names(subject, alt_names))
+            .expect("CSR")
+    }
+
+    fn dns(name: &str) -> GeneralName {
+        GeneralName::DnsName(der::asn1::Ia5String::new(name).expect("IA5"))
+    }
+
+    /// `#` and the hex of a DER string of `tag` holding `bytes`, for [`crafted_csr`].
+    fn hex_value(tag: Tag, bytes: &[u8]) -> String {
+        let any = Any::new(tag, bytes).expect("value");
+        format!("#{}", hex::encode(any.to_der().expect("DER")))
+    }
+
+    fn every_san_type() -> IssuanceProfile {
+        profile(|p| p.san_types = vec![SanType::Dns, SanType::Ip, SanType::Uri, SanType::Email])
+    }
+
+    #[test]
+    fn refuses_strings_outside_their_alphabet_or_type() {
+        let p = profile(|_| {});
+        let printable = |text: &[u8]| hex_value(Tag::PrintableString, text);
+        let utf8 = |text: &[u8]| hex_value(Tag::Utf8String, text);
+        for (subject, why) in [
+            (
+                format!("CN={}", printable(b"dev*1")),
+                "* is not PrintableString",
+            ),
+            (
+                format!("CN={}", printable(b"dev@example")),
+                "@ is not PrintableString",
+            ),
+            (
+                format!("CN={}", printable(b"dev_1")),
+                "_ is not PrintableString",
+            ),
+            (
+                format!("CN={}", printable("dév".as_bytes())),
+                "non-ASCII PrintableString",
+            ),
+            (format!("CN={}", utf8(b"dev\xff1")), "invalid UTF-8"),
+            (format!("CN={}", utf8(b"dev\xc0\xae")), "overlong UTF-8"),
+            (
+                format!("CN={}", hex_value(Tag::Ia5String, b"dev")),
+                "IA5String CN",
+            ),
+            (
+                format!("CN={}", hex_value(Tag::BmpString, b"\0d")),
+                "BMPString CN",
+            ),
+            (
+                format!("CN=d,serialNumber={}", utf8(b"42")),
+                "UTF8String serialNumber",
+            ),
+            (format!("CN=d,C={}", utf8(b"DE")), "UTF8String country"),
+            (format!("CN=d,C={}", printable(b"de")), "lower-case country"),
+            (
+                format!("CN=d,C={}", printable(b"DEU")),
+                "three-letter country",
+            ),
+            (format!("CN={}", utf8(b"")), "empty CN"),
+        ] {
+            assert_eq!(
+                code(validate(&crafted_csr(&subject, &[]), &p)),
+                "csr.subject_encoding",
+                "{why}"
+            );
+        }
+        // openssl's default string mask writes a non-ASCII locality as a T61String.
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = dir.path().join("openssl.cnf");
+        std::fs::write(
+            &config,
+            "string_mask = default\n[req]\ndistinguished_name = dn\n[dn]\n",
+        )
+        .expect("config");
+        let config = config.display().to_string();
+        let t61 = openssl_csr(P256, "/CN=d/L=Zürich", &["-utf8", "-config", &config]);
+        assert_eq!(code(validate(&t61, &p)), "csr.subject_encoding");
+    }
+
+    #[test]
+    fn refuses_control_and_invisible_characters_in_the_subject() {
+        let p = profile(|_| {});
+        for bytes in [
+            "dev\u{0}1",
+            "dev\r\n1",
+            "dev\t1",
+            "dev\u{7f}",
+            "dev\u{85}1",
+            "dev\u{202e}1",
+            "dev\u{2066}1",
+            "dev\u{200b}1",
+            "dev\u{feff}",
+            "dev\u{fdd0}",
+            "dev\u{e000}",
+            " dev",
+            "dev ",
+        ] {
+            let subject = format!("CN={}", hex_value(Tag::Utf8String, bytes.as_bytes()));
+            assert_eq!(
+                code(validate(&crafted_csr(&subject, &[]), &p)),
+                "csr.subject_encoding",
+                "{bytes:?}"
+            );
+        }
+        let nul = format!("CN=d,O={}", hex_value(Tag::PrintableString, b"Acme\0"));
+        assert_eq!(
+            code(validate(&crafted_csr(&nul, &[]), &p)),
+            "csr.subject_encoding"
+        );
+        // The same refusals for CSRs openssl made.
+        for subject in ["/CN=dev\r\n1", "/CN=d/O=Acme\nLtd", "/CN=dev\u{202e}1"] {
+            let der = openssl_csr(P256, subject, &["-utf8"]);
+            assert_eq!(
+                code(validate(&der, &p)),
+                "csr.subject_encoding",
+                "{subject:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn applies_the_rfc_5280_upper_bounds() {
+        let p = profile(|_| {});
+        for (attribute, bound) in [
+            ("CN", 64),
+            ("O", 64),
+            ("OU", 64),
+            ("L", 128),
+            ("ST", 128),
+            ("serialNumber", 64),
+        ] {
+            let cn = if attribute == "CN" { "" } else { "CN=d," };
+            let at = |n: usize| format!("{cn}{attribute}={}", "A".repeat(n));
+            assert_eq!(
+                code(validate(&crafted_csr(&at(bound), &[]), &p)),
+                "ok",
+                "{attribute} of {bound}"
+            );
+            assert_eq!(
+                code(validate(&crafted_csr(&at(bound + 1), &[]), &p)),
+                "csr.subject_encoding",
+                "{attribute} of {}",
+                bound + 1
+            );
+        }
+        // Characters, not bytes: 64 two-byte characters are a valid CN.
+        let wide = format!(
+            "CN={}",
+            hex_value(Tag::Utf8String, "é".repeat(64).as_bytes())
+        );
+        assert_eq!(code(validate(&crafted_csr(&wide, &[]), &p)), "ok");
+        let wider = format!(
+            "CN={}",
+            hex_value(Tag::Utf8String, "é".repeat(65).as_bytes())
+        );
+        assert_eq!(
+            code(validate(&crafted_csr(&wider, &[]), &p)),
+            "csr.subject_encoding"
+        );
+    }
+
+    #[test]
+    fn applies_the_subject_structure_rules() {
+        let p = profile(|_| {});
+        let multi = openssl_csr(P256, "/CN=d+O=Acme", &["-multivalue-rdn"]);
+        assert_eq!(code(validate(&multi, &p)), "csr.subject_rejected");
+        let two_ou = openssl_csr(P256, "/CN=d/OU=a/OU=b", &[]);
+        assert_eq!(code(validate(&two_ou, &p)), "csr.subject_rejected");
+        let two_cn = openssl_csr(P256, "/CN=a/CN=b", &[]);
+        assert_eq!(code(validate(&two_cn, &p)), "csr.subject_rejected");
+        let every = "/CN=d/O=Acme/OU=Line 2/C=DE/L=Berlin/ST=Berlin/serialNumber=42";
+        assert_eq!(code(validate(&openssl_csr(P256, every, &[]), &p)), "ok");
+        // Only the profile's attributes.
+        let narrow = profile(|p| {
+            p.subject_attributes =
+                vec![SubjectAttribute::CommonName, SubjectAttribute::SerialNumber]
+        });
+        assert_eq!(
+            code(validate(
+                &openssl_csr(P256, "/CN=d/serialNumber=42", &[]),
+                &narrow
+            )),
+            "ok"
+        );
+        for subject in ["/CN=d/O=Acme", "/CN=d/C=DE", "/CN=d/L=Berlin"] {
+            assert_eq!(
+                code(validate(&openssl_csr(P256, subject, &[]), &narrow)),
+                "csr.subject_attribute_not_allowed",
+                "{subject}"
+            );
+        }
+        for subject in [
+            "/CN=d/title=Boss",
+            "/CN=d/DC=example",
+            "/CN=d/emailAddress=a@b.example",
+        ] {
+            assert_eq!(
+                code(validate(&openssl_csr(P256, subject, &[]), &p)),
+                "csr.subject_attribute_not_allowed",
+                "{subject}"
+            );
+        }
+    }
+
+    #[test]
+    fn refuses_malformed_alt_names() {
+        let p = every_san_type();
+        for name in [
+            "dev\0.example",
+            "dev\r\n.example",
+            "dev 1.example",
+            "dev.example\0",
+            "*.example.com",
+            "10.0.0.7",
+        ] {
+            assert_eq!(
+                code(validate(&crafted_csr("CN=d", &[dns(name)]), &p)),
+                "csr.san_malformed",
+                "{name:?}"
+            );
+        }
+        for san in [
+            "email:not-an-address",
+            "email:a@localhost",
+            "email:a b@example.com",
+            "URI:no-scheme",
+            "URI:/relative/path",
+            "URI:http://a.example/a b",
+            "URI:https://localhost/",
+            "URI:http://user:pw@a.example/",
+            "DNS:dev 1.example",
+            "DNS:dev_1.example",
+        ] {
+            let der = openssl_csr(
+                P256,
+                "/CN=d",
+                &["-addext", &format!("subjectAltName={san}")],
+            );
+            assert_eq!(code(validate(&der, &p)), "csr.san_malformed", "{san}");
+        }
+        let mailbox = |m: &str| GeneralName::Rfc822Name(der::asn1::Ia5String::new(m).expect("IA5"));
+        let uri = |u: &str| {
+            GeneralName::UniformResourceIdentifier(der::asn1::Ia5String::new(u).expect("IA5"))
+        };
+        for name in [
+            mailbox("a\0@example.com"),
+            mailbox("a@example.com\r\n"),
+            uri("https://a.example/\0"),
+            uri("https://a.example/\r\nX-Injected: 1"),
+        ] {
+            assert_eq!(
+                code(validate(
+                    &crafted_csr("CN=d", std::slice::from_ref(&name)),
+                    &p
+                )),
+                "csr.san_malformed",
+                "{name:?}"
+            );
+        }
+        // Bounds on the list: not empty, no repeats, at most MAX_SUBJECT_ALT_NAMES.
+        assert_eq!(
+            code(validate(&crafted_csr("CN=d", &[]), &p)),
+            "ok",
+            "no extensionRequest at all is fine"
+        );
+        let empty = {
+            let key = crate::rig::device::DeviceKey::generate().expect("key");
+            let subject: Name = "CN=d".parse().expect("name");
+            let request = crate::rig::device::alt_names_request(&[]).expect("empty SAN");
+            key.csr_for(subject, vec![request]).expect("CSR")
+        };
+        assert_eq!(code(validate(&empty, &p)), "csr.san_malformed");
+        let twice = [dns("a.example"), dns("a.example")];
+        assert_eq!(
+            code(validate(&crafted_csr("CN=d", &twice), &p)),
+            "csr.san_malformed"
+        );
+        let names = |n: usize| -> Vec<GeneralName> {
+            (0..n).map(|i| dns(&format!("d{i}.example"))).collect()
+        };
+        assert_eq!(
+            code(validate(
+                &crafted_csr("CN=d", &names(MAX_SUBJECT_ALT_NAMES)),
+                &p
+            )),
+            "ok"
+        );
+        assert_eq!(
+            code(validate(
+                &crafted_csr("CN=d", &names(MAX_SUBJECT_ALT_NAMES + 1)),
+                &p
+            )),
+            "csr.san_too_many"
+        );
+    }
+
+    #[test]
+    fn accepts_the_widest_valid_names() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = dir.path().join("openssl.cnf");
+        // PrintableString where the value allows it, UTF8String otherwise; every attribute
+        // at its upper bound. openssl's configuration reads ' as a quote unless escaped.
+        let cn = format!("{:x<64}", "Device (1) +2, a-b./c:d=e?'f ").replace('\'', "\\'");
+        let (o, st) = ("Ä".repeat(64), "é".repeat(128));
+        let ou = format!("{:u<64}", "Línea 2 — Ωμέγα 中文 😀 ");
+        let l = format!("{:ü<128}", "Zürich ");
+        let serial = "S".repeat(64);
+        let san = "DNS:dev-1.example.com, DNS:xn--bcher-kva.example, IP:10.0.0.7, \
+                   IP:2001:db8::7, URI:https://dev-1.example.com:8443/id/42?x=1, \
+                   URI:urn:uuid:f81d4fae-7dec-11d0-a765-00a0c91e6bf6, \
+                   email:first.last+tag@mail.example";
+        std::fs::write(
+            &config,
+            format!(
+                "[req]\nstring_mask = MASK:0x2002\nutf8 = yes\nprompt = no\n\
+                 distinguished_name = dn\nreq_extensions = ext\n[dn]\n\
+                 CN = {cn}\nO = {o}\nOU = {ou}\nC = DE\nL = {l}\nST = {st}\n\
+                 serialNumber = {serial}\n[ext]\nsubjectAltName = {san}\n",
+            ),
+        )
+        .expect("config");
+        let config = config.display().to_string();
+        let der = openssl_csr(P256, "", &["-config", &config]);
+        let csr = validate(&der, &every_san_type()).expect("the widest names are accepted");
+        assert_eq!(csr.subject.len(), 7);
+        assert_eq!(csr.subject_alt_names.len(), 7);
+        let tags: Vec<Tag> = csr.subject.iter().map(|atv| atv.value.tag()).collect();
+        assert!(tags.contains(&Tag::PrintableString) && tags.contains(&Tag::Utf8String));
+    }
+
+    #[test]
+    fn refuses_ec_points_that_are_not_uncompressed() {
+        let p = profile(|_| {});
+        let dir = tempfile::tempdir().expect("temp dir");
+        for (curve, form) in [
+            ("prime256v1", "compressed"),
+            ("prime256v1", "hybrid"),
+            ("secp384r1", "compressed"),
+        ] {
+            let plain = dir.path().join(format!("{curve}.pem"));
+            let converted = dir.path().join(format!("{curve}-{form}.pem"));
+            let run = |args: &[&str]| {
+                let out = std::process::Command::new("openssl")
+                    .args(args)
+                    .output()
+                    .expect("run openssl");
+                assert!(
+                    out.status.success(),
+                    "{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            };
+            let (plain_s, converted_s) =
+                (plain.display().to_string(), converted.display().to_string());
+            run(&[
+                "ecparam", "-name", curve, "-genkey", "-noout", "-out", &plain_s,
+            ]);
+            run(&[
+                "ec",
+                "-in",
+                &plain_s,
+                "-conv_form",
+                form,
+                "-out",
+                &converted_s,
+            ]);
+            let der = openssl_csr(&["-key", &converted_s], "/CN=d", &[]);
+            assert_eq!(
+                code(validate(&der, &p)),
+                "csr.key_encoding",
+                "{curve} {form}"
+            );
+            let der = openssl_csr(&["-key", &plain_s], "/CN=d", &[]);
+            assert_eq!(code(validate(&der, &p)), "ok", "{curve} uncompressed");
+        }
+        // The point at infinity, a point off the curve, a short point: made here, signed by a
+        // real key (the key check comes before the signature check).
+        let key = crate::rig::device::DeviceKey::generate().expect("key");
+        let good = key.public_key().expect("SPKI");
+        let point = good.subject_public_key.raw_bytes().to_vec();
+        let mut off_curve = point.clone();
+        if let Some(last) = off_curve.last_mut() {
+            *last ^= 1;
+        }
+        for bytes in [vec![0u8], off_curve, point[..64].to_vec()] {
+            let spki = SubjectPublicKeyInfo {
+                algorithm: good.algorithm.clone(),
+                subject_public_key: der::asn1::BitString::from_bytes(&bytes).expect("bits"),
+            };
+            let info = x509_cert::request::CertReqInfo {
+                version: Version::V1,
+                subject: "CN=d".parse().expect("name"),
+                public_key: spki,
+                attributes: Default::default(),
+            }
+            .to_der()
+            .expect("info");
+            let signature = key.sign(&info);
+            let der = crate::asn1::SignedEnvelope::assemble(
+                &info,
+                crate::signer::CaKeyAlgorithm::EcdsaP256.signature_algorithm(),
+                &signature,
+            )
+            .expect("CSR");
+            assert_eq!(code(validate(&der, &p)), "csr.key_encoding", "{bytes:02x?}");
+        }
+    }
+
+    #[test]
+    fn every_csr_reason_code_is_documented() {
+        let docs = include_str!("../../docs/est-profile.md");
+        let source = include_str!("csr.rs");
+        let code_part = source.split("#[cfg(test)]").next().unwrap_or(source);
+        let mut codes: Vec<&str> = code_part
+            .split('"')
+            .filter(|s| {
+                s.starts_with("csr.")
+                    && s.len() > 4
+                    && s.chars()
+                        .all(|c| c.is_ascii_lowercase() || c == '.' || c == '_')
+            })
+            .collect();
+        codes.sort_unstable();
+        codes.dedup();
+        assert!(codes.len() >= 15, "{codes:?}");
+        for code in codes {
+            assert!(
+                docs.contains(&format!("`{code}`")),
+                "{code} is not in docs/est-profile.md"
+            );
+        }
     }
 }

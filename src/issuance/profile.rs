@@ -10,7 +10,9 @@ use x509_cert::ext::pkix::KeyUsages;
 use x509_cert::ext::pkix::name::GeneralName;
 
 use super::extensions;
-use crate::config::{ConfigError, DeviceKeyAlgorithm, KeyUsageName, ProfileConfig, SanType};
+use crate::config::{
+    ConfigError, DeviceKeyAlgorithm, KeyUsageName, ProfileConfig, SanType, SubjectAttribute,
+};
 
 /// A profile resolved from configuration: validated once at start-up, used on every request.
 #[derive(Clone, Debug)]
@@ -24,6 +26,8 @@ pub struct IssuanceProfile {
     pub min_rsa_bits: usize,
     pub cn_required: bool,
     pub cn_pattern: Option<Regex>,
+    /// Subject attributes a CSR may carry (sorted, without repeats).
+    pub subject_attributes: Vec<SubjectAttribute>,
     pub san_types: Vec<SanType>,
     pub key_usage: FlagSet<KeyUsages>,
     pub extended_key_usage: Vec<ObjectIdentifier>,
@@ -104,6 +108,17 @@ impl IssuanceProfile {
                 return Err(invalid(format!("{url:?} is not an http(s) URL")));
             }
         }
+        let mut subject_attributes = config.subject_attributes.clone();
+        subject_attributes.sort_unstable();
+        subject_attributes.dedup();
+        if !subject_attributes.contains(&SubjectAttribute::CommonName)
+            && (config.cn_required || config.cn_pattern.is_some())
+        {
+            return Err(invalid(
+                "subject_attributes must include \"CN\" when cn_required or cn_pattern is set"
+                    .into(),
+            ));
+        }
         if config.key_algorithms.is_empty() {
             return Err(invalid("key_algorithms is empty".into()));
         }
@@ -126,6 +141,7 @@ impl IssuanceProfile {
             min_rsa_bits: config.min_rsa_bits,
             cn_required: config.cn_required,
             cn_pattern,
+            subject_attributes,
             san_types: config.san_types.clone(),
             key_usage,
             extended_key_usage,
@@ -194,5 +210,37 @@ impl IssuanceProfile {
             )?);
         }
         Ok(exts)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subject_attributes_must_cover_the_cn_rules() {
+        let narrow = ProfileConfig {
+            subject_attributes: vec![SubjectAttribute::SerialNumber, SubjectAttribute::CommonName],
+            ..ProfileConfig::default()
+        };
+        let profile = IssuanceProfile::from_config("narrow", &narrow).expect("valid");
+        assert_eq!(
+            profile.subject_attributes,
+            vec![SubjectAttribute::CommonName, SubjectAttribute::SerialNumber]
+        );
+        let no_cn = ProfileConfig {
+            subject_attributes: vec![SubjectAttribute::SerialNumber],
+            ..ProfileConfig::default()
+        };
+        assert!(
+            IssuanceProfile::from_config("no-cn", &no_cn).is_err(),
+            "cn_required without CN in subject_attributes can never be met"
+        );
+        let san_only = ProfileConfig {
+            subject_attributes: Vec::new(),
+            cn_required: false,
+            ..ProfileConfig::default()
+        };
+        assert!(IssuanceProfile::from_config("san-only", &san_only).is_ok());
     }
 }

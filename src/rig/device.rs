@@ -83,16 +83,30 @@ impl DeviceKey {
                 .filter(|n| !matches!(n, GeneralName::OtherName(o) if HardwareModuleName::from_other_name(o).ok().flatten().is_some()))
                 .collect();
             if !names.is_empty() {
-                let ext = crate::issuance::extensions::subject_alt_name(&names, false)?;
-                attributes.push(x509_cert::attr::Attribute::try_from(
-                    x509_cert::request::ExtensionReq(vec![ext]),
-                )?);
+                attributes.push(alt_names_request(&names)?);
             }
         }
         self.csr_for(tbs.subject().clone(), attributes)
     }
 
-    fn csr_for(
+    /// A CSR for this key with any subject and these subjectAltNames (none: no
+    /// `extensionRequest`), as given: the tests use it to send names a careful client would
+    /// not.
+    pub fn csr_with_alt_names(
+        &self,
+        subject: Name,
+        alt_names: &[x509_cert::ext::pkix::name::GeneralName],
+    ) -> anyhow::Result<Vec<u8>> {
+        let attributes = if alt_names.is_empty() {
+            Vec::new()
+        } else {
+            vec![alt_names_request(alt_names)?]
+        };
+        self.csr_for(subject, attributes)
+    }
+
+    /// A CSR for this key with any subject and request attributes, as given.
+    pub fn csr_for(
         &self,
         subject: Name,
         attributes: Vec<x509_cert::attr::Attribute>,
@@ -110,6 +124,16 @@ impl DeviceKey {
         CertReq::from_der(&der)?;
         Ok(der)
     }
+}
+
+/// The `extensionRequest` attribute asking for these subjectAltNames.
+pub fn alt_names_request(
+    names: &[x509_cert::ext::pkix::name::GeneralName],
+) -> anyhow::Result<x509_cert::attr::Attribute> {
+    let ext = crate::issuance::extensions::subject_alt_name(names, false)?;
+    Ok(x509_cert::attr::Attribute::try_from(
+        x509_cert::request::ExtensionReq(vec![ext]),
+    )?)
 }
 
 fn escape_rdn(value: &str) -> String {

@@ -686,6 +686,32 @@ pub fn lint_ocsp_response(response_der: &Path) -> Option<(bool, String)> {
     ))
 }
 
+/// pkilint's `lint_pkix_cert` at WARNING on a certificate file (PEM or DER); `None` when
+/// pkilint is absent (and not required).
+pub fn lint_certificate(certificate: &Path) -> Option<(bool, String)> {
+    let pkilint = require("pkilint", "ATTESTCA_TEST_PKILINT")?;
+    Some(run(
+        &pkilint,
+        &["lint", "-s", "WARNING", &certificate.display().to_string()],
+        &[],
+    ))
+}
+
+/// The Python of pkilint's venv, which has `cryptography` (a pkilint dependency); `None` when
+/// pkilint is absent (and not required).
+pub fn python_with_cryptography() -> Option<String> {
+    let pkilint = require("pkilint", "ATTESTCA_TEST_PKILINT")?;
+    let python = Path::new(&pkilint)
+        .parent()
+        .expect("pkilint directory")
+        .join("python")
+        .display()
+        .to_string();
+    let (ok, out) = run(&python, &["-c", "import cryptography"], &[]);
+    assert!(ok, "{python} cannot import cryptography: {out}");
+    Some(python)
+}
+
 /// Writes `dir/attestca.toml` for instances sharing the PostgreSQL database `database_url`,
 /// with their data in `dir/data`, the given `[signer]` and `[revocation]` bodies, and a
 /// default profile; returns the configuration's path and the data directory.
