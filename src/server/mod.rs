@@ -2,6 +2,7 @@
 //! OCSP and metrics; and the wiring of every layer from a [`Config`].
 
 pub mod connections;
+pub mod header_case;
 pub mod health;
 pub mod layers;
 pub mod plain;
