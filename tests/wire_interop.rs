@@ -342,6 +342,26 @@ async fn every_est_response_spells_header_names_conventionally() {
     );
     assert!(response.body_text().starts_with("request.too_large"));
 
+    // 413 at once, without a 100 Continue, to a client that waits for one before sending.
+    let response = est.exchange(
+        rig,
+        &request(
+            "POST",
+            "/.well-known/est/lab/simpleenroll",
+            &[
+                ("Content-Type", "application/pkcs10".into()),
+                ("Content-Length", (100 * 1024).to_string()),
+                ("Expect", "100-continue".into()),
+            ],
+            b"",
+        ),
+    );
+    response.assert_spelled(
+        "simpleenroll waiting for 100 Continue",
+        413,
+        &["Content-Type", "Content-Length"],
+    );
+
     // 415: not application/pkcs10.
     let response = est.exchange(
         rig,

@@ -11,8 +11,9 @@
 //!   the status (curl does, whatever the reset code), so the rest of an oversized body is
 //!   read and discarded, up to [`DRAIN_LIMIT`] bytes and within the body deadline, before the
 //!   refusal is answered: the client finishes its upload and reads the 413. A body declared
-//!   (Content-Length) larger than that is refused at once without reading. Over HTTP/1.1 the
-//!   same drain keeps the connection from being reset under a client still sending.
+//!   (Content-Length) larger than that is refused at once without reading, and so is one
+//!   over the limit whose client waits for `100 Continue` (it has sent nothing yet). Over
+//!   HTTP/1.1 the drain keeps the connection from being reset under a client still sending.
 //!
 //! Status codes are not decided here: callers map [`BodyError`] (EST in
 //! `est::refusal_response`'s module, the operator API in its `ApiError`, OCSP in `plain`).
@@ -82,7 +83,12 @@ pub async fn read_limited(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > DRAIN_LIMIT) {
+    // A client waiting for `100 Continue` has sent nothing yet: no need to drain. (hyper
+    // sends the 100 only once the body is read.)
+    let waits_to_send = headers
+        .get(header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if declared.is_some_and(|n| n > DRAIN_LIMIT || (waits_to_send && n > limit)) {
         return Err(BodyError::TooLarge { limit });
     }
     let mut body = body;
