@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
@@ -152,6 +153,11 @@ pub struct ServerConfig {
     pub header_read_timeout_secs: u64,
     /// A request not answered within this time gets 503 with Retry-After.
     pub request_timeout_secs: u64,
+    /// A request body not complete this long after the request arrived gets 408
+    /// (`request.timeout`, recorded as an enrollment event on EST). Must be shorter than
+    /// `request_timeout_secs`, so that a stalled body gets its own answer and not the request
+    /// deadline's 503; unset, two thirds of it.
+    pub body_read_timeout_secs: Option<u64>,
     /// On SIGTERM/SIGINT: stop accepting, then give requests in flight this long to finish
     /// (and their database writes to commit) before exiting.
     pub shutdown_grace_secs: u64,
@@ -169,7 +175,24 @@ impl Default for ServerConfig {
             max_concurrent_enrollments: 256,
             header_read_timeout_secs: 10,
             request_timeout_secs: 30,
+            body_read_timeout_secs: None,
             shutdown_grace_secs: 20,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// `request_timeout_secs` (at least one second).
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(self.request_timeout_secs.max(1))
+    }
+
+    /// `body_read_timeout_secs`, or two thirds of the request timeout when unset; always
+    /// shorter than [`ServerConfig::request_timeout`] (checked when the configuration loads).
+    pub fn body_read_timeout(&self) -> Duration {
+        match self.body_read_timeout_secs {
+            Some(secs) => Duration::from_secs(secs),
+            None => self.request_timeout() * 2 / 3,
         }
     }
 }
@@ -654,6 +677,16 @@ impl Config {
                 )));
             }
         }
+        if let Some(body) = self.server.body_read_timeout_secs
+            && (body == 0 || body >= self.server.request_timeout_secs.max(1))
+        {
+            return Err(ConfigError::Invalid(format!(
+                "server.body_read_timeout_secs ({body}) must be positive and shorter than \
+                 server.request_timeout_secs ({}): a stalled body gets 408 before the request \
+                 deadline's 503",
+                self.server.request_timeout_secs
+            )));
+        }
         if self.ca.root_crl_file.is_some() && self.ca.root_crl_name == self.ca.name {
             return Err(ConfigError::Invalid(
                 "ca.root_crl_name must differ from ca.name: both are served under /crl/".into(),
@@ -885,6 +918,31 @@ mod tests {
             broken(&mut config.revocation);
             assert!(matches!(config.checked(), Err(ConfigError::Invalid(_))));
         }
+    }
+
+    #[test]
+    fn the_body_deadline_comes_before_the_request_deadline() {
+        let config = dev().checked().expect("valid");
+        assert_eq!(config.server.body_read_timeout(), Duration::from_secs(20));
+        assert!(config.server.body_read_timeout() < config.server.request_timeout());
+        let mut short = dev();
+        short.server.request_timeout_secs = 1;
+        let derived = short.server.body_read_timeout();
+        assert!(derived > Duration::from_millis(600) && derived < Duration::from_secs(1));
+        for (body, request) in [(0, 30), (30, 30), (31, 30), (1, 1)] {
+            let mut config = dev();
+            config.server.body_read_timeout_secs = Some(body);
+            config.server.request_timeout_secs = request;
+            assert!(
+                matches!(config.checked(), Err(ConfigError::Invalid(_))),
+                "body {body} s, request {request} s"
+            );
+        }
+        let mut config = dev();
+        config.server.body_read_timeout_secs = Some(2);
+        config.server.request_timeout_secs = 3;
+        let config = config.checked().expect("valid");
+        assert_eq!(config.server.body_read_timeout(), Duration::from_secs(2));
     }
 
     #[test]

@@ -9,8 +9,8 @@ mod json;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::body::Body;
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -21,6 +21,7 @@ use serde::Deserialize;
 use crate::access::operator::{Operator, OperatorAuthError, OperatorAuthenticator};
 use crate::registry::{Actor, Listing, Registry, RegistryError};
 use crate::server::ConnectionInfo;
+use crate::server::body::{BodyDeadline, BodyError, Incoming};
 use crate::store::{AuditQuery, CertificateQuery, EventQuery};
 
 /// Largest request body the API reads (a revocation reason is a few bytes).
@@ -52,7 +53,6 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/audit-events", get(list_audit_events))
         .fallback(|| async { ApiError::RouteNotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state);
     Router::new().nest("/api/v1", v1)
 }
@@ -70,6 +70,8 @@ pub enum ApiError {
     UnsupportedMediaType,
     #[error("the request body is larger than {MAX_BODY_BYTES} bytes")]
     TooLarge,
+    #[error("the request body did not arrive in time")]
+    BodyTimeout,
     #[error("no such API route")]
     RouteNotFound,
     #[error("method not allowed on this route")]
@@ -104,6 +106,7 @@ impl ApiError {
                 "request.unsupported_media_type",
             ),
             ApiError::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "request.too_large"),
+            ApiError::BodyTimeout => (StatusCode::REQUEST_TIMEOUT, "request.timeout"),
             ApiError::RouteNotFound => (StatusCode::NOT_FOUND, "route.not_found"),
             ApiError::MethodNotAllowed => {
                 (StatusCode::METHOD_NOT_ALLOWED, "route.method_not_allowed")
@@ -248,14 +251,14 @@ struct RevokeBody {
     reason: Option<String>,
 }
 
-fn revoke_body(
-    headers: &HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<RevokeBody, ApiError> {
-    let body = body.map_err(|e| match e {
-        BytesRejection::FailedToBufferBody(_) => ApiError::TooLarge,
-        other => ApiError::BadRequest(other.body_text()),
-    })?;
+async fn revoke_body((headers, body, deadline): Incoming) -> Result<RevokeBody, ApiError> {
+    let body = crate::server::body::read_limited(body, &headers, MAX_BODY_BYTES, deadline)
+        .await
+        .map_err(|e| match e {
+            BodyError::TooLarge { .. } => ApiError::TooLarge,
+            BodyError::TimedOut => ApiError::BodyTimeout,
+            BodyError::Failed(reason) => ApiError::BadRequest(format!("request body: {reason}")),
+        })?;
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(RevokeBody::default());
     }
@@ -274,11 +277,12 @@ async fn revoke_certificate(
     operator: AuthenticatedOperator,
     State(state): State<Arc<ApiState>>,
     serial: Result<Path<String>, PathRejection>,
+    deadline: BodyDeadline,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Result<Response, ApiError> {
     let serial = path(serial)?;
-    let body = revoke_body(&headers, body)?;
+    let body = revoke_body((headers, body, deadline)).await?;
     let detail = state
         .registry
         .revoke(&operator.actor(), &serial, body.reason.as_deref())
@@ -290,11 +294,12 @@ async fn revoke_device(
     operator: AuthenticatedOperator,
     State(state): State<Arc<ApiState>>,
     device_identity: Result<Path<String>, PathRejection>,
+    deadline: BodyDeadline,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Result<Response, ApiError> {
     let device_identity = path(device_identity)?;
-    let body = revoke_body(&headers, body)?;
+    let body = revoke_body((headers, body, deadline)).await?;
     let reason = body.reason.unwrap_or_else(|| "unspecified".into());
     let serials = state
         .registry

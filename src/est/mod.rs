@@ -27,6 +27,7 @@ use crate::access::PresentedCredentials;
 use crate::config::DeviceKeyAlgorithm;
 use crate::enrollment::{EnrollRequest, EnrollmentError, EnrollmentService, RefusalKind};
 use crate::issuance::IssuanceProfile;
+use crate::server::body::{BodyDeadline, BodyError, Incoming};
 use crate::server::{ConnectionInfo, RequestDeadline};
 
 /// EST operation names; a profile label may not be one of them.
@@ -186,12 +187,13 @@ enum CsrOperation {
     Reenroll,
 }
 
-/// What a CSR-carrying request brings besides its body.
+/// What a CSR-carrying request brings besides the state.
 struct CsrRequestParts {
     label: Label,
     connection: Option<axum::Extension<ConnectionInfo>>,
+    /// When the request deadline ends the request: the registration authority stops before.
     deadline: Option<axum::Extension<RequestDeadline>>,
-    headers: HeaderMap,
+    incoming: Incoming,
 }
 
 async fn simpleenroll(
@@ -199,6 +201,7 @@ async fn simpleenroll(
     label: Label,
     connection: Option<axum::Extension<ConnectionInfo>>,
     deadline: Option<axum::Extension<RequestDeadline>>,
+    body_deadline: BodyDeadline,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -206,9 +209,9 @@ async fn simpleenroll(
         label,
         connection,
         deadline,
-        headers,
+        incoming: (headers, body, body_deadline),
     };
-    csr_operation(CsrOperation::Enroll, state, parts, body).await
+    csr_operation(CsrOperation::Enroll, state, parts).await
 }
 
 async fn simplereenroll(
@@ -216,6 +219,7 @@ async fn simplereenroll(
     label: Label,
     connection: Option<axum::Extension<ConnectionInfo>>,
     deadline: Option<axum::Extension<RequestDeadline>>,
+    body_deadline: BodyDeadline,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -223,26 +227,25 @@ async fn simplereenroll(
         label,
         connection,
         deadline,
-        headers,
+        incoming: (headers, body, body_deadline),
     };
-    csr_operation(CsrOperation::Reenroll, state, parts, body).await
+    csr_operation(CsrOperation::Reenroll, state, parts).await
 }
 
 async fn csr_operation(
     operation: CsrOperation,
     state: Arc<EstState>,
     parts: CsrRequestParts,
-    body: Body,
 ) -> Response {
     let CsrRequestParts {
         label,
         connection,
         deadline,
-        headers,
+        incoming,
     } = parts;
     let label = label.map(|Path(l)| l);
     let (csr_der, credentials, peer) =
-        match read_csr(&state, label.as_deref(), connection, &headers, body).await {
+        match read_csr(&state, label.as_deref(), connection, incoming).await {
             Ok(parts) => parts,
             Err(response) => return response,
         };
@@ -276,8 +279,7 @@ async fn read_csr(
     state: &EstState,
     label: Option<&str>,
     connection: Option<axum::Extension<ConnectionInfo>>,
-    headers: &HeaderMap,
-    body: Body,
+    (headers, body, deadline): Incoming,
 ) -> Result<(Vec<u8>, PresentedCredentials, Option<String>), Response> {
     if let Some(l) = label
         && state.enrollment.profile(Some(l)).is_none()
@@ -287,10 +289,10 @@ async fn read_csr(
     let connection = connection.map(|c| c.0).unwrap_or_default();
     let credentials = PresentedCredentials {
         peer_certificate: connection.peer_certificate,
-        basic: basic_credentials(headers),
+        basic: basic_credentials(&headers),
     };
     let peer = connection.peer_addr.map(|a| a.to_string());
-    let decoded = if !is_content_type(headers, "application/pkcs10") {
+    let decoded = if !is_content_type(&headers, "application/pkcs10") {
         Err((
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "request.content_type",
@@ -298,7 +300,7 @@ async fn read_csr(
                 .to_owned(),
         ))
     } else {
-        match read_limited(body, headers, state.max_request_bytes).await {
+        match read_limited(body, &headers, state.max_request_bytes, deadline).await {
             Err(refusal) => Err(refusal),
             Ok(body) => codec::decode_body(&body)
                 .map_err(|reason| (StatusCode::BAD_REQUEST, "request.encoding", reason)),
@@ -333,21 +335,27 @@ async fn nonce(
     State(state): State<Arc<EstState>>,
     label: Label,
     connection: Option<axum::Extension<ConnectionInfo>>,
+    deadline: BodyDeadline,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
     let label = label.map(|Path(l)| l);
-    issue_nonce(state, label, connection.map(|c| c.0), headers, body).await
+    issue_nonce(
+        state,
+        label,
+        connection.map(|c| c.0),
+        (headers, body, deadline),
+    )
+    .await
 }
 
 async fn issue_nonce(
     state: Arc<EstState>,
     label: Option<String>,
     connection: Option<ConnectionInfo>,
-    headers: HeaderMap,
-    body: Body,
+    (headers, body, deadline): Incoming,
 ) -> Response {
-    let body = match read_limited(body, &headers, 4096).await {
+    let body = match read_limited(body, &headers, 4096, deadline).await {
         Ok(b) => b,
         Err((status, code, detail)) => return text(status, format!("{code}: {detail}")),
     };
@@ -427,64 +435,27 @@ pub fn refusal_response(refusal: &EnrollmentError) -> Response {
     response
 }
 
-/// Bodies up to this size are read (and discarded) when over the limit, so that the client,
-/// still sending, reliably receives the 413 instead of a connection reset. Larger declared
-/// bodies are refused without reading.
-const DRAIN_LIMIT: usize = 1 << 20;
-/// A client that stops sending mid-body is cut off after this long.
-const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
-
 /// A refusal decided by the wire layer: status, reason code, explanation.
 type WireRefusal = (StatusCode, &'static str, String);
 
-/// Reads a request body of at most `limit` bytes; 413 above it, 408 when it stalls.
-async fn read_limited(body: Body, headers: &HeaderMap, limit: usize) -> Result<Bytes, WireRefusal> {
-    use http_body_util::BodyExt;
-    let too_large = || {
-        (
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "request.too_large",
-            format!("request bodies are limited to {limit} bytes"),
-        )
-    };
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > DRAIN_LIMIT) {
-        return Err(too_large());
-    }
-    let mut body = body;
-    let mut collected = Vec::new();
-    let mut seen = 0usize;
-    loop {
-        let frame = match tokio::time::timeout(BODY_TIMEOUT, body.frame()).await {
-            Err(_) => {
-                return Err((
-                    StatusCode::REQUEST_TIMEOUT,
-                    "request.timeout",
-                    "the request body did not arrive in time".to_owned(),
-                ));
-            }
-            Ok(None) => break,
-            Ok(Some(Err(e))) => {
-                return Err((StatusCode::BAD_REQUEST, "request.body", e.to_string()));
-            }
-            Ok(Some(Ok(frame))) => frame,
-        };
-        if let Ok(data) = frame.into_data() {
-            seen += data.len();
-            if seen <= limit {
-                collected.extend_from_slice(&data);
-            } else if seen > DRAIN_LIMIT {
-                break;
-            }
-        }
-    }
-    if seen > limit {
-        return Err(too_large());
-    }
-    Ok(Bytes::from(collected))
+/// Reads a request body of at most `limit` bytes before the request's body deadline; 413
+/// above it, 408 when it stalls (see [`crate::server::body`]).
+async fn read_limited(
+    body: Body,
+    headers: &HeaderMap,
+    limit: usize,
+    deadline: BodyDeadline,
+) -> Result<Bytes, WireRefusal> {
+    crate::server::body::read_limited(body, headers, limit, deadline)
+        .await
+        .map_err(|e| {
+            let (status, code) = match &e {
+                BodyError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "request.too_large"),
+                BodyError::TimedOut => (StatusCode::REQUEST_TIMEOUT, "request.timeout"),
+                BodyError::Failed(_) => (StatusCode::BAD_REQUEST, "request.body"),
+            };
+            (status, code, e.to_string())
+        })
 }
 
 fn is_content_type(headers: &HeaderMap, expected: &str) -> bool {

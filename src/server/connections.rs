@@ -1,5 +1,6 @@
-//! Serving connections on a listener: the TLS handshake under a deadline, HTTP/1.1 and HTTP/2,
-//! a deadline for a silent client, and a graceful drain when the process stops.
+//! Serving connections on a listener: the TLS handshake under a deadline, HTTP/1.1 (header
+//! names spelled as field clients expect, see [`super::header_case`]) and HTTP/2, a deadline
+//! for a silent client, and a graceful drain when the process stops.
 //!
 //! Why a first-read deadline of our own: hyper's header-read timeout covers HTTP/1.1 request
 //! heads, but a client that completes the handshake and then sends nothing at all (not even
@@ -22,6 +23,7 @@ use tokio::net::TcpListener;
 use tower::ServiceExt;
 
 use super::ConnectionInfo;
+use super::header_case::ConventionalCase;
 use crate::access::RigAuthenticator;
 
 /// What a listener needs besides its socket and its routes.
@@ -44,6 +46,7 @@ pub async fn serve(
     stop: impl Future<Output = ()>,
 ) {
     let graceful = GracefulShutdown::new();
+    let case = super::header_case::learn().await;
     tokio::pin!(stop);
     loop {
         let (tcp, peer_addr) = tokio::select! {
@@ -60,7 +63,7 @@ pub async fn serve(
         };
         let _ = tcp.set_nodelay(true);
         let watcher = graceful.watcher();
-        let (app, settings) = (app.clone(), settings.clone());
+        let (app, settings, case) = (app.clone(), settings.clone(), case.clone());
         tokio::spawn(async move {
             let deadline = settings.header_read_timeout;
             match &settings.tls {
@@ -70,7 +73,7 @@ pub async fn serve(
                         ..ConnectionInfo::default()
                     };
                     let io = FirstReadDeadline::new(tcp, deadline);
-                    serve_http(io, info, app, &settings, watcher).await;
+                    serve_http(io, info, (app, case), &settings, watcher).await;
                 }
                 Some((acceptor, rigs)) => {
                     let Some(stream) = handshake(acceptor, tcp, peer_addr, &settings).await else {
@@ -87,7 +90,7 @@ pub async fn serve(
                         peer_certificate,
                     };
                     let io = FirstReadDeadline::new(stream, deadline);
-                    serve_http(io, info, app, &settings, watcher).await;
+                    serve_http(io, info, (app, case), &settings, watcher).await;
                 }
             }
         });
@@ -129,7 +132,7 @@ async fn handshake(
 async fn serve_http<I>(
     io: I,
     info: ConnectionInfo,
-    app: Router,
+    (app, case): (Router, ConventionalCase),
     settings: &ListenerSettings,
     watcher: hyper_util::server::graceful::Watcher,
 ) where
@@ -139,13 +142,19 @@ async fn serve_http<I>(
     let service =
         hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
             request.extensions_mut().insert(info.clone());
-            app.clone().oneshot(request.map(axum::body::Body::new))
+            let (app, case) = (app.clone(), case.clone());
+            async move {
+                let mut response = app.oneshot(request.map(axum::body::Body::new)).await?;
+                case.apply(&mut response);
+                Ok::<_, std::convert::Infallible>(response)
+            }
         });
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(settings.header_read_timeout);
+        .header_read_timeout(settings.header_read_timeout)
+        .title_case_headers(true);
     builder.http2().timer(TokioTimer::new());
     let connection = builder.serve_connection(TokioIo::new(io), service);
     if let Err(e) = watcher.watch(connection.into_owned()).await {

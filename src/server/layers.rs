@@ -1,5 +1,6 @@
 //! What every request goes through on both listeners: a request id (taken from `X-Request-Id`
-//! or made), a log span carrying it, the request deadline, and the request metrics.
+//! or made), a log span carrying it, the request deadline (and, inside it, the deadline of
+//! the request's body), and the request metrics.
 
 use std::time::{Duration, Instant};
 
@@ -12,12 +13,22 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// Wraps `router`'s routes with the deadline and the metrics (labelled `listener`), and the
+/// How long a request may take, and how long of that its body may take to arrive.
+#[derive(Clone, Copy, Debug)]
+pub struct Deadlines {
+    /// `server.request_timeout_secs`: the answer is 503 `service.timeout` after it.
+    pub request: Duration,
+    /// `server.body_read_timeout_secs`, shorter: body readers answer 408 `request.timeout`
+    /// after it (see [`super::body`]), before the request deadline can fire.
+    pub body: Duration,
+}
+
+/// Wraps `router`'s routes with the deadlines and the metrics (labelled `listener`), and the
 /// whole router with request ids and the log span.
-pub fn apply(router: Router, listener: &'static str, request_timeout: Duration) -> Router {
+pub fn apply(router: Router, listener: &'static str, deadlines: Deadlines) -> Router {
     router
         .route_layer(axum::middleware::from_fn(move |request, next| {
-            observe(listener, request_timeout, request, next)
+            observe(listener, deadlines, request, next)
         }))
         .layer(
             tower_http::trace::TraceLayer::new_for_http().make_span_with(|request: &Request| {
@@ -33,15 +44,19 @@ pub fn apply(router: Router, listener: &'static str, request_timeout: Duration) 
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
 }
 
-/// Runs the request under the deadline and records `attestca_http_requests_total` and
-/// `attestca_http_request_duration_seconds` by route template (never the raw path: paths
-/// carry serials and labels).
+/// Runs the request under the deadline, with its body's deadline attached, and records
+/// `attestca_http_requests_total` and `attestca_http_request_duration_seconds` by route
+/// template (never the raw path: paths carry serials and labels).
 async fn observe(
     listener: &'static str,
-    timeout: Duration,
+    deadlines: Deadlines,
     mut request: Request,
     next: Next,
 ) -> Response {
+    let timeout = deadlines.request;
+    request
+        .extensions_mut()
+        .insert(super::body::BodyDeadline::after(deadlines.body));
     let route = request
         .extensions()
         .get::<MatchedPath>()

@@ -1,7 +1,9 @@
 //! The processes' listeners: HTTPS for EST and the operator API, plain HTTP for health, CRLs,
 //! OCSP and metrics; and the wiring of every layer from a [`Config`].
 
+pub mod body;
 pub mod connections;
+pub mod header_case;
 pub mod health;
 pub mod layers;
 pub mod plain;
@@ -190,7 +192,10 @@ pub async fn serve(
     let assembled = assemble(config).await?;
     let est_listener = bind("EST (HTTPS) listener", config.server.est_addr).await?;
     let http_listener = bind("plain-HTTP listener", config.server.http_addr).await?;
-    let request_timeout = Duration::from_secs(config.server.request_timeout_secs.max(1));
+    let deadlines = layers::Deadlines {
+        request: config.server.request_timeout(),
+        body: config.server.body_read_timeout(),
+    };
     let est_app = layers::apply(
         crate::est::router(Arc::new(EstState::new(
             Arc::clone(&assembled.enrollment),
@@ -201,7 +206,7 @@ pub async fn serve(
             Arc::clone(&assembled.operators),
         )))),
         "est",
-        request_timeout,
+        deadlines,
     );
     // The first CRL exists before the listeners open, so a relying party never sees a 404.
     if let Err(e) = assembled.crl.refresh().await {
@@ -230,7 +235,7 @@ pub async fn serve(
             health,
         ),
         "http",
-        request_timeout,
+        deadlines,
     );
     let supersede: Vec<(String, u64)> = config
         .profiles

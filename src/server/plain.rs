@@ -12,6 +12,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
+use super::body::{BodyDeadline, BodyError, read_limited};
 use super::health::HealthSources;
 use crate::ocsp::{OcspError, OcspReply, OcspResponder};
 use crate::revocation::crl::CrlPublisher;
@@ -93,9 +94,12 @@ async fn metrics(State(health): State<Arc<HealthSources>>) -> Response {
 }
 
 /// `POST /ocsp`: the DER request is the body. A Content-Type other than
-/// `application/ocsp-request` (when one is given) is a malformed request.
+/// `application/ocsp-request` (when one is given), or a body over 16 KiB, is a malformed
+/// request; a body that does not arrive in time is answered 408 (there is no request to
+/// answer).
 async fn ocsp_post(
     State(responder): State<Arc<OcspResponder>>,
+    deadline: BodyDeadline,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -110,11 +114,17 @@ async fn ocsp_post(
             "Content-Type is not {OCSP_REQUEST}"
         )))
     } else {
-        match axum::body::to_bytes(body, MAX_OCSP_REQUEST_BYTES).await {
+        match read_limited(body, &headers, MAX_OCSP_REQUEST_BYTES, deadline).await {
             Ok(der) => responder.respond(&der).await,
-            Err(_) => Err(OcspError::Malformed(format!(
-                "request body larger than {MAX_OCSP_REQUEST_BYTES} bytes"
-            ))),
+            Err(BodyError::TimedOut) => {
+                return (
+                    StatusCode::REQUEST_TIMEOUT,
+                    [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+                    format!("request.timeout: {}\n", BodyError::TimedOut),
+                )
+                    .into_response();
+            }
+            Err(e) => Err(OcspError::Malformed(e.to_string())),
         }
     };
     ocsp_response(result, &headers)

@@ -12,16 +12,17 @@ use std::time::{Duration, Instant};
 pub fn require(component: &str, var: &str) -> Option<String> {
     match std::env::var(var) {
         Ok(v) if !v.is_empty() => Some(v),
-        _ => {
-            if std::env::var_os("ATTESTCA_TEST_REQUIRE_ALL").is_some()
-                || std::env::var_os("CI").is_some()
-            {
-                panic!("{component} is required: set {var} (tests/run.sh does)");
-            }
-            eprintln!("SKIPPED: {component} not available (set {var}, or run tests/run.sh)");
-            None
-        }
+        _ => missing(component, &format!("set {var}; tests/run.sh does")),
     }
+}
+
+/// A component the test cannot find: a failure under `tests/run.sh` or in CI, else a skip.
+fn missing(component: &str, remedy: &str) -> Option<String> {
+    if std::env::var_os("ATTESTCA_TEST_REQUIRE_ALL").is_some() || std::env::var_os("CI").is_some() {
+        panic!("{component} is required ({remedy})");
+    }
+    eprintln!("SKIPPED: {component} not available ({remedy})");
+    None
 }
 
 /// A port that was free a moment ago.
@@ -810,4 +811,19 @@ pub fn urlencode(text: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
+}
+
+/// The path of `program` found on PATH; `None` (test skipped with a notice) when it is
+/// missing outside CI. Under `tests/run.sh` (ATTESTCA_TEST_REQUIRE_ALL=1) or in CI a missing
+/// program fails, like [`require`].
+pub fn require_program(program: &str) -> Option<String> {
+    let found = std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|dir| dir.join(program))
+            .find(|candidate| candidate.is_file())
+    });
+    match found {
+        Some(path) => Some(path.display().to_string()),
+        None => missing(program, "put it on PATH; tests/run.sh installs it"),
+    }
 }
