@@ -163,7 +163,7 @@ pub struct VerificationContext<'a> {
 /// Genuine evidence needs two to five checks (root links are remembered across requests); the
 /// budget is several times that, so nothing genuine comes near it, and the worst request costs
 /// a bounded, measured multiple of a normal one (docs/performance.md, `adversarial_inputs`).
-pub const SIGNATURE_CHECKS_PER_REQUEST: u32 = 24;
+pub const SIGNATURE_CHECKS_PER_REQUEST: u32 = 16;
 
 /// Most certificates an evidence bundle may carry. Real bundles carry one to four (a vendor
 /// intermediate, an attestation-key certificate, a TPM AK chain).
