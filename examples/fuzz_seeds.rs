@@ -466,7 +466,17 @@ fn main() -> Result<()> {
             &format!("entry-{index}"),
             &serde_json::to_vec(&vec![entry])?,
         )?;
+        // manifest_payload: the signed payload (JSON), which the harness signs again.
+        let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(entry["payload"].as_str().context("payload")?)?;
+        out.seed("manifest_payload", &format!("entry-{index}"), &payload)?;
     }
+    let fuzz_signer = attestca::issuance::software_ca::SoftwareCa::self_signed(
+        "CN=attestca fuzz manifest signer",
+        1,
+    )?;
+    out.state_file("fuzz-signer.der", &fuzz_signer.der)?;
+    out.state_file("fuzz-signer.pk8", &fuzz_signer.pkcs8)?;
 
     // ---------------------------------------------------------------- OCSP requests
     let issuer = attestca::issuance::software_ca::SoftwareCa::self_signed(

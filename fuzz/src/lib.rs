@@ -135,6 +135,34 @@ static PROFILES: LazyLock<Vec<IssuanceProfile>> = LazyLock::new(|| {
 
 static MANIFEST_SIGNER: LazyLock<Vec<u8>> = LazyLock::new(|| read("manifest-signer.der"));
 
+/// A manifest signer the harness holds the key of (certificate DER, protected header, key), so
+/// that `manifest_payload` can sign whatever payload the fuzzer makes.
+static FUZZ_SIGNER: LazyLock<(Vec<u8>, String, aws_lc_rs::signature::EcdsaKeyPair)> =
+    LazyLock::new(|| {
+        use base64::Engine;
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        use sha2::Digest;
+        let der = read("fuzz-signer.der");
+        let cert = attestca::attestation::EvidenceCertificate::from_der(&der).expect("signer");
+        let ski = cert
+            .tbs_certificate()
+            .get_extension::<x509_cert::ext::pkix::SubjectKeyIdentifier>()
+            .expect("SKI")
+            .expect("SKI")
+            .1;
+        let header = serde_json::json!({
+            "alg": "ES256",
+            "kid": URL_SAFE_NO_PAD.encode(ski.0.as_bytes()),
+            "x5t#S256": URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(&der)),
+        });
+        let key = aws_lc_rs::signature::EcdsaKeyPair::from_pkcs8(
+            &aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+            &read("fuzz-signer.pk8"),
+        )
+        .expect("signer key");
+        (der, URL_SAFE_NO_PAD.encode(header.to_string()), key)
+    });
+
 static OCSP_ISSUER: LazyLock<attestca::ocsp::request::IssuerHashes> = LazyLock::new(|| {
     let cert = x509_cert::Certificate::from_der(&read("ocsp-issuer.der")).expect("issuer");
     attestca::ocsp::request::IssuerHashes::of(&cert).expect("issuer hashes")
@@ -148,6 +176,7 @@ pub fn init() {
     LazyLock::force(&SCENARIOS);
     LazyLock::force(&PROFILES);
     LazyLock::force(&MANIFEST_SIGNER);
+    LazyLock::force(&FUZZ_SIGNER);
     LazyLock::force(&OCSP_ISSUER);
 }
 
@@ -227,6 +256,29 @@ pub fn attestation_statement(data: &[u8]) {
 /// Microchip Manifest Signer 005.
 pub fn manifest(data: &[u8]) {
     let _ = attestca::attestation::manifest::verify(data, &MANIFEST_SIGNER);
+}
+
+/// `manifest_payload`: the input is the payload of a manifest entry, signed by the harness
+/// (the signature is checked before the payload is read, so mutated real entries never get
+/// there): uniqueId, partNumber, the JWKs and their x5c certificates.
+pub fn manifest_payload(data: &[u8]) {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let (signer_der, protected, key) = &*FUZZ_SIGNER;
+    let payload = URL_SAFE_NO_PAD.encode(data);
+    let signing_input = format!("{protected}.{payload}");
+    let signature = key
+        .sign(
+            &aws_lc_rs::rand::SystemRandom::new(),
+            signing_input.as_bytes(),
+        )
+        .expect("sign");
+    let entry = serde_json::json!([{
+        "protected": protected,
+        "payload": payload,
+        "signature": URL_SAFE_NO_PAD.encode(signature.as_ref()),
+    }]);
+    let _ = attestca::attestation::manifest::verify(entry.to_string().as_bytes(), signer_der);
 }
 
 /// `ocsp_request`: first byte 0 (even) = a POST body (DER), 1 (odd) = the path of a GET
