@@ -14,6 +14,8 @@
 #   ATTESTCA_TEST_DATABASE_URL    admin URL of a PostgreSQL server (CREATE DATABASE allowed)
 #   ATTESTCA_TEST_REQUIRE_ALL=1   tests fail instead of skipping when something is missing
 #   ATTESTCA_VECTORS_DIR          ../shared/vectors, when present
+# and, last, the smoke run of every fuzz target (fuzz/smoke.sh: cargo-fuzz, installed into
+# target/test-tools when missing; a few seconds per target plus the fuzz build).
 #
 # Usage: tests/run.sh [extra arguments for `cargo test`]
 # Environment knobs:
@@ -188,6 +190,25 @@ ensure_promtool() {
         ATTESTCA_TEST_PROMTOOL="$tool"
     fi
     export ATTESTCA_TEST_PROMTOOL
+}
+
+# ---------------------------------------------------------------- cargo-fuzz
+# fuzz/smoke.sh builds the fuzz targets with cargo-fuzz: from PATH, else installed from
+# crates.io into target/test-tools (cached like the tools above).
+ensure_cargo_fuzz() {
+    local root="$TOOLS_DIR/cargo-fuzz"
+    if [[ -x "$root/bin/cargo-fuzz" ]] && "$root/bin/cargo-fuzz" --version >/dev/null 2>&1; then
+        say "cargo-fuzz: cached in $root"
+    elif have cargo-fuzz; then
+        say "cargo-fuzz: $(command -v cargo-fuzz)"
+        return 0
+    else
+        say "cargo-fuzz: cargo install --locked cargo-fuzz into $root"
+        "${CARGO:-cargo}" install --locked --root "$root" cargo-fuzz \
+            || die "cargo install --locked cargo-fuzz failed"
+        [[ -x "$root/bin/cargo-fuzz" ]] || die "cargo-fuzz installed but $root/bin/cargo-fuzz is missing"
+    fi
+    export PATH="$root/bin:$PATH"
 }
 
 # ---------------------------------------------------------------- SoftHSM
@@ -390,13 +411,20 @@ run_shell_tests() {
     ((failed == 0))
 }
 
+# Every fuzz target built and run for a few seconds over its seeds (fuzz/README.md).
+run_fuzz_smoke() {
+    say "fuzz smoke: fuzz/smoke.sh"
+    bash fuzz/smoke.sh
+}
+
 main() {
-    local cargo_status=0 shell_status=0
+    local cargo_status=0 shell_status=0 fuzz_status=0
     ensure_base_packages
     ensure_pkilint
     ensure_openapi_tools
     ensure_promtool
     ensure_softhsm
+    ensure_cargo_fuzz
     choose_database
     export_misc
     print_environment
@@ -412,8 +440,10 @@ main() {
     # Go on to the shell tests even when a Rust test failed: one run shows all failures.
     run_cargo_tests "$@" || cargo_status=$?
     run_shell_tests || shell_status=$?
+    run_fuzz_smoke || fuzz_status=$?
     if ((cargo_status != 0)); then say "cargo test failed (exit $cargo_status)"; fi
-    ((cargo_status == 0 && shell_status == 0))
+    if ((fuzz_status != 0)); then say "fuzz smoke failed (exit $fuzz_status)"; fi
+    ((cargo_status == 0 && shell_status == 0 && fuzz_status == 0))
 }
 
 main "$@"

@@ -313,6 +313,55 @@ async fn revoke_device(
     .into_response())
 }
 
+/// Entry points for the fuzz targets (fuzz/): the request decoding the handlers do, without a
+/// store, an operator or a connection. Not an API.
+#[doc(hidden)]
+pub mod fuzzing {
+    use super::*;
+
+    /// A revocation body as `revoke_certificate` and `revoke_device` read it, with the reason
+    /// checked as the registry checks it; `Ok` holds the reason.
+    pub fn revoke_body(content_type: Option<&str>, body: &[u8]) -> Result<String, String> {
+        let mut headers = HeaderMap::new();
+        if let Some(value) = content_type.and_then(|v| HeaderValue::from_str(v).ok()) {
+            headers.insert(header::CONTENT_TYPE, value);
+        }
+        let body = super::revoke_body(&headers, Ok(Bytes::copy_from_slice(body)))
+            .map_err(|e| e.to_string())?;
+        let reason = body.reason.unwrap_or_else(|| "unspecified".into());
+        crate::registry::REVOCATION_REASONS
+            .contains(&reason.as_str())
+            .then_some(reason)
+            .ok_or_else(|| "not a revocation reason".to_owned())
+    }
+
+    /// The query string of `/certificates` (0), `/events` (1) or `/audit-events` (2), decoded
+    /// as axum's `Query` decodes it, with the time and serial filters checked.
+    pub fn list_query(listing: u8, query: &str) -> Result<(), String> {
+        let uri: axum::http::Uri = format!("/?{query}").parse().map_err(|_| "URI")?;
+        let text = |e: QueryRejection| e.body_text();
+        match listing {
+            0 => {
+                Query::<CertificateParams>::try_from_uri(&uri).map_err(text)?;
+            }
+            1 => {
+                let Query(p) = Query::<EventParams>::try_from_uri(&uri).map_err(text)?;
+                if let Some(serial) = p.serial.as_deref() {
+                    crate::registry::normalise_serial(serial).map_err(|e| e.to_string())?;
+                }
+                json::parse_time("since", p.since.as_deref()).map_err(|e| e.to_string())?;
+                json::parse_time("until", p.until.as_deref()).map_err(|e| e.to_string())?;
+            }
+            _ => {
+                let Query(p) = Query::<AuditParams>::try_from_uri(&uri).map_err(text)?;
+                json::parse_time("since", p.since.as_deref()).map_err(|e| e.to_string())?;
+                json::parse_time("until", p.until.as_deref()).map_err(|e| e.to_string())?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// `?requester=&operation=&outcome=&reason=&device_identity=&serial=&profile=&since=&until=&limit=&cursor=`
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
