@@ -214,7 +214,15 @@ fn read_yubikey(
         AttestationError::malformed("attestation.malformed", format!("YubiKey serial: {e}"))
     })?;
     let bytes = serial.as_bytes().to_vec();
-    let number = bytes.iter().fold(0u128, |n, b| (n << 8) | u128::from(*b));
+    // YubiKey serials are 32-bit; the display form is the decimal number, which must name
+    // exactly one serial (a longer INTEGER would wrap and display like another device).
+    if bytes.len() > 8 {
+        return Err(AttestationError::malformed(
+            "attestation.malformed",
+            format!("YubiKey serial of {} bytes (at most 8)", bytes.len()),
+        ));
+    }
+    let number = bytes.iter().fold(0u64, |n, b| (n << 8) | u64::from(*b));
     Ok(AttestedKey {
         format: AttestationFormat::X509Chain,
         vendor: vendor.name.clone(),
@@ -338,6 +346,54 @@ mod tests {
                 .expect_err("wrong root")
                 .code,
             "attestation.untrusted_root"
+        );
+    }
+
+    /// The display form is the decimal serial: an INTEGER longer than a YubiKey's would wrap and
+    /// name another device, so it is refused rather than folded.
+    #[test]
+    fn an_overlong_yubikey_serial_is_malformed() {
+        use der::Encode;
+        let ca =
+            crate::issuance::software_ca::SoftwareCa::self_signed("CN=Serials", 1).expect("ca");
+        let (key, _) = crate::issuance::software_ca::new_key().expect("key");
+        let certificate_with_serial = |serial: &[u8]| {
+            let value = der::asn1::Uint::new(serial)
+                .expect("uint")
+                .to_der()
+                .expect("der");
+            let der = ca
+                .issue(
+                    crate::issuance::software_ca::name("CN=Attestation").expect("name"),
+                    crate::signer::Signer::public_key(&key),
+                    3600,
+                    vec![x509_cert::ext::Extension {
+                        extn_id: YUBICO_SERIAL,
+                        critical: false,
+                        extn_value: OctetString::new(value).expect("octets"),
+                    }],
+                )
+                .expect("certificate");
+            EvidenceCertificate::from_der(&der).expect("decode")
+        };
+        let vendor = Vendor {
+            name: "yubico".into(),
+            roots: vec![],
+            formats: vec![AttestationFormat::X509Chain],
+            reader: VendorReader::YubikeyPiv,
+            hardware_type: ObjectIdentifier::new_unwrap("1.3.6.1.4.1.41482.3"),
+            denied_serials: Default::default(),
+        };
+        let attested = read_yubikey(&vendor, &certificate_with_serial(&[0x01, 0x02, 0x03, 0x04]))
+            .expect("4 bytes");
+        assert_eq!(attested.device.display, "16909060");
+        let mut long = vec![0x01; 17];
+        long[16] = 0x04;
+        assert_eq!(
+            read_yubikey(&vendor, &certificate_with_serial(&long))
+                .expect_err("17 bytes")
+                .code,
+            "attestation.malformed"
         );
     }
 }
