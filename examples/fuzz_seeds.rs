@@ -311,6 +311,7 @@ fn main() -> Result<()> {
             pool: &pool,
             vendors: &trust,
             at: std::time::UNIX_EPOCH + std::time::Duration::from_secs(s.at),
+            budget: attestca::attestation::VerificationBudget::per_request(),
         };
         let verifier = attestca::attestation::gate::all_verifiers()
             .into_iter()

@@ -13,8 +13,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use attestca::attestation::gate::{AttestationGate, all_verifiers};
 use attestca::attestation::vendors::VendorConfig;
 use attestca::attestation::{
-    EvidenceCertificate, FixedClock, StatementVerifier, VendorTrustStore, VerificationContext,
-    bundle,
+    EvidenceCertificate, FixedClock, StatementVerifier, VendorTrustStore, VerificationBudget,
+    VerificationContext, bundle,
 };
 use attestca::config::{OcspNoncePolicy, ProfileConfig, SanType};
 use attestca::issuance::IssuanceProfile;
@@ -248,6 +248,7 @@ pub fn attestation_statement(data: &[u8]) {
         pool: &scenario.pool,
         vendors: &VENDORS,
         at: scenario.at,
+        budget: VerificationBudget::per_request(),
     };
     let _ = scenario.verifier.verify(statement, &context);
 }
