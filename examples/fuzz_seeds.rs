@@ -11,6 +11,9 @@
 //! Both are regenerated on every run (the simulated vendor gets new keys), so the corpora and
 //! the state always match.
 
+#[path = "../tests/common/hostile.rs"]
+mod hostile;
+
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -420,6 +423,18 @@ fn main() -> Result<()> {
                 &scenarios[3].pool,
             )?,
         ),
+    )?;
+    // The crafted pools of the path-building bound (issue 12), so that the fuzzer starts from
+    // the inputs that once made the search exponential.
+    out.seed(
+        "attestation_bundle",
+        "hostile-looping-pool-16",
+        &with_selector(1, &hostile::looping_pool_csr(&[7; 32], 16)),
+    )?;
+    out.seed(
+        "attestation_bundle",
+        "hostile-distinct-key-ladder-16",
+        &with_selector(1, &hostile::distinct_key_ladder_csr(&[7; 32], 16)),
     )?;
     out.seed(
         "attestation_bundle",
