@@ -329,6 +329,12 @@ async fn a_request_cut_off_by_the_deadline_is_answered_and_recorded() {
         waited >= Duration::from_millis(1500) && waited < Duration::from_secs(3),
         "{waited:?}"
     );
+    // Cut off, the request does no more work: the server's CPU stays flat while the lock is
+    // still held (background jobs cost milliseconds).
+    let cpu_at_response = server.cpu_seconds();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let after = server.cpu_seconds() - cpu_at_response;
+    assert!(after < 0.15, "the server kept working: {after:.3} s of CPU after the response");
     stall.rollback().await.expect("release the lock");
 
     let (outcome, reason): (String, String) = sqlx::query_as(
