@@ -334,7 +334,10 @@ async fn a_request_cut_off_by_the_deadline_is_answered_and_recorded() {
     let cpu_at_response = server.cpu_seconds();
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let after = server.cpu_seconds() - cpu_at_response;
-    assert!(after < 0.15, "the server kept working: {after:.3} s of CPU after the response");
+    assert!(
+        after < 0.15,
+        "the server kept working: {after:.3} s of CPU after the response"
+    );
     stall.rollback().await.expect("release the lock");
 
     let (outcome, reason): (String, String) = sqlx::query_as(
