@@ -103,7 +103,16 @@ impl AttestationGate {
                     count(attested.format.name(), &attested.vendor, "pass", "ok");
                     return Ok(attested);
                 }
-                Err(e) if e.ends_verification() => {
+                // The budget spent, every further try fails the same way: say so, once.
+                Err(e) if context.budget.exhausted() => {
+                    let e = if e.code == super::TOO_COMPLEX {
+                        e
+                    } else {
+                        super::too_complex(format!(
+                            "verifying the evidence would take more than {} signature checks",
+                            context.budget.checks_made()
+                        ))
+                    };
                     first_failure = Some((verifier.format().name(), e));
                     break;
                 }

@@ -181,6 +181,8 @@ pub const MAX_STATEMENTS: usize = 4;
 pub struct VerificationBudget {
     checks_left: std::cell::Cell<u32>,
     checks_made: std::cell::Cell<u32>,
+    /// Set when a check was asked for past the budget.
+    exhausted: std::cell::Cell<bool>,
     links: std::cell::RefCell<CheckedLinks>,
 }
 
@@ -193,6 +195,7 @@ impl VerificationBudget {
         Self {
             checks_left: std::cell::Cell::new(checks),
             checks_made: std::cell::Cell::new(0),
+            exhausted: std::cell::Cell::new(false),
             links: Default::default(),
         }
     }
@@ -207,10 +210,17 @@ impl VerificationBudget {
         self.checks_made.get()
     }
 
+    /// Whether a check was asked for past the budget: whatever a verifier then reports, the
+    /// request asked for more work than genuine evidence needs (the gate reports that).
+    pub fn exhausted(&self) -> bool {
+        self.exhausted.get()
+    }
+
     /// Runs one signature check, or refuses when the budget is spent.
     pub fn check(&self, verify: impl FnOnce() -> bool) -> Result<bool, AttestationError> {
         let left = self.checks_left.get();
         if left == 0 {
+            self.exhausted.set(true);
             return Err(too_complex(format!(
                 "verifying the evidence would take more than {} signature checks",
                 self.checks_made.get()
@@ -301,14 +311,6 @@ impl AttestationError {
             kind: FailureKind::Refused,
             detail: detail.into(),
         }
-    }
-}
-
-impl AttestationError {
-    /// Whether this failure ends the verification of the whole request: its budget is spent,
-    /// so trying another vendor or statement can only fail the same way, and would hide why.
-    pub fn ends_verification(&self) -> bool {
-        self.code == TOO_COMPLEX
     }
 }
 

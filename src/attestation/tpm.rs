@@ -562,7 +562,6 @@ fn find_trusted_ak<'c>(
         }
         match chain_to_vendor(ak, context).and_then(|v| check_ak_allowed(ak).map(|()| v)) {
             Ok(vendor) => return Ok((ak, vendor)),
-            Err(e) if e.ends_verification() => return Err(e),
             Err(e) => last = e,
         }
     }
@@ -584,7 +583,6 @@ fn chain_to_vendor<'c>(
     for vendor in context.vendors.for_format(AttestationFormat::TpmCertify) {
         match anchored_path(ak, context, &vendor.roots) {
             Ok(_) => return Ok(vendor),
-            Err(e) if e.ends_verification() => return Err(e),
             Err(e) => last = e,
         }
     }
