@@ -388,10 +388,29 @@ impl EnrollmentService {
 
     /// Handles `simpleenroll`: decides, issues, commits, and records the event.
     pub async fn enroll(&self, request: EnrollRequest) -> Result<Enrolled, EnrollmentError> {
+        self.decide_recorded(OPERATION_ENROLL, &request, async |now, event, admission| {
+            self.decide_and_issue(&request, now, event, admission).await
+        })
+        .await
+    }
+
+    /// What every enrollment operation goes through around its decision: admission, the
+    /// deadline, and the event — recorded for a refusal, or (by [`PendingEvent`]) for a
+    /// request abandoned before it was decided.
+    async fn decide_recorded(
+        &self,
+        operation: &'static str,
+        request: &EnrollRequest,
+        decide: impl AsyncFnOnce(
+            SystemTime,
+            &mut EnrollmentEvent,
+            &Admission,
+        ) -> Result<Enrolled, EnrollmentError>,
+    ) -> Result<Enrolled, EnrollmentError> {
         let now = SystemTime::now();
         let mut pending = PendingEvent::new(
             new_event(
-                OPERATION_ENROLL,
+                operation,
                 request.label.as_deref(),
                 request.peer.clone(),
                 now,
@@ -400,8 +419,7 @@ impl EnrollmentService {
         );
         let result = match self.admit() {
             Ok(admission) => {
-                let decision = self.decide_and_issue(&request, now, pending.get(), &admission);
-                within_deadline(request.deadline, decision).await
+                within_deadline(request.deadline, decide(now, pending.get(), &admission)).await
             }
             Err(refusal) => Err(refusal),
         };

@@ -14,7 +14,7 @@ use x509_cert::ext::pkix::name::{GeneralName, HardwareModuleName};
 
 use super::{
     Admission, Admitted, Approved, EnrollRequest, Enrolled, EnrollmentError, EnrollmentService,
-    OPERATION_REENROLL, PendingEvent, csr, new_event, within_deadline,
+    OPERATION_REENROLL, csr,
 };
 use crate::access::{AuthError, AuthMethod, DevicePeer, PeerCertificate, Requester};
 use crate::attestation::DeviceIdentity;
@@ -42,25 +42,14 @@ fn bad(code: &'static str, detail: impl Into<String>) -> EnrollmentError {
 impl EnrollmentService {
     /// Handles `simplereenroll`.
     pub async fn reenroll(&self, request: EnrollRequest) -> Result<Enrolled, EnrollmentError> {
-        let now = SystemTime::now();
-        let mut pending = PendingEvent::new(
-            new_event(
-                OPERATION_REENROLL,
-                request.label.as_deref(),
-                request.peer.clone(),
-                now,
-            ),
-            &self.ledger,
-        );
-        let result = match self.admit() {
-            Ok(admission) => {
-                let decision = self.decide_renewal(&request, now, pending.get(), &admission);
-                within_deadline(request.deadline, decision).await
-            }
-            Err(refusal) => Err(refusal),
-        };
-        self.record_refusal(pending.decided(), &result, now).await;
-        result
+        self.decide_recorded(
+            OPERATION_REENROLL,
+            &request,
+            async |now, event, admission| {
+                self.decide_renewal(&request, now, event, admission).await
+            },
+        )
+        .await
     }
 
     async fn decide_renewal(
