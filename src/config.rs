@@ -231,6 +231,20 @@ pub struct DatabaseConfig {
     pub writers: usize,
     /// A rig re-posting the same CSR within this many seconds gets the certificate already issued.
     pub retry_window_secs: u64,
+    /// Longest wait for a pooled connection before the request is refused (503
+    /// `storage.unavailable`); a database that is down is detected sooner than this by the
+    /// availability monitor, and requests are then refused at once.
+    pub acquire_timeout_ms: u64,
+    /// At start-up, how long to keep trying a database that does not answer (logging each
+    /// attempt) before giving up; 0: try once.
+    pub startup_wait_secs: u64,
+}
+
+impl DatabaseConfig {
+    /// `acquire_timeout_ms` (at least 100 ms).
+    pub fn acquire_timeout(&self) -> Duration {
+        Duration::from_millis(self.acquire_timeout_ms.max(100))
+    }
 }
 
 impl Default for DatabaseConfig {
@@ -242,6 +256,8 @@ impl Default for DatabaseConfig {
             write_batch_max: 256,
             writers: 4,
             retry_window_secs: 600,
+            acquire_timeout_ms: 2000,
+            startup_wait_secs: 300,
         }
     }
 }

@@ -80,10 +80,16 @@ pub struct Metrics {
     /// `attestca_ca_certificate_not_after_timestamp_seconds{ca}`
     pub ca_not_after: GaugeVec,
     /// `attestca_component_ready{component}`: 1 when the last readiness check of the
-    /// component (database, signer) passed
+    /// component (database, signer, ocsp, process) passed; process is 0 while draining
     pub component_ready: IntGaugeVec,
     /// `attestca_build_info{version}` = 1
     pub build_info: IntGaugeVec,
+    /// `attestca_dependency_available{dependency}` (dependency: database, ca_key, ocsp_key):
+    /// 1 while the dependency works, 0 while the CA refuses work that needs it
+    pub dependency_available: IntGaugeVec,
+    /// `attestca_dependency_recoveries_total{dependency}`: times a dependency came back after
+    /// being unavailable, without a restart
+    pub dependency_recoveries: IntCounterVec,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -304,6 +310,18 @@ impl Metrics {
                 "attestca_build_info",
                 "Always 1; the version is a label.",
                 &["version"],
+            ),
+            dependency_available: int_gauges(
+                &r,
+                "attestca_dependency_available",
+                "1 while a dependency (database, ca_key, ocsp_key) works; 0 while work that needs it is refused at once.",
+                &["dependency"],
+            ),
+            dependency_recoveries: counter(
+                &r,
+                "attestca_dependency_recoveries_total",
+                "Times a dependency (database, ca_key, ocsp_key) came back after being unavailable, without a restart.",
+                &["dependency"],
             ),
             registry: r,
         };

@@ -69,7 +69,7 @@ impl EnrollmentService {
                 .store
                 .nonce_state(&nonce, &requester.id(), event.occurred_at)
                 .await
-                .map_err(EnrollmentError::storage)?;
+                .map_err(|e| self.storage_failure(e))?;
             refuse_unless(state, NonceCheck::Live)?;
         }
         let gate = std::sync::Arc::clone(&self.gate);
@@ -150,7 +150,7 @@ impl EnrollmentService {
                 .store
                 .manifest_lists(&attested.vendor, &attested.device.display, &spki_sha256)
                 .await
-                .map_err(EnrollmentError::storage)?
+                .map_err(|e| self.storage_failure(e))?
         {
             return Err(refuse(
                 "attestation.not_in_manifest",
@@ -170,7 +170,7 @@ impl EnrollmentService {
                     event.occurred_at,
                 )
                 .await
-                .map_err(EnrollmentError::storage)?
+                .map_err(|e| self.storage_failure(e))?
         {
             tracing::warn!(device = %attested.device_key(), existing = %serial, rig = %requester.id(), "possible clone: device already has an active certificate for another key");
             return Err(refuse(
@@ -186,7 +186,7 @@ impl EnrollmentService {
                 .store
                 .consume_nonce(nonce, &requester.id(), event.occurred_at)
                 .await
-                .map_err(EnrollmentError::storage)?;
+                .map_err(|e| self.storage_failure(e))?;
             refuse_unless(check, NonceCheck::Consumed)?;
         }
         Ok(Some(attested))
@@ -194,6 +194,16 @@ impl EnrollmentService {
 
     /// Issues a freshness nonce to an authenticated rig (draft-ietf-lamps-attestation-freshness).
     pub async fn issue_nonce(
+        &self,
+        label: Option<&str>,
+        credentials: &crate::access::PresentedCredentials,
+        length: usize,
+    ) -> Result<(Vec<u8>, u64), EnrollmentError> {
+        self.while_database_answers(self.issue_nonce_now(label, credentials, length))
+            .await
+    }
+
+    async fn issue_nonce_now(
         &self,
         label: Option<&str>,
         credentials: &crate::access::PresentedCredentials,
@@ -232,7 +242,7 @@ impl EnrollmentService {
         self.store
             .insert_nonce(&nonce, &requester.id(), now, now + lifetime as i64)
             .await
-            .map_err(EnrollmentError::storage)?;
+            .map_err(|e| self.storage_failure(e))?;
         Ok((nonce, lifetime))
     }
 }

@@ -87,10 +87,21 @@ impl EnrollmentError {
     }
 
     fn storage(e: StoreError) -> Self {
-        tracing::error!(error = %e, "storage failure during enrollment");
-        EnrollmentError::Unavailable {
-            code: "storage.unavailable",
-            detail: "the certificate store is unavailable; retry later".into(),
+        match e {
+            // Known down: logged once, when the circuit opened, not per request.
+            StoreError::Unavailable { down_secs } => EnrollmentError::Unavailable {
+                code: "storage.unavailable",
+                detail: format!(
+                    "the certificate store has been unavailable for {down_secs} s; retry later"
+                ),
+            },
+            e => {
+                tracing::error!(error = %e, "storage failure during enrollment");
+                EnrollmentError::Unavailable {
+                    code: "storage.unavailable",
+                    detail: "the certificate store is unavailable; retry later".into(),
+                }
+            }
         }
     }
 
@@ -381,8 +392,13 @@ impl EnrollmentService {
             ..Default::default()
         };
         self.count(&event, SystemTime::now());
-        if let Err(e) = self.ledger.commit(LedgerEntry::Event(event)).await {
-            tracing::error!(error = %e, "could not record a refused enrollment");
+        match self.ledger.commit(LedgerEntry::Event(event)).await {
+            Ok(_) => {}
+            // The outage itself is logged once, by the circuit.
+            Err(StoreError::Unavailable { .. }) => {
+                tracing::debug!("a refusal during a database outage is not recorded")
+            }
+            Err(e) => tracing::error!(error = %e, "could not record a refused enrollment"),
         }
     }
 
@@ -417,14 +433,40 @@ impl EnrollmentService {
             ),
             &self.ledger,
         );
-        let result = match self.admit() {
-            Ok(admission) => {
+        // A database known to be down is answered at once, before admission (its slots
+        // would fill with requests that cannot finish); one found down meanwhile ends the
+        // wait of every request in flight.
+        let result = self
+            .while_database_answers(async {
+                let admission = self.admit()?;
                 within_deadline(request.deadline, decide(now, pending.get(), &admission)).await
-            }
-            Err(refusal) => Err(refusal),
-        };
+            })
+            .await;
         self.record_refusal(pending.decided(), &result, now).await;
         result
+    }
+
+    /// Runs `work` unless the database is known to be down (then 503 at once, before
+    /// admission: its slots would fill with requests that cannot finish), and ends the wait
+    /// when the database is found down meanwhile, instead of when the work's connection
+    /// attempts give up.
+    async fn while_database_answers<T>(
+        &self,
+        work: impl std::future::Future<Output = Result<T, EnrollmentError>>,
+    ) -> Result<T, EnrollmentError> {
+        let database = self.store.availability();
+        database.check().map_err(EnrollmentError::storage)?;
+        tokio::select! {
+            done = work => done,
+            lost = database.lost() => Err(EnrollmentError::storage(lost)),
+        }
+    }
+
+    /// The refusal for a store failure, which is reported to the store's circuit first (a
+    /// failed connection makes the requests after this one fail fast).
+    fn storage_failure(&self, e: StoreError) -> EnrollmentError {
+        self.store.report(&e);
+        EnrollmentError::storage(e)
     }
 
     /// A permit to do enrollment work, or 503 when the CA is at its configured concurrency.
@@ -492,8 +534,13 @@ impl EnrollmentService {
         if result.is_ok() {
             return;
         }
-        if let Err(e) = self.ledger.commit(LedgerEntry::Event(event)).await {
-            tracing::error!(error = %e, "could not record a refused enrollment");
+        match self.ledger.commit(LedgerEntry::Event(event)).await {
+            Ok(_) => {}
+            // The outage itself is logged once, by the circuit.
+            Err(StoreError::Unavailable { .. }) => {
+                tracing::debug!("a refusal during a database outage is not recorded")
+            }
+            Err(e) => tracing::error!(error = %e, "could not record a refused enrollment"),
         }
     }
 
@@ -609,7 +656,7 @@ impl EnrollmentService {
             .store
             .find_recent_issue(&requester.id(), &profile.label, csr_sha256, window_start)
             .await
-            .map_err(EnrollmentError::storage)?
+            .map_err(|e| self.storage_failure(e))?
         {
             Some(earlier) => self.resend(earlier, event).await.map(Some),
             None => Ok(None),
@@ -629,7 +676,7 @@ impl EnrollmentService {
         self.ledger
             .commit(LedgerEntry::Event(event.clone()))
             .await
-            .map_err(EnrollmentError::storage)?;
+            .map_err(|e| self.storage_failure(e))?;
         Ok(Enrolled {
             certificate_der: earlier.der,
             serial: earlier.serial,
@@ -711,7 +758,7 @@ impl EnrollmentService {
                     retry_window_start: window_start,
                 })
                 .await
-                .map_err(EnrollmentError::storage)?;
+                .map_err(|e| self.storage_failure(e))?;
             match committed {
                 Committed::Stored => {
                     crate::metrics::METRICS
@@ -730,8 +777,8 @@ impl EnrollmentService {
                         .store
                         .certificate(&serial)
                         .await
-                        .map_err(EnrollmentError::storage)?
-                        .ok_or_else(|| EnrollmentError::storage(StoreError::WriterGone))?;
+                        .map_err(|e| self.storage_failure(e))?
+                        .ok_or_else(|| self.storage_failure(StoreError::WriterGone))?;
                     event.serial = Some(serial.clone());
                     refuse_if_revoked(&earlier)?;
                     return Ok(Enrolled {

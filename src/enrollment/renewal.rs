@@ -159,7 +159,7 @@ impl EnrollmentService {
             self.store
                 .revoke(&predecessor.serial, "superseded", event.occurred_at)
                 .await
-                .map_err(EnrollmentError::storage)?;
+                .map_err(|e| self.storage_failure(e))?;
         }
         Ok(enrolled)
     }
@@ -173,7 +173,7 @@ impl EnrollmentService {
         self.store
             .certificate(&device.serial)
             .await
-            .map_err(EnrollmentError::storage)?
+            .map_err(|e| self.storage_failure(e))?
             .filter(|record| record.der == device.der)
             .ok_or_else(|| {
                 forbidden(
@@ -200,7 +200,7 @@ impl EnrollmentService {
             .store
             .latest_renewal_of(&record.serial)
             .await
-            .map_err(EnrollmentError::storage)?
+            .map_err(|e| self.storage_failure(e))?
             .is_some()
         {
             return Err(forbidden(
@@ -252,7 +252,7 @@ impl EnrollmentService {
             .store
             .latest_renewal_of(&predecessor.serial)
             .await
-            .map_err(EnrollmentError::storage)?
+            .map_err(|e| self.storage_failure(e))?
             .into_iter()
             .chain([predecessor.issued_at])
             .max()

@@ -17,6 +17,8 @@ const SWEEP_BATCH: i64 = 512;
 /// A poll re-reads this much before its last look: revocations stamped by a slightly slow
 /// clock, or committed just after the previous poll read, are still found.
 const POLL_OVERLAP_SECS: i64 = 30;
+/// How soon a failed sweep is tried again.
+const SWEEP_RETRY: Duration = Duration::from_secs(2);
 
 /// The pre-signed answers about one certificate.
 #[derive(Clone, Debug)]
@@ -299,7 +301,9 @@ impl OcspResponder {
             } else {
                 refresh_age
             };
-            match self.sweep(age).await {
+            let swept = self.sweep(age).await;
+            let swept_ok = swept.is_ok();
+            match swept {
                 Ok(signed) => {
                     self.warm.store(true, Ordering::SeqCst);
                     if signed > 0 {
@@ -314,11 +318,19 @@ impl OcspResponder {
                 Err(e) => tracing::warn!(error = %e, "OCSP sweep failed"),
             }
             // Renewal first, so that the next sweep signs with the new certificate.
-            if let Err(e) = self.delegation.renew_if_due(false).await {
+            let renewed = self.delegation.renew_if_due(false).await;
+            if let Err(e) = &renewed {
                 tracing::warn!(error = %e, "OCSP responder certificate renewal failed");
             }
+            // A sweep or renewal that failed (the key or the database down) is tried again
+            // soon, not an interval later: responses must not age while they recover.
+            let next = if swept_ok && renewed.is_ok() {
+                interval
+            } else {
+                interval.min(SWEEP_RETRY)
+            };
             tokio::select! {
-                _ = tokio::time::sleep(interval) => {}
+                _ = tokio::time::sleep(next) => {}
                 _ = self.sweep_now.notified() => {}
             }
         }
@@ -328,6 +340,11 @@ impl OcspResponder {
         let mut since = unix_now() - POLL_OVERLAP_SECS;
         loop {
             tokio::time::sleep(poll).await;
+            if !self.store.availability().is_available() {
+                // The outage is logged once, by the circuit; `since` stays, so nothing is
+                // missed when the database is back.
+                continue;
+            }
             let started = unix_now();
             match self.poll_changes(since).await {
                 Ok(signed) => {

@@ -123,6 +123,11 @@ impl ResponderDelegation {
         })
     }
 
+    /// The responder key.
+    pub fn signer(&self) -> Arc<dyn Signer> {
+        Arc::clone(&self.signer)
+    }
+
     /// The identity responses are signed with now.
     pub fn current(&self) -> Arc<ResponderIdentity> {
         match self.current.read() {

@@ -147,6 +147,10 @@ impl OcspResponder {
         ledger: Ledger,
         config: &RevocationConfig,
     ) -> Result<Arc<Self>, OcspError> {
+        // Two instances starting at once would each generate a key (PKCS#11 has no "create
+        // unless it exists") and issue a certificate: one at a time, the second finds the
+        // first's.
+        let _one_at_a_time = store.exclusive("ocsp-responder").await?;
         let key_config = delegation::responder_key_config(ca_key);
         let signer =
             tokio::task::spawn_blocking(move || delegation::open_or_generate_key(&key_config))
@@ -184,6 +188,11 @@ impl OcspResponder {
     /// Whether the first sweep has completed (every certificate has a pre-signed response).
     pub fn is_warm(&self) -> bool {
         self.warm.load(Ordering::SeqCst)
+    }
+
+    /// The responder's key, for the health monitor.
+    pub fn signer(&self) -> Arc<dyn crate::signer::Signer> {
+        self.delegation.signer()
     }
 
     /// Number of certificates with a pre-signed response.

@@ -246,7 +246,10 @@ impl CrlPublisher {
     /// Refreshes every `poll` until the task is dropped.
     pub async fn run(self: std::sync::Arc<Self>, poll: std::time::Duration) {
         loop {
-            if let Err(e) = self.refresh().await {
+            // During a database outage (logged once, by the circuit) the CRL served stays.
+            if self.store.availability().is_available()
+                && let Err(e) = self.refresh().await
+            {
                 tracing::warn!(error = %e, "CRL refresh failed");
             }
             tokio::time::sleep(poll).await;

@@ -1,6 +1,8 @@
-//! Health as operators and orchestrators see it: liveness, readiness (the database answers and
-//! the signer signs), and the gauges refreshed when Prometheus scrapes.
+//! Health as operators and orchestrators see it: liveness, readiness (the database answers,
+//! the keys sign, the OCSP responses are pre-signed, and the process is not draining), the
+//! monitor that brings a key back by itself, and the gauges refreshed when Prometheus scrapes.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -8,15 +10,21 @@ use crate::issuance::IssuingCa;
 use crate::metrics::METRICS;
 use crate::ocsp::OcspResponder;
 use crate::revocation::crl::CrlPublisher;
+use crate::signer::Signer;
 use crate::store::Store;
 
 /// How long a readiness verdict is reused: probes stay cheap (no HSM round trip per probe).
 const READINESS_TTL: Duration = Duration::from_secs(1);
+/// How often the key monitor looks at the keys, and tries to bring back one that is down.
+const KEY_MONITOR_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The components readiness reports on, in the order they are checked.
+const COMPONENTS: [&str; 4] = ["database", "signer", "ocsp", "process"];
 
 /// A component that is not ready, and why.
 #[derive(Clone, Debug)]
 pub struct NotReady {
-    /// `database` or `signer`.
+    /// `database`, `signer`, `ocsp` (responses not pre-signed yet) or `process` (draining).
     pub component: &'static str,
     pub reason: String,
 }
@@ -28,6 +36,7 @@ pub struct HealthSources {
     pub crl: Arc<CrlPublisher>,
     pub ca_name: String,
     pub ocsp: Option<Arc<OcspResponder>>,
+    draining: AtomicBool,
     last_readiness: Mutex<Option<(Instant, Result<(), NotReady>)>>,
 }
 
@@ -45,13 +54,32 @@ impl HealthSources {
             crl,
             ca_name,
             ocsp,
+            draining: AtomicBool::new(false),
             last_readiness: Mutex::new(None),
         }
     }
 
-    /// Whether the CA can serve enrollments now: the database answers a query and the signer
-    /// produces a signature. Checked at most once a second.
+    /// From now on readiness says "draining" (the process is stopping: a load balancer
+    /// should send new work elsewhere while the requests in flight finish).
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+        METRICS
+            .component_ready
+            .with_label_values(&["process"])
+            .set(0);
+    }
+
+    /// Whether the CA can serve enrollments now: not draining, the database answers a query,
+    /// the keys sign, and the OCSP responder has pre-signed its responses. Checked at most
+    /// once a second (draining is seen at once).
     pub async fn readiness(&self) -> Result<(), NotReady> {
+        if self.draining.load(Ordering::SeqCst) {
+            return Err(NotReady {
+                component: "process",
+                reason: "draining: the process is stopping; requests in flight are finishing"
+                    .into(),
+            });
+        }
         if let Ok(last) = self.last_readiness.lock()
             && let Some((at, verdict)) = last.as_ref()
             && at.elapsed() < READINESS_TTL
@@ -59,17 +87,17 @@ impl HealthSources {
             return verdict.clone();
         }
         let verdict = self.check().await;
-        for component in ["database", "signer"] {
-            let ready = match &verdict {
-                Err(e) if e.component == component => 0,
-                // A failing database hides the signer's state: the signer is checked after.
-                Err(e) if e.component == "database" && component == "signer" => 0,
-                _ => 1,
-            };
+        // A component after the failing one was not checked: it is reported not ready.
+        let failed_at = verdict
+            .as_ref()
+            .err()
+            .and_then(|e| COMPONENTS.iter().position(|c| *c == e.component));
+        for (i, component) in COMPONENTS.iter().enumerate() {
+            let ready = failed_at.is_none_or(|f| i < f);
             METRICS
                 .component_ready
                 .with_label_values(&[component])
-                .set(ready);
+                .set(i64::from(ready));
         }
         if let Ok(mut last) = self.last_readiness.lock() {
             *last = Some((Instant::now(), verdict.clone()));
@@ -78,30 +106,28 @@ impl HealthSources {
     }
 
     async fn check(&self) -> Result<(), NotReady> {
+        let not_ready = |component| move |reason| NotReady { component, reason };
         tokio::time::timeout(Duration::from_secs(5), self.store.ping())
             .await
             .map_err(|_| "no answer within 5 s".to_owned())
             .and_then(|r| r.map_err(|e| e.to_string()))
-            .map_err(|reason| NotReady {
-                component: "database",
-                reason,
-            })?;
-        let ca = Arc::clone(&self.ca);
-        let signed = tokio::time::timeout(
-            Duration::from_secs(5),
-            tokio::task::spawn_blocking(move || ca.signer().sign(b"attestca readiness probe")),
-        )
-        .await;
-        match signed {
-            Ok(Ok(Ok(_))) => Ok(()),
-            Ok(Ok(Err(e))) => Err(e.to_string()),
-            Ok(Err(e)) => Err(format!("signing task: {e}")),
-            Err(_) => Err("no signature within 5 s".into()),
+            .map_err(not_ready("database"))?;
+        probe_signature(Arc::clone(self.ca.signer()))
+            .await
+            .map_err(not_ready("signer"))?;
+        if let Some(ocsp) = &self.ocsp {
+            probe_signature(ocsp.signer())
+                .await
+                .map_err(|e| format!("OCSP responder key: {e}"))
+                .map_err(not_ready("signer"))?;
+            if !ocsp.is_warm() {
+                return Err(NotReady {
+                    component: "ocsp",
+                    reason: format!("pre-signing OCSP responses ({} so far)", ocsp.cached()),
+                });
+            }
         }
-        .map_err(|reason| NotReady {
-            component: "signer",
-            reason,
-        })
+        Ok(())
     }
 
     /// Sets the gauges that are read, not counted: pool occupancy, CRL, OCSP cache, nonces,
@@ -151,6 +177,43 @@ impl HealthSources {
         match self.store.outstanding_nonces(now).await {
             Ok(n) => METRICS.nonces_outstanding.set(n),
             Err(e) => tracing::debug!(error = %e, "could not count outstanding nonces"),
+        }
+    }
+}
+
+/// One signature with `signer`, within 5 s.
+async fn probe_signature(signer: Arc<dyn Signer>) -> Result<(), String> {
+    let signed = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::task::spawn_blocking(move || signer.sign(b"attestca readiness probe")),
+    )
+    .await;
+    match signed {
+        Ok(Ok(Ok(_))) => Ok(()),
+        Ok(Ok(Err(e))) => Err(e.to_string()),
+        Ok(Err(e)) => Err(format!("signing task: {e}")),
+        Err(_) => Err("no signature within 5 s".into()),
+    }
+}
+
+/// Every second, tries to bring back a key that is down (the CA key and the OCSP responder
+/// key): without it a key would come back only when a request happens to try it after its
+/// backoff. Runs until the task is dropped.
+pub async fn watch_keys(keys: Vec<Arc<dyn Signer>>) {
+    let mut tick = tokio::time::interval(KEY_MONITOR_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        for key in &keys {
+            if key.available() {
+                continue;
+            }
+            let key = Arc::clone(key);
+            match tokio::task::spawn_blocking(move || key.recover()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::debug!(error = %e, "the key is still unavailable"),
+                Err(e) => tracing::warn!(error = %e, "key recovery task failed"),
+            }
         }
     }
 }

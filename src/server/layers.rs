@@ -23,12 +23,37 @@ pub struct Deadlines {
     pub body: Duration,
 }
 
-/// Wraps `router`'s routes with the deadlines and the metrics (labelled `listener`), and the
-/// whole router with request ids and the log span.
-pub fn apply(router: Router, listener: &'static str, deadlines: Deadlines) -> Router {
+/// The end of the shutdown grace period: requests still running then are answered 503
+/// `service.shutting_down` (not cut off with a bare connection close).
+#[derive(Clone, Debug)]
+pub struct Cutoff(tokio::sync::watch::Receiver<bool>);
+
+impl Cutoff {
+    /// A cut-off and the switch that triggers it.
+    pub fn new() -> (tokio::sync::watch::Sender<bool>, Self) {
+        let (switch, cutoff) = tokio::sync::watch::channel(false);
+        (switch, Self(cutoff))
+    }
+
+    /// Completes when the cut-off is reached (never, if its switch is dropped unused).
+    async fn reached(mut self) {
+        if self.0.wait_for(|cut| *cut).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// Wraps `router`'s routes with the deadlines, the shutdown cut-off and the metrics
+/// (labelled `listener`), and the whole router with request ids and the log span.
+pub fn apply(
+    router: Router,
+    listener: &'static str,
+    deadlines: Deadlines,
+    cutoff: Cutoff,
+) -> Router {
     router
         .route_layer(axum::middleware::from_fn(move |request, next| {
-            observe(listener, deadlines, request, next)
+            observe(listener, deadlines, cutoff.clone(), request, next)
         }))
         .layer(
             tower_http::trace::TraceLayer::new_for_http().make_span_with(|request: &Request| {
@@ -50,6 +75,7 @@ pub fn apply(router: Router, listener: &'static str, deadlines: Deadlines) -> Ro
 async fn observe(
     listener: &'static str,
     deadlines: Deadlines,
+    cutoff: Cutoff,
     mut request: Request,
     next: Next,
 ) -> Response {
@@ -67,15 +93,27 @@ async fn observe(
     request
         .extensions_mut()
         .insert(super::RequestDeadline(started + timeout));
-    let response = match tokio::time::timeout(timeout, next.run(request)).await {
-        Ok(response) => response,
-        Err(_) => {
-            crate::metrics::METRICS
-                .overload_refusals
-                .with_label_values(&["request_timeout"])
-                .inc();
-            timed_out(&route, timeout)
-        }
+    let response = tokio::select! {
+        answered = tokio::time::timeout(timeout, next.run(request)) => match answered {
+            Ok(response) => response,
+            Err(_) => {
+                crate::metrics::METRICS
+                    .overload_refusals
+                    .with_label_values(&["request_timeout"])
+                    .inc();
+                refusal(
+                    &route,
+                    "service.timeout",
+                    format!("the request was not answered within {} s", timeout.as_secs()),
+                )
+            }
+        },
+        () = cutoff.reached() => refusal(
+            &route,
+            "service.shutting_down",
+            "the CA is shutting down and the request did not finish within the grace period; retry"
+                .into(),
+        ),
     };
     let metrics = &crate::metrics::METRICS;
     metrics
@@ -89,17 +127,13 @@ async fn observe(
     response
 }
 
-/// 503 with Retry-After: JSON under the operator API, text elsewhere.
-fn timed_out(route: &str, timeout: Duration) -> Response {
-    let message = format!(
-        "the request was not answered within {} s",
-        timeout.as_secs()
-    );
+/// 503 with Retry-After and a reason code: JSON under the operator API, text elsewhere.
+fn refusal(route: &str, code: &'static str, message: String) -> Response {
     let mut response = if route.starts_with("/api/") {
         (
             StatusCode::SERVICE_UNAVAILABLE,
             axum::Json(serde_json::json!({
-                "error": {"code": "service.timeout", "message": message}
+                "error": {"code": code, "message": message}
             })),
         )
             .into_response()
@@ -107,7 +141,7 @@ fn timed_out(route: &str, timeout: Duration) -> Response {
         (
             StatusCode::SERVICE_UNAVAILABLE,
             [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-            format!("service.timeout: {message}\n"),
+            format!("{code}: {message}\n"),
         )
             .into_response()
     };

@@ -87,9 +87,11 @@ pub async fn assemble(config: &Config) -> Result<Assembled, ServerError> {
         ))
     })?;
     let ca = Arc::new(IssuingCa::new(chain, signer)?);
-    let store = Store::connect(
+    let store = Store::connect_waiting(
         &config.resolve_database_url()?,
         config.database.max_connections,
+        config.database.acquire_timeout(),
+        Duration::from_secs(config.database.startup_wait_secs),
     )
     .await?;
     tracing::info!(engine = store.engine().name(), "database ready");
@@ -196,6 +198,7 @@ pub async fn serve(
         request: config.server.request_timeout(),
         body: config.server.body_read_timeout(),
     };
+    let (cut_off, cutoff) = layers::Cutoff::new();
     let est_app = layers::apply(
         crate::est::router(Arc::new(EstState::new(
             Arc::clone(&assembled.enrollment),
@@ -207,6 +210,7 @@ pub async fn serve(
         )))),
         "est",
         deadlines,
+        cutoff.clone(),
     );
     // The first CRL exists before the listeners open, so a relying party never sees a 404.
     if let Err(e) = assembled.crl.refresh().await {
@@ -220,6 +224,13 @@ pub async fn serve(
             Arc::clone(ocsp).run(Duration::from_secs(config.revocation.ocsp_poll_secs.max(1))),
         )
     });
+    let database_monitor = tokio::spawn({
+        let store = assembled.store.clone();
+        async move { store.monitor_availability().await }
+    });
+    let mut keys = vec![Arc::clone(assembled.ca.signer())];
+    keys.extend(assembled.ocsp.as_ref().map(|ocsp| ocsp.signer()));
+    let key_monitor = tokio::spawn(health::watch_keys(keys));
     let health = Arc::new(health::HealthSources::new(
         assembled.store.clone(),
         Arc::clone(&assembled.ca),
@@ -232,10 +243,11 @@ pub async fn serve(
             Arc::clone(&assembled.crl),
             &config.ca,
             assembled.ocsp.clone(),
-            health,
+            Arc::clone(&health),
         ),
         "http",
         deadlines,
+        cutoff,
     );
     let supersede: Vec<(String, u64)> = config
         .profiles
@@ -255,12 +267,13 @@ pub async fn serve(
     tracing::info!(est = %config.server.est_addr, http = %config.server.http_addr, "attestca serving");
 
     let reload = tokio::spawn(reload_on_hangup(Arc::clone(&assembled.tls_certificate)));
-    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let (stop_est, est_stopped) = tokio::sync::watch::channel(false);
+    let (stop_http, http_stopped) = tokio::sync::watch::channel(false);
     let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
     let header_read_timeout = Duration::from_secs(config.server.header_read_timeout_secs.max(1));
-    let est = tokio::spawn(connections::serve(
+    let mut est = tokio::spawn(connections::serve(
         est_listener,
         est_app,
         connections::ListenerSettings {
@@ -272,9 +285,9 @@ pub async fn serve(
             handshake_timeout: Duration::from_secs(config.server.tls_handshake_timeout_secs.max(1)),
             header_read_timeout,
         },
-        until_stopped(stopped.clone()),
+        until_stopped(est_stopped),
     ));
-    let http = tokio::spawn(connections::serve(
+    let mut http = tokio::spawn(connections::serve(
         http_listener,
         http_app,
         connections::ListenerSettings {
@@ -283,32 +296,58 @@ pub async fn serve(
             handshake_timeout: Duration::ZERO,
             header_read_timeout,
         },
-        until_stopped(stopped),
+        until_stopped(http_stopped),
     ));
     shutdown.await;
     let grace = Duration::from_secs(config.server.shutdown_grace_secs);
+    // Draining: readiness says so at once, and the EST listener stops accepting while its
+    // requests finish. The plain-HTTP listener (health, metrics, CRL, OCSP) stays up through
+    // the grace period, so that orchestrators see "draining" rather than a closed port.
+    health.start_draining();
     tracing::info!(
         grace_secs = grace.as_secs(),
-        "shutting down: no new connections; draining"
+        "shutting down: readiness reports draining; no new EST connections; requests in flight finish"
     );
-    let _ = stop.send(true);
-    let drained = tokio::time::timeout(grace, async {
-        let _ = est.await;
-        let _ = http.await;
-    })
-    .await;
-    match drained {
-        Ok(()) => tracing::info!("all requests finished"),
-        Err(_) => tracing::warn!("requests still open after the grace period are cut off"),
+    let _ = stop_est.send(true);
+    if tokio::time::timeout(grace, &mut est).await.is_ok() {
+        tracing::info!("all EST requests finished");
+    } else {
+        // What still runs is answered 503 service.shutting_down, then its connection closes.
+        tracing::warn!(
+            "requests still running at the end of the grace period are answered 503 service.shutting_down"
+        );
+        let _ = cut_off.send(true);
+        if tokio::time::timeout(FLUSH_AFTER_CUTOFF, &mut est)
+            .await
+            .is_err()
+        {
+            est.abort();
+        }
     }
-    purge.abort();
-    reload.abort();
-    crl_task.abort();
+    let _ = stop_http.send(true);
+    if tokio::time::timeout(FLUSH_AFTER_CUTOFF, &mut http)
+        .await
+        .is_err()
+    {
+        let _ = cut_off.send(true);
+        if tokio::time::timeout(FLUSH_AFTER_CUTOFF, &mut http)
+            .await
+            .is_err()
+        {
+            http.abort();
+        }
+    }
+    for task in [purge, reload, crl_task, database_monitor, key_monitor] {
+        task.abort();
+    }
     if let Some(task) = ocsp_task {
         task.abort();
     }
     Ok(())
 }
+
+/// After the cut-off, how long the 503s have to reach their clients before the process ends.
+const FLUSH_AFTER_CUTOFF: Duration = Duration::from_secs(2);
 
 /// Every minute: drops retry claims older than the retry window and long-expired nonces,
 /// revokes renewed certificates whose profile's overlap has passed, forgets idle request

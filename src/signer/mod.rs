@@ -27,6 +27,16 @@ pub enum SignerError {
     KeyNotFound(String),
     #[error("signer configuration: {0}")]
     Config(String),
+    /// The token, its session or its library is gone (an HSM restart, a token pulled or
+    /// re-initialised): recovery reopens it.
+    #[error("PKCS#11 token unavailable: {0}")]
+    TokenFault(String),
+    /// The key found under the configured label is not the certified key: it is never used.
+    #[error("{0}")]
+    KeyMismatch(String),
+    /// The key is known to be down: refused at once, without a round trip to the token.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 /// The algorithms a CA key may use.
@@ -131,6 +141,16 @@ pub trait Signer: Send + Sync {
     fn sign(&self, message: &[u8]) -> Result<Vec<u8>, SignerError>;
     /// A short backend name for logs and metrics: `pkcs11` or `software`.
     fn backend(&self) -> &'static str;
+    /// Whether the key worked at its last use, as the backend knows without a round trip.
+    fn available(&self) -> bool {
+        true
+    }
+    /// Tries to bring a key that is down back (sessions reopened, login, the key found again
+    /// and proved) with one signature, ignoring the backoff requests are held to. The health
+    /// monitor calls it while the key is down.
+    fn recover(&self) -> Result<(), SignerError> {
+        self.sign(b"attestca signer health probe").map(|_| ())
+    }
 }
 
 /// Opens the configured signing key. The key must already exist (see `attestca init`).
@@ -150,17 +170,54 @@ pub fn generate(config: &SignerConfig) -> Result<Arc<dyn Signer>, SignerError> {
     }
 }
 
-/// A signer that counts and times every signature (`attestca_signer_*` metrics).
+/// A signer that counts and times every signature (`attestca_signer_*` metrics) and reports
+/// the key's availability (`attestca_dependency_available{dependency="ca_key"|"ocsp_key"}`,
+/// and a recovery in `attestca_dependency_recoveries_total`).
 pub struct MeteredSigner {
     inner: Arc<dyn Signer>,
     /// Which key this is in the metrics: `ca` or `ocsp`.
     key: &'static str,
+    /// `ca_key` or `ocsp_key`.
+    dependency: &'static str,
+    /// Whether the last operation found the key down.
+    down: std::sync::atomic::AtomicBool,
 }
 
 impl MeteredSigner {
     /// Wraps `inner`, labelled as `key` in the metrics.
     pub fn wrap(inner: Arc<dyn Signer>, key: &'static str) -> Arc<dyn Signer> {
-        Arc::new(Self { inner, key })
+        let dependency = match key {
+            "ocsp" => "ocsp_key",
+            _ => "ca_key",
+        };
+        crate::metrics::METRICS
+            .dependency_available
+            .with_label_values(&[dependency])
+            .set(1);
+        Arc::new(Self {
+            inner,
+            key,
+            dependency,
+            down: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+
+    /// Keeps the availability gauge and the recovery counter in step with an outcome.
+    fn observe<T>(&self, result: &Result<T, SignerError>) {
+        use std::sync::atomic::Ordering;
+        let metrics = &crate::metrics::METRICS;
+        let up = result.is_ok() || self.inner.available();
+        metrics
+            .dependency_available
+            .with_label_values(&[self.dependency])
+            .set(i64::from(up));
+        let was_down = self.down.swap(!up, Ordering::SeqCst);
+        if up && was_down {
+            metrics
+                .dependency_recoveries
+                .with_label_values(&[self.dependency])
+                .inc();
+        }
     }
 }
 
@@ -190,10 +247,21 @@ impl Signer for MeteredSigner {
                 if result.is_ok() { "ok" } else { "error" },
             ])
             .inc();
+        self.observe(&result);
         result
     }
 
     fn backend(&self) -> &'static str {
         self.inner.backend()
+    }
+
+    fn available(&self) -> bool {
+        self.inner.available()
+    }
+
+    fn recover(&self) -> Result<(), SignerError> {
+        let result = self.inner.recover();
+        self.observe(&result);
+        result
     }
 }

@@ -53,7 +53,9 @@ pub enum Committed {
 
 struct Job {
     entry: LedgerEntry,
-    reply: oneshot::Sender<Result<Committed, String>>,
+    /// The failure as text, and whether it was the database's (connection, server) rather
+    /// than the batch's.
+    reply: oneshot::Sender<Result<Committed, (String, bool)>>,
 }
 
 /// Handle to the writer task.
@@ -84,7 +86,8 @@ impl Ledger {
             .map_err(|_| StoreError::WriterGone)?;
         match answer.await {
             Ok(Ok(c)) => Ok(c),
-            Ok(Err(message)) => Err(StoreError::Database(sqlx::Error::Protocol(message))),
+            Ok(Err((_, true))) => Err(StoreError::Unavailable { down_secs: 0 }),
+            Ok(Err((message, false))) => Err(StoreError::Database(sqlx::Error::Protocol(message))),
             Err(_) => Err(StoreError::WriterGone),
         }
     }
@@ -128,9 +131,10 @@ async fn run_writer(store: Store, queue: Arc<Mutex<mpsc::Receiver<Job>>>, batch_
             }
             Err(e) => {
                 tracing::error!(error = %e, records = jobs.len(), "database commit failed");
-                let message = e.to_string();
+                store.report(&e);
+                let failure = (e.to_string(), e.is_connection_fault());
                 for job in jobs {
-                    let _ = job.reply.send(Err(message.clone()));
+                    let _ = job.reply.send(Err(failure.clone()));
                 }
             }
         }
@@ -138,10 +142,11 @@ async fn run_writer(store: Store, queue: Arc<Mutex<mpsc::Receiver<Job>>>, batch_
 }
 
 /// A failure the database asks the client to retry: deadlock detected, serialization failure.
-fn is_transient(e: &sqlx::Error) -> bool {
-    e.as_database_error()
+fn is_transient(e: &StoreError) -> bool {
+    matches!(e, StoreError::Database(e) if e
+        .as_database_error()
         .and_then(|d| d.code())
-        .is_some_and(|code| code == "40P01" || code == "40001")
+        .is_some_and(|code| code == "40P01" || code == "40001"))
 }
 
 impl LedgerEntry {
@@ -158,8 +163,8 @@ impl LedgerEntry {
     }
 }
 
-async fn write_batch(store: &Store, jobs: &[Job]) -> Result<Vec<Committed>, sqlx::Error> {
-    let mut tx = store.pool().begin().await?;
+async fn write_batch(store: &Store, jobs: &[Job]) -> Result<Vec<Committed>, StoreError> {
+    let mut tx = store.db()?.begin().await?;
     let mut outcomes = Vec::with_capacity(jobs.len());
     for job in jobs {
         let outcome = match &job.entry {

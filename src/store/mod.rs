@@ -5,6 +5,7 @@
 //! under `migrations/`, applied at start-up. Writes that must be durable before a certificate
 //! leaves the CA go through the batching [`ledger::Ledger`].
 
+pub mod availability;
 pub mod ledger;
 
 use std::str::FromStr;
@@ -24,6 +25,40 @@ pub enum StoreError {
     UnsupportedUrl(String),
     #[error("the database writer has stopped")]
     WriterGone,
+    /// The circuit is open: the database did not answer, and is not asked until it does.
+    #[error("the database has been unavailable for {down_secs} s")]
+    Unavailable { down_secs: u64 },
+}
+
+impl StoreError {
+    /// Whether this says the database (its connection, its server) failed, rather than the
+    /// query: such errors open the circuit (see [`availability`]).
+    pub fn is_connection_fault(&self) -> bool {
+        match self {
+            StoreError::Unavailable { .. } => true,
+            StoreError::Database(e) => match e {
+                sqlx::Error::Io(_)
+                | sqlx::Error::Tls(_)
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::WorkerCrashed => true,
+                // Class 08 (connection exception); 57P01-57P03: the server is shutting down,
+                // crashed, or not accepting connections yet.
+                // Not PoolTimedOut: a pool busy under load is not a database that is down (the
+                // monitor tells those apart).
+                sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+                    code.starts_with("08") || matches!(&*code, "57P01" | "57P02" | "57P03")
+                }),
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+}
+
+/// An exclusive lock among the instances sharing the database, held until dropped
+/// ([`Store::exclusive`]).
+pub struct ExclusiveLock {
+    _held: Option<sqlx::Transaction<'static, sqlx::Any>>,
 }
 
 /// Which engine is behind the pool.
@@ -225,6 +260,9 @@ pub struct ManifestRecord {
 pub struct Store {
     pool: AnyPool,
     engine: Engine,
+    availability: std::sync::Arc<availability::DatabaseAvailability>,
+    /// For the availability monitor's own connection.
+    options: AnyConnectOptions,
 }
 
 /// The columns of `enrollment_events`, in [`event_from_row`] order.
@@ -253,12 +291,61 @@ macro_rules! status_columns {
     };
 }
 
+/// The default longest wait for a pooled connection (`database.acquire_timeout_ms`).
+pub const DEFAULT_ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// A pooled connection idle at least this long is pinged before it is handed out.
 const IDLE_CONNECTION_CHECK_AFTER: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Store {
     /// Connects, creating an SQLite file if needed, and applies pending migrations.
     pub async fn connect(url: &SecretString, max_connections: u32) -> Result<Self, StoreError> {
+        Self::connect_with(url, max_connections, DEFAULT_ACQUIRE_TIMEOUT).await
+    }
+
+    /// [`Store::connect_with`], trying again with backoff (1 s doubling to 10 s) for up to
+    /// `wait` while the database does not answer, and logging each attempt: at start-up
+    /// the database may be restarting, or starting beside the CA.
+    pub async fn connect_waiting(
+        url: &SecretString,
+        max_connections: u32,
+        acquire_timeout: std::time::Duration,
+        wait: std::time::Duration,
+    ) -> Result<Self, StoreError> {
+        let started = std::time::Instant::now();
+        let mut backoff = std::time::Duration::from_secs(1);
+        let mut attempt = 1u32;
+        loop {
+            match Self::connect_with(url, max_connections, acquire_timeout).await {
+                Err(e) if e.is_connection_fault() && started.elapsed() + backoff <= wait => {
+                    tracing::warn!(
+                        attempt,
+                        error = %e,
+                        retry_in_secs = backoff.as_secs(),
+                        waited_secs = started.elapsed().as_secs(),
+                        gives_up_after_secs = wait.as_secs(),
+                        "waiting for the database"
+                    );
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(std::time::Duration::from_secs(10));
+                    attempt += 1;
+                }
+                Err(e) if e.is_connection_fault() && attempt > 1 => {
+                    tracing::error!(attempts = attempt, waited_secs = started.elapsed().as_secs(), error = %e, "the database did not answer in time (database.startup_wait_secs); giving up");
+                    return Err(e);
+                }
+                done => return done,
+            }
+        }
+    }
+
+    /// [`Store::connect`] with the longest wait for a pooled connection
+    /// (`database.acquire_timeout_ms`).
+    pub async fn connect_with(
+        url: &SecretString,
+        max_connections: u32,
+        acquire_timeout: std::time::Duration,
+    ) -> Result<Self, StoreError> {
         sqlx::any::install_default_drivers();
         let raw = url.expose_secret();
         let (engine, url) = if raw.starts_with("postgres://") || raw.starts_with("postgresql://") {
@@ -280,6 +367,8 @@ impl Store {
             return Err(StoreError::UnsupportedUrl(scheme));
         };
         let options = AnyConnectOptions::from_str(&url)?;
+        let availability = std::sync::Arc::new(availability::DatabaseAvailability::default());
+        let circuit = std::sync::Arc::clone(&availability);
         let pool = AnyPoolOptions::new()
             .max_connections(match engine {
                 Engine::Postgres => max_connections.max(2),
@@ -290,16 +379,21 @@ impl Store {
             // query, which under load was ~10 % of the CA's CPU and doubled the database
             // round trips of an enrollment. A connection that just did a query is alive; one
             // idle for a while (a database restart, a NAT timeout) is still checked first.
+            // After an outage, connections from before it are checked too.
             .test_before_acquire(false)
-            .before_acquire(|connection, meta| {
+            .before_acquire(move |connection, meta| {
+                let check = meta.idle_for >= IDLE_CONNECTION_CHECK_AFTER
+                    || circuit.predates_recovery(meta.age);
                 Box::pin(async move {
-                    if meta.idle_for >= IDLE_CONNECTION_CHECK_AFTER {
+                    if check {
                         sqlx::Connection::ping(connection).await?;
                     }
                     Ok(true)
                 })
             })
-            .connect_with(options)
+            // Waiting longer for a connection only delays the 503 of a database that is down.
+            .acquire_timeout(acquire_timeout)
+            .connect_with(options.clone())
             .await?;
         if engine == Engine::Sqlite {
             // WAL lets readers proceed while the writer commits; synchronous stays FULL (the
@@ -308,7 +402,12 @@ impl Store {
                 .execute(&pool)
                 .await?;
         }
-        let store = Self { pool, engine };
+        let store = Self {
+            pool,
+            engine,
+            availability,
+            options,
+        };
         store.migrate().await?;
         Ok(store)
     }
@@ -317,12 +416,12 @@ impl Store {
         match self.engine {
             Engine::Postgres => {
                 sqlx::migrate!("./migrations/postgres")
-                    .run(&self.pool)
+                    .run(self.db()?)
                     .await?
             }
             Engine::Sqlite => {
                 sqlx::migrate!("./migrations/sqlite")
-                    .run(&self.pool)
+                    .run(self.db()?)
                     .await?
             }
         }
@@ -339,9 +438,54 @@ impl Store {
         &self.pool
     }
 
+    /// The pool, unless the database is known to be down: then the refusal, at once.
+    pub(crate) fn db(&self) -> Result<&AnyPool, StoreError> {
+        self.availability.check()?;
+        Ok(self.db()?)
+    }
+
+    /// The circuit in front of the database.
+    pub fn availability(&self) -> &std::sync::Arc<availability::DatabaseAvailability> {
+        &self.availability
+    }
+
+    /// Runs the availability monitor (until the task is dropped).
+    pub async fn monitor_availability(&self) {
+        std::sync::Arc::clone(&self.availability)
+            .monitor(self.options.clone())
+            .await
+    }
+
+    /// Opens the circuit if `error` says the database failed (callers that see a store
+    /// error report it, so that the requests after them fail fast).
+    pub fn report(&self, error: &StoreError) {
+        self.availability.report(error);
+    }
+
+    /// Holds an exclusive lock named `name` among every instance sharing this PostgreSQL
+    /// database (an advisory lock inside a transaction: released when the guard is dropped,
+    /// also on an error path, or when the process dies). Used where two instances starting at
+    /// once must not both create something that must exist once (the OCSP responder key and
+    /// certificate). SQLite serves one process: the guard holds nothing.
+    pub async fn exclusive(&self, name: &str) -> Result<ExclusiveLock, StoreError> {
+        if self.engine != Engine::Postgres {
+            return Ok(ExclusiveLock { _held: None });
+        }
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(format!("attestca:{name}"));
+        let mut key = [0u8; 8];
+        key.copy_from_slice(&digest[..8]);
+        let mut tx = self.db()?.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(i64::from_be_bytes(key))
+            .execute(&mut *tx)
+            .await?;
+        Ok(ExclusiveLock { _held: Some(tx) })
+    }
+
     /// A cheap round trip, for readiness checks.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        timed("ping", sqlx::query("SELECT 1").execute(&self.pool)).await?;
+        timed("ping", sqlx::query("SELECT 1").execute(self.db()?)).await?;
         Ok(())
     }
 
@@ -366,7 +510,7 @@ impl Store {
             .bind(profile)
             .bind(csr_sha256)
             .bind(since)
-            .fetch_optional(&self.pool),
+            .fetch_optional(self.db()?),
         )
         .await?;
         row.map(|r| certificate_from_row(&r)).transpose()
@@ -382,7 +526,7 @@ impl Store {
                 " FROM certificates WHERE serial = $1"
             ))
             .bind(serial)
-            .fetch_optional(&self.pool),
+            .fetch_optional(self.db()?),
         )
         .await?;
         row.map(|r| certificate_from_row(&r)).transpose()
@@ -396,7 +540,7 @@ impl Store {
             " FROM enrollment_events ORDER BY id DESC LIMIT $1"
         ))
         .bind(limit)
-        .fetch_all(&self.pool)
+        .fetch_all(self.db()?)
         .await?;
         rows.iter()
             .map(|r| event_from_row(r).map(|(_, e)| e))
@@ -420,7 +564,7 @@ impl Store {
             .bind(requester)
             .bind(issued_at)
             .bind(expires_at)
-            .execute(&self.pool),
+            .execute(self.db()?),
         )
         .await?;
         Ok(())
@@ -443,7 +587,7 @@ impl Store {
             .bind(nonce)
             .bind(requester)
             .bind(now)
-            .execute(&self.pool),
+            .execute(self.db()?),
         )
         .await?;
         if spent.rows_affected() == 1 {
@@ -468,7 +612,7 @@ impl Store {
             "nonce_state",
             sqlx::query("SELECT requester, expires_at, consumed_at FROM nonces WHERE nonce = $1")
                 .bind(nonce)
-                .fetch_optional(&self.pool),
+                .fetch_optional(self.db()?),
         )
         .await?;
         let Some(row) = row else {
@@ -496,7 +640,7 @@ impl Store {
         manifest_sha256: &[u8],
         imported_at: i64,
     ) -> Result<u64, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.db()?.begin().await?;
         let mut added = 0;
         for part in parts {
             let inserted = sqlx::query(
@@ -540,7 +684,7 @@ impl Store {
         .bind(vendor)
         .bind(unique_id)
         .bind(spki_sha256)
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.db()?)
         .await?;
         Ok(found.is_some())
     }
@@ -560,7 +704,7 @@ impl Store {
         .bind(device_identity)
         .bind(spki_sha256)
         .bind(now)
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.db()?)
         .await?)
     }
 
@@ -570,7 +714,7 @@ impl Store {
             "SELECT COUNT(*) FROM nonces WHERE expires_at >= $1 AND consumed_at IS NULL",
         )
         .bind(now)
-        .fetch_one(&self.pool)
+        .fetch_one(self.db()?)
         .await?)
     }
 
@@ -578,7 +722,7 @@ impl Store {
     pub async fn purge_nonces(&self, before: i64) -> Result<u64, StoreError> {
         let done = sqlx::query("DELETE FROM nonces WHERE expires_at < $1")
             .bind(before)
-            .execute(&self.pool)
+            .execute(self.db()?)
             .await?;
         Ok(done.rows_affected())
     }
@@ -588,7 +732,7 @@ impl Store {
     pub async fn purge_retry_claims(&self, before: i64) -> Result<u64, StoreError> {
         let done = sqlx::query("DELETE FROM issued_requests WHERE issued_at < $1")
             .bind(before)
-            .execute(&self.pool)
+            .execute(self.db()?)
             .await?;
         Ok(done.rows_affected())
     }
@@ -599,7 +743,7 @@ impl Store {
             "SELECT MAX(issued_at) FROM certificates WHERE predecessor_serial = $1",
         )
         .bind(serial)
-        .fetch_one(&self.pool)
+        .fetch_one(self.db()?)
         .await?)
     }
 
@@ -621,7 +765,7 @@ impl Store {
         .bind(profile)
         .bind(renewed_before)
         .bind(now)
-        .execute(&self.pool)
+        .execute(self.db()?)
         .await?;
         Ok(done.rows_affected())
     }
@@ -641,7 +785,7 @@ impl Store {
         )
         .bind(issuer_key_id)
         .bind(expired_before)
-        .fetch(&self.pool);
+        .fetch(self.db()?);
         let mut list = crate::revocation::crl::RevokedList::default();
         while let Some(r) = rows.try_next().await? {
             list.push(&crate::revocation::crl::RevokedEntry {
@@ -660,7 +804,7 @@ impl Store {
             "SELECT MAX(revoked_at) FROM certificates WHERE issuer_key_id = $1 AND status = 'revoked'",
         )
         .bind(issuer_key_id)
-        .fetch_one(&self.pool)
+        .fetch_one(self.db()?)
         .await?)
     }
 
@@ -671,7 +815,7 @@ impl Store {
              WHERE issuer_key_id = $1",
         )
         .bind(issuer_key_id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.db()?)
         .await?;
         row.map(|r| {
             Ok(StoredCrl {
@@ -692,7 +836,7 @@ impl Store {
     ) -> Result<Option<(i64, i64)>, StoreError> {
         let row = sqlx::query("SELECT crl_number, this_update FROM crls WHERE issuer_key_id = $1")
             .bind(issuer_key_id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.db()?)
             .await?;
         row.map(|r| Ok((r.try_get("crl_number")?, r.try_get("this_update")?)))
             .transpose()
@@ -707,7 +851,7 @@ impl Store {
         entries: i64,
         make: impl FnOnce(i64) -> Result<(Vec<u8>, i64, i64), String>,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.db()?.begin().await?;
         if self.engine == Engine::Postgres {
             // The lock key: the first 8 bytes of the issuer's key identifier.
             let mut key = [0u8; 8];
@@ -759,7 +903,7 @@ impl Store {
         .bind(serial)
         .bind(at)
         .bind(reason)
-        .execute(&self.pool)
+        .execute(self.db()?)
         .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -796,7 +940,7 @@ impl Store {
             .bind(before_at)
             .bind(before_serial)
             .bind(query.limit)
-            .fetch_all(&self.pool)
+            .fetch_all(self.db()?)
             .await?;
         rows.iter().map(certificate_from_row).collect()
     }
@@ -807,7 +951,7 @@ impl Store {
             "SELECT serial FROM certificates WHERE predecessor_serial = $1 ORDER BY issued_at",
         )
         .bind(serial)
-        .fetch_all(&self.pool)
+        .fetch_all(self.db()?)
         .await?)
     }
 
@@ -837,7 +981,7 @@ impl Store {
         .bind(query.since.unwrap_or(i64::MIN))
         .bind(query.until.unwrap_or(i64::MAX))
         .bind(query.limit)
-        .fetch_all(&self.pool)
+        .fetch_all(self.db()?)
         .await?;
         rows.iter().map(event_from_row).collect()
     }
@@ -857,7 +1001,7 @@ impl Store {
         .bind(query.since.unwrap_or(i64::MIN))
         .bind(query.until.unwrap_or(i64::MAX))
         .bind(query.limit)
-        .fetch_all(&self.pool)
+        .fetch_all(self.db()?)
         .await?;
         rows.iter()
             .map(|r| {
@@ -884,7 +1028,7 @@ impl Store {
         reason: &str,
         audit: &AuditEvent,
     ) -> Result<RevocationOutcome, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.db()?.begin().await?;
         let done = sqlx::query(
             "UPDATE certificates SET status = 'revoked', revoked_at = $2, revocation_reason = $3 \
              WHERE serial = $1 AND status = 'active'",
@@ -928,7 +1072,7 @@ impl Store {
         reason: &str,
         audit: &AuditEvent,
     ) -> Result<Vec<String>, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.db()?.begin().await?;
         let mut serials: Vec<String> = sqlx::query_scalar(
             "UPDATE certificates SET status = 'revoked', revoked_at = $2, revocation_reason = $3 \
              WHERE device_identity = $1 AND status = 'active' RETURNING serial",
@@ -1025,7 +1169,7 @@ impl Store {
         &self,
         query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
     ) -> Result<Vec<CertificateStatus>, StoreError> {
-        let rows = query.fetch_all(&self.pool).await?;
+        let rows = query.fetch_all(self.db()?).await?;
         rows.iter().map(status_from_row).collect()
     }
 
@@ -1049,7 +1193,7 @@ impl Store {
             .bind(profile)
             .bind(spki_sha256)
             .bind(valid_at)
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.db()?)
             .await?;
         row.map(|r| certificate_from_row(&r)).transpose()
     }
