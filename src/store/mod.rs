@@ -441,7 +441,7 @@ impl Store {
     /// The pool, unless the database is known to be down: then the refusal, at once.
     pub(crate) fn db(&self) -> Result<&AnyPool, StoreError> {
         self.availability.check()?;
-        Ok(self.db()?)
+        Ok(&self.pool)
     }
 
     /// The circuit in front of the database.
