@@ -12,6 +12,8 @@
 #   ATTESTCA_TEST_OPENAPI_SPEC_VALIDATOR  path of openapi-spec-validator (the OpenAPI tests)
 #   ATTESTCA_TEST_PKCS11_MODULE   path of SoftHSM's PKCS#11 module
 #   ATTESTCA_TEST_DATABASE_URL    admin URL of a PostgreSQL server (CREATE DATABASE allowed)
+#   ATTESTCA_TEST_PG_BIN          PostgreSQL server binaries (initdb, pg_ctl), for tests that stop
+#                                 and start a server of their own (tests/faults.rs)
 #   ATTESTCA_TEST_REQUIRE_ALL=1   tests fail instead of skipping when something is missing
 #   ATTESTCA_VECTORS_DIR          ../shared/vectors, when present
 # and, last, the smoke run of every fuzz target (fuzz/smoke.sh: cargo-fuzz, installed into
@@ -316,6 +318,23 @@ start_throwaway_pg() {
     ATTESTCA_TEST_DATABASE_URL="postgres://postgres@127.0.0.1:$port/postgres"
 }
 
+# The server binaries (initdb, pg_ctl) for tests that run a PostgreSQL of their own, which
+# they stop and start (tests/faults.rs): installed when missing, whatever server the rest of
+# the suite uses.
+ensure_pg_server_binaries() {
+    local dir
+    dir="$(find_pg_bin_dir || true)"
+    if [[ -z "$dir" ]]; then
+        apt_install postgresql
+        dir="$(find_pg_bin_dir)" || die "postgresql installed but no initdb found"
+    fi
+    if is_root && ! id postgres >/dev/null 2>&1; then
+        die "running as root but there is no 'postgres' user to run initdb as (install the Debian package postgresql)"
+    fi
+    export ATTESTCA_TEST_PG_BIN="$dir"
+    say "PostgreSQL server binaries: $dir"
+}
+
 # Sanity check when psql is at hand: the URL works and may CREATE DATABASE.
 check_database_url() {
     local psql ok
@@ -366,7 +385,7 @@ print_environment() {
     local var
     for var in ATTESTCA_TEST_PKILINT ATTESTCA_TEST_PROMTOOL ATTESTCA_TEST_SCHEMATHESIS \
                ATTESTCA_TEST_OPENAPI_SPEC_VALIDATOR ATTESTCA_TEST_PKCS11_MODULE \
-               ATTESTCA_TEST_DATABASE_URL ATTESTCA_TEST_REQUIRE_ALL ATTESTCA_VECTORS_DIR; do
+               ATTESTCA_TEST_DATABASE_URL ATTESTCA_TEST_PG_BIN ATTESTCA_TEST_REQUIRE_ALL ATTESTCA_VECTORS_DIR; do
         say "$var=${!var:-<unset>}"
     done
 }
@@ -426,6 +445,7 @@ main() {
     ensure_softhsm
     ensure_cargo_fuzz
     choose_database
+    ensure_pg_server_binaries
     export_misc
     print_environment
     if [[ -n "${ATTESTCA_TEST_SETUP_ONLY:-}" ]]; then

@@ -827,3 +827,152 @@ pub fn require_program(program: &str) -> Option<String> {
         None => missing(program, "put it on PATH; tests/run.sh installs it"),
     }
 }
+
+impl ServerProcess {
+    /// Waits until `/readyz` answers 200 (the database answers, the keys sign, the OCSP
+    /// responses are pre-signed); panics with the log after `limit`.
+    pub async fn wait_readyz(&mut self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        let url = format!("http://{}/readyz", self.http);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("attestca exited ({status}):\n{}", self.log_text());
+            }
+            if let Ok(r) = reqwest::get(&url).await
+                && r.status() == 200
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "attestca not ready within {limit:?}:\n{}",
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// `/readyz`: status and body.
+    pub async fn readyz(&self) -> (u16, String) {
+        match reqwest::get(format!("http://{}/readyz", self.http)).await {
+            Ok(r) => (r.status().as_u16(), r.text().await.unwrap_or_default()),
+            Err(e) => (0, e.to_string()),
+        }
+    }
+}
+
+/// A PostgreSQL server of the test's own, in a temporary directory, which the test may stop
+/// and start again (the shared server must not be stopped). Needs the server binaries
+/// (`ATTESTCA_TEST_PG_BIN`, set by tests/run.sh); as root it runs them as `postgres`.
+pub struct ThrowawayPostgres {
+    bin: PathBuf,
+    dir: PathBuf,
+    pub port: u16,
+}
+
+impl ThrowawayPostgres {
+    /// initdb and start; `None` (skip) when the binaries are not available outside CI.
+    pub fn start() -> Option<Self> {
+        let bin = PathBuf::from(require("PostgreSQL server binaries", "ATTESTCA_TEST_PG_BIN")?);
+        let mut suffix = [0u8; 6];
+        aws_lc_rs::rand::fill(&mut suffix).expect("random");
+        // Under /tmp: the postgres user must reach it and the socket path must stay short.
+        let dir = PathBuf::from(format!("/tmp/attestca-pg-{}", hex::encode(suffix)));
+        std::fs::create_dir_all(&dir).expect("PostgreSQL directory");
+        if Self::as_root() {
+            let (ok, out) = run("chown", &["postgres:", &dir.display().to_string()], &[]);
+            assert!(ok, "chown postgres: {out}");
+        }
+        let pg = Self {
+            bin,
+            dir,
+            port: free_port(),
+        };
+        let data = pg.dir.join("data").display().to_string();
+        let (ok, out) = pg.run_as_owner(
+            "initdb",
+            &[
+                "-D",
+                &data,
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "--no-sync",
+                "-E",
+                "UTF8",
+            ],
+        );
+        assert!(ok, "initdb: {out}");
+        pg.start_again();
+        Some(pg)
+    }
+
+    fn as_root() -> bool {
+        // SAFETY: geteuid has no preconditions.
+        unsafe { libc::geteuid() == 0 }
+    }
+
+    fn run_as_owner(&self, tool: &str, args: &[&str]) -> (bool, String) {
+        let program = self.bin.join(tool).display().to_string();
+        if Self::as_root() {
+            let mut all = vec!["-u", "postgres", "--", program.as_str()];
+            all.extend_from_slice(args);
+            run("runuser", &all, &[])
+        } else {
+            run(&program, args, &[])
+        }
+    }
+
+    /// The admin URL (trust authentication).
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// Starts the server (again) and waits until it accepts connections.
+    pub fn start_again(&self) {
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            self.port,
+            self.dir.display()
+        );
+        let (ok, out) = self.run_as_owner(
+            "pg_ctl",
+            &[
+                "-D",
+                &self.dir.join("data").display().to_string(),
+                "-l",
+                &self.dir.join("pg.log").display().to_string(),
+                "-o",
+                &options,
+                "-w",
+                "start",
+            ],
+        );
+        assert!(ok, "pg_ctl start: {out}");
+    }
+
+    /// Stops the server (fast shutdown: sessions are terminated, as in a restart).
+    pub fn stop(&self) {
+        let (ok, out) = self.run_as_owner(
+            "pg_ctl",
+            &[
+                "-D",
+                &self.dir.join("data").display().to_string(),
+                "-m",
+                "fast",
+                "-w",
+                "stop",
+            ],
+        );
+        assert!(ok, "pg_ctl stop: {out}");
+    }
+}
+
+impl Drop for ThrowawayPostgres {
+    fn drop(&mut self) {
+        let data = self.dir.join("data").display().to_string();
+        let _ = self.run_as_owner("pg_ctl", &["-D", &data, "-m", "immediate", "stop"]);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
