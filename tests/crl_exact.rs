@@ -134,3 +134,154 @@ async fn postgres_lists_a_revocation_stamped_before_the_crl() {
     server.stop();
     db.drop_database().await;
 }
+
+/// One issuer's revocation counter, as last seen.
+struct Counter {
+    store: attestca::store::Store,
+    issuer: Vec<u8>,
+    seen: i64,
+}
+
+impl Counter {
+    async fn read(&self) -> i64 {
+        self.store
+            .revocation_counter(&self.issuer)
+            .await
+            .expect("counter")
+    }
+
+    async fn moved(&mut self, what: &str) {
+        let now = self.read().await;
+        assert!(now > self.seen, "{what}: the counter did not move ({now})");
+        self.seen = now;
+    }
+
+    async fn unchanged(&self, what: &str) {
+        assert_eq!(self.read().await, self.seen, "{what} moved the counter");
+    }
+}
+
+/// The counter the CRL trigger reads moves with every way a certificate's revocation changes
+/// (attestca's four revocation paths, and SQL by hand), for the right issuer only, and not
+/// with issuance or with updates that change nothing a CRL lists.
+async fn counter_follows_revocations(url: &str) {
+    use attestca::store::{AuditEvent, Store};
+    let store = Store::connect(&secrecy::SecretString::from(url.to_owned()), 2)
+        .await
+        .expect("store");
+    let (ours, theirs) = (vec![0xa1u8; 20], vec![0xb2u8; 20]);
+    let insert = |serial: &'static str, issuer: &[u8], device: Option<&'static str>| {
+        sqlx::query(
+            "INSERT INTO certificates (serial, der, issuer_key_id, subject, spki_sha256, profile, \
+             not_before, not_after, requester, device_identity, csr_sha256, issued_at, \
+             predecessor_serial) VALUES ($1, $2, $3, 'CN=t', $2, 'default', 0, 4000000000, \
+             'tls:rig', $4, $2, 100, NULL)",
+        )
+        .bind(serial)
+        .bind(vec![0u8; 4])
+        .bind(issuer.to_vec())
+        .bind(device)
+        .execute(store.pool())
+    };
+    let sql = |statement: &'static str| {
+        let store = store.clone();
+        async move {
+            sqlx::query(statement)
+                .execute(store.pool())
+                .await
+                .expect(statement);
+        }
+    };
+    for (serial, device) in [
+        ("01", None),
+        ("02", None),
+        ("03", Some("device-3")),
+        ("04", Some("device-3")),
+        ("05", None),
+        ("06", None),
+    ] {
+        insert(serial, &ours, device).await.expect("insert");
+    }
+    insert("07", &theirs, None).await.expect("insert");
+    let mut counter = Counter {
+        store: store.clone(),
+        issuer: ours,
+        seen: 0,
+    };
+    counter.unchanged("issuance").await;
+
+    assert!(
+        store
+            .revoke("01", "keyCompromise", 1)
+            .await
+            .expect("revoke")
+    );
+    counter.moved("Store::revoke").await;
+    let audit = AuditEvent {
+        occurred_at: 1,
+        operator: "test".into(),
+        action: "revoke".into(),
+        ..AuditEvent::default()
+    };
+    store
+        .revoke_audited("02", "keyCompromise", &audit)
+        .await
+        .expect("revoke_audited");
+    counter.moved("Store::revoke_audited").await;
+    let device = store
+        .revoke_device_audited("device-3", "keyCompromise", &audit)
+        .await
+        .expect("revoke_device_audited");
+    assert_eq!(device.len(), 2);
+    counter.moved("Store::revoke_device_audited").await;
+    sql("UPDATE certificates SET predecessor_serial = '05' WHERE serial = '06'").await;
+    counter.unchanged("a renewal link").await;
+    assert_eq!(
+        store
+            .revoke_superseded("default", 200, 1)
+            .await
+            .expect("revoke_superseded"),
+        1
+    );
+    counter.moved("Store::revoke_superseded").await;
+    sql("UPDATE certificates SET revocation_reason = 'cACompromise' WHERE serial = '01'").await;
+    counter
+        .moved("a revoked certificate's reason changed by hand")
+        .await;
+    sql("UPDATE certificates SET revocation_reason = 'cACompromise' WHERE serial = '01'").await;
+    counter.unchanged("an update to the same value").await;
+    sql(
+        "UPDATE certificates SET status = 'active', revoked_at = NULL, \
+         revocation_reason = NULL WHERE serial = '02'",
+    )
+    .await;
+    counter.moved("un-revoked by hand").await;
+    sql("DELETE FROM certificates WHERE serial = '01'").await;
+    counter.moved("a revoked certificate deleted").await;
+
+    let mut other = Counter {
+        store: store.clone(),
+        issuer: theirs,
+        seen: 0,
+    };
+    other.unchanged("the other issuer's revocations").await;
+    assert!(store.revoke("07", "superseded", 1).await.expect("revoke"));
+    other.moved("a revocation by another issuer").await;
+    counter.unchanged("a revocation by another issuer").await;
+}
+
+#[tokio::test]
+async fn sqlite_counter_follows_revocations() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    counter_follows_revocations(&format!("sqlite://{}", tmp.path().join("ca.db").display())).await;
+}
+
+#[tokio::test]
+async fn postgres_counter_follows_revocations() {
+    let Some(admin_url) = require("PostgreSQL", "ATTESTCA_TEST_DATABASE_URL") else {
+        return;
+    };
+    let db = TestDatabase::create(&admin_url).await;
+    counter_follows_revocations(&db.url).await;
+    db.drop_database().await;
+}
