@@ -163,10 +163,20 @@ pub fn build(
 
 /// Keeps the issuing CA's CRL current and serves it from memory.
 ///
-/// Every `poll` it asks the store whether a revocation happened since the stored CRL, or the
-/// CRL is past half its validity; if so it generates the next one (one generator at a time,
-/// elected through the database). Every instance serves the latest stored CRL, so a
-/// revocation made through any instance is published by all within a poll or two.
+/// Every `poll` it asks the store whether the issuer's revocation counter moved since the
+/// stored CRL was built, or the CRL is past half its validity; if so it generates the next one
+/// (one generator at a time, elected through the database). Every instance serves the latest
+/// stored CRL, so a revocation made through any instance is published by all within a poll
+/// or two.
+///
+/// The counter, not time, decides: it is moved by database triggers in the transaction that
+/// revokes (whatever code or operator does it), and read here *before* the entries the CRL
+/// lists. So every revocation it counts was committed before the entries were read, and is
+/// listed; every revocation committed after that read moves the counter away from the value
+/// stored with the CRL, and the next poll generates again. Comparing revocation times with
+/// thisUpdate instead missed a revocation stamped before a CRL's thisUpdate (the stamp is
+/// taken before the commit; another instance's clock may be behind) but committed after the
+/// CRL's entries were read.
 pub struct CrlPublisher {
     ca: std::sync::Arc<IssuingCa>,
     store: crate::store::Store,
@@ -200,13 +210,15 @@ impl CrlPublisher {
     pub async fn refresh(&self) -> Result<(), crate::store::StoreError> {
         let key_id = self.ca.key_identifier().to_vec();
         let now = crate::issuance::unix_seconds(std::time::SystemTime::now()) as i64;
+        // Two primary-key lookups: polls are cheap at any number of revoked certificates.
         let stored = self.store.crl_version(&key_id).await?;
-        let latest_revocation = self.store.latest_revocation(&key_id).await?;
+        // Read before the entries (see the type's documentation for why that order is exact).
+        let counter = self.store.revocation_counter(&key_id).await?;
         let due = match stored {
             None => true,
-            Some((_, this_update)) => {
-                latest_revocation.is_some_and(|r| r >= this_update)
-                    || now >= this_update + self.validity_secs / 2
+            Some(version) => {
+                version.revocation_counter != counter
+                    || now >= version.this_update + self.validity_secs / 2
             }
         };
         if due {
@@ -219,7 +231,7 @@ impl CrlPublisher {
             let validity = self.validity_secs;
             let generated = self
                 .store
-                .replace_crl(&key_id, count as i64, move |number| {
+                .replace_crl(&key_id, count as i64, counter, move |number| {
                     let der = build(&ca, number as u64, now, now + validity, &revoked)
                         .map_err(|e| e.to_string())?;
                     Ok((der, now, now + validity))
@@ -231,8 +243,8 @@ impl CrlPublisher {
         }
         // The body is loaded only when the number moved: polls are cheap at any CRL size.
         let stored = match (due, stored) {
-            (false, Some((number, _))) => Some(number),
-            _ => self.store.crl_version(&key_id).await?.map(|(n, _)| n),
+            (false, Some(version)) => Some(version.number),
+            _ => self.store.crl_version(&key_id).await?.map(|v| v.number),
         };
         if stored.is_some() && stored != self.current().map(|c| c.number) {
             let latest = self.store.crl(&key_id).await?;

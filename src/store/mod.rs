@@ -152,6 +152,16 @@ pub struct StoredCrl {
     pub next_update: i64,
 }
 
+/// A stored CRL without its body: what a poll needs to decide whether a new one is due.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CrlVersion {
+    pub number: i64,
+    pub this_update: i64,
+    /// The issuer's revocation counter as read before the CRL's entries were (-1: a CRL
+    /// stored before the counter existed).
+    pub revocation_counter: i64,
+}
+
 /// Which certificates to list, newest first.
 #[derive(Clone, Debug, Default)]
 pub struct CertificateQuery {
@@ -798,14 +808,16 @@ impl Store {
         Ok(list)
     }
 
-    /// The time of the newest revocation by this issuer.
-    pub async fn latest_revocation(&self, issuer_key_id: &[u8]) -> Result<Option<i64>, StoreError> {
-        Ok(sqlx::query_scalar(
-            "SELECT MAX(revoked_at) FROM certificates WHERE issuer_key_id = $1 AND status = 'revoked'",
-        )
-        .bind(issuer_key_id)
-        .fetch_one(self.db()?)
-        .await?)
+    /// The issuer's revocation counter: moved, by triggers on `certificates` and in the same
+    /// transaction, by every change to what the issuer's CRL lists (0 before the first). One
+    /// primary-key lookup, whatever the number of revoked certificates.
+    pub async fn revocation_counter(&self, issuer_key_id: &[u8]) -> Result<i64, StoreError> {
+        let counter: Option<i64> =
+            sqlx::query_scalar("SELECT counter FROM revocation_counters WHERE issuer_key_id = $1")
+                .bind(issuer_key_id)
+                .fetch_optional(self.db()?)
+                .await?;
+        Ok(counter.unwrap_or(0))
     }
 
     /// The stored CRL of an issuer.
@@ -829,26 +841,37 @@ impl Store {
         .transpose()
     }
 
-    /// `(crl_number, this_update)` of an issuer's stored CRL, without its (large) body.
+    /// What an issuer's stored CRL is, without its (large) body.
     pub async fn crl_version(
         &self,
         issuer_key_id: &[u8],
-    ) -> Result<Option<(i64, i64)>, StoreError> {
-        let row = sqlx::query("SELECT crl_number, this_update FROM crls WHERE issuer_key_id = $1")
-            .bind(issuer_key_id)
-            .fetch_optional(self.db()?)
-            .await?;
-        row.map(|r| Ok((r.try_get("crl_number")?, r.try_get("this_update")?)))
-            .transpose()
+    ) -> Result<Option<CrlVersion>, StoreError> {
+        let row = sqlx::query(
+            "SELECT crl_number, this_update, revocation_counter FROM crls WHERE issuer_key_id = $1",
+        )
+        .bind(issuer_key_id)
+        .fetch_optional(self.db()?)
+        .await?;
+        row.map(|r| {
+            Ok(CrlVersion {
+                number: r.try_get("crl_number")?,
+                this_update: r.try_get("this_update")?,
+                revocation_counter: r.try_get("revocation_counter")?,
+            })
+        })
+        .transpose()
     }
 
-    /// Allocates the next CRL number, lets `make` build and sign the CRL, and stores it — all
-    /// in one transaction. On PostgreSQL an advisory lock elects one generator among the
-    /// instances: when another holds it, this returns `Ok(false)` and generates nothing.
+    /// Allocates the next CRL number, lets `make` build and sign the CRL, and stores it with
+    /// `revocation_counter` (the issuer's [`Store::revocation_counter`], read before the
+    /// entries listed) — all in one transaction. On PostgreSQL an advisory lock elects one
+    /// generator among the instances: when another holds it, this returns `Ok(false)` and
+    /// generates nothing.
     pub async fn replace_crl(
         &self,
         issuer_key_id: &[u8],
         entries: i64,
+        revocation_counter: i64,
         make: impl FnOnce(i64) -> Result<(Vec<u8>, i64, i64), String>,
     ) -> Result<bool, StoreError> {
         let mut tx = self.db()?.begin().await?;
@@ -876,10 +899,12 @@ impl Store {
             make(number).map_err(|e| StoreError::Database(sqlx::Error::Protocol(e)))?;
         sqlx::query(
             "INSERT INTO crls (issuer_key_id, crl_number, der, this_update, next_update, \
-             entry_count) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (issuer_key_id) DO UPDATE \
+             entry_count, revocation_counter) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+             ON CONFLICT (issuer_key_id) DO UPDATE \
              SET crl_number = excluded.crl_number, der = excluded.der, \
              entry_count = excluded.entry_count, \
-             this_update = excluded.this_update, next_update = excluded.next_update \
+             this_update = excluded.this_update, next_update = excluded.next_update, \
+             revocation_counter = excluded.revocation_counter \
              WHERE crls.crl_number < excluded.crl_number",
         )
         .bind(issuer_key_id)
@@ -888,6 +913,7 @@ impl Store {
         .bind(this_update)
         .bind(next_update)
         .bind(entries)
+        .bind(revocation_counter)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
