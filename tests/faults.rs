@@ -137,7 +137,10 @@ async fn assert_recorded(database_url: &str, serials: &[String]) {
         .fetch_one(&pool)
         .await
         .expect("count");
-        assert_eq!(events, 1, "certificate {serial} was received but has no event");
+        assert_eq!(
+            events, 1,
+            "certificate {serial} was received but has no event"
+        );
     }
     pool.close().await;
 }
@@ -178,7 +181,11 @@ fn rig_client(data: &Path) -> reqwest::Client {
 
 /// Enrolls until one succeeds; returns how long it took and the serial. Every refusal on the
 /// way must be a quick 503 with Retry-After.
-async fn until_enrolled(client: &reqwest::Client, est: &str, limit: Duration) -> (Duration, String) {
+async fn until_enrolled(
+    client: &reqwest::Client,
+    est: &str,
+    limit: Duration,
+) -> (Duration, String) {
     let started = Instant::now();
     let mut i = 0;
     loop {
@@ -452,11 +459,8 @@ async fn kill_9_under_load_loses_no_certificate_and_needs_no_repair() {
     let (cfg, data, env) = softhsm_install(tmp.path(), &db.url, &module, &token, "");
     let mut received = Vec::new();
     for trial in 0..5u64 {
-        let mut server = ServerProcess::with_config(
-            &cfg,
-            &env,
-            &tmp.path().join(format!("server-{trial}.log")),
-        );
+        let mut server =
+            ServerProcess::with_config(&cfg, &env, &tmp.path().join(format!("server-{trial}.log")));
         // A restart on the same database and token needs no repair.
         server.wait_readyz(Duration::from_secs(60)).await;
         let stop = Arc::new(AtomicBool::new(false));
@@ -488,4 +492,50 @@ async fn kill_9_under_load_loses_no_certificate_and_needs_no_repair() {
     server.wait_readyz(Duration::from_secs(60)).await;
     drop(server);
     db.drop_database().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_ca_started_before_its_database_waits_for_it_and_says_so() {
+    let Some(pg) = ThrowawayPostgres::start() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let (cfg, _) = write_shared_database_config(
+        tmp.path(),
+        &pg.url(),
+        "backend = \"software\"\nkey_file = \"pki/issuing.key\"",
+        "",
+    );
+    init_test_install(&cfg, &[]);
+    pg.stop();
+    let mut server = ServerProcess::with_config(&cfg, &[], &tmp.path().join("server.log"));
+    let started = Instant::now();
+    loop {
+        let log = server.log_text();
+        if log.contains("waiting for the database") {
+            assert!(
+                log.contains("gives_up_after_secs") && log.contains("retry_in_secs"),
+                "the log must say for how long it retries:\n{log}"
+            );
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no 'waiting for the database' line:\n{log}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The plain-HTTP listener answers while the CA waits.
+    let (status, text) = server.readyz().await;
+    assert_eq!(status, 503, "{text}");
+    assert!(text.starts_with("starting:"), "{text}");
+    let metrics = reqwest::get(format!("http://{}/metrics", server.http))
+        .await
+        .expect("metrics");
+    assert_eq!(metrics.status(), 200);
+    pg.start_again();
+    server.wait_readyz(Duration::from_secs(30)).await;
+    let rig = rig_client(&tmp.path().join("data"));
+    let (_, serial) = until_enrolled(&rig, &server.est_url(), Duration::from_secs(5)).await;
+    assert_recorded(&pg.url(), &[serial]).await;
 }

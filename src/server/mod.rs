@@ -191,9 +191,34 @@ pub async fn serve(
     config: &Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
-    let assembled = assemble(config).await?;
-    let est_listener = bind("EST (HTTPS) listener", config.server.est_addr).await?;
+    let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let header_read_timeout = Duration::from_secs(config.server.header_read_timeout_secs.max(1));
+    // The plain-HTTP listener answers from the start: liveness, readiness ("starting") and
+    // metrics while the CA waits for its database or HSM, then the full routes.
     let http_listener = bind("plain-HTTP listener", config.server.http_addr).await?;
+    let (starting_app, http_routes) = plain::until_assembled();
+    let (stop_http, http_stopped) = tokio::sync::watch::channel(false);
+    let mut http = tokio::spawn(connections::serve(
+        http_listener,
+        starting_app,
+        connections::ListenerSettings {
+            name: "http",
+            tls: None,
+            handshake_timeout: Duration::ZERO,
+            header_read_timeout,
+        },
+        until_stopped(http_stopped),
+    ));
+    let assembled = match assemble(config).await {
+        Ok(assembled) => assembled,
+        Err(e) => {
+            let _ = stop_http.send(true);
+            return Err(e);
+        }
+    };
+    let est_listener = bind("EST (HTTPS) listener", config.server.est_addr).await?;
     let deadlines = layers::Deadlines {
         request: config.server.request_timeout(),
         body: config.server.body_read_timeout(),
@@ -238,7 +263,7 @@ pub async fn serve(
         config.ca.name.clone(),
         assembled.ocsp.clone(),
     ));
-    let http_app = layers::apply(
+    http_routes.install(layers::apply(
         plain::router(
             Arc::clone(&assembled.crl),
             &config.ca,
@@ -248,7 +273,7 @@ pub async fn serve(
         "http",
         deadlines,
         cutoff,
-    );
+    ));
     let supersede: Vec<(String, u64)> = config
         .profiles
         .iter()
@@ -268,11 +293,6 @@ pub async fn serve(
 
     let reload = tokio::spawn(reload_on_hangup(Arc::clone(&assembled.tls_certificate)));
     let (stop_est, est_stopped) = tokio::sync::watch::channel(false);
-    let (stop_http, http_stopped) = tokio::sync::watch::channel(false);
-    let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|stop| *stop).await;
-    };
-    let header_read_timeout = Duration::from_secs(config.server.header_read_timeout_secs.max(1));
     let mut est = tokio::spawn(connections::serve(
         est_listener,
         est_app,
@@ -286,17 +306,6 @@ pub async fn serve(
             header_read_timeout,
         },
         until_stopped(est_stopped),
-    ));
-    let mut http = tokio::spawn(connections::serve(
-        http_listener,
-        http_app,
-        connections::ListenerSettings {
-            name: "http",
-            tls: None,
-            handshake_timeout: Duration::ZERO,
-            header_read_timeout,
-        },
-        until_stopped(http_stopped),
     ));
     shutdown.await;
     let grace = Duration::from_secs(config.server.shutdown_grace_secs);

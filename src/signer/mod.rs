@@ -34,6 +34,10 @@ pub enum SignerError {
     /// The key found under the configured label is not the certified key: it is never used.
     #[error("{0}")]
     KeyMismatch(String),
+    /// The token refused the PIN. Never retried by itself: an HSM locks the user after a few
+    /// wrong PINs.
+    #[error("{0}")]
+    PinRefused(String),
     /// The key is known to be down: refused at once, without a round trip to the token.
     #[error("{0}")]
     Unavailable(String),

@@ -123,7 +123,7 @@ impl Module {
             }
         }
         state.generation += 1;
-        tracing::warn!(module = %self.path.display(), generation = state.generation, "re-initialising the PKCS#11 module");
+        tracing::debug!(module = %self.path.display(), generation = state.generation, "re-initialising the PKCS#11 module");
         state.context = Some(load(&self.path)?);
         Ok(())
     }
@@ -172,6 +172,8 @@ struct Pool {
 /// Whether the key works, and when a request may try again after it did not.
 struct Availability {
     available: AtomicBool,
+    /// The token refused the PIN: no more attempts (each could count towards a lockout).
+    pin_refused: AtomicBool,
     consecutive_failures: AtomicU32,
     retry_at: Mutex<Instant>,
     down_since: Mutex<Option<Instant>>,
@@ -237,6 +239,7 @@ impl Pkcs11Signer {
             returned: Condvar::new(),
             availability: Availability {
                 available: AtomicBool::new(true),
+                pin_refused: AtomicBool::new(false),
                 consecutive_failures: AtomicU32::new(0),
                 retry_at: Mutex::new(Instant::now()),
                 down_since: Mutex::new(None),
@@ -338,15 +341,16 @@ impl Pkcs11Signer {
     fn new_session(&self) -> Result<PooledSession, SignerError> {
         let generation = {
             let state = self.module.read()?;
-            match state.context.as_ref() {
-                Some(context) => match open_logged_in(context, &self.config) {
+            if let Some(context) = state.context.as_ref() {
+                match open_logged_in(context, &self.config) {
                     Ok(session) => return self.prove(session, state.generation),
                     Err(e) if !is_token_fault(&e) => return Err(e),
                     Err(e) => {
-                        tracing::warn!(token = %self.config.token_label, error = %e, "the token cannot be opened");
+                        // Once a second while the token is away: the outage itself is logged
+                        // once, by the availability bookkeeping.
+                        tracing::debug!(token = %self.config.token_label, error = %e, "the token cannot be opened");
                     }
-                },
-                None => {}
+                }
             }
             state.generation
         };
@@ -392,6 +396,13 @@ impl Pkcs11Signer {
     /// Signs `digest`, discarding the session on failure. `gated`: refuse at once while the
     /// key is down and its backoff has not passed (requests); the health monitor is not gated.
     fn sign_digest(&self, digest: &[u8], gated: bool) -> Result<Vec<u8>, SignerError> {
+        if self.availability.pin_refused.load(Ordering::SeqCst) {
+            return Err(SignerError::Unavailable(
+                "the token refused the PIN: not trying again (an HSM locks the user after a few \
+                 wrong PINs); correct the PIN and restart"
+                    .into(),
+            ));
+        }
         if gated {
             self.availability.admit()?;
         }
@@ -482,6 +493,10 @@ impl Availability {
     fn failed(&self, config: &Pkcs11SignerConfig, error: &SignerError) {
         if matches!(error, SignerError::Unavailable(_)) {
             return;
+        }
+        if matches!(error, SignerError::PinRefused(_)) {
+            self.pin_refused.store(true, Ordering::SeqCst);
+            tracing::error!(token = %config.token_label, error = %error, "the token refused the PIN; the CA will not log in again until it is restarted with the right PIN (an HSM locks the user after a few wrong PINs)");
         }
         self.consecutive_failures.fetch_add(1, Ordering::SeqCst);
         if let Ok(mut retry_at) = self.retry_at.lock() {
@@ -579,6 +594,17 @@ fn open_logged_in(context: &Pkcs11, config: &Pkcs11SignerConfig) -> Result<Sessi
         Err(P11Error::Pkcs11(rv, _)) if is_connection_fault(rv) => Err(SignerError::TokenFault(
             format!("login to token {:?}: {rv}", config.token_label),
         )),
+        Err(P11Error::Pkcs11(
+            rv @ (RvError::PinIncorrect
+            | RvError::PinInvalid
+            | RvError::PinLenRange
+            | RvError::PinExpired
+            | RvError::PinLocked),
+            _,
+        )) => Err(SignerError::PinRefused(format!(
+            "login to token {:?} refused: {rv}",
+            config.token_label
+        ))),
         Err(e) => Err(SignerError::Pkcs11(format!(
             "login to token {:?} failed: {e}",
             config.token_label
@@ -750,6 +776,7 @@ mod tests {
     fn backoff_doubles_from_a_quarter_second_to_four_seconds() {
         let availability = Availability {
             available: AtomicBool::new(false),
+            pin_refused: AtomicBool::new(false),
             consecutive_failures: AtomicU32::new(0),
             retry_at: Mutex::new(Instant::now()),
             down_since: Mutex::new(None),
@@ -768,6 +795,7 @@ mod tests {
     fn a_down_key_admits_one_attempt_per_backoff() {
         let availability = Availability {
             available: AtomicBool::new(false),
+            pin_refused: AtomicBool::new(false),
             consecutive_failures: AtomicU32::new(1),
             retry_at: Mutex::new(Instant::now()),
             down_since: Mutex::new(Some(Instant::now())),

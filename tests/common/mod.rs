@@ -873,7 +873,10 @@ pub struct ThrowawayPostgres {
 impl ThrowawayPostgres {
     /// initdb and start; `None` (skip) when the binaries are not available outside CI.
     pub fn start() -> Option<Self> {
-        let bin = PathBuf::from(require("PostgreSQL server binaries", "ATTESTCA_TEST_PG_BIN")?);
+        let bin = PathBuf::from(require(
+            "PostgreSQL server binaries",
+            "ATTESTCA_TEST_PG_BIN",
+        )?);
         let mut suffix = [0u8; 6];
         aws_lc_rs::rand::fill(&mut suffix).expect("random");
         // Under /tmp: the postgres user must reach it and the socket path must stay short.
