@@ -3,7 +3,9 @@
 //! instances' clocks differ: a revocation stamped at T-1 may commit after a CRL with
 //! thisUpdate = T was built without it. Here that timing is forced in SQL against a running
 //! server (SQLite, and PostgreSQL), and the served CRL must list the serial within seconds —
-//! and must then stay put (no new CRL per poll when nothing changed).
+//! and must then stay put (no new CRL per poll when nothing changed). The OCSP responder, which
+//! polls for changes stamped in the last 30 s, must likewise answer `revoked` within a few polls
+//! for a revocation stamped five minutes before it committed.
 
 mod common;
 
@@ -97,16 +99,64 @@ async fn revocation_stamped_before_the_crl(
     );
 }
 
+/// Enrolls a certificate, waits until OCSP says good, then revokes it in SQL stamped five
+/// minutes ago (far behind the OCSP poll's 30 s look-back: a slow clock on the revoking host,
+/// a long transaction), and moves its issuance back too (the poll also re-reads what was issued
+/// in the last 30 s): OCSP must say revoked within a few polls, not at the next sweep.
+async fn ocsp_revocation_stamped_long_before(
+    server: &ServerProcess,
+    rig: &reqwest::Client,
+    database_url: &str,
+    chain: &std::path::Path,
+    dir: &std::path::Path,
+) {
+    let der = enroll(
+        rig,
+        &format!("{}/.well-known/est/simpleenroll", server.est_url()),
+        "ocsp-exact-device",
+    )
+    .await;
+    let pem = dir.join("ocsp-exact.pem");
+    write_pem(&pem, &der);
+    let ocsp = OpensslOcsp::new(chain, dir, format!("http://{}/ocsp", server.http));
+    ocsp.until_status(&pem, "good").await;
+    sqlx::any::install_default_drivers();
+    let db = sqlx::AnyPool::connect(database_url)
+        .await
+        .expect("connect to the CA's database");
+    let five_minutes_ago = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64
+        - 300;
+    let revoked = sqlx::query(
+        "UPDATE certificates SET status = 'revoked', revoked_at = $1, issued_at = $1 - 60, \
+         revocation_reason = 'keyCompromise' WHERE serial = $2 AND status = 'active'",
+    )
+    .bind(five_minutes_ago)
+    .bind(serial_of(&der))
+    .execute(&db)
+    .await
+    .expect("revoke in SQL");
+    assert_eq!(revoked.rows_affected(), 1);
+    db.close().await;
+    let took = ocsp.until_status(&pem, "revoked").await;
+    eprintln!("a revocation stamped 5 minutes back reached OCSP after {took:?}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn sqlite_lists_a_revocation_stamped_before_the_crl() {
     let tmp = tempfile::tempdir().expect("temp dir");
     let ca = ConfiguredCa::start(
         tmp.path(),
-        "[revocation]\ncrl_poll_secs = 1\n[profiles.default]\n",
+        "[revocation]\ncrl_poll_secs = 1\nocsp_poll_secs = 1\n[profiles.default]\n",
         &[],
     )
     .await;
-    revocation_stamped_before_the_crl(&ca.server, &ca.rig, &format!("sqlite://{}", ca.db)).await;
+    let db_url = format!("sqlite://{}", ca.db);
+    revocation_stamped_before_the_crl(&ca.server, &ca.rig, &db_url).await;
+    let chain = ca.dir.join("pki/ca-chain.pem");
+    ocsp_revocation_stamped_long_before(&ca.server, &ca.rig, &db_url, &chain, tmp.path()).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -120,7 +170,7 @@ async fn postgres_lists_a_revocation_stamped_before_the_crl() {
         tmp.path(),
         &db.url,
         "backend = \"software\"\nkey_file = \"pki/issuing.key\"",
-        "crl_poll_secs = 1",
+        "crl_poll_secs = 1\nocsp_poll_secs = 1",
     );
     init_test_install(&cfg, &[]);
     let mut server = ServerProcess::with_config(&cfg, &[], &tmp.path().join("server.log"));
@@ -131,6 +181,14 @@ async fn postgres_lists_a_revocation_stamped_before_the_crl() {
         Some((&pki.join("rig.crt"), &pki.join("rig.key"))),
     );
     revocation_stamped_before_the_crl(&server, &rig, &db.url).await;
+    ocsp_revocation_stamped_long_before(
+        &server,
+        &rig,
+        &db.url,
+        &pki.join("ca-chain.pem"),
+        tmp.path(),
+    )
+    .await;
     server.stop();
     db.drop_database().await;
 }

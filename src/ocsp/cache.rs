@@ -253,12 +253,34 @@ impl OcspResponder {
 
     /// Signs responses for what was issued or revoked since `since`; returns how many.
     /// Renews the responder certificate at once if it is among the revoked.
-    pub(super) async fn poll_changes(&self, since: i64) -> Result<usize, OcspError> {
+    ///
+    /// `revocations_seen` is the issuer's revocation counter at the last successful poll. When
+    /// it moved, every revoked unexpired certificate is compared too, not only those stamped
+    /// since `since`: a revocation stamped long before it committed (a slow clock on the
+    /// revoking host, a long transaction, a back-dated change in SQL) is found by the next poll
+    /// instead of the next sweep. The counter is read before the rows, so whatever it counts is
+    /// among them, and whatever commits later moves it again (the CRL generator relies on the
+    /// same order; see `revocation::crl`).
+    pub(super) async fn poll_changes(
+        &self,
+        since: i64,
+        revocations_seen: &mut Option<i64>,
+    ) -> Result<usize, OcspError> {
+        let counter = self.store.revocation_counter(&self.issuer_key_id).await?;
         let observed_at = unix_now();
-        let rows = self
+        let mut rows = self
             .store
             .certificate_status_changes(&self.issuer_key_id, since)
             .await?;
+        if *revocations_seen != Some(counter) {
+            rows.extend(
+                self.store
+                    .revoked_statuses(&self.issuer_key_id, observed_at)
+                    .await?,
+            );
+            rows.sort_by(|a, b| a.serial.cmp(&b.serial));
+            rows.dedup_by(|a, b| a.serial == b.serial);
+        }
         let responder = self.delegation.current();
         if rows
             .iter()
@@ -271,7 +293,9 @@ impl OcspResponder {
         }
         // Only status changes and new certificates: ageing is the sweep's business.
         let candidates = self.candidates(&rows, observed_at, i64::MIN);
-        self.presign(candidates, observed_at).await
+        let signed = self.presign(candidates, observed_at).await?;
+        *revocations_seen = Some(counter);
+        Ok(signed)
     }
 
     /// The refresher: a sweep at start-up (warming the cache in batches while requests are
@@ -338,6 +362,7 @@ impl OcspResponder {
 
     async fn run_polls(&self, poll: Duration) {
         let mut since = unix_now() - POLL_OVERLAP_SECS;
+        let mut revocations_seen = None;
         loop {
             tokio::time::sleep(poll).await;
             if !self.store.availability().is_available() {
@@ -346,7 +371,7 @@ impl OcspResponder {
                 continue;
             }
             let started = unix_now();
-            match self.poll_changes(since).await {
+            match self.poll_changes(since, &mut revocations_seen).await {
                 Ok(signed) => {
                     since = started - POLL_OVERLAP_SECS;
                     // Every cached status is now known to be current as of this poll's read.

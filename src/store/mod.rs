@@ -1198,6 +1198,25 @@ impl Store {
         .await
     }
 
+    /// Revoked certificates of one issuer still valid at `valid_at` (the set a CRL lists).
+    pub async fn revoked_statuses(
+        &self,
+        issuer_key_id: &[u8],
+        valid_at: i64,
+    ) -> Result<Vec<CertificateStatus>, StoreError> {
+        self.statuses(
+            sqlx::query(concat!(
+                "SELECT ",
+                status_columns!(),
+                " FROM certificates WHERE issuer_key_id = $1 AND status = 'revoked' \
+                 AND not_after > $2"
+            ))
+            .bind(issuer_key_id)
+            .bind(valid_at),
+        )
+        .await
+    }
+
     async fn statuses<'q>(
         &self,
         query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
