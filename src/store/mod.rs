@@ -896,12 +896,19 @@ impl Store {
                 return Ok(false);
             }
         }
-        let current: Option<i64> =
-            sqlx::query_scalar("SELECT crl_number FROM crls WHERE issuer_key_id = $1")
-                .bind(issuer_key_id)
-                .fetch_optional(&mut *tx)
-                .await?;
-        let number = current.unwrap_or(0) + 1;
+        let current: Option<(i64, i64)> = sqlx::query_as(
+            "SELECT crl_number, revocation_counter FROM crls WHERE issuer_key_id = $1",
+        )
+        .bind(issuer_key_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        // Another generator got the lock first with a later read of the revocations: a CRL
+        // built from this (older) read would list less than the one stored. The counter only
+        // grows, so a stored counter above this read's means exactly that.
+        if current.is_some_and(|(_, stored)| stored > revocation_counter) {
+            return Ok(false);
+        }
+        let number = current.map_or(0, |(number, _)| number) + 1;
         let (der, this_update, next_update) =
             make(number).map_err(|e| StoreError::Database(sqlx::Error::Protocol(e)))?;
         sqlx::query(
