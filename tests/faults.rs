@@ -461,8 +461,19 @@ async fn kill_9_under_load_loses_no_certificate_and_needs_no_repair() {
     for trial in 0..5u64 {
         let mut server =
             ServerProcess::with_config(&cfg, &env, &tmp.path().join(format!("server-{trial}.log")));
-        // A restart on the same database and token needs no repair.
+        // A restart on the same database and token needs no repair; ready means the OCSP
+        // responses of every certificate issued so far are pre-signed.
         server.wait_readyz(Duration::from_secs(60)).await;
+        let (_, metrics) = scrape(&server).await;
+        let cached = metrics
+            .get("attestca_ocsp_cached_responses")
+            .copied()
+            .unwrap_or(0.0);
+        assert!(
+            cached >= received.len() as f64,
+            "ready with {cached} OCSP responses pre-signed for {} certificates",
+            received.len()
+        );
         let stop = Arc::new(AtomicBool::new(false));
         let load = start_load(
             || rig_client(&data),
