@@ -519,6 +519,22 @@ async fn a_ca_started_before_its_database_waits_for_it_and_says_so() {
     );
     init_test_install(&cfg, &[]);
     pg.stop();
+    // Stopped while it waits: it exits at once, cleanly.
+    let mut waiting = ServerProcess::with_config(&cfg, &[], &tmp.path().join("stopped.log"));
+    let started = Instant::now();
+    while !waiting.log_text().contains("waiting for the database") {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{}",
+            waiting.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let status = waiting
+        .terminate_and_wait(Duration::from_secs(3))
+        .expect("SIGTERM ends the wait for the database");
+    assert!(status.success(), "{status}: {}", waiting.log_text());
+
     let mut server = ServerProcess::with_config(&cfg, &[], &tmp.path().join("server.log"));
     let started = Instant::now();
     loop {

@@ -195,8 +195,8 @@ pub async fn serve(
         let _ = rx.wait_for(|stop| *stop).await;
     };
     let header_read_timeout = Duration::from_secs(config.server.header_read_timeout_secs.max(1));
-    // The plain-HTTP listener answers from the start: liveness, readiness ("starting") and
-    // metrics while the CA waits for its database or HSM, then the full routes.
+    // The plain-HTTP listener answers from the start (`starting` and metrics while the CA
+    // waits for its database or HSM), then serves the full routes.
     let http_listener = bind("plain-HTTP listener", config.server.http_addr).await?;
     let (starting_app, http_routes) = plain::until_assembled();
     let (stop_http, http_stopped) = tokio::sync::watch::channel(false);
@@ -211,7 +211,17 @@ pub async fn serve(
         },
         until_stopped(http_stopped),
     ));
-    let assembled = match assemble(config).await {
+    // A stop requested while the CA waits for its database ends the wait.
+    let mut shutdown = std::pin::pin!(shutdown);
+    let assembled = tokio::select! {
+        assembled = assemble(config) => assembled,
+        () = &mut shutdown => {
+            tracing::info!("stopped during start-up");
+            let _ = stop_http.send(true);
+            return Ok(());
+        }
+    };
+    let assembled = match assembled {
         Ok(assembled) => assembled,
         Err(e) => {
             let _ = stop_http.send(true);

@@ -38,6 +38,9 @@ pub enum SignerError {
     /// wrong PINs.
     #[error("{0}")]
     PinRefused(String),
+    /// Every PKCS#11 session stayed busy for the whole wait (load, not a fault).
+    #[error("no PKCS#11 session became free in time (raise signer.pkcs11.sessions)")]
+    SessionsBusy,
     /// The key is known to be down: refused at once, without a round trip to the token.
     #[error("{0}")]
     Unavailable(String),

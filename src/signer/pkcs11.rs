@@ -246,6 +246,7 @@ impl Pkcs11Signer {
             },
         };
         let first = signer.new_session()?;
+        signer.pool()?.open = 1;
         signer.checkin(first);
         tracing::info!(token = %config.token_label, key = %config.key_label, sessions = config.sessions.max(1), "PKCS#11 signer ready");
         Ok(signer)
@@ -296,9 +297,7 @@ impl Pkcs11Signer {
             }
             let wait = deadline.saturating_duration_since(Instant::now());
             if wait.is_zero() {
-                return Err(SignerError::Pkcs11(
-                    "no PKCS#11 session became free in time (raise signer.pkcs11.sessions)".into(),
-                ));
+                return Err(SignerError::SessionsBusy);
             }
             pool = self
                 .returned
@@ -491,7 +490,11 @@ impl Availability {
     }
 
     fn failed(&self, config: &Pkcs11SignerConfig, error: &SignerError) {
-        if matches!(error, SignerError::Unavailable(_)) {
+        // Refused without trying, or every session busy: says nothing about the token.
+        if matches!(
+            error,
+            SignerError::Unavailable(_) | SignerError::SessionsBusy
+        ) {
             return;
         }
         if matches!(error, SignerError::PinRefused(_)) {
