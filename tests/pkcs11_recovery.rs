@@ -1,7 +1,8 @@
 //! The PKCS#11 signer on its own, against a real SoftHSM token: a pool that never grows past
 //! its size under concurrent signing, a token that goes away (the key reports itself down and
 //! refuses at once, without waiting on the token), and `recover` bringing it back with the
-//! same key (every signature verifies under the public key read at start-up).
+//! same key (every signature verifies under the public key read at start-up); a PIN the token
+//! refuses is not tried again.
 //!
 //! One test per process: SoftHSM reads `SOFTHSM2_CONF` when the library is initialised.
 
@@ -101,4 +102,37 @@ fn the_pool_stays_within_its_size_and_a_token_that_comes_back_is_used_again() {
     let signature = signer.sign(b"after").expect("sign after recovery");
     assert!(verifies(signer.as_ref(), b"after", &signature));
     assert!(sessions_open() >= 1 && sessions_open() <= 3);
+
+    // The PIN is changed on the token, and the sessions are lost: the login that recovery
+    // makes is refused, and never tried again (an HSM would lock the user).
+    let (ok, out) = run(
+        "pkcs11-tool",
+        &[
+            "--module",
+            &config.module.display().to_string(),
+            "--token-label",
+            "recovery",
+            "--login",
+            "--pin",
+            "1234",
+            "--change-pin",
+            "--new-pin",
+            "5678",
+        ],
+        &[("SOFTHSM2_CONF", token.conf.display().to_string())],
+    );
+    assert!(ok, "pkcs11-tool --change-pin: {out}");
+    std::fs::rename(&tokens, &away).expect("move the token away");
+    assert!(signer.sign(b"while away").is_err());
+    std::fs::rename(&away, &tokens).expect("move the token back");
+    match signer.recover() {
+        Err(SignerError::PinRefused(_)) => {}
+        other => panic!("expected the PIN to be refused, got {other:?}"),
+    }
+    for _ in 0..3 {
+        match signer.recover() {
+            Err(SignerError::Unavailable(why)) => assert!(why.contains("PIN"), "{why}"),
+            other => panic!("a refused PIN must not be tried again, got {other:?}"),
+        }
+    }
 }
