@@ -60,7 +60,12 @@ impl OcspError {
         match self {
             OcspError::Malformed(_) => OcspResponseStatus::MalformedRequest,
             OcspError::Unauthorized => OcspResponseStatus::Unauthorized,
-            OcspError::TryLater => OcspResponseStatus::TryLater,
+            // A database or key known to be down: the client may retry, as after overload.
+            OcspError::TryLater
+            | OcspError::Store(crate::store::StoreError::Unavailable { .. })
+            | OcspError::Signer(crate::signer::SignerError::Unavailable(_)) => {
+                OcspResponseStatus::TryLater
+            }
             OcspError::Store(_)
             | OcspError::Signer(_)
             | OcspError::Issuance(_)
