@@ -338,15 +338,14 @@ impl Pkcs11Signer {
     fn new_session(&self) -> Result<PooledSession, SignerError> {
         let generation = {
             let state = self.module.read()?;
-            match state.context.as_ref() {
-                Some(context) => match open_logged_in(context, &self.config) {
+            if let Some(context) = state.context.as_ref() {
+                match open_logged_in(context, &self.config) {
                     Ok(session) => return self.prove(session, state.generation),
                     Err(e) if !is_token_fault(&e) => return Err(e),
                     Err(e) => {
                         tracing::warn!(token = %self.config.token_label, error = %e, "the token cannot be opened");
                     }
-                },
-                None => {}
+                }
             }
             state.generation
         };
