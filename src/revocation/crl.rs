@@ -161,13 +161,16 @@ pub fn build(
     Ok(SignedEnvelope::assemble(&tbs_der, algorithm, &signature)?)
 }
 
+/// How long an instance that lost the generator election waits for the elected one's CRL.
+const ELECTED_GENERATOR_WAIT: Duration = Duration::from_secs(2);
+
 /// Keeps the issuing CA's CRL current and serves it from memory.
 ///
 /// Every `poll` it asks the store whether the issuer's revocation counter moved since the
 /// stored CRL was built, or the CRL is past half its validity; if so it generates the next one
-/// (one generator at a time, elected through the database). Every instance serves the latest
-/// stored CRL, so a revocation made through any instance is published by all within a poll
-/// or two.
+/// (one generator at a time, elected through the database; the others wait for the elected
+/// one's CRL). Every instance serves the latest stored CRL, so a revocation made through any
+/// instance is published by all within a poll (plus the time to sign the CRL).
 ///
 /// The counter, not time, decides: it is moved by database triggers in the transaction that
 /// revokes (whatever code or operator does it), and read here *before* the entries the CRL
@@ -239,6 +242,9 @@ impl CrlPublisher {
                 .await?;
             if generated {
                 tracing::info!(entries = count, "CRL generated");
+            } else {
+                self.await_elected_generator(&key_id, stored.map(|v| v.number))
+                    .await?;
             }
         }
         // The body is loaded only when the number moved: polls are cheap at any CRL size.
@@ -251,6 +257,23 @@ impl CrlPublisher {
             if let Ok(mut current) = self.current.write() {
                 *current = latest;
             }
+        }
+        Ok(())
+    }
+
+    /// Another instance won the election and is generating the CRL: waits (at most
+    /// [`ELECTED_GENERATOR_WAIT`]) until a CRL numbered after `before` is stored, so that this
+    /// instance serves it now rather than a poll later.
+    async fn await_elected_generator(
+        &self,
+        key_id: &[u8],
+        before: Option<i64>,
+    ) -> Result<(), crate::store::StoreError> {
+        let deadline = tokio::time::Instant::now() + ELECTED_GENERATOR_WAIT;
+        while self.store.crl_version(key_id).await?.map(|v| v.number) == before
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
         Ok(())
     }

@@ -56,6 +56,8 @@ const SESSION_WAIT: Duration = Duration::from_secs(10);
 const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 /// The longest wait between attempts made by requests (the monitor tries every second).
 const MAX_BACKOFF: Duration = Duration::from_secs(4);
+/// How long start-up waits for a token the library does not see.
+const START_WAIT: Duration = Duration::from_secs(10);
 
 /// One loaded PKCS#11 library, shared by every key that lives in it (the CA key and the OCSP
 /// responder key): a library is initialised once per process, so re-initialising it is a
@@ -104,6 +106,38 @@ impl Module {
         self.state
             .read()
             .map_err(|_| SignerError::Pkcs11("module state poisoned".into()))
+    }
+
+    /// A logged-in session on the configured token, at start-up. A token the library does
+    /// not see for a moment (SoftHSM while another process writes the token, a network HSM
+    /// still connecting) is waited for, with the library initialised again between attempts,
+    /// for up to [`START_WAIT`]; a wrong PIN or a missing key is not.
+    fn open_at_start(
+        &self,
+        config: &Pkcs11SignerConfig,
+    ) -> Result<(Session, std::sync::RwLockReadGuard<'_, ModuleState>), SignerError> {
+        let started = Instant::now();
+        let mut backoff = FIRST_BACKOFF;
+        loop {
+            let state = self.read()?;
+            let generation = state.generation;
+            let error = match state.context.as_ref() {
+                Some(context) => match open_logged_in(context, config) {
+                    Ok(session) => return Ok((session, state)),
+                    Err(e) => e,
+                },
+                None => not_loaded(),
+            };
+            drop(state);
+            if !is_token_fault(&error) || started.elapsed() + backoff > START_WAIT
+            {
+                return Err(error);
+            }
+            tracing::warn!(token = %config.token_label, error = %error, retry_in_ms = backoff.as_millis() as u64, "waiting for the token");
+            std::thread::sleep(backoff);
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+            self.reinitialize(generation)?;
+        }
     }
 
     /// Finalises and initialises the library again, unless someone already did since
@@ -194,16 +228,16 @@ impl Pkcs11Signer {
     pub fn open(config: &Pkcs11SignerConfig) -> Result<Self, SignerError> {
         let module = Module::get(&config.module)?;
         let spki = {
-            let state = module.read()?;
-            let context = state.context.as_ref().ok_or_else(not_loaded)?;
-            let session = open_logged_in(context, config)?;
+            let (session, state) = module.open_at_start(config)?;
             let public = find_key(&session, config, ObjectClass::PUBLIC_KEY)?.ok_or_else(|| {
                 SignerError::KeyNotFound(format!(
                     "no public key labelled {:?} in token {:?}; run `attestca init` first",
                     config.key_label, config.token_label
                 ))
             })?;
-            read_public_key(&session, public, config.algorithm)?
+            let spki = read_public_key(&session, public, config.algorithm)?;
+            drop((session, state));
+            spki
         };
         Self::with_sessions(module, config, spki)
     }
@@ -213,10 +247,10 @@ impl Pkcs11Signer {
     pub fn generate(config: &Pkcs11SignerConfig) -> Result<Self, SignerError> {
         let module = Module::get(&config.module)?;
         let spki = {
-            let state = module.read()?;
-            let context = state.context.as_ref().ok_or_else(not_loaded)?;
-            let session = open_logged_in(context, config)?;
-            generate_key_pair(&session, config)?
+            let (session, state) = module.open_at_start(config)?;
+            let spki = generate_key_pair(&session, config)?;
+            drop((session, state));
+            spki
         };
         tracing::info!(token = %config.token_label, key = %config.key_label, "generated the CA key inside the token (sensitive, non-extractable)");
         Self::with_sessions(module, config, spki)
@@ -528,7 +562,9 @@ impl Availability {
 }
 
 fn not_loaded() -> SignerError {
-    SignerError::Pkcs11("the PKCS#11 module is not loaded (its last initialisation failed)".into())
+    SignerError::TokenFault(
+        "the PKCS#11 module is not loaded (its last initialisation failed)".into(),
+    )
 }
 
 /// `attestca_signer_sessions_in_use{backend="pkcs11"}`: summed over every PKCS#11 key.
