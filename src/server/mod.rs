@@ -195,40 +195,19 @@ pub async fn serve(
         let _ = rx.wait_for(|stop| *stop).await;
     };
     let header_read_timeout = Duration::from_secs(config.server.header_read_timeout_secs.max(1));
-    // The plain-HTTP listener answers from the start (`starting` and metrics while the CA
-    // waits for its database or HSM), then serves the full routes.
-    let http_listener = bind("plain-HTTP listener", config.server.http_addr).await?;
-    let (starting_app, http_routes) = plain::until_assembled();
-    let (stop_http, http_stopped) = tokio::sync::watch::channel(false);
-    let mut http = tokio::spawn(connections::serve(
-        http_listener,
-        starting_app,
-        connections::ListenerSettings {
-            name: "http",
-            tls: None,
-            handshake_timeout: Duration::ZERO,
-            header_read_timeout,
-        },
-        until_stopped(http_stopped),
-    ));
-    // A stop requested while the CA waits for its database ends the wait.
+    // A stop requested while the CA waits for its database ends the wait. The listeners open
+    // only once the CA is assembled: clients take an answer on /healthz to mean "EST is
+    // served", so the log is where the wait shows.
     let mut shutdown = std::pin::pin!(shutdown);
     let assembled = tokio::select! {
-        assembled = assemble(config) => assembled,
+        assembled = assemble(config) => assembled?,
         () = &mut shutdown => {
             tracing::info!("stopped during start-up");
-            let _ = stop_http.send(true);
             return Ok(());
         }
     };
-    let assembled = match assembled {
-        Ok(assembled) => assembled,
-        Err(e) => {
-            let _ = stop_http.send(true);
-            return Err(e);
-        }
-    };
     let est_listener = bind("EST (HTTPS) listener", config.server.est_addr).await?;
+    let http_listener = bind("plain-HTTP listener", config.server.http_addr).await?;
     let deadlines = layers::Deadlines {
         request: config.server.request_timeout(),
         body: config.server.body_read_timeout(),
@@ -273,7 +252,7 @@ pub async fn serve(
         config.ca.name.clone(),
         assembled.ocsp.clone(),
     ));
-    http_routes.install(layers::apply(
+    let http_app = layers::apply(
         plain::router(
             Arc::clone(&assembled.crl),
             &config.ca,
@@ -283,7 +262,7 @@ pub async fn serve(
         "http",
         deadlines,
         cutoff,
-    ));
+    );
     let supersede: Vec<(String, u64)> = config
         .profiles
         .iter()
@@ -303,6 +282,18 @@ pub async fn serve(
 
     let reload = tokio::spawn(reload_on_hangup(Arc::clone(&assembled.tls_certificate)));
     let (stop_est, est_stopped) = tokio::sync::watch::channel(false);
+    let (stop_http, http_stopped) = tokio::sync::watch::channel(false);
+    let mut http = tokio::spawn(connections::serve(
+        http_listener,
+        http_app,
+        connections::ListenerSettings {
+            name: "http",
+            tls: None,
+            handshake_timeout: Duration::ZERO,
+            header_read_timeout,
+        },
+        until_stopped(http_stopped),
+    ));
     let mut est = tokio::spawn(connections::serve(
         est_listener,
         est_app,

@@ -65,60 +65,6 @@ pub fn router(
     }
 }
 
-/// Where the plain-HTTP routes go once the CA is assembled ([`until_assembled`]).
-pub struct AssembledRoutes(Arc<std::sync::OnceLock<Router>>);
-
-impl AssembledRoutes {
-    /// From now on the listener serves `routes`.
-    pub fn install(&self, routes: Router) {
-        let _ = self.0.set(routes);
-    }
-}
-
-/// The plain-HTTP listener's service from the moment it is bound: until the CA is assembled
-/// (it may be waiting for its database or HSM), `/metrics` serves what is known and every
-/// other path — `/healthz` and `/readyz` included — answers 503 `starting: …` with
-/// Retry-After; then every request goes to the routes installed through the returned handle.
-/// `/healthz` stays 503 while starting because clients take its 200 to mean "EST is being
-/// served"; the log says what the CA waits for.
-pub fn until_assembled() -> (Router, AssembledRoutes) {
-    let routes: Arc<std::sync::OnceLock<Router>> = Arc::default();
-    let installed = Arc::clone(&routes);
-    let service = Router::new().fallback(move |request: axum::extract::Request| {
-        let routes = installed.get().cloned();
-        async move {
-            match routes {
-                Some(routes) => {
-                    use tower::ServiceExt;
-                    match routes.oneshot(request).await {
-                        Ok(response) => response,
-                        Err(never) => match never {},
-                    }
-                }
-                None => starting(request.uri().path()),
-            }
-        }
-    });
-    (service, AssembledRoutes(routes))
-}
-
-fn starting(path: &str) -> Response {
-    match path {
-        "/metrics" => (
-            StatusCode::OK,
-            [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
-            crate::metrics::METRICS.encode(),
-        )
-            .into_response(),
-        _ => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            [(header::RETRY_AFTER, "5")],
-            "starting: waiting for the database and the signer (see the log)\n",
-        )
-            .into_response(),
-    }
-}
-
 /// `/readyz`: 200 when the database answers and the signer signs; 503 naming the component
 /// that does not.
 async fn readyz(State(health): State<Arc<HealthSources>>) -> Response {

@@ -129,8 +129,7 @@ impl Module {
                 None => not_loaded(),
             };
             drop(state);
-            if !is_token_fault(&error) || started.elapsed() + backoff > START_WAIT
-            {
+            if !is_token_fault(&error) || started.elapsed() + backoff > START_WAIT {
                 return Err(error);
             }
             tracing::warn!(token = %config.token_label, error = %error, retry_in_ms = backoff.as_millis() as u64, "waiting for the token");
