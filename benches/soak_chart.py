@@ -74,8 +74,8 @@ def fmt(v):
     return f"{v:g}"
 
 
-def panel(out, x0, y0, w, h, series, xlabel, ylabel, title, ymin_zero=False, fit=None):
-    """series: list of (points [(x, y)], colour, label)."""
+def panel(out, x0, y0, w, h, series, xlabel, ylabel, title, ymin_zero=False, fit=None, shade=None):
+    """series: list of (points [(x, y)], colour, label); shade: an x range to tint."""
     xs = [p[0] for s in series for p in s[0]]
     ys = [p[1] for s in series for p in s[0]]
     if not xs:
@@ -100,6 +100,9 @@ def panel(out, x0, y0, w, h, series, xlabel, ylabel, title, ymin_zero=False, fit
         return y0 + h - (y - ylo) / (yhi - ylo) * h
 
     out.append(f'<text x="{x0}" y="{y0 - 8}" class="t">{html.escape(title)}</text>')
+    if shade:
+        a, b = max(shade[0], xlo), min(shade[1], xhi)
+        out.append(f'<rect x="{X(a):.1f}" y="{y0}" width="{X(b) - X(a):.1f}" height="{h}" fill="#f3f0e6"/>')
     out.append(f'<rect x="{x0}" y="{y0}" width="{w}" height="{h}" class="frame"/>')
     for t in yt:
         out.append(f'<line x1="{x0}" x2="{x0 + w}" y1="{Y(t):.1f}" y2="{Y(t):.1f}" class="grid"/>')
@@ -158,6 +161,9 @@ def main():
     slope_2nd = slope(lx[half:], ly[half:])
     peak_hwm = max(r["hwm_kb"] for r in rows if r["hwm_kb"] is not None)
     fds = [int(r["fds"]) for r in load]
+    # The database pool grows and shrinks with the load (each connection is a socket): open
+    # files less pooled connections are what a leak would move.
+    other_fds = [int(r["fds"] - r["db_connections"]) for r in load if r["db_connections"] is not None]
     thr = [int(r["threads"]) for r in load]
     q = max(1, len(load) // 4)
 
@@ -182,10 +188,23 @@ def main():
         f"open files: {min(fds)}..{max(fds)} under load (max {max(fds)}), "
         + ("flat" if flat(fds) else "NOT flat")
         + (f"; {int(before[-1]['fds'])} before, {int(after[-1]['fds'])} after" if before and after else ""),
+        (
+            f"open files less pooled database connections: {min(other_fds)}..{max(other_fds)} under load, "
+            + ("flat" if flat(other_fds) else "NOT flat")
+            + f"; database connections {min(int(r['db_connections']) for r in load if r['db_connections'] is not None)}"
+            f"..{max(int(r['db_connections']) for r in load if r['db_connections'] is not None)}"
+            if other_fds
+            else ""
+        ),
         f"threads: {min(thr)}..{max(thr)} under load (max {max(thr)}), "
         + ("flat" if flat(thr) else "NOT flat")
         + (f"; {int(before[-1]['threads'])} before, {int(after[-1]['threads'])} after" if before and after else ""),
-        f"OCSP responses cached at the end: {cached:,.0f}" if cached is not None else "OCSP: no gauge",
+        (
+            f"OCSP responses cached at the end: {cached:,.0f} (+{cached - (start['ocsp_cached'] or 0):,.0f}); "
+            f"RSS growth per cached response {growth_total / (cached - (start['ocsp_cached'] or 0)):.0f} bytes"
+            if cached is not None and cached > (start["ocsp_cached"] or 0)
+            else "OCSP: no gauge, or nothing cached"
+        ),
         f"CA CPU: {cpu:.0f} s over the window, {cpu / issued * 1000:.2f} ms per certificate" if issued else "",
         f"load average (1 min) during the run: {min(r['load1'] for r in load):.2f}..{max(r['load1'] for r in load):.2f}",
     ]
@@ -223,8 +242,8 @@ def main():
         panel(
             out, lx0, y, pw, ph,
             [([(minutes(r), f(r)) for r in lp], colour, None)],
-            "minutes since the CA started (line runs between the idle phases)", unit,
-            f"{title} over time", ymin_zero=zero,
+            "minutes since the CA was ready (tinted: the line running)", unit,
+            f"{title} over time", ymin_zero=zero, shade=(minutes(load[0]), minutes(load[-1])),
         )
         panel(
             out, rx0, y, pw, ph,
