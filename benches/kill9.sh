@@ -116,11 +116,11 @@ sql() { psql -X -q -At "$db_url" "$@"; }
 # check SERIALS_FILE: prints "missing_certificate missing_event" for the serials in the file
 check() {
     sql -v ON_ERROR_STOP=1 <<EOF
-CREATE TEMP TABLE received (serial TEXT PRIMARY KEY);
+CREATE TEMP TABLE received (serial TEXT NOT NULL);
 \copy received FROM '$1'
 SELECT
-  (SELECT count(*) FROM received r WHERE NOT EXISTS (SELECT 1 FROM certificates c WHERE c.serial = r.serial)),
-  (SELECT count(*) FROM received r WHERE NOT EXISTS (
+  (SELECT count(DISTINCT r.serial) FROM received r WHERE NOT EXISTS (SELECT 1 FROM certificates c WHERE c.serial = r.serial)),
+  (SELECT count(DISTINCT r.serial) FROM received r WHERE NOT EXISTS (
      SELECT 1 FROM enrollment_events e WHERE e.serial = r.serial AND e.outcome = 'issued'));
 EOF
 }
@@ -169,7 +169,9 @@ for trial in $(seq "$trials"); do
     grep -o '"certificate_serial":"[0-9a-f]*"' "$boards" | cut -d'"' -f4 >"$out/received-$trial.txt" || true
     received=$(wc -l <"$out/received-$trial.txt")
     logged=$(wc -l <"$boards")
-    read -r miss_cert miss_event < <(check "$out/received-$trial.txt" | tr '|' ' ')
+    counts=$(check "$out/received-$trial.txt") || { echo "kill9: the check in PostgreSQL failed" >&2; exit 1; }
+    IFS='|' read -r miss_cert miss_event <<<"$counts"
+    [[ $miss_cert =~ ^[0-9]+$ && $miss_event =~ ^[0-9]+$ ]] || { echo "kill9: unexpected check output: $counts" >&2; exit 1; }
     in_db=$(sql -c 'SELECT count(*) FROM certificates')
     # Our own /readyz polls during the start-up are answered 503 and logged (WARN and ERROR);
     # counted apart from the rest.
