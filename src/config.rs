@@ -256,7 +256,7 @@ impl Default for DatabaseConfig {
             write_batch_max: 256,
             writers: 4,
             retry_window_secs: 600,
-            acquire_timeout_ms: 2000,
+            acquire_timeout_ms: 5000,
             startup_wait_secs: 300,
         }
     }

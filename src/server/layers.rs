@@ -56,7 +56,14 @@ pub fn apply(
             observe(listener, deadlines, cutoff.clone(), request, next)
         }))
         .layer(
-            tower_http::trace::TraceLayer::new_for_http().make_span_with(|request: &Request| {
+            tower_http::trace::TraceLayer::new_for_http()
+                // A 5xx here is usually a refusal the CA chose (overload, a dependency known to
+                // be down, draining), logged where it was decided: at ERROR per request it was
+                // noise that hid the one line that matters.
+                .on_failure(
+                    tower_http::trace::DefaultOnFailure::new().level(tracing::Level::DEBUG),
+                )
+                .make_span_with(|request: &Request| {
                 let id = request
                     .headers()
                     .get(&REQUEST_ID)

@@ -71,7 +71,9 @@ async fn readyz(State(health): State<Arc<HealthSources>>) -> Response {
     match health.readiness().await {
         Ok(()) => (StatusCode::OK, "ready\n").into_response(),
         Err(e) => {
-            tracing::warn!(component = e.component, reason = %e.reason, "not ready");
+            // Per probe: debug. The changes themselves (a dependency lost or back, the OCSP
+            // warm-up done) are logged once where they happen.
+            tracing::debug!(component = e.component, reason = %e.reason, "not ready");
             (
                 StatusCode::SERVICE_UNAVAILABLE,
                 [(header::RETRY_AFTER, "5")],

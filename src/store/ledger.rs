@@ -87,7 +87,7 @@ impl Ledger {
         match answer.await {
             Ok(Ok(c)) => Ok(c),
             Ok(Err((_, true))) => Err(StoreError::Unavailable { down_secs: 0 }),
-            Ok(Err((message, false))) => Err(StoreError::Database(sqlx::Error::Protocol(message))),
+            Ok(Err((message, false))) => Err(StoreError::Commit(message)),
             Err(_) => Err(StoreError::WriterGone),
         }
     }

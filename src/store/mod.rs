@@ -25,6 +25,10 @@ pub enum StoreError {
     UnsupportedUrl(String),
     #[error("the database writer has stopped")]
     WriterGone,
+    /// A batched commit failed (the ledger's writer reports it as text: one failure answers
+    /// every request in the batch).
+    #[error("database commit failed: {0}")]
+    Commit(String),
     /// The circuit is open: the database did not answer, and is not asked until it does.
     #[error("the database has been unavailable for {down_secs} s")]
     Unavailable { down_secs: u64 },
@@ -302,7 +306,7 @@ macro_rules! status_columns {
 }
 
 /// The default longest wait for a pooled connection (`database.acquire_timeout_ms`).
-pub const DEFAULT_ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+pub const DEFAULT_ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// A pooled connection idle at least this long is pinged before it is handed out.
 const IDLE_CONNECTION_CHECK_AFTER: std::time::Duration = std::time::Duration::from_secs(10);

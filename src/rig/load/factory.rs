@@ -198,6 +198,9 @@ pub async fn run(target: &Target, options: &FactoryOptions) -> Result<FactoryRep
             let mut seq = 0u64;
             loop {
                 ticker.tick().await;
+                // Finished boards leave the set as the line runs: a shift-long run must not
+                // keep every board's task until the end.
+                while boards.try_join_next().is_some() {}
                 if Instant::now() >= end_of_arrivals
                     || count.is_some_and(|max| {
                         started.fetch_add(1, std::sync::atomic::Ordering::Relaxed) >= max
