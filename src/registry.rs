@@ -96,15 +96,23 @@ impl Registry {
         Self { store }
     }
 
+    /// Runs a store operation unless the database is known to be down, and stops waiting for
+    /// it when the database is found down meanwhile (503 at once, not at the pool's timeout).
+    async fn answered<T>(
+        &self,
+        operation: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        self.store.availability().guard(operation).await
+    }
+
     /// One certificate by serial (hex, any case, colons allowed).
     pub async fn certificate(&self, serial: &str) -> Result<CertificateDetail, RegistryError> {
         let serial = normalise_serial(serial)?;
         let record = self
-            .store
-            .certificate(&serial)
+            .answered(self.store.certificate(&serial))
             .await?
             .ok_or_else(|| RegistryError::CertificateNotFound(serial.clone()))?;
-        let successors = self.store.successors(&serial).await?;
+        let successors = self.answered(self.store.successors(&serial)).await?;
         Ok(CertificateDetail { record, successors })
     }
 
@@ -134,12 +142,11 @@ impl Registry {
             ),
         };
         let items = self
-            .store
-            .certificates_page(&CertificateQuery {
+            .answered(self.store.certificates_page(&CertificateQuery {
                 before,
                 limit: i64::from(limit),
                 ..filter
-            })
+            }))
             .await?;
         let next_cursor =
             full_page(&items, limit).map(|last| format!("{}.{}", last.issued_at, last.serial));
@@ -154,12 +161,11 @@ impl Registry {
     ) -> Result<Page<(i64, EnrollmentEvent)>, RegistryError> {
         let limit = page_size(listing)?;
         let items = self
-            .store
-            .events_page(&EventQuery {
+            .answered(self.store.events_page(&EventQuery {
                 before_id: id_cursor(listing)?,
                 limit: i64::from(limit),
                 ..filter
-            })
+            }))
             .await?;
         let next_cursor = full_page(&items, limit).map(|(id, _)| id.to_string());
         Ok(Page { items, next_cursor })
@@ -173,12 +179,11 @@ impl Registry {
     ) -> Result<Page<AuditEvent>, RegistryError> {
         let limit = page_size(listing)?;
         let items = self
-            .store
-            .audit_page(&AuditQuery {
+            .answered(self.store.audit_page(&AuditQuery {
                 before_id: id_cursor(listing)?,
                 limit: i64::from(limit),
                 ..filter
-            })
+            }))
             .await?;
         let next_cursor = full_page(&items, limit).map(|e| e.id.to_string());
         Ok(Page { items, next_cursor })
@@ -194,7 +199,10 @@ impl Registry {
         let reason = checked_reason(reason)?;
         let serial = normalise_serial(serial)?;
         let audit = audit_event(actor, "certificate.revoke", &serial);
-        match self.store.revoke_audited(&serial, reason, &audit).await? {
+        match self
+            .answered(self.store.revoke_audited(&serial, reason, &audit))
+            .await?
+        {
             RevocationOutcome::Revoked => {
                 tracing::info!(operator = %actor.id, serial = %serial, reason, "certificate revoked");
                 self.certificate(&serial).await
@@ -219,8 +227,10 @@ impl Registry {
         }
         let audit = audit_event(actor, "device.revoke", device_identity);
         let serials = self
-            .store
-            .revoke_device_audited(device_identity, reason, &audit)
+            .answered(
+                self.store
+                    .revoke_device_audited(device_identity, reason, &audit),
+            )
             .await?;
         if serials.is_empty() {
             return Err(RegistryError::NoActiveCertificates(
