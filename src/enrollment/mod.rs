@@ -454,12 +454,11 @@ impl EnrollmentService {
         &self,
         work: impl std::future::Future<Output = Result<T, EnrollmentError>>,
     ) -> Result<T, EnrollmentError> {
-        let database = self.store.availability();
-        database.check().map_err(EnrollmentError::storage)?;
-        tokio::select! {
-            done = work => done,
-            lost = database.lost() => Err(EnrollmentError::storage(lost)),
-        }
+        self.store
+            .availability()
+            .guard(async { Ok(work.await) })
+            .await
+            .map_err(EnrollmentError::storage)?
     }
 
     /// The refusal for a store failure, which is reported to the store's circuit first (a

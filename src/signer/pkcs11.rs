@@ -202,6 +202,15 @@ struct Pool {
     open: usize,
 }
 
+impl Pool {
+    /// Takes a session made stale by a re-initialisation out of the count, and ends it.
+    fn forget(&mut self, session: PooledSession, current_generation: u64) {
+        self.open = self.open.saturating_sub(1);
+        sessions_gauge().dec();
+        session.discard(current_generation);
+    }
+}
+
 /// Whether the key works, and when a request may try again after it did not.
 struct Availability {
     available: AtomicBool,
@@ -307,9 +316,7 @@ impl Pkcs11Signer {
                     in_use().inc();
                     return Ok(session);
                 }
-                pool.open = pool.open.saturating_sub(1);
-                sessions_gauge().dec();
-                session.discard(generation);
+                pool.forget(session, generation);
                 continue;
             }
             if pool.open < self.config.sessions.max(1) {
@@ -474,11 +481,8 @@ impl Pkcs11Signer {
                     return Err(e);
                 }
                 None => {
-                    if let Ok(mut pool) = self.pool.lock() {
-                        pool.open = pool.open.saturating_sub(1);
-                    }
-                    sessions_gauge().dec();
-                    pooled.discard(self.generation());
+                    let generation = self.generation();
+                    self.pool()?.forget(pooled, generation);
                 }
             }
         }
@@ -583,11 +587,7 @@ fn sessions_gauge() -> prometheus::IntGauge {
 /// Whether an error opening the token means the token (or the library's view of it) is
 /// gone, so that initialising the module again may help. A wrong PIN or a missing key is not.
 fn is_token_fault(error: &SignerError) -> bool {
-    match error {
-        SignerError::TokenFault(_) => true,
-        SignerError::Config(why) => why.starts_with("no token labelled"),
-        _ => false,
-    }
+    matches!(error, SignerError::TokenFault(_))
 }
 
 /// The return values that mean a session, its login, its objects, the token or the device
@@ -663,7 +663,7 @@ fn find_slot(context: &Pkcs11, config: &Pkcs11SignerConfig) -> Result<Slot, Sign
                 .unwrap_or(false)
         })
         .ok_or_else(|| {
-            SignerError::Config(format!(
+            SignerError::TokenFault(format!(
                 "no token labelled {:?} in {}",
                 config.token_label,
                 config.module.display()

@@ -329,13 +329,9 @@ impl Store {
         let started = std::time::Instant::now();
         let mut backoff = std::time::Duration::from_secs(1);
         let mut attempt = 1u32;
-        // Connecting, a pool that times out is a database that does not answer.
-        let unreachable = |e: &StoreError| {
-            e.is_connection_fault() || matches!(e, StoreError::Database(sqlx::Error::PoolTimedOut))
-        };
         loop {
             match Self::connect_with(url, max_connections, acquire_timeout).await {
-                Err(e) if unreachable(&e) && started.elapsed() + backoff <= wait => {
+                Err(e) if e.is_connection_fault() && started.elapsed() + backoff <= wait => {
                     tracing::warn!(
                         attempt,
                         error = %e,
@@ -348,7 +344,7 @@ impl Store {
                     backoff = (backoff * 2).min(std::time::Duration::from_secs(10));
                     attempt += 1;
                 }
-                Err(e) if unreachable(&e) && attempt > 1 => {
+                Err(e) if e.is_connection_fault() && attempt > 1 => {
                     tracing::error!(attempts = attempt, waited_secs = started.elapsed().as_secs(), error = %e, "the database did not answer in time (database.startup_wait_secs); giving up");
                     return Err(e);
                 }
