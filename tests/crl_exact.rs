@@ -166,13 +166,8 @@ async fn postgres_lists_a_revocation_stamped_before_the_crl() {
     };
     let tmp = tempfile::tempdir().expect("temp dir");
     let db = TestDatabase::create(&admin_url).await;
-    let (cfg, data) = write_shared_database_config(
-        tmp.path(),
-        &db.url,
-        "backend = \"software\"\nkey_file = \"pki/issuing.key\"",
-        "crl_poll_secs = 1\nocsp_poll_secs = 1",
-    );
-    init_test_install(&cfg, &[]);
+    let (cfg, data) =
+        software_install(tmp.path(), &db.url, "crl_poll_secs = 1\nocsp_poll_secs = 1");
     let mut server = ServerProcess::with_config(&cfg, &[], &tmp.path().join("server.log"));
     server.wait_ready().await;
     let pki = data.join("pki");

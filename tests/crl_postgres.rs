@@ -32,13 +32,7 @@ async fn two_instances_publish_the_same_growing_crl() {
     };
     let tmp = tempfile::tempdir().expect("temp dir");
     let db = TestDatabase::create(&admin_url).await;
-    let (cfg, data) = write_shared_database_config(
-        tmp.path(),
-        &db.url,
-        "backend = \"software\"\nkey_file = \"pki/issuing.key\"",
-        "crl_poll_secs = 1",
-    );
-    init_test_install(&cfg, &[]);
+    let (cfg, data) = software_install(tmp.path(), &db.url, "crl_poll_secs = 1");
     let spawn = |i: usize| {
         ServerProcess::with_config(&cfg, &[], &tmp.path().join(format!("server{i}.log")))
     };

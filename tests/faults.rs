@@ -171,14 +171,6 @@ fn softhsm_install(
     (cfg, data, env)
 }
 
-fn rig_client(data: &Path) -> reqwest::Client {
-    let pki = data.join("pki");
-    https_client(
-        &pki.join("ca-chain.pem"),
-        Some((&pki.join("rig.crt"), &pki.join("rig.key"))),
-    )
-}
-
 /// Enrolls until one succeeds; returns how long it took and the serial. Every refusal on the
 /// way must be a quick 503 with Retry-After.
 async fn until_enrolled(
@@ -359,13 +351,7 @@ async fn a_database_stopped_for_15_s_under_load_costs_only_fast_503s() {
         return;
     };
     let tmp = tempfile::tempdir().expect("temp dir");
-    let (cfg, data) = write_shared_database_config(
-        tmp.path(),
-        &pg.url(),
-        "backend = \"software\"\nkey_file = \"pki/issuing.key\"",
-        "",
-    );
-    init_test_install(&cfg, &[]);
+    let (cfg, data) = software_install(tmp.path(), &pg.url(), "");
     let mut server = ServerProcess::with_config(&cfg, &[], &tmp.path().join("server.log"));
     server.wait_readyz(Duration::from_secs(60)).await;
     // A certificate whose OCSP response is pre-signed before the outage.
@@ -528,13 +514,7 @@ async fn a_ca_started_before_its_database_waits_for_it_and_says_so() {
         return;
     };
     let tmp = tempfile::tempdir().expect("temp dir");
-    let (cfg, _) = write_shared_database_config(
-        tmp.path(),
-        &pg.url(),
-        "backend = \"software\"\nkey_file = \"pki/issuing.key\"",
-        "",
-    );
-    init_test_install(&cfg, &[]);
+    let (cfg, _) = software_install(tmp.path(), &pg.url(), "");
     pg.stop();
     // Stopped while it waits: it exits at once, cleanly.
     let mut waiting = ServerProcess::with_config(&cfg, &[], &tmp.path().join("stopped.log"));

@@ -757,6 +757,28 @@ pub fn write_shared_database_config(
     (path.display().to_string(), data)
 }
 
+/// [`write_shared_database_config`] with the software CA key, then `attestca init` (test
+/// root, rig `rig-a`): the configuration's path and the data directory.
+pub fn software_install(dir: &Path, database_url: &str, revocation: &str) -> (String, PathBuf) {
+    let (cfg, data) = write_shared_database_config(
+        dir,
+        database_url,
+        "backend = \"software\"\nkey_file = \"pki/issuing.key\"",
+        revocation,
+    );
+    init_test_install(&cfg, &[]);
+    (cfg, data)
+}
+
+/// An EST client authenticated as the rig of the install in `data` (its `pki/`).
+pub fn rig_client(data: &Path) -> reqwest::Client {
+    let pki = data.join("pki");
+    https_client(
+        &pki.join("ca-chain.pem"),
+        Some((&pki.join("rig.crt"), &pki.join("rig.key"))),
+    )
+}
+
 impl ServerProcess {
     /// `attestca serve --config CONFIG` on fresh loopback ports (set through the environment,
     /// so that several instances share one file), logging to `log`.
