@@ -1,0 +1,30 @@
+//! attestca's core: the formats and pure rules of an issuing CA for hardware-backed device
+//! identity, with no HTTP, no database and no network.
+//!
+//! Everything here is a function of its inputs (plus the clock and, for signing, the
+//! [`signer::Signer`] seam), so the server, the factory-rig client and the tests share one
+//! implementation of each format:
+//!
+//! - [`asn1`], [`verify`], [`pem`]: X.509 envelopes, signature checks, PEM files;
+//! - [`csr`]: the CSR rules a profile imposes (the registration authority's static checks);
+//! - [`attestation`]: the evidence verifiers (X.509 chains, TPM2_Certify, manifests) and the
+//!   gate that picks one;
+//! - [`issuance`]: certificate profiles and building/signing certificates;
+//! - [`crl`], [`ocsp`], [`est_codec`]: the revocation and EST encodings;
+//! - [`signer`]: the key seam every signature goes through, and the software key;
+//! - [`config`]: the configuration fragments the core interprets;
+//! - [`revocation`], [`time`]: shared vocabulary.
+
+pub mod asn1;
+pub mod attestation;
+pub mod config;
+pub mod crl;
+pub mod csr;
+pub mod est_codec;
+pub mod issuance;
+pub mod ocsp;
+pub mod pem;
+pub mod revocation;
+pub mod signer;
+pub mod time;
+pub mod verify;
