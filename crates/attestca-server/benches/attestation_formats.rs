@@ -45,8 +45,8 @@ use attestca::attestation::{
     VendorTrustStore, VerificationBudget, VerificationContext,
 };
 use attestca::issuance::software_ca::SoftwareCa;
-use attestca::rig::device::DeviceKey;
-use attestca::rig::secure_element::SimulatedVendor;
+use attestca_sim::device::DeviceKey;
+use attestca_sim::secure_element::SimulatedVendor;
 
 #[path = "../tests/common/simulated_tpm.rs"]
 mod simulated_tpm;

@@ -15,7 +15,7 @@ use der::Decode;
 use attestca::config::ProfileConfig;
 use attestca::issuance::build::{CertificateSpec, random_serial};
 use attestca::issuance::profile::IssuanceProfile;
-use attestca::rig::secure_element::SimulatedVendor;
+use attestca_sim::secure_element::SimulatedVendor;
 use attestca::signer::CaKeyAlgorithm;
 use attestca::signer::pkcs11::Pkcs11Signer;
 use attestca::signer::software::{SoftwareSigner, generate_pkcs8};

@@ -14,7 +14,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use attestca::rig::device::DeviceKey;
+use attestca_sim::device::DeviceKey;
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -56,7 +56,7 @@ async fn main() -> anyhow::Result<()> {
     let pki = tmp.path().join("pki");
     let chain = pki.join("ca-chain.pem");
     let base = format!("https://{est}/.well-known/est/lab");
-    let rig_tls = attestca::rig::client::tls_config(
+    let rig_tls = attestca_rig::client::tls_config(
         &chain,
         Some((&pki.join("rig.crt"), &pki.join("rig.key"))),
     )?;
@@ -86,7 +86,7 @@ async fn main() -> anyhow::Result<()> {
             "enrollment failed: {}",
             response.status()
         );
-        let cert_der = attestca::rig::client::certificates_from_pkcs7(
+        let cert_der = attestca_rig::client::certificates_from_pkcs7(
             &attestca::est::codec::decode_body(&response.bytes().await?)
                 .map_err(anyhow::Error::msg)?,
         )?
@@ -97,7 +97,7 @@ async fn main() -> anyhow::Result<()> {
         );
         attestca::pem::write_certificates(&cert_path, &[&cert_der])?;
         attestca::pem::write_private_key(&key_path, &key.pkcs8)?;
-        let tls = attestca::rig::client::tls_config(&chain, Some((&cert_path, &key_path)))?;
+        let tls = attestca_rig::client::tls_config(&chain, Some((&cert_path, &key_path)))?;
         // One connection per renewal, as separate devices would make.
         let client = reqwest::Client::builder()
             .tls_backend_preconfigured(tls)

@@ -26,8 +26,8 @@ use attestca::attestation::{
 };
 use attestca::est::codec;
 use attestca::ocsp::request::IssuerHashes;
-use attestca::rig::device::DeviceKey;
-use attestca::rig::secure_element::SimulatedVendor;
+use attestca_sim::device::DeviceKey;
+use attestca_sim::secure_element::SimulatedVendor;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use der::asn1::{Any, OctetString, SetOfVec};
@@ -506,7 +506,7 @@ fn main() -> Result<()> {
         ("serial-20", vec![0x4a; 20]),
         ("serial-high-bit", vec![0x80, 0x01, 0x02]),
     ] {
-        let der = attestca::rig::load::ocsp::request_der(&hashes, &serial)?;
+        let der = attestca_rig::load::ocsp::request_der(&hashes, &serial)?;
         out.seed(
             "ocsp_request",
             &format!("post-{name}"),
@@ -535,7 +535,7 @@ fn main() -> Result<()> {
         )?;
     }
     let mut nonce_request = attestca::ocsp::asn1::OcspRequest::from_der(
-        &attestca::rig::load::ocsp::request_der(&hashes, &[0x02])?,
+        &attestca_rig::load::ocsp::request_der(&hashes, &[0x02])?,
     )?;
     nonce_request.tbs_request.request_extensions = Some(vec![x509_cert::ext::Extension {
         extn_id: der::asn1::ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.48.1.2"),

@@ -28,7 +28,6 @@ pub mod metrics;
 pub mod ocsp;
 pub mod registry;
 pub mod revocation;
-pub mod rig;
 pub mod server;
 pub mod setup;
 pub mod signer;

@@ -287,7 +287,7 @@ pub fn dev_config(data_dir: &Path, est_addr: SocketAddr, http_addr: SocketAddr) 
             ..ProfileConfig::default()
         },
     );
-    let vendor = crate::rig::secure_element::VendorFiles {
+    let vendor = attestca_sim::secure_element::VendorFiles {
         dir: layout.vendor(),
     };
     Config {
@@ -375,7 +375,7 @@ pub fn ensure_dev_install(mut config: Config) -> Result<Config, SetupError> {
     }
     refresh_test_root_crl(&config)?;
     if !layout.vendor().join("vendor-root.crt").exists() {
-        crate::rig::secure_element::SimulatedVendor::create(&layout.vendor())
+        attestca_sim::secure_element::SimulatedVendor::create(&layout.vendor())
             .map_err(|e| SetupError::Refused(format!("creating the simulated vendor: {e:#}")))?;
         tracing::info!(dir = %layout.vendor().display(), "created the simulated secure-element vendor");
     }

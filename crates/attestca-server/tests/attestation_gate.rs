@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 
 use attestca::attestation::x509_chain::KeyOrigin;
 use attestca::attestation::{ID_AA_ATTESTATION, ID_STMT_X509_CHAIN, bundle};
-use attestca::rig::device::DeviceKey;
-use attestca::rig::secure_element::{KeyClaims, SimulatedDevice, SimulatedVendor};
+use attestca_sim::device::DeviceKey;
+use attestca_sim::secure_element::{KeyClaims, SimulatedDevice, SimulatedVendor};
 use base64::Engine;
 use common::*;
 use der::Decode;

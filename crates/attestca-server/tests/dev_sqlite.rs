@@ -144,10 +144,10 @@ async fn dev_run_enrolls_and_records_in_sqlite() {
             .expect("body")
             .starts_with("attestation.required")
     );
-    let est = attestca::rig::client::EstClient::new(
+    let est = attestca_rig::client::EstClient::new(
         &server.est_url(),
         None,
-        attestca::rig::client::tls_config(
+        attestca_rig::client::tls_config(
             &chain,
             Some((&pki.join("rig.crt"), &pki.join("rig.key"))),
         )
@@ -157,7 +157,7 @@ async fn dev_run_enrolls_and_records_in_sqlite() {
     .expect("EST client");
     let nonce = est.nonce().await.expect("nonce");
     let vendor =
-        attestca::rig::secure_element::SimulatedVendor::load(&dir.join("vendor")).expect("vendor");
+        attestca_sim::secure_element::SimulatedVendor::load(&dir.join("vendor")).expect("vendor");
     let (_, first) = vendor
         .manufacture()
         .expect("device")

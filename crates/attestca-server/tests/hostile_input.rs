@@ -10,8 +10,8 @@ mod hostile;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use attestca::rig::device::DeviceKey;
-use attestca::rig::secure_element::SimulatedVendor;
+use attestca_sim::device::DeviceKey;
+use attestca_sim::secure_element::SimulatedVendor;
 use common::*;
 
 fn vendor_config(hw_type: impl std::fmt::Display) -> String {

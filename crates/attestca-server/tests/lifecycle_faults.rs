@@ -53,7 +53,7 @@ enum Protocol {
 /// (chosen by ALPN). Every request is bounded by a 20 s client timeout.
 fn rig_client(data: &Path, protocol: Protocol) -> reqwest::Client {
     let pki = data.join("pki");
-    let mut tls = attestca::rig::client::tls_config(
+    let mut tls = attestca_rig::client::tls_config(
         &pki.join("ca-chain.pem"),
         Some((&pki.join("rig.crt"), &pki.join("rig.key"))),
     )

@@ -416,7 +416,7 @@ fn vendor_command_creates_a_simulated_vendor_once() {
     let root = std::fs::read_to_string(out.join("vendor-root.crt")).expect("root PEM");
     assert!(root.starts_with("-----BEGIN CERTIFICATE-----"), "{root}");
     let loaded =
-        attestca::rig::secure_element::SimulatedVendor::load(&out).expect("the vendor loads again");
+        attestca_sim::secure_element::SimulatedVendor::load(&out).expect("the vendor loads again");
     loaded.manufacture().expect("and manufactures a device");
 
     let (again, _, stderr) = rig(&create);

@@ -338,7 +338,7 @@ async fn silent_clients_are_cut_off() {
     tls.set_read_timeout(Some(limit)).expect("timeout");
     closed_within(&tls, limit);
     // HTTPS: complete the handshake, then send nothing.
-    let config = attestca::rig::client::tls_config(&tmp.path().join("data/pki/ca-chain.pem"), None)
+    let config = attestca_rig::client::tls_config(&tmp.path().join("data/pki/ca-chain.pem"), None)
         .expect("TLS config");
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let tcp = tokio::net::TcpStream::connect(server.est)

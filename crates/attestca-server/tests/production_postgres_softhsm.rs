@@ -94,7 +94,7 @@ async fn example_production_config_on_postgres_and_softhsm() {
     let body = cacerts.bytes().await.expect("body");
     let der = attestca::est::codec::decode_body(&body).expect("base64");
     assert_eq!(
-        attestca::rig::client::certificates_from_pkcs7(&der)
+        attestca_rig::client::certificates_from_pkcs7(&der)
             .expect("pkcs7")
             .len(),
         2

@@ -5,8 +5,8 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use attestca::rig::device::DeviceKey;
-use attestca::rig::secure_element::{KeyClaims, SimulatedDevice, SimulatedVendor};
+use attestca_sim::device::DeviceKey;
+use attestca_sim::secure_element::{KeyClaims, SimulatedDevice, SimulatedVendor};
 use common::*;
 use der::Decode;
 use sqlx::Row;

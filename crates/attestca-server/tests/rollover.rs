@@ -5,7 +5,7 @@
 mod common;
 
 use attestca::issuance::software_ca::SoftwareCa;
-use attestca::rig::device::DeviceKey;
+use attestca_sim::device::DeviceKey;
 use attestca::signer::Signer;
 use common::*;
 use der::Decode;

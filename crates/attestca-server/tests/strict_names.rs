@@ -18,7 +18,7 @@ use x509_cert::name::Name;
 /// type and content) and subjectAltNames: the bad cases openssl will not make.
 fn crafted(subject: &str, alt_names: &[GeneralName]) -> Vec<u8> {
     let subject = Name::from_str(subject).expect("subject");
-    attestca::rig::device::DeviceKey::generate()
+    attestca_sim::device::DeviceKey::generate()
         .and_then(|key| key.csr_with_alt_names(subject, alt_names))
         .expect("CSR")
 }

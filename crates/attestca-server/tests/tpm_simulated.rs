@@ -10,7 +10,7 @@ mod common;
 mod simulated_tpm;
 
 use attestca::issuance::software_ca::SoftwareCa;
-use attestca::rig::device::DeviceKey;
+use attestca_sim::device::DeviceKey;
 use common::*;
 use simulated_tpm::SimulatedTpm;
 
@@ -29,10 +29,10 @@ async fn tpm2_certify_evidence_enrolls_end_to_end() {
         &[],
     )
     .await;
-    let est = attestca::rig::client::EstClient::new(
+    let est = attestca_rig::client::EstClient::new(
         &ca.server.est_url(),
         None,
-        attestca::rig::client::tls_config(
+        attestca_rig::client::tls_config(
             &ca.dir.join("pki/ca-chain.pem"),
             Some((&ca.dir.join("pki/rig.crt"), &ca.dir.join("pki/rig.key"))),
         )

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use attestca::rig::device::DeviceKey;
+use attestca_sim::device::DeviceKey;
 use common::*;
 
 /// Every response header name the listeners send, spelled as it must appear on the wire.
@@ -180,7 +180,7 @@ impl EstSocket {
         identity: Option<(&Path, &Path)>,
     ) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
         let config =
-            attestca::rig::client::tls_config(&self.chain, identity).expect("TLS client config");
+            attestca_rig::client::tls_config(&self.chain, identity).expect("TLS client config");
         let name = rustls::pki_types::ServerName::try_from("127.0.0.1").expect("server name");
         let connection = rustls::ClientConnection::new(Arc::new(config), name).expect("TLS client");
         let tcp = TcpStream::connect(self.est).expect("connect to the EST listener");

@@ -97,7 +97,7 @@ pub async fn install(certs: usize) -> anyhow::Result<Install> {
     let serials = insert_certificates(&store, &key_id, certs).await?;
     let requests = serials[..serials.len().min(REQUESTS)]
         .iter()
-        .map(|s| attestca::rig::load::ocsp::request_der(&issuer, s))
+        .map(|s| attestca_rig::load::ocsp::request_der(&issuer, s))
         .collect::<anyhow::Result<Vec<_>>>()?;
     Ok(Install {
         _dir: dir,

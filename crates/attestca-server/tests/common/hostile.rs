@@ -14,7 +14,7 @@ use attestca::attestation::x509_chain::{KeyOrigin, SimulatedSeKeyAttestation};
 use attestca::attestation::{ID_AA_ATTESTATION, ID_EXT_SIMULATED_SE, ID_STMT_X509_CHAIN, bundle};
 use attestca::issuance::extensions as ext;
 use attestca::issuance::software_ca::{SoftwareCa, name, new_key};
-use attestca::rig::device::DeviceKey;
+use attestca_sim::device::DeviceKey;
 use attestca::signer::Signer;
 use der::asn1::{Any, Int, OctetString, SetOfVec};
 use der::{Decode, Encode};

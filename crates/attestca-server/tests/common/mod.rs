@@ -338,7 +338,7 @@ pub fn write_pem(path: &Path, der: &[u8]) {
 
 /// An HTTPS client for raw status-code checks.
 pub fn https_client(chain: &Path, identity: Option<(&Path, &Path)>) -> reqwest::Client {
-    let tls = attestca::rig::client::tls_config(chain, identity).expect("TLS client config");
+    let tls = attestca_rig::client::tls_config(chain, identity).expect("TLS client config");
     reqwest::Client::builder()
         .tls_backend_preconfigured(tls)
         .build()
@@ -359,7 +359,7 @@ pub fn client_as(chain: &Path, dir: &Path, name: &str) -> reqwest::Client {
 
 /// A CSR (DER) for a fresh P-256 key with subject CN=`cn`.
 pub fn csr(cn: &str) -> Vec<u8> {
-    attestca::rig::device::DeviceKey::generate()
+    attestca_sim::device::DeviceKey::generate()
         .and_then(|k| k.csr(cn))
         .expect("make a CSR")
 }
@@ -373,7 +373,7 @@ pub fn body(der: &[u8]) -> String {
 pub fn certificate_from_response(body: &[u8]) -> Vec<u8> {
     let der = attestca::est::codec::decode_body(body).expect("base64 response");
     let mut certs =
-        attestca::rig::client::certificates_from_pkcs7(&der).expect("certs-only PKCS#7");
+        attestca_rig::client::certificates_from_pkcs7(&der).expect("certs-only PKCS#7");
     assert_eq!(
         certs.len(),
         1,

@@ -8,7 +8,7 @@ use attestca::attestation::tpm::TcgAttestCertify;
 use attestca::attestation::{ID_AA_ATTESTATION, ID_STMT_TPM_CERTIFY, bundle};
 use attestca::issuance::extensions as ext;
 use attestca::issuance::software_ca::{SoftwareCa, name, new_key};
-use attestca::rig::device::DeviceKey;
+use attestca_sim::device::DeviceKey;
 use attestca::signer::Signer;
 use der::asn1::{Any, ObjectIdentifier, OctetString, SetOfVec};
 use der::{Decode, Encode};

@@ -15,7 +15,7 @@ use serde::Serialize;
 use super::report::{LatencyHistogram, Percentiles, Recorder, TimelinePoint};
 use super::window::Window;
 use super::{LoadError, LoadReport, Target, failure_lines};
-use crate::rig::personalisation::{
+use crate::personalisation::{
     KeygenDelay, ManufacturingLog, ManufacturingRecord, Outcome, Station, Step,
 };
 

@@ -13,8 +13,8 @@ use serde::Serialize;
 use super::report::TimelinePoint;
 use super::window::{RunFigures, Window};
 use super::{LoadError, LoadReport, Target, failure_lines};
-use crate::rig::client::{EstClient, Refused, tls_config_with_identity};
-use crate::rig::personalisation::{Failure, Step};
+use crate::client::{EstClient, Refused, tls_config_with_identity};
+use crate::personalisation::{Failure, Step};
 
 /// Options of a renewal storm.
 #[derive(Clone, Debug)]

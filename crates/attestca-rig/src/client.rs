@@ -9,7 +9,7 @@ use rustls::RootCertStore;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::est::codec;
+use attestca_core::est_codec as codec;
 
 /// How a rig authenticates.
 pub enum RigCredentials {
@@ -32,8 +32,8 @@ pub fn tls_config(
     let identity = match identity {
         None => None,
         Some((cert, key)) => Some((
-            crate::pem::read_certificate_ders(cert)?,
-            crate::pem::read_private_key(key)?,
+            attestca_core::pem::read_certificate_ders(cert)?,
+            attestca_core::pem::read_private_key(key)?,
         )),
     };
     tls_config_with_identity(trust_pem, identity)
@@ -46,7 +46,7 @@ pub fn tls_config_with_identity(
     identity: Option<(Vec<Vec<u8>>, Vec<u8>)>,
 ) -> anyhow::Result<rustls::ClientConfig> {
     let mut roots = RootCertStore::empty();
-    for der in crate::pem::read_certificate_ders(trust_pem)? {
+    for der in attestca_core::pem::read_certificate_ders(trust_pem)? {
         roots.add(CertificateDer::from(der))?;
     }
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());

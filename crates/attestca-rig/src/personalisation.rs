@@ -17,9 +17,9 @@ use der::Decode;
 use serde::Serialize;
 use x509_cert::Certificate;
 
-use crate::rig::client::EstClient;
-use crate::rig::device::DeviceKey;
-use crate::rig::secure_element::{KeyClaims, SimulatedDevice, SimulatedVendor};
+use crate::client::EstClient;
+use attestca_sim::device::DeviceKey;
+use attestca_sim::secure_element::{KeyClaims, SimulatedDevice, SimulatedVendor};
 
 /// What can go wrong on a station, outside a board's own steps.
 #[derive(Debug, thiserror::Error)]
@@ -496,7 +496,7 @@ pub fn proof_of_possession(key: &DeviceKey, certificate: &Certificate) -> anyhow
     aws_lc_rs::rand::fill(&mut challenge)
         .map_err(|_| anyhow::anyhow!("random generator failed"))?;
     let signature = key.sign(&challenge);
-    if !crate::verify::verify(
+    if !attestca_core::verify::verify(
         certificate.tbs_certificate().subject_public_key_info(),
         const_oid::db::rfc5912::ECDSA_WITH_SHA_256,
         &challenge,
@@ -518,7 +518,7 @@ pub fn chains_to(certificate: &[u8], pool: &[Vec<u8>]) -> anyhow::Result<()> {
     for _ in 0..=pool.len() {
         let Some(i) = parsed
             .iter()
-            .position(|p| crate::verify::issued_by(&child, p))
+            .position(|p| attestca_core::verify::issued_by(&child, p))
         else {
             anyhow::bail!("the certificate does not chain to the CA certificates from cacerts");
         };

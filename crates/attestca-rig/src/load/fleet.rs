@@ -7,8 +7,8 @@ use der::Decode;
 use x509_cert::Certificate;
 
 use super::{LoadError, Target};
-use crate::rig::device::DeviceKey;
-use crate::rig::secure_element::KeyClaims;
+use attestca_sim::device::DeviceKey;
+use attestca_sim::secure_element::KeyClaims;
 
 /// A device in the field: its key and the certificate it holds.
 pub struct FieldDevice {

@@ -16,9 +16,9 @@ pub mod window;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::rig::client::{EstClient, tls_config};
-use crate::rig::personalisation::PersonalisationError;
-use crate::rig::secure_element::SimulatedVendor;
+use crate::client::{EstClient, tls_config};
+use crate::personalisation::PersonalisationError;
+use attestca_sim::secure_element::SimulatedVendor;
 
 /// Why a load run could not run (failures of single operations are counted, not errors).
 #[derive(Debug, thiserror::Error)]

@@ -15,9 +15,9 @@ use serde::Serialize;
 use super::report::TimelinePoint;
 use super::window::{RunFigures, Window};
 use super::{LoadError, LoadReport, Target, failure_lines};
-use crate::rig::client::EstClient;
-use crate::rig::personalisation::{Failure, Step};
-use crate::rig::secure_element::{KeyClaims, SimulatedVendor};
+use crate::client::EstClient;
+use crate::personalisation::{Failure, Step};
+use attestca_sim::secure_element::{KeyClaims, SimulatedVendor};
 
 /// Options of a throughput run.
 #[derive(Clone, Debug)]
@@ -129,7 +129,7 @@ async fn prepare_one(est: &EstClient, vendor: &SimulatedVendor) -> anyhow::Resul
     let asked = Instant::now();
     let (nonce, lifetime) = est.nonce_with_lifetime().await?;
     let element = vendor.manufacture()?;
-    let key = crate::rig::device::DeviceKey::generate()?;
+    let key = attestca_sim::device::DeviceKey::generate()?;
     let attestation = element.attest(&key.public_key()?, &nonce, KeyClaims::default())?;
     let cn = format!("load-{}", hex::encode(&element.serial));
     Ok(PreparedCsr {

@@ -18,11 +18,11 @@ use x509_cert::Certificate;
 use super::report::TimelinePoint;
 use super::window::{RunFigures, Window};
 use super::{LoadError, LoadReport, Target, failure_lines};
-use crate::ocsp::asn1::{
+use attestca_core::ocsp::asn1::{
     BasicOcspResponse, CertStatus, OcspRequest, OcspResponse, OcspResponseStatus, Request,
     ResponseData, TbsRequest,
 };
-use crate::ocsp::request::{CertIdHash, IssuerHashes, SerialKey};
+use attestca_core::ocsp::request::{CertIdHash, IssuerHashes, SerialKey};
 
 /// Options of an OCSP run.
 #[derive(Clone, Debug)]
@@ -211,7 +211,7 @@ pub async fn run(target: &Target, options: &OcspOptions) -> Result<OcspReport, L
             cacerts
                 .iter()
                 .filter_map(|c| Certificate::from_der(c).ok())
-                .find(|c| crate::verify::issued_by(&d.certificate_der, c))
+                .find(|c| attestca_core::verify::issued_by(&d.certificate_der, c))
         })
         .or_else(|| {
             cacerts
@@ -223,7 +223,7 @@ pub async fn run(target: &Target, options: &OcspOptions) -> Result<OcspReport, L
     let hashes = IssuerHashes::of(&issuer).map_err(|e| setup_err(e.into()))?;
     let operator = reqwest::Client::builder()
         .tls_backend_preconfigured(
-            crate::rig::client::tls_config(
+            crate::client::tls_config(
                 &target.trust,
                 Some((&options.operator_cert, &options.operator_key)),
             )

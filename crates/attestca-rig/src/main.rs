@@ -9,11 +9,11 @@ use der::Decode;
 use secrecy::SecretString;
 use x509_cert::Certificate;
 
-use attestca::rig::client::{EstClient, tls_config};
-use attestca::rig::device::DeviceKey;
-use attestca::rig::load::{self, Target, factory, ocsp, renew, throughput};
-use attestca::rig::personalisation::{KeygenDelay, ManufacturingLog, Outcome, Station, chains_to};
-use attestca::rig::secure_element::{
+use attestca_rig::client::{EstClient, tls_config};
+use attestca_sim::device::DeviceKey;
+use attestca_rig::load::{self, Target, factory, ocsp, renew, throughput};
+use attestca_rig::personalisation::{KeygenDelay, ManufacturingLog, Outcome, Station, chains_to};
+use attestca_sim::secure_element::{
     KeyClaims, SimulatedDevice as SimulatedSecureElement, SimulatedVendor,
 };
 
@@ -404,8 +404,8 @@ async fn write_key_and_csr(
             device.enroll_key(cn, &nonce)?
         }
     };
-    attestca::pem::write_private_key(&out.join("device.key"), &key.pkcs8)?;
-    attestca::pem::write_file(&out.join("device.csr"), &csr, 0o644)?;
+    attestca_core::pem::write_private_key(&out.join("device.key"), &key.pkcs8)?;
+    attestca_core::pem::write_file(&out.join("device.csr"), &csr, 0o644)?;
     Ok((key, csr))
 }
 
@@ -414,7 +414,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Cacerts { server, out } => {
             let chain = client(&server, None)?.cacerts().await?;
             let refs: Vec<&[u8]> = chain.iter().map(Vec::as_slice).collect();
-            attestca::pem::write_certificates(&out, &refs)?;
+            attestca_core::pem::write_certificates(&out, &refs)?;
             println!(
                 "{} CA certificates written to {}",
                 chain.len(),
@@ -478,7 +478,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let (_key, csr) = write_key_and_csr(&out, &cn, attested).await?;
             let certificate = est.simpleenroll(&csr).await?;
             chains_to(&certificate, &chain)?;
-            attestca::pem::write_certificates(&out.join("device.crt"), &[&certificate])?;
+            attestca_core::pem::write_certificates(&out.join("device.crt"), &[&certificate])?;
             let cert = Certificate::from_der(&certificate)?;
             println!(
                 "enrolled {cn}: serial {} written to {}",
@@ -494,7 +494,7 @@ async fn reenroll(args: Reenroll) -> anyhow::Result<()> {
     let tls = tls_config(&args.trust, Some((&args.cert, &args.key)))?;
     let est = EstClient::new(&args.server, args.label.as_deref(), tls, None)?;
     let chain = est.cacerts().await.context("fetching cacerts")?;
-    let current_der = attestca::pem::read_certificate_ders(&args.cert)?
+    let current_der = attestca_core::pem::read_certificate_ders(&args.cert)?
         .into_iter()
         .next()
         .context("--cert holds no certificate")?;
@@ -522,7 +522,7 @@ async fn reenroll(args: Reenroll) -> anyhow::Result<()> {
         };
         (key, attributes)
     } else {
-        let pkcs8 = attestca::pem::read_private_key(&args.key)?;
+        let pkcs8 = attestca_core::pem::read_private_key(&args.key)?;
         // The device keeps its secure element across renewals.
         if SimulatedSecureElement::load(device_dir).is_ok() {
             SimulatedSecureElement::copy_files(device_dir, &args.out)?;
@@ -532,9 +532,9 @@ async fn reenroll(args: Reenroll) -> anyhow::Result<()> {
     let csr = key.renewal_csr(&current, attributes)?;
     let certificate = est.simplereenroll(&csr).await?;
     chains_to(&certificate, &chain)?;
-    attestca::pem::write_certificates(&args.out.join("device.crt"), &[&certificate])?;
+    attestca_core::pem::write_certificates(&args.out.join("device.crt"), &[&certificate])?;
     if args.rekey {
-        attestca::pem::write_private_key(&args.out.join("device.key"), &key.pkcs8)?;
+        attestca_core::pem::write_private_key(&args.out.join("device.key"), &key.pkcs8)?;
     }
     let cert = Certificate::from_der(&certificate)?;
     println!(
