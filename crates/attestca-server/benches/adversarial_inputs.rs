@@ -42,10 +42,8 @@ use attestca::signer::software::{SoftwareSigner, generate_pkcs8};
 use x509_cert::attr::Attribute;
 use x509_cert::request::CertReq;
 
-#[path = "../tests/common/hostile.rs"]
-mod hostile;
-#[path = "../tests/common/simulated_tpm.rs"]
-mod simulated_tpm;
+use attestca_testkit::hostile;
+use attestca_testkit::simulated_tpm;
 
 /// The decision's CPU work for one request body: decode, CSR checks, evidence verification.
 /// Returns the verification result's reason code ("ok" when it verifies).

@@ -48,8 +48,7 @@ use attestca::issuance::software_ca::SoftwareCa;
 use attestca_sim::device::DeviceKey;
 use attestca_sim::secure_element::SimulatedVendor;
 
-#[path = "../tests/common/simulated_tpm.rs"]
-mod simulated_tpm;
+use attestca_testkit::simulated_tpm;
 
 /// The real vectors, read in place.
 const VECTORS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/vectors");

@@ -22,8 +22,7 @@ use std::time::Instant;
 
 use attestca::issuance::IssuingCa;
 
-#[path = "support/crl.rs"]
-mod synthetic_crl;
+use attestca_testkit::bench::crl as synthetic_crl;
 
 fn in_memory(ca: &IssuingCa, n: u64, check: bool) -> anyhow::Result<()> {
     let start = Instant::now();

@@ -16,8 +16,7 @@ use criterion::{
     BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
 };
 
-#[path = "support/crl.rs"]
-mod synthetic_crl;
+use attestca_testkit::bench::crl as synthetic_crl;
 
 fn benches(c: &mut Criterion) {
     let benchmarking = std::env::args().any(|a| a == "--bench");

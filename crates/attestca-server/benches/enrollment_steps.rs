@@ -20,8 +20,7 @@ use attestca::signer::CaKeyAlgorithm;
 use attestca::signer::pkcs11::Pkcs11Signer;
 use attestca::signer::software::{SoftwareSigner, generate_pkcs8};
 
-#[path = "support/softhsm.rs"]
-mod softhsm;
+use attestca_testkit::bench::softhsm;
 
 fn benches(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("temp dir");

@@ -21,8 +21,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-#[path = "support/ocsp.rs"]
-mod setup;
+use attestca_testkit::bench::ocsp as setup;
 
 use setup::{env_usize, free_addr};
 

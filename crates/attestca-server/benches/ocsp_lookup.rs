@@ -15,8 +15,7 @@
 
 use criterion::{Criterion, criterion_group, criterion_main};
 
-#[path = "support/ocsp.rs"]
-mod setup;
+use attestca_testkit::bench::ocsp as setup;
 
 fn benches(c: &mut Criterion) {
     let benchmarking = std::env::args().any(|a| a == "--bench");

@@ -17,8 +17,7 @@ use std::time::{Duration, Instant};
 
 use attestca::signer::{CaKeyAlgorithm, Signer};
 
-#[path = "support/softhsm.rs"]
-mod softhsm;
+use attestca_testkit::bench::softhsm;
 
 fn rate(signer: Arc<dyn Signer>, threads: usize, seconds: Duration) -> anyhow::Result<f64> {
     let message = vec![0x5au8; 300];

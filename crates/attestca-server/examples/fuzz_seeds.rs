@@ -11,8 +11,7 @@
 //! Both are regenerated on every run (the simulated vendor gets new keys), so the corpora and
 //! the state always match.
 
-#[path = "../tests/common/hostile.rs"]
-mod hostile;
+use attestca_testkit::hostile;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};

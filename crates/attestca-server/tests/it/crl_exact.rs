@@ -7,7 +7,7 @@
 //! polls for changes stamped in the last 30 s, must likewise answer `revoked` within a few polls
 //! for a revocation stamped five minutes before it committed.
 
-mod common;
+use attestca_testkit as common;
 
 use std::time::{Duration, Instant};
 

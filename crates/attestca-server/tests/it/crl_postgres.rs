@@ -2,7 +2,7 @@
 //! revocation made through either is listed by both within seconds; a burst of revocations
 //! is coalesced into fewer CRLs than revocations; CRL numbers only grow, across restarts too.
 
-mod common;
+use attestca_testkit as common;
 
 use std::time::{Duration, Instant};
 

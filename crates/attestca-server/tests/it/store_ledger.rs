@@ -1,7 +1,7 @@
 //! The durable write path on both engines: the ledger's decisions (stored, already issued,
 //! serial collision, re-issue after the retry window) and the purge of expired retry claims.
 
-mod common;
+use attestca_testkit as common;
 
 use attestca::store::ledger::{Committed, Ledger, LedgerEntry};
 use attestca::store::{CertificateRecord, EnrollmentEvent, Store};

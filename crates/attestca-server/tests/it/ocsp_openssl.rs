@@ -3,7 +3,7 @@
 //! SHA-1 and SHA-256 CertIDs; two certificates in one request; GET; malformed and
 //! unauthorized requests; the RFC 5019 caching headers; the delegated responder certificate.
 
-mod common;
+use attestca_testkit as common;
 
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};

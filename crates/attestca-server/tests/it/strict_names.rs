@@ -3,7 +3,7 @@
 //! body and in the recorded event), and the widest names the CA accepts come back in
 //! certificates that Python `cryptography` and OpenSSL parse strictly and pkilint finds clean.
 
-mod common;
+use attestca_testkit as common;
 
 use std::path::Path;
 use std::str::FromStr;

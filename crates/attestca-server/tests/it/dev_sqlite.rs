@@ -2,7 +2,7 @@
 //! interface contract promises, enrollment with both rig authentication modes, the rows in the
 //! embedded database, and "issue once" under concurrent retries.
 
-mod common;
+use attestca_testkit as common;
 
 use std::path::Path;
 

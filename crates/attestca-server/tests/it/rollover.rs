@@ -2,7 +2,7 @@
 //! of the previous issuing CA renew onto the new one — when that CA is listed in
 //! `ca.previous_certificate_files`, and only then.
 
-mod common;
+use attestca_testkit as common;
 
 use attestca::issuance::software_ca::SoftwareCa;
 use attestca_sim::device::DeviceKey;

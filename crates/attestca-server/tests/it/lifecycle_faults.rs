@@ -10,7 +10,7 @@
 //!   one OCSP responder key and one responder certificate between them, issue distinct serials,
 //!   and each answers the other's revocations (OCSP and CRL) within 2 s.
 
-mod common;
+use attestca_testkit as common;
 
 use std::convert::Infallible;
 use std::path::Path;

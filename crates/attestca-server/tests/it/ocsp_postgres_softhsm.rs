@@ -3,7 +3,7 @@
 //! second instance and after a restart; one responder certificate serves both; a revocation
 //! through the CLI is answered by both instances within 5 s.
 
-mod common;
+use attestca_testkit as common;
 
 use common::*;
 

@@ -5,7 +5,7 @@
 //! revocation through `attestca revoke` is audited as `cli:<user>`; every revocation reaches
 //! the CRL within seconds.
 
-mod common;
+use attestca_testkit as common;
 
 use std::time::{Duration, Instant};
 

@@ -8,7 +8,7 @@
 //! and nonce configured or not. These tests pin that behaviour; when a re-signed sample exists,
 //! the first test should expect 200.
 
-mod common;
+use attestca_testkit as common;
 
 use std::path::Path;
 

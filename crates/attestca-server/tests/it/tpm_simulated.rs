@@ -5,9 +5,8 @@
 //! to the configured AK-CA root. (The IETF sample cannot go end to end: its CSR signature is
 //! invalid, see tests/tpm_vector.rs.)
 
-mod common;
-#[path = "common/simulated_tpm.rs"]
-mod simulated_tpm;
+use attestca_testkit as common;
+use attestca_testkit::simulated_tpm;
 
 use attestca::issuance::software_ca::SoftwareCa;
 use attestca_sim::device::DeviceKey;

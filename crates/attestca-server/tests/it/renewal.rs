@@ -1,7 +1,7 @@
 //! simplereenroll over mutual TLS: renewal and rekey, the predecessor chain, and every
 //! refusal the issue lists — each with its status and reason and without a new certificate.
 
-mod common;
+use attestca_testkit as common;
 
 use std::path::{Path, PathBuf};
 

@@ -10,7 +10,7 @@
 //! - a stalled body gets 408 `request.timeout` before the request deadline's 503, on EST (with
 //!   the enrollment event saying `request.timeout`), the operator API and OCSP.
 
-mod common;
+use attestca_testkit as common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

@@ -6,7 +6,7 @@
 //! served (not the EST fallback 404, the API's `route.not_found`, the plain listener's empty
 //! 404, or a 405), answers a status the spec documents, with a documented Content-Type.
 
-mod common;
+use attestca_testkit as common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};

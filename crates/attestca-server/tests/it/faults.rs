@@ -3,7 +3,7 @@
 //! place), a PostgreSQL server of the test's own stopped for 15 s under load, and `kill -9` of
 //! the CA under load, repeated. Each is bounded in time.
 
-mod common;
+use attestca_testkit as common;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

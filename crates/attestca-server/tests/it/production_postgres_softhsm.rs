@@ -3,7 +3,7 @@
 //! over TLS with both rig authentication modes, the refusals, the database rows and events,
 //! and the CA key's presence in the token only.
 
-mod common;
+use attestca_testkit as common;
 
 use std::path::Path;
 

@@ -4,7 +4,7 @@
 //! answer 429; silent clients are cut off; SIGTERM during a stream of enrollments loses no
 //! record and exits 0 within the grace period.
 
-mod common;
+use attestca_testkit as common;
 
 use std::collections::HashMap;
 use std::io::Read;

@@ -3,7 +3,7 @@
 //! `attestca import-ca` refuses a certificate for another key and accepts the right one; the
 //! CA then enrolls devices with certificates that chain to that root.
 
-mod common;
+use attestca_testkit as common;
 
 use std::path::Path;
 

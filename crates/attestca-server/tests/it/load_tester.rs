@@ -3,7 +3,7 @@
 //! `load factory` with the interface-contract flags (issue 7). Short runs: a smoke test of each
 //! mode, not a measurement.
 
-mod common;
+use attestca_testkit as common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -65,7 +65,7 @@ impl Dev {
 
 /// Runs attestca-rig; returns (success, stdout, stderr).
 fn rig(args: &[String]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_attestca-rig"))
+    let out = Command::new(&common::rig_bin())
         .args(args)
         .output()
         .expect("run attestca-rig");

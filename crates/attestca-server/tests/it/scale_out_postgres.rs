@@ -1,7 +1,7 @@
 //! Two attestca instances sharing one PostgreSQL, as behind a load balancer: the same CSR
 //! posted concurrently to both produces exactly one certificate, which every response carries.
 
-mod common;
+use attestca_testkit as common;
 
 use common::*;
 

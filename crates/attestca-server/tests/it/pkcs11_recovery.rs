@@ -6,7 +6,7 @@
 //!
 //! One test per process: SoftHSM reads `SOFTHSM2_CONF` when the library is initialised.
 
-mod common;
+use attestca_testkit as common;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -3,7 +3,7 @@
 //! identities display them; a part withheld from the manifest is not listed; one changed byte
 //! rejects the whole file; an unknown vendor is refused.
 
-mod common;
+use attestca_testkit as common;
 
 use std::path::Path;
 

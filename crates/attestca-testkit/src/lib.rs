@@ -1,6 +1,13 @@
-//! Helpers shared by the integration tests: real server processes, a SoftHSM token, a fresh
-//! PostgreSQL database, and the external verifiers (openssl, pkcs11-tool).
-#![allow(dead_code)]
+//! What attestca's integration tests and benchmarks share: real server processes, a SoftHSM
+//! token, a fresh PostgreSQL database (or a throwaway server of its own), and the external
+//! verifiers (openssl, pkcs11-tool, pkilint).
+//!
+//! Not published: it exists so that the one integration-test binary (`crates/attestca-server/
+//! tests/it`), the benchmarks and the fuzz seed builder use one copy of each helper.
+
+pub mod bench;
+pub mod hostile;
+pub mod simulated_tpm;
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -23,6 +30,65 @@ fn missing(component: &str, remedy: &str) -> Option<String> {
     }
     eprintln!("SKIPPED: {component} not available ({remedy})");
     None
+}
+
+/// The server binary (`attestca`) of this build.
+pub fn attestca_bin() -> String {
+    binary("attestca", &["attestca-server", "attestca-core", "attestca-sim"])
+}
+
+/// The factory-rig binary (`attestca-rig`) of this build.
+pub fn rig_bin() -> String {
+    binary("attestca-rig", &["attestca-rig", "attestca-core", "attestca-sim"])
+}
+
+/// The path of binary `name` beside the running test executable (`target/<profile>/`), checked
+/// to be newer than every source file of `crates`: a test must never run an old binary.
+///
+/// Cargo builds the binaries of the package whose integration tests run (and `tests/run.sh`
+/// builds them all first), but only its own are guaranteed fresh; the others are checked here.
+fn binary(name: &str, crates: &[&str]) -> String {
+    let exe = std::env::current_exe().expect("the test executable's path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("tests run from target/<profile>/deps");
+    let path = profile_dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    let built = std::fs::metadata(&path)
+        .and_then(|m| m.modified())
+        .unwrap_or_else(|_| panic!("{} is not built: run `cargo build --bins` (tests/run.sh does)", path.display()));
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    for krate in crates {
+        if let Some(newer) = newer_source(&workspace.join(krate).join("src"), built) {
+            panic!(
+                "{} is older than {}: run `cargo build --bins` (tests/run.sh does)",
+                path.display(),
+                newer.display()
+            );
+        }
+    }
+    path.display().to_string()
+}
+
+/// A source file under `dir` modified after `than`, if any.
+fn newer_source(dir: &Path, than: std::time::SystemTime) -> Option<PathBuf> {
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).ok()?.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if entry.metadata().and_then(|m| m.modified()).is_ok_and(|m| m > than) {
+                return Some(path);
+            }
+        }
+    }
+    None
+}
+
+/// The workspace root (the repository checkout).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
 /// A port that was free a moment ago.
@@ -50,7 +116,7 @@ impl ServerProcess {
         http: SocketAddr,
     ) -> Self {
         let file = std::fs::File::create(log).expect("create server log");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_attestca"));
+        let mut command = Command::new(&attestca_bin());
         command
             .args(args)
             .stdout(file.try_clone().expect("clone log handle"))
@@ -393,7 +459,7 @@ pub fn serial_of(der: &[u8]) -> String {
 /// certificate `rig-a`.
 pub fn init_test_install(config: &str, envs: &[(&str, String)]) {
     let (ok, out) = run(
-        env!("CARGO_BIN_EXE_attestca"),
+        &attestca_bin(),
         &[
             "init",
             "--config",
@@ -688,7 +754,7 @@ pub async fn nonce_via(client: &reqwest::Client, url: &str) -> Vec<u8> {
 pub fn revoke_with_cli(config_args: &[&str], serial: &str, reason: &str) {
     let mut args = vec!["revoke", "--serial", serial, "--reason", reason];
     args.extend_from_slice(config_args);
-    let (ok, out) = run(env!("CARGO_BIN_EXE_attestca"), &args, &[]);
+    let (ok, out) = run(&attestca_bin(), &args, &[]);
     assert!(ok, "attestca revoke: {out}");
 }
 
@@ -820,7 +886,7 @@ impl SoftHsmToken {
 pub fn rig_enroll(server: &ServerProcess, data: &Path, out: &Path, cn: &str) -> String {
     let pki = data.join("pki");
     let (ok, log) = run(
-        env!("CARGO_BIN_EXE_attestca-rig"),
+        &rig_bin(),
         &[
             "enroll",
             "--server",

@@ -3,9 +3,8 @@
 //! expensive ones, retries that never cross a profile or hand back a revoked certificate, no
 //! nonce for a revoked or superseded device, and the request deadline recorded as an event.
 
-mod common;
-#[path = "common/hostile.rs"]
-mod hostile;
+use attestca_testkit as common;
+use attestca_testkit::hostile;
 
 use std::path::Path;
 use std::time::{Duration, Instant};

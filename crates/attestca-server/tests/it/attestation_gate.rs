@@ -2,7 +2,7 @@
 //! secure-element vendor: the happy path, and every negative case of attestation.md — each
 //! refused with its status and reason code, and without a certificate row.
 
-mod common;
+use attestca_testkit as common;
 
 use std::path::{Path, PathBuf};
 
