@@ -35,10 +35,10 @@ use attestca::config::ProfileConfig;
 use attestca::issuance::build::{CertificateSpec, random_serial};
 use attestca::issuance::profile::IssuanceProfile;
 use attestca::issuance::software_ca::{SoftwareCa, name};
-use attestca_sim::device::DeviceKey;
-use attestca_sim::secure_element::SimulatedVendor;
 use attestca::signer::CaKeyAlgorithm;
 use attestca::signer::software::{SoftwareSigner, generate_pkcs8};
+use attestca_sim::device::DeviceKey;
+use attestca_sim::secure_element::SimulatedVendor;
 use x509_cert::attr::Attribute;
 use x509_cert::request::CertReq;
 

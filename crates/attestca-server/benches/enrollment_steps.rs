@@ -15,10 +15,10 @@ use der::Decode;
 use attestca::config::ProfileConfig;
 use attestca::issuance::build::{CertificateSpec, random_serial};
 use attestca::issuance::profile::IssuanceProfile;
-use attestca_sim::secure_element::SimulatedVendor;
 use attestca::signer::CaKeyAlgorithm;
 use attestca::signer::pkcs11::Pkcs11Signer;
 use attestca::signer::software::{SoftwareSigner, generate_pkcs8};
+use attestca_sim::secure_element::SimulatedVendor;
 
 use attestca_testkit::bench::softhsm;
 

@@ -34,12 +34,18 @@ fn missing(component: &str, remedy: &str) -> Option<String> {
 
 /// The server binary (`attestca`) of this build.
 pub fn attestca_bin() -> String {
-    binary("attestca", &["attestca-server", "attestca-core", "attestca-sim"])
+    binary(
+        "attestca",
+        &["attestca-server", "attestca-core", "attestca-sim"],
+    )
 }
 
 /// The factory-rig binary (`attestca-rig`) of this build.
 pub fn rig_bin() -> String {
-    binary("attestca-rig", &["attestca-rig", "attestca-core", "attestca-sim"])
+    binary(
+        "attestca-rig",
+        &["attestca-rig", "attestca-core", "attestca-sim"],
+    )
 }
 
 /// The path of binary `name` beside the running test executable (`target/<profile>/`), checked
@@ -56,7 +62,12 @@ fn binary(name: &str, crates: &[&str]) -> String {
     let path = profile_dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
     let built = std::fs::metadata(&path)
         .and_then(|m| m.modified())
-        .unwrap_or_else(|_| panic!("{} is not built: run `cargo build --bins` (tests/run.sh does)", path.display()));
+        .unwrap_or_else(|_| {
+            panic!(
+                "{} is not built: run `cargo build --bins` (tests/run.sh does)",
+                path.display()
+            )
+        });
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     for krate in crates {
         if let Some(newer) = newer_source(&workspace.join(krate).join("src"), built) {
@@ -78,7 +89,11 @@ fn newer_source(dir: &Path, than: std::time::SystemTime) -> Option<PathBuf> {
             let path = entry.path();
             if path.is_dir() {
                 pending.push(path);
-            } else if entry.metadata().and_then(|m| m.modified()).is_ok_and(|m| m > than) {
+            } else if entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|m| m > than)
+            {
                 return Some(path);
             }
         }
@@ -438,8 +453,7 @@ pub fn body(der: &[u8]) -> String {
 /// The issued certificate from a simpleenroll response body.
 pub fn certificate_from_response(body: &[u8]) -> Vec<u8> {
     let der = attestca::est::codec::decode_body(body).expect("base64 response");
-    let mut certs =
-        attestca_rig::client::certificates_from_pkcs7(&der).expect("certs-only PKCS#7");
+    let mut certs = attestca_rig::client::certificates_from_pkcs7(&der).expect("certs-only PKCS#7");
     assert_eq!(
         certs.len(),
         1,
