@@ -20,7 +20,7 @@ pub use attestca_core::config::{
     SoftwareSignerConfig, SubjectAttribute,
 };
 
-use crate::signer::CaKeyAlgorithm;
+use attestca_core::signer::CaKeyAlgorithm;
 
 /// Errors loading or checking the configuration.
 #[derive(Debug, thiserror::Error)]

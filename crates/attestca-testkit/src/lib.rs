@@ -14,22 +14,22 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// The value of `var`, or `None` (test skipped with a notice) when it is unset outside CI.
-/// Under `tests/run.sh` (ATTESTCA_TEST_REQUIRE_ALL=1) or in CI a missing component fails.
-pub fn require(component: &str, var: &str) -> Option<String> {
+/// The value of `var`, naming an outside component (PostgreSQL, SoftHSM, pkilint, …).
+///
+/// A test that needs a component is marked `#[cfg_attr(missing_<name>, ignore = "…")]` (see the
+/// server crate's `build.rs`), so it is ignored, with the reason, when the component was not
+/// configured at build time. Reaching this without it is therefore a failure, never a silent
+/// pass.
+pub fn require(component: &str, var: &str) -> String {
     match std::env::var(var) {
-        Ok(v) if !v.is_empty() => Some(v),
+        Ok(v) if !v.is_empty() => v,
         _ => missing(component, &format!("set {var}; tests/run.sh does")),
     }
 }
 
-/// A component the test cannot find: a failure under `tests/run.sh` or in CI, else a skip.
-fn missing(component: &str, remedy: &str) -> Option<String> {
-    if std::env::var_os("ATTESTCA_TEST_REQUIRE_ALL").is_some() || std::env::var_os("CI").is_some() {
-        panic!("{component} is required ({remedy})");
-    }
-    eprintln!("SKIPPED: {component} not available ({remedy})");
-    None
+/// A component the test cannot find: always a failure (see [`require`]).
+fn missing(component: &str, remedy: &str) -> ! {
+    panic!("{component} is required ({remedy})");
 }
 
 /// The server binary (`attestca`) of this build.
@@ -570,19 +570,14 @@ impl ConfiguredCa {
     }
 }
 
-/// The shared test vectors directory; `None` (skip) outside CI when it is missing.
-pub fn vectors() -> Option<std::path::PathBuf> {
+/// The shared test vectors directory (`ATTESTCA_VECTORS_DIR`, else `../shared/vectors` beside
+/// the checkout). Tests that read it are ignored when it is missing (see [`require`]).
+pub fn vectors() -> PathBuf {
     let dir = std::env::var_os("ATTESTCA_VECTORS_DIR")
-        .map(std::path::PathBuf::from)
+        .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/vectors"));
-    if dir.is_dir() {
-        return Some(dir);
-    }
-    if std::env::var_os("CI").is_some() || std::env::var_os("ATTESTCA_TEST_REQUIRE_ALL").is_some() {
-        panic!("test vectors missing at {}", dir.display());
-    }
-    eprintln!("SKIPPED: no test vectors at {}", dir.display());
-    None
+    assert!(dir.is_dir(), "test vectors missing at {}", dir.display());
+    dir
 }
 
 /// Asserts, with openssl, that a DER certificate names a device in a hardwareModuleName
@@ -772,36 +767,36 @@ pub fn revoke_with_cli(config_args: &[&str], serial: &str, reason: &str) {
     assert!(ok, "attestca revoke: {out}");
 }
 
-/// pkilint's `lint_ocsp_response` at WARNING on a DER response; `None` when pkilint is absent
-/// (and not required).
-pub fn lint_ocsp_response(response_der: &Path) -> Option<(bool, String)> {
-    let pkilint = require("pkilint", "ATTESTCA_TEST_PKILINT")?;
+/// pkilint's `lint_ocsp_response` at WARNING on a DER response (the test needs pkilint: see
+/// [`require`]).
+pub fn lint_ocsp_response(response_der: &Path) -> (bool, String) {
+    let pkilint = require("pkilint", "ATTESTCA_TEST_PKILINT");
     let tool = Path::new(&pkilint)
         .parent()
         .expect("pkilint directory")
         .join("lint_ocsp_response");
-    Some(run(
+    run(
         &tool.display().to_string(),
         &["lint", "-s", "WARNING", &response_der.display().to_string()],
         &[],
-    ))
+    )
 }
 
-/// pkilint's `lint_pkix_cert` at WARNING on a certificate file (PEM or DER); `None` when
-/// pkilint is absent (and not required).
-pub fn lint_certificate(certificate: &Path) -> Option<(bool, String)> {
-    let pkilint = require("pkilint", "ATTESTCA_TEST_PKILINT")?;
-    Some(run(
+/// pkilint's `lint_pkix_cert` at WARNING on a certificate file (PEM or DER) (the test needs
+/// pkilint: see [`require`]).
+pub fn lint_certificate(certificate: &Path) -> (bool, String) {
+    let pkilint = require("pkilint", "ATTESTCA_TEST_PKILINT");
+    run(
         &pkilint,
         &["lint", "-s", "WARNING", &certificate.display().to_string()],
         &[],
-    ))
+    )
 }
 
-/// The Python of pkilint's venv, which has `cryptography` (a pkilint dependency); `None` when
-/// pkilint is absent (and not required).
-pub fn python_with_cryptography() -> Option<String> {
-    let pkilint = require("pkilint", "ATTESTCA_TEST_PKILINT")?;
+/// The Python of pkilint's venv, which has `cryptography` (a pkilint dependency; the test
+/// needs pkilint: see [`require`]).
+pub fn python_with_cryptography() -> String {
+    let pkilint = require("pkilint", "ATTESTCA_TEST_PKILINT");
     let python = Path::new(&pkilint)
         .parent()
         .expect("pkilint directory")
@@ -935,17 +930,15 @@ pub fn urlencode(text: &str) -> String {
         .collect()
 }
 
-/// The path of `program` found on PATH; `None` (test skipped with a notice) when it is
-/// missing outside CI. Under `tests/run.sh` (ATTESTCA_TEST_REQUIRE_ALL=1) or in CI a missing
-/// program fails, like [`require`].
-pub fn require_program(program: &str) -> Option<String> {
+/// The path of `program` found on PATH; a failure when it is missing, like [`require`].
+pub fn require_program(program: &str) -> String {
     let found = std::env::var_os("PATH").and_then(|path| {
         std::env::split_paths(&path)
             .map(|dir| dir.join(program))
             .find(|candidate| candidate.is_file())
     });
     match found {
-        Some(path) => Some(path.display().to_string()),
+        Some(path) => path.display().to_string(),
         None => missing(program, "put it on PATH; tests/run.sh installs it"),
     }
 }
@@ -993,12 +986,12 @@ pub struct ThrowawayPostgres {
 }
 
 impl ThrowawayPostgres {
-    /// initdb and start; `None` (skip) when the binaries are not available outside CI.
-    pub fn start() -> Option<Self> {
+    /// initdb and start (the test needs `ATTESTCA_TEST_PG_BIN`: see [`require`]).
+    pub fn start() -> Self {
         let bin = PathBuf::from(require(
             "PostgreSQL server binaries",
             "ATTESTCA_TEST_PG_BIN",
-        )?);
+        ));
         let mut suffix = [0u8; 6];
         aws_lc_rs::rand::fill(&mut suffix).expect("random");
         // Under /tmp: the postgres user must reach it and the socket path must stay short.
@@ -1030,7 +1023,7 @@ impl ThrowawayPostgres {
         );
         assert!(ok, "initdb: {out}");
         pg.start_again();
-        Some(pg)
+        pg
     }
 
     fn as_root() -> bool {

@@ -20,7 +20,7 @@ use serde::Deserialize;
 
 use crate::access::operator::{Operator, OperatorAuthError, OperatorAuthenticator};
 use crate::registry::{Actor, Listing, Registry, RegistryError};
-use crate::server::ConnectionInfo;
+use crate::context::ConnectionInfo;
 use crate::server::body::{BodyDeadline, BodyError, Incoming};
 use crate::store::{AuditQuery, CertificateQuery, EventQuery};
 

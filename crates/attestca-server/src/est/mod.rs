@@ -28,7 +28,7 @@ use crate::config::DeviceKeyAlgorithm;
 use crate::enrollment::{EnrollRequest, EnrollmentError, EnrollmentService, RefusalKind};
 use crate::issuance::IssuanceProfile;
 use crate::server::body::{BodyDeadline, BodyError, Incoming};
-use crate::server::{ConnectionInfo, RequestDeadline};
+use crate::context::{ConnectionInfo, RequestDeadline};
 
 /// EST operation names; a profile label may not be one of them.
 pub const OPERATIONS: &[&str] = &[

@@ -22,7 +22,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tower::ServiceExt;
 
-use super::ConnectionInfo;
+use crate::context::ConnectionInfo;
 use super::header_case::ConventionalCase;
 use crate::access::RigAuthenticator;
 

@@ -99,7 +99,7 @@ async fn observe(
     let started = Instant::now();
     request
         .extensions_mut()
-        .insert(super::RequestDeadline(started + timeout));
+        .insert(crate::context::RequestDeadline(started + timeout));
     let response = tokio::select! {
         answered = tokio::time::timeout(timeout, next.run(request)) => match answered {
             Ok(response) => response,

@@ -17,25 +17,13 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 
-use crate::access::{PeerCertificate, RigAuthenticator};
+use crate::access::RigAuthenticator;
 use crate::config::Config;
 use crate::enrollment::EnrollmentService;
 use crate::est::EstState;
 use crate::issuance::{IssuanceProfile, IssuingCa};
 use crate::store::Store;
 use crate::store::ledger::Ledger;
-
-/// What the connection established, attached to every request on it.
-#[derive(Clone, Debug, Default)]
-pub struct ConnectionInfo {
-    pub peer_addr: Option<SocketAddr>,
-    pub peer_certificate: PeerCertificate,
-}
-
-/// When the request deadline (`server.request_timeout_secs`) ends a request, attached to every
-/// request by the deadline layer, so that the layers below can stop first and answer themselves.
-#[derive(Clone, Copy, Debug)]
-pub struct RequestDeadline(pub std::time::Instant);
 
 /// Start-up failures.
 #[derive(Debug, thiserror::Error)]

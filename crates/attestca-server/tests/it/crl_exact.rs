@@ -160,10 +160,9 @@ async fn sqlite_lists_a_revocation_stamped_before_the_crl() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(missing_postgres, ignore = "needs PostgreSQL (ATTESTCA_TEST_DATABASE_URL); tests/run.sh provides it")]
 async fn postgres_lists_a_revocation_stamped_before_the_crl() {
-    let Some(admin_url) = require("PostgreSQL", "ATTESTCA_TEST_DATABASE_URL") else {
-        return;
-    };
+    let admin_url = require("PostgreSQL", "ATTESTCA_TEST_DATABASE_URL");
     let tmp = tempfile::tempdir().expect("temp dir");
     let db = TestDatabase::create(&admin_url).await;
     let (cfg, data) =
@@ -330,10 +329,9 @@ async fn sqlite_counter_follows_revocations() {
 }
 
 #[tokio::test]
+#[cfg_attr(missing_postgres, ignore = "needs PostgreSQL (ATTESTCA_TEST_DATABASE_URL); tests/run.sh provides it")]
 async fn postgres_counter_follows_revocations() {
-    let Some(admin_url) = require("PostgreSQL", "ATTESTCA_TEST_DATABASE_URL") else {
-        return;
-    };
+    let admin_url = require("PostgreSQL", "ATTESTCA_TEST_DATABASE_URL");
     let db = TestDatabase::create(&admin_url).await;
     counter_follows_revocations(&db.url).await;
     db.drop_database().await;

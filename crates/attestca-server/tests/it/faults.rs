@@ -228,13 +228,10 @@ fn restore_token_directory(token: &SoftHsmToken, kept: &Path, set_aside: Option<
 }
 
 #[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(any(missing_postgres, missing_softhsm), ignore = "needs PostgreSQL (ATTESTCA_TEST_DATABASE_URL) and SoftHSM (ATTESTCA_TEST_PKCS11_MODULE); tests/run.sh provides it")]
 async fn a_token_that_goes_away_comes_back_without_a_restart_and_an_impostor_is_never_used() {
-    let Some(admin_url) = require("PostgreSQL", "ATTESTCA_TEST_DATABASE_URL") else {
-        return;
-    };
-    let Some(module) = require("SoftHSM", "ATTESTCA_TEST_PKCS11_MODULE") else {
-        return;
-    };
+    let admin_url = require("PostgreSQL", "ATTESTCA_TEST_DATABASE_URL");
+    let module = require("SoftHSM", "ATTESTCA_TEST_PKCS11_MODULE");
     let tmp = tempfile::tempdir().expect("temp dir");
     let token = SoftHsmToken::create(&tmp.path().join("softhsm"), TOKEN, PIN);
     let db = TestDatabase::create(&admin_url).await;
@@ -346,10 +343,9 @@ async fn a_token_that_goes_away_comes_back_without_a_restart_and_an_impostor_is_
 }
 
 #[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(missing_postgres_server, ignore = "needs PostgreSQL server binaries (ATTESTCA_TEST_PG_BIN); tests/run.sh provides it")]
 async fn a_database_stopped_for_15_s_under_load_costs_only_fast_503s() {
-    let Some(pg) = ThrowawayPostgres::start() else {
-        return;
-    };
+    let pg = ThrowawayPostgres::start();
     let tmp = tempfile::tempdir().expect("temp dir");
     let (cfg, data) = software_install(tmp.path(), &pg.url(), "");
     let mut server = ServerProcess::with_config(&cfg, &[], &tmp.path().join("server.log"));
@@ -449,13 +445,10 @@ async fn a_database_stopped_for_15_s_under_load_costs_only_fast_503s() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(any(missing_postgres, missing_softhsm), ignore = "needs PostgreSQL (ATTESTCA_TEST_DATABASE_URL) and SoftHSM (ATTESTCA_TEST_PKCS11_MODULE); tests/run.sh provides it")]
 async fn kill_9_under_load_loses_no_certificate_and_needs_no_repair() {
-    let Some(admin_url) = require("PostgreSQL", "ATTESTCA_TEST_DATABASE_URL") else {
-        return;
-    };
-    let Some(module) = require("SoftHSM", "ATTESTCA_TEST_PKCS11_MODULE") else {
-        return;
-    };
+    let admin_url = require("PostgreSQL", "ATTESTCA_TEST_DATABASE_URL");
+    let module = require("SoftHSM", "ATTESTCA_TEST_PKCS11_MODULE");
     let tmp = tempfile::tempdir().expect("temp dir");
     let token = SoftHsmToken::create(&tmp.path().join("softhsm"), TOKEN, PIN);
     let db = TestDatabase::create(&admin_url).await;
@@ -509,10 +502,9 @@ async fn kill_9_under_load_loses_no_certificate_and_needs_no_repair() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(missing_postgres_server, ignore = "needs PostgreSQL server binaries (ATTESTCA_TEST_PG_BIN); tests/run.sh provides it")]
 async fn a_ca_started_before_its_database_waits_for_it_and_says_so() {
-    let Some(pg) = ThrowawayPostgres::start() else {
-        return;
-    };
+    let pg = ThrowawayPostgres::start();
     let tmp = tempfile::tempdir().expect("temp dir");
     let (cfg, _) = software_install(tmp.path(), &pg.url(), "");
     pg.stop();

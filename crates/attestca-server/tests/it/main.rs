@@ -13,6 +13,7 @@ mod dev_sqlite;
 mod external_root_softhsm;
 mod faults;
 mod hostile_input;
+mod layering;
 mod lifecycle_faults;
 mod load_tester;
 mod manifest_import;

@@ -52,6 +52,7 @@ fn sample(samples: &HashMap<String, f64>, key: &str) -> f64 {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(missing_promtool, ignore = "needs promtool (ATTESTCA_TEST_PROMTOOL); tests/run.sh provides it")]
 async fn metrics_move_and_pass_promtool() {
     let tmp = tempfile::tempdir().expect("temp dir");
     let server = dev_server(tmp.path(), &[]).await;
@@ -152,24 +153,24 @@ async fn metrics_move_and_pass_promtool() {
     }
 
     // promtool accepts the exposition.
-    if let Some(promtool) = require("promtool", "ATTESTCA_TEST_PROMTOOL") {
-        let file = tmp.path().join("metrics.txt");
-        std::fs::write(&file, &text).expect("write");
-        let out = std::process::Command::new("sh")
-            .arg("-c")
-            .arg(format!("{promtool} check metrics < {}", file.display()))
-            .output()
-            .expect("promtool");
-        let said = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(
-            out.status.success() && said.trim().is_empty(),
-            "promtool: {said}"
-        );
-    }
+    let promtool = require("promtool", "ATTESTCA_TEST_PROMTOOL");
+    let file = tmp.path().join("metrics.txt");
+    std::fs::write(&file, &text).expect("write");
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("{promtool} check metrics < {}", file.display()))
+        .output()
+        .expect("promtool");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && said.trim().is_empty(),
+        "promtool: {said}"
+    );
+
 }
 
 #[tokio::test(flavor = "multi_thread")]

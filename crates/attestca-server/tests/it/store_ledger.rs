@@ -232,10 +232,9 @@ async fn ledger_on_sqlite() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(missing_postgres, ignore = "needs PostgreSQL (ATTESTCA_TEST_DATABASE_URL); tests/run.sh provides it")]
 async fn ledger_on_postgres() {
-    let Some(admin_url) = require("PostgreSQL", "ATTESTCA_TEST_DATABASE_URL") else {
-        return;
-    };
+    let admin_url = require("PostgreSQL", "ATTESTCA_TEST_DATABASE_URL");
     let db = TestDatabase::create(&admin_url).await;
     let store = Store::connect(&SecretString::from(db.url.clone()), 4)
         .await

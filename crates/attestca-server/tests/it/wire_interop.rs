@@ -456,9 +456,7 @@ fn curl(args: &[&str], out: &Path) -> (String, Vec<u8>) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn oversized_bodies_get_their_refusal_over_http2_and_http1() {
-    if require_program("curl").is_none() {
-        return;
-    }
+    require_program("curl");
     let (_, features) = run("curl", &["-V"], &[]);
     assert!(
         features.contains("HTTP2"),
