@@ -6,14 +6,14 @@
 # can (root + apt-get), because CI and new machines start without our tools (also
 # docker-compose and systemd-analyze, which tests/shell/deploy_files.sh finds on PATH):
 #   ATTESTCA_TEST_PKILINT         path of pkilint's lint_pkix_cert (its venv's python, beside
-#                                 it, also has Python `cryptography`: tests/strict_names.rs)
+#                                 it, also has Python `cryptography`: crates/attestca-server/tests/it/strict_names.rs)
 #   ATTESTCA_TEST_PROMTOOL        path of Prometheus' promtool (deployment files)
 #   ATTESTCA_TEST_SCHEMATHESIS    path of schemathesis' `st` (tests/shell/openapi_schemathesis.sh)
 #   ATTESTCA_TEST_OPENAPI_SPEC_VALIDATOR  path of openapi-spec-validator (the OpenAPI tests)
 #   ATTESTCA_TEST_PKCS11_MODULE   path of SoftHSM's PKCS#11 module
 #   ATTESTCA_TEST_DATABASE_URL    admin URL of a PostgreSQL server (CREATE DATABASE allowed)
 #   ATTESTCA_TEST_PG_BIN          PostgreSQL server binaries (initdb, pg_ctl), for tests that stop
-#                                 and start a server of their own (tests/faults.rs)
+#                                 and start a server of their own (crates/attestca-server/tests/it/faults.rs)
 #   ATTESTCA_TEST_REQUIRE_ALL=1   tests fail instead of skipping when something is missing
 #   ATTESTCA_VECTORS_DIR          ../shared/vectors, when present
 # and, last, the smoke run of every fuzz target (fuzz/smoke.sh: cargo-fuzz, installed into
@@ -118,7 +118,7 @@ fresh_venv() {
 
 # ---------------------------------------------------------------- pkilint
 # A private venv, cached under target/ so that later runs skip the download. pkilint depends
-# on Python `cryptography`, which tests/strict_names.rs uses as a strict certificate parser.
+# on Python `cryptography`, which crates/attestca-server/tests/it/strict_names.rs uses as a strict certificate parser.
 ensure_pkilint() {
     local venv="$TOOLS_DIR/venv"
     local lint="$venv/bin/lint_pkix_cert"
@@ -319,7 +319,7 @@ start_throwaway_pg() {
 }
 
 # The server binaries (initdb, pg_ctl) for tests that run a PostgreSQL of their own, which
-# they stop and start (tests/faults.rs): installed when missing, whatever server the rest of
+# they stop and start (crates/attestca-server/tests/it/faults.rs): installed when missing, whatever server the rest of
 # the suite uses.
 ensure_pg_server_binaries() {
     local dir
