@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
-"""Checks the monitoring files against the metrics the CA really exports (src/metrics.rs).
+"""Checks the monitoring files against the metrics the CA really exports (crates/attestca-server/src/metrics.rs).
 
 promtool checks the syntax of the rules; nothing else notices an alert on a misspelt metric
 name, which simply never fires, or a dashboard panel that stays empty. This script (standard
-library only) reads the metric names, types and labels from src/metrics.rs and checks:
+library only) reads the metric names, types and labels from crates/attestca-server/src/metrics.rs and checks:
 
   dashboard  deploy/grafana/attestca-dashboard.json: valid JSON, the datasource is the
              ${DS_PROMETHEUS} variable everywhere, unique panel ids, panels inside the 24-column
@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 
 # Series a dashboard or rule may use without attestca exporting them: Prometheus' own
-# per-target series. (The process_* collector is not registered in src/metrics.rs.)
+# per-target series. (The process_* collector is not registered in crates/attestca-server/src/metrics.rs.)
 BUILTIN_SERIES = {"up", "scrape_duration_seconds", "scrape_samples_scraped"}
 # Labels every attestca series carries once scraped, plus histogram buckets' le.
 TARGET_LABELS = {"job", "instance"}
@@ -42,7 +42,7 @@ def finding(where, message):
     findings.append(f"{where}: {message}")
 
 
-# ---------------------------------------------------------------- src/metrics.rs
+# ---------------------------------------------------------------- crates/attestca-server/src/metrics.rs
 HELPER_TYPES = {
     "counter": "counter",
     "histogram": "histogram",
@@ -53,7 +53,7 @@ HELPER_TYPES = {
 
 
 def exported_metrics(path):
-    """{name: (type, [labels])} from the registrations in src/metrics.rs."""
+    """{name: (type, [labels])} from the registrations in crates/attestca-server/src/metrics.rs."""
     try:
         text = path.read_text()
     except OSError as e:
@@ -128,7 +128,7 @@ def check_expr(where, expr, metrics, records, allow_labels=()):
         elif name in records:
             known_labels.update(records[name])
         elif name not in BUILTIN_SERIES:
-            finding(where, f"unknown series {name} (not in src/metrics.rs) in {expr!r}")
+            finding(where, f"unknown series {name} (not in crates/attestca-server/src/metrics.rs) in {expr!r}")
     for label in sorted(labels - known_labels):
         finding(where, f"label {label} belongs to none of the series of {expr!r}")
 
@@ -308,20 +308,20 @@ def check_docs(path, metrics):
             continue
         doc_kind, doc_labels, meaning = rows[name]
         if doc_kind != kind:
-            finding(str(path), f"{name} is a {kind} in src/metrics.rs, the table says {doc_kind}")
+            finding(str(path), f"{name} is a {kind} in crates/attestca-server/src/metrics.rs, the table says {doc_kind}")
         if doc_labels != sorted(labels):
-            finding(str(path), f"{name} labels: src/metrics.rs {sorted(labels)}, table {doc_labels}")
+            finding(str(path), f"{name} labels: crates/attestca-server/src/metrics.rs {sorted(labels)}, table {doc_labels}")
         if len(meaning) < 10:
             finding(str(path), f"{name}: no meaning given")
     for name in sorted(set(rows) - set(metrics)):
-        finding(str(path), f"table row for {name}, which src/metrics.rs does not export")
+        finding(str(path), f"table row for {name}, which crates/attestca-server/src/metrics.rs does not export")
     prose = re.sub(r"^```.*?^```", "", text, flags=re.M | re.S)     # not comments in code blocks
     return {github_anchor(h) for h in re.findall(r"^#{1,6}\s+(.*)$", prose, re.M)}
 
 
 def main():
     root = Path(sys.argv[1] if len(sys.argv) > 1 else ".")
-    metrics = exported_metrics(root / "src/metrics.rs")
+    metrics = exported_metrics(root / "crates/attestca-server/crates/attestca-server/src/metrics.rs")
     anchors = check_docs(root / "docs/operations.md", metrics)
     rule_files = sorted((root / "deploy/prometheus").glob("*rules.yml"))
     if not rule_files:
@@ -333,7 +333,7 @@ def main():
         n[: -len(s)] for n in used for s in HISTOGRAM_SUFFIXES if n.endswith(s)
     }
     missing = sorted(set(metrics) - shown)
-    print(f"{len(metrics)} metrics in src/metrics.rs; dashboard shows {len(set(metrics) & shown)}"
+    print(f"{len(metrics)} metrics in crates/attestca-server/src/metrics.rs; dashboard shows {len(set(metrics) & shown)}"
           + (f" (not shown: {', '.join(missing)})" if missing else ""))
     for line in findings:
         print(line)

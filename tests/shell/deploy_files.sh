@@ -290,7 +290,7 @@ free_port() {
 
 # Serves deploy/attestca.example.toml with the attestca service's compose environment through
 # the compose entry point. Differences from the container, and why: SQLite instead of the
-# postgres service (tests/production_postgres_softhsm.rs runs this file on PostgreSQL), so
+# postgres service (crates/attestca-server/tests/it/production_postgres_softhsm.rs runs this file on PostgreSQL), so
 # no database password; loopback addresses on free ports.
 start_server() {
     [[ -s "$W/data/pki/ca-chain.pem" ]] || { echo "no CA from the init-ca step"; return 1; }

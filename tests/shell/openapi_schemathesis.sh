@@ -6,7 +6,7 @@
 # a status the spec documents, the documented Content-Type, a body matching the documented
 # schema and the documented headers; input the spec calls invalid refused, methods it does not
 # list answered 405; links between operations followed (stateful phase). Only the JSON endpoints: schemathesis cannot make
-# application/pkcs10 or OCSP bodies (tests/openapi_routes.rs covers those routes).
+# application/pkcs10 or OCSP bodies (crates/attestca-server/tests/it/openapi_routes.rs covers those routes).
 #
 # Needs: ATTESTCA_BIN, ATTESTCA_RIG_BIN, curl, openssl, ATTESTCA_TEST_SCHEMATHESIS (schemathesis'
 # `st`) and ATTESTCA_TEST_OPENAPI_SPEC_VALIDATOR; tests/run.sh provides them. With

@@ -10,11 +10,11 @@
 //! - `attestation_device_certificate_microchip`: a real ATECC608C part's device certificate
 //!   from the Microchip manifest ← Signer 2A00 ← Root CA 002 (vectors, P-256).
 //! - `attestation_tpm_certify_simulated`: TPM2_Certify evidence of a simulated TPM
-//!   (tests/common/simulated_tpm.rs, as tests/tpm_simulated.rs enrolls it): TPMS_ATTEST signed
+//!   (crates/attestca-testkit/src/simulated_tpm.rs, as crates/attestca-server/tests/it/tpm_simulated.rs enrolls it): TPMS_ATTEST signed
 //!   by a P-256 AK whose certificate chains to the AK-CA root.
 //! - `attestation_tpm_certify_ietf_sample`: the IETF TPM2_Certify sample's statement (vectors;
 //!   RSA-2048 AK) at 2024-11-01, inside its certificates' validity. Verifier only: the sample
-//!   CSR's own signature is invalid, so it cannot go through the gate (tests/tpm_vector.rs).
+//!   CSR's own signature is invalid, so it cannot go through the gate (crates/attestca-server/tests/it/tpm_vector.rs).
 //! - `attestation_gate_simulated_se`: `AttestationGate::evidence` + `verify` on the parsed
 //!   simulated-SE CSR (bundle decode, dispatch, the x509-chain verification, the metric).
 //! - `microchip_manifest_verify`: `attestation::manifest::verify` of the real 10-part manifest

@@ -1,6 +1,6 @@
 //! Hostile evidence: what a requester with valid rig credentials can put in a CSR to make the
-//! CA work. Shared by tests/hostile_input.rs, benches/adversarial_inputs.rs and the fuzzers' seed
-//! builder examples/fuzz_seeds.rs (each includes it with `#[path]`).
+//! CA work. Shared by crates/attestca-server/tests/it/hostile_input.rs, crates/attestca-server/benches/adversarial_inputs.rs and the fuzzers' seed
+//! builder crates/attestca-server/examples/fuzz_seeds.rs (each includes it with `#[path]`).
 //!
 //! The path-building pool: certificates under two names that issue each other ("CN=Loop A"
 //! issued by "CN=Loop B" and the reverse), all for one key and signed by it, under an

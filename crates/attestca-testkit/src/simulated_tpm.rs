@@ -1,8 +1,8 @@
 //! A simulated TPM making TPM2_Certify evidence the way a TPM makes it: TPMT_PUBLIC of a fixed,
 //! sensitive-origin P-256 signing key; TPMS_ATTEST (TPM_ST_ATTEST_CERTIFY) over its name with
 //! the server's nonce as extraData, signed by an attestation key (AK) whose certificate (EKU
-//! tcg-kp-AIKCertificate) is issued by a given AK-CA. Shared by tests/tpm_simulated.rs and
-//! benches/attestation_formats.rs (each includes it with `#[path]`).
+//! tcg-kp-AIKCertificate) is issued by a given AK-CA. Shared by crates/attestca-server/tests/it/tpm_simulated.rs and
+//! crates/attestca-server/benches/attestation_formats.rs (each includes it with `#[path]`).
 
 use attestca::attestation::tpm::TcgAttestCertify;
 use attestca::attestation::{ID_AA_ATTESTATION, ID_STMT_TPM_CERTIFY, bundle};

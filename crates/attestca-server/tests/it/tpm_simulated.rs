@@ -1,9 +1,9 @@
 //! The TPM2_Certify path end to end through the running CA, with evidence made here the way a
-//! TPM makes it (tests/common/simulated_tpm.rs): TPMT_PUBLIC of a fixed, sensitive-origin
+//! TPM makes it (crates/attestca-testkit/src/simulated_tpm.rs): TPMT_PUBLIC of a fixed, sensitive-origin
 //! signing key; TPMS_ATTEST (TPM_ST_ATTEST_CERTIFY) over its name with the server's nonce as
 //! extraData, signed by an attestation key whose certificate (EKU tcg-kp-AIKCertificate) chains
 //! to the configured AK-CA root. (The IETF sample cannot go end to end: its CSR signature is
-//! invalid, see tests/tpm_vector.rs.)
+//! invalid, see crates/attestca-server/tests/it/tpm_vector.rs.)
 
 use attestca_testkit as common;
 use attestca_testkit::simulated_tpm;

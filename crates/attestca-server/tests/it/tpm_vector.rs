@@ -1,6 +1,6 @@
 //! The IETF TPM2_Certify sample CSR (../shared/vectors) through the running CA.
 //!
-//! The sample's TPM evidence is genuine and verifies (src/attestation/tpm.rs tests it at the
+//! The sample's TPM evidence is genuine and verifies (crates/attestca-core/src/attestation/tpm.rs tests it at the
 //! pinned time with its nonce and root), but the CSR's own self-signature does not: openssl
 //! (`openssl req -verify`), Python's cryptography (`is_signature_valid`) and attestca all reject
 //! it, although PROVENANCE.md says it verifies. A CA must not sign without proof of possession,
