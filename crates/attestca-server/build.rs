@@ -25,7 +25,8 @@ fn main() {
     for (name, var) in COMPONENTS {
         println!("cargo::rerun-if-env-changed={var}");
         println!("cargo::rustc-check-cfg=cfg(missing_{name})");
-        if !require_all && !set(var) && !(*name == "vectors" && default_vectors()) {
+        let present = set(var) || (*name == "vectors" && default_vectors());
+        if !(require_all || present) {
             println!("cargo::rustc-cfg=missing_{name}");
         }
     }

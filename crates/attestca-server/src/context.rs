@@ -19,4 +19,3 @@ pub struct ConnectionInfo {
 /// request by the deadline layer, so that the layers below can stop first and answer themselves.
 #[derive(Clone, Copy, Debug)]
 pub struct RequestDeadline(pub std::time::Instant);
-

@@ -131,7 +131,7 @@ impl ServerProcess {
         http: SocketAddr,
     ) -> Self {
         let file = std::fs::File::create(log).expect("create server log");
-        let mut command = Command::new(&attestca_bin());
+        let mut command = Command::new(attestca_bin());
         command
             .args(args)
             .stdout(file.try_clone().expect("clone log handle"))
@@ -805,7 +805,7 @@ pub fn python_with_cryptography() -> String {
         .to_string();
     let (ok, out) = run(&python, &["-c", "import cryptography"], &[]);
     assert!(ok, "{python} cannot import cryptography: {out}");
-    Some(python)
+    python
 }
 
 /// Writes `dir/attestca.toml` for instances sharing the PostgreSQL database `database_url`,

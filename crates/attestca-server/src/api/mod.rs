@@ -19,8 +19,8 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 
 use crate::access::operator::{Operator, OperatorAuthError, OperatorAuthenticator};
-use crate::registry::{Actor, Listing, Registry, RegistryError};
 use crate::context::ConnectionInfo;
+use crate::registry::{Actor, Listing, Registry, RegistryError};
 use crate::server::body::{BodyDeadline, BodyError, Incoming};
 use crate::store::{AuditQuery, CertificateQuery, EventQuery};
 

@@ -25,10 +25,10 @@ use x509_cert::attr::Attribute;
 
 use crate::access::PresentedCredentials;
 use crate::config::DeviceKeyAlgorithm;
+use crate::context::{ConnectionInfo, RequestDeadline};
 use crate::enrollment::{EnrollRequest, EnrollmentError, EnrollmentService, RefusalKind};
 use crate::issuance::IssuanceProfile;
 use crate::server::body::{BodyDeadline, BodyError, Incoming};
-use crate::context::{ConnectionInfo, RequestDeadline};
 
 /// EST operation names; a profile label may not be one of them.
 pub const OPERATIONS: &[&str] = &[

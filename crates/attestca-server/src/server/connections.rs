@@ -22,9 +22,9 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tower::ServiceExt;
 
-use crate::context::ConnectionInfo;
 use super::header_case::ConventionalCase;
 use crate::access::RigAuthenticator;
+use crate::context::ConnectionInfo;
 
 /// What a listener needs besides its socket and its routes.
 #[derive(Clone)]

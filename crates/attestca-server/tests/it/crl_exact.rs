@@ -160,7 +160,10 @@ async fn sqlite_lists_a_revocation_stamped_before_the_crl() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[cfg_attr(missing_postgres, ignore = "needs PostgreSQL (ATTESTCA_TEST_DATABASE_URL); tests/run.sh provides it")]
+#[cfg_attr(
+    missing_postgres,
+    ignore = "needs PostgreSQL (ATTESTCA_TEST_DATABASE_URL); tests/run.sh provides it"
+)]
 async fn postgres_lists_a_revocation_stamped_before_the_crl() {
     let admin_url = require("PostgreSQL", "ATTESTCA_TEST_DATABASE_URL");
     let tmp = tempfile::tempdir().expect("temp dir");
@@ -329,7 +332,10 @@ async fn sqlite_counter_follows_revocations() {
 }
 
 #[tokio::test]
-#[cfg_attr(missing_postgres, ignore = "needs PostgreSQL (ATTESTCA_TEST_DATABASE_URL); tests/run.sh provides it")]
+#[cfg_attr(
+    missing_postgres,
+    ignore = "needs PostgreSQL (ATTESTCA_TEST_DATABASE_URL); tests/run.sh provides it"
+)]
 async fn postgres_counter_follows_revocations() {
     let admin_url = require("PostgreSQL", "ATTESTCA_TEST_DATABASE_URL");
     let db = TestDatabase::create(&admin_url).await;

@@ -26,7 +26,10 @@ async fn until_listed(servers: &[ServerProcess], serials: &[String]) -> u64 {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[cfg_attr(missing_postgres, ignore = "needs PostgreSQL (ATTESTCA_TEST_DATABASE_URL); tests/run.sh provides it")]
+#[cfg_attr(
+    missing_postgres,
+    ignore = "needs PostgreSQL (ATTESTCA_TEST_DATABASE_URL); tests/run.sh provides it"
+)]
 async fn two_instances_publish_the_same_growing_crl() {
     let admin_url = require("PostgreSQL", "ATTESTCA_TEST_DATABASE_URL");
     let tmp = tempfile::tempdir().expect("temp dir");

@@ -75,7 +75,10 @@ fn sign(csr: &str, ca: &(String, String), serial: &str, ext: &std::path::Path, o
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[cfg_attr(missing_softhsm, ignore = "needs SoftHSM (ATTESTCA_TEST_PKCS11_MODULE); tests/run.sh provides it")]
+#[cfg_attr(
+    missing_softhsm,
+    ignore = "needs SoftHSM (ATTESTCA_TEST_PKCS11_MODULE); tests/run.sh provides it"
+)]
 async fn offline_root_signs_a_p384_issuing_key_held_in_softhsm() {
     let module = require("SoftHSM", "ATTESTCA_TEST_PKCS11_MODULE");
     let tmp = tempfile::tempdir().expect("temp dir");

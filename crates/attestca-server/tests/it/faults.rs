@@ -228,7 +228,10 @@ fn restore_token_directory(token: &SoftHsmToken, kept: &Path, set_aside: Option<
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[cfg_attr(any(missing_postgres, missing_softhsm), ignore = "needs PostgreSQL (ATTESTCA_TEST_DATABASE_URL) and SoftHSM (ATTESTCA_TEST_PKCS11_MODULE); tests/run.sh provides it")]
+#[cfg_attr(
+    any(missing_postgres, missing_softhsm),
+    ignore = "needs PostgreSQL (ATTESTCA_TEST_DATABASE_URL) and SoftHSM (ATTESTCA_TEST_PKCS11_MODULE); tests/run.sh provides it"
+)]
 async fn a_token_that_goes_away_comes_back_without_a_restart_and_an_impostor_is_never_used() {
     let admin_url = require("PostgreSQL", "ATTESTCA_TEST_DATABASE_URL");
     let module = require("SoftHSM", "ATTESTCA_TEST_PKCS11_MODULE");
@@ -343,7 +346,10 @@ async fn a_token_that_goes_away_comes_back_without_a_restart_and_an_impostor_is_
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[cfg_attr(missing_postgres_server, ignore = "needs PostgreSQL server binaries (ATTESTCA_TEST_PG_BIN); tests/run.sh provides it")]
+#[cfg_attr(
+    missing_postgres_server,
+    ignore = "needs PostgreSQL server binaries (ATTESTCA_TEST_PG_BIN); tests/run.sh provides it"
+)]
 async fn a_database_stopped_for_15_s_under_load_costs_only_fast_503s() {
     let pg = ThrowawayPostgres::start();
     let tmp = tempfile::tempdir().expect("temp dir");
@@ -445,7 +451,10 @@ async fn a_database_stopped_for_15_s_under_load_costs_only_fast_503s() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[cfg_attr(any(missing_postgres, missing_softhsm), ignore = "needs PostgreSQL (ATTESTCA_TEST_DATABASE_URL) and SoftHSM (ATTESTCA_TEST_PKCS11_MODULE); tests/run.sh provides it")]
+#[cfg_attr(
+    any(missing_postgres, missing_softhsm),
+    ignore = "needs PostgreSQL (ATTESTCA_TEST_DATABASE_URL) and SoftHSM (ATTESTCA_TEST_PKCS11_MODULE); tests/run.sh provides it"
+)]
 async fn kill_9_under_load_loses_no_certificate_and_needs_no_repair() {
     let admin_url = require("PostgreSQL", "ATTESTCA_TEST_DATABASE_URL");
     let module = require("SoftHSM", "ATTESTCA_TEST_PKCS11_MODULE");
@@ -502,7 +511,10 @@ async fn kill_9_under_load_loses_no_certificate_and_needs_no_repair() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[cfg_attr(missing_postgres_server, ignore = "needs PostgreSQL server binaries (ATTESTCA_TEST_PG_BIN); tests/run.sh provides it")]
+#[cfg_attr(
+    missing_postgres_server,
+    ignore = "needs PostgreSQL server binaries (ATTESTCA_TEST_PG_BIN); tests/run.sh provides it"
+)]
 async fn a_ca_started_before_its_database_waits_for_it_and_says_so() {
     let pg = ThrowawayPostgres::start();
     let tmp = tempfile::tempdir().expect("temp dir");

@@ -263,7 +263,10 @@ async fn a_revoked_or_superseded_device_gets_no_nonce() {
 /// from the registration authority, and its event records that. The database is made to stall
 /// for real: the test holds an exclusive lock on the nonces table.
 #[tokio::test(flavor = "multi_thread")]
-#[cfg_attr(missing_postgres, ignore = "needs PostgreSQL (ATTESTCA_TEST_DATABASE_URL); tests/run.sh provides it")]
+#[cfg_attr(
+    missing_postgres,
+    ignore = "needs PostgreSQL (ATTESTCA_TEST_DATABASE_URL); tests/run.sh provides it"
+)]
 async fn a_request_cut_off_by_the_deadline_is_answered_and_recorded() {
     let admin_url = require("PostgreSQL", "ATTESTCA_TEST_DATABASE_URL");
     let tmp = tempfile::tempdir().expect("temp dir");

@@ -22,7 +22,7 @@ fn reachable(package: &str) -> BTreeSet<String> {
             .and_then(|l| l.strip_suffix('"'))
             .expect("package name")
             .to_string();
-        let deps = block
+        let deps: Vec<String> = block
             .split("dependencies = [")
             .nth(1)
             .map(|d| {
@@ -53,7 +53,11 @@ fn assert_none_of(package: &str, forbidden: &[&str]) {
     assert!(reached.len() > 5, "{package} not found in Cargo.lock");
     let found: Vec<&String> = reached
         .iter()
-        .filter(|p| forbidden.iter().any(|f| p == f || p.starts_with(&format!("{f}-"))))
+        .filter(|p| {
+            forbidden
+                .iter()
+                .any(|f| p == f || p.starts_with(&format!("{f}-")))
+        })
         .collect();
     assert!(found.is_empty(), "{package} reaches {found:?}");
 }
@@ -62,7 +66,14 @@ fn assert_none_of(package: &str, forbidden: &[&str]) {
 fn the_rig_installs_without_the_servers_stack() {
     assert_none_of(
         "attestca-rig",
-        &["sqlx", "cryptoki", "axum", "prometheus", "attestca-server", "hyper-util"],
+        &[
+            "sqlx",
+            "cryptoki",
+            "axum",
+            "prometheus",
+            "attestca-server",
+            "hyper-util",
+        ],
     );
 }
 
@@ -70,7 +81,17 @@ fn the_rig_installs_without_the_servers_stack() {
 fn the_core_has_no_http_database_or_network() {
     assert_none_of(
         "attestca-core",
-        &["sqlx", "cryptoki", "axum", "prometheus", "reqwest", "hyper", "tokio", "attestca-server", "attestca-rig"],
+        &[
+            "sqlx",
+            "cryptoki",
+            "axum",
+            "prometheus",
+            "reqwest",
+            "hyper",
+            "tokio",
+            "attestca-server",
+            "attestca-rig",
+        ],
     );
 }
 
@@ -126,7 +147,10 @@ fn module_imports() -> BTreeMap<String, BTreeSet<String>> {
                 continue;
             }
             let text = std::fs::read_to_string(&path).expect("read source");
-            let code = text.split("#[cfg(test)]\nmod tests").next().unwrap_or_default();
+            let code = text
+                .split("#[cfg(test)]\nmod tests")
+                .next()
+                .unwrap_or_default();
             let refs = out.entry(top.clone()).or_default();
             for line in code.lines().filter(|l| !l.trim_start().starts_with("//")) {
                 for (i, _) in line.match_indices("crate::") {
@@ -181,5 +205,8 @@ fn no_server_module_imports_from_a_layer_above_it() {
     let new: Vec<_> = upward.difference(&known).collect();
     assert!(new.is_empty(), "imports from a layer above: {new:?}");
     let gone: Vec<_> = known.difference(&upward).collect();
-    assert!(gone.is_empty(), "gone, remove from KNOWN_BACK_EDGES: {gone:?}");
+    assert!(
+        gone.is_empty(),
+        "gone, remove from KNOWN_BACK_EDGES: {gone:?}"
+    );
 }

@@ -741,7 +741,10 @@ async fn simultaneous_start_round(round: usize, admin_url: &str, module: &str, r
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[cfg_attr(any(missing_postgres, missing_softhsm), ignore = "needs PostgreSQL (ATTESTCA_TEST_DATABASE_URL) and SoftHSM (ATTESTCA_TEST_PKCS11_MODULE); tests/run.sh provides it")]
+#[cfg_attr(
+    any(missing_postgres, missing_softhsm),
+    ignore = "needs PostgreSQL (ATTESTCA_TEST_DATABASE_URL) and SoftHSM (ATTESTCA_TEST_PKCS11_MODULE); tests/run.sh provides it"
+)]
 async fn two_instances_started_at_once_share_one_responder_and_see_each_others_revocations() {
     let admin_url = require("PostgreSQL", "ATTESTCA_TEST_DATABASE_URL");
     let module = require("SoftHSM", "ATTESTCA_TEST_PKCS11_MODULE");

@@ -65,7 +65,7 @@ impl Dev {
 
 /// Runs attestca-rig; returns (success, stdout, stderr).
 fn rig(args: &[String]) -> (bool, String, String) {
-    let out = Command::new(&common::rig_bin())
+    let out = Command::new(common::rig_bin())
         .args(args)
         .output()
         .expect("run attestca-rig");

@@ -80,7 +80,10 @@ fn device_key_hash(entries: &[serde_json::Value], index: usize) -> (String, Vec<
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[cfg_attr(missing_vectors, ignore = "needs the shared attestation vectors (ATTESTCA_VECTORS_DIR); tests/run.sh provides it")]
+#[cfg_attr(
+    missing_vectors,
+    ignore = "needs the shared attestation vectors (ATTESTCA_VECTORS_DIR); tests/run.sh provides it"
+)]
 async fn the_real_microchip_manifest_imports_and_tampering_is_refused() {
     let vectors = vectors();
     let tmp = tempfile::tempdir().expect("temp dir");

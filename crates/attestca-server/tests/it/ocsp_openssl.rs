@@ -93,7 +93,10 @@ fn print_response(path: &Path) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[cfg_attr(missing_pkilint, ignore = "needs pkilint (ATTESTCA_TEST_PKILINT); tests/run.sh provides it")]
+#[cfg_attr(
+    missing_pkilint,
+    ignore = "needs pkilint (ATTESTCA_TEST_PKILINT); tests/run.sh provides it"
+)]
 async fn openssl_ocsp_against_the_dev_server() {
     let tmp = tempfile::tempdir().expect("temp dir");
     let (dir, work) = (tmp.path().join("data"), tmp.path());

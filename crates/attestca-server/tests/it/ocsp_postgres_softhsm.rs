@@ -12,7 +12,10 @@ const TOKEN: &str = "attestca-ocsp";
 const KEY_LABEL: &str = "attestca-issuing-ca";
 
 #[tokio::test(flavor = "multi_thread")]
-#[cfg_attr(any(missing_postgres, missing_softhsm, missing_pkilint), ignore = "needs PostgreSQL (ATTESTCA_TEST_DATABASE_URL) and SoftHSM (ATTESTCA_TEST_PKCS11_MODULE) and pkilint (ATTESTCA_TEST_PKILINT); tests/run.sh provides it")]
+#[cfg_attr(
+    any(missing_postgres, missing_softhsm, missing_pkilint),
+    ignore = "needs PostgreSQL (ATTESTCA_TEST_DATABASE_URL) and SoftHSM (ATTESTCA_TEST_PKCS11_MODULE) and pkilint (ATTESTCA_TEST_PKILINT); tests/run.sh provides it"
+)]
 async fn ocsp_on_postgres_and_softhsm_with_two_instances() {
     let admin_url = require("PostgreSQL", "ATTESTCA_TEST_DATABASE_URL");
     let module = require("SoftHSM", "ATTESTCA_TEST_PKCS11_MODULE");

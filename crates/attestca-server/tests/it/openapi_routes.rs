@@ -279,7 +279,10 @@ fn spec_paths_are_exactly_the_declared_routes() {
 // ---------------------------------------------------------------- openapi-spec-validator
 
 #[test]
-#[cfg_attr(missing_openapi_validator, ignore = "needs openapi-spec-validator (ATTESTCA_TEST_OPENAPI_SPEC_VALIDATOR); tests/run.sh provides it")]
+#[cfg_attr(
+    missing_openapi_validator,
+    ignore = "needs openapi-spec-validator (ATTESTCA_TEST_OPENAPI_SPEC_VALIDATOR); tests/run.sh provides it"
+)]
 fn spec_is_valid_openapi() {
     let validator = require(
         "openapi-spec-validator",

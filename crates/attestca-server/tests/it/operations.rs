@@ -52,7 +52,10 @@ fn sample(samples: &HashMap<String, f64>, key: &str) -> f64 {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[cfg_attr(missing_promtool, ignore = "needs promtool (ATTESTCA_TEST_PROMTOOL); tests/run.sh provides it")]
+#[cfg_attr(
+    missing_promtool,
+    ignore = "needs promtool (ATTESTCA_TEST_PROMTOOL); tests/run.sh provides it"
+)]
 async fn metrics_move_and_pass_promtool() {
     let tmp = tempfile::tempdir().expect("temp dir");
     let server = dev_server(tmp.path(), &[]).await;
@@ -170,7 +173,6 @@ async fn metrics_move_and_pass_promtool() {
         out.status.success() && said.trim().is_empty(),
         "promtool: {said}"
     );
-
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -452,7 +452,10 @@ async fn operator_api_on_the_dev_server() {
 /// Bearer tokens on PostgreSQL: a token from the environment works and is named in audit
 /// events; a wrong token is refused; a rig certificate is refused even with the right token.
 #[tokio::test(flavor = "multi_thread")]
-#[cfg_attr(missing_postgres, ignore = "needs PostgreSQL (ATTESTCA_TEST_DATABASE_URL); tests/run.sh provides it")]
+#[cfg_attr(
+    missing_postgres,
+    ignore = "needs PostgreSQL (ATTESTCA_TEST_DATABASE_URL); tests/run.sh provides it"
+)]
 async fn bearer_token_on_postgres() {
     use reqwest::Method;
     let admin_url = require("PostgreSQL", "ATTESTCA_TEST_DATABASE_URL");

@@ -33,7 +33,10 @@ fn sessions_open() -> i64 {
 }
 
 #[test]
-#[cfg_attr(missing_softhsm, ignore = "needs SoftHSM (ATTESTCA_TEST_PKCS11_MODULE); tests/run.sh provides it")]
+#[cfg_attr(
+    missing_softhsm,
+    ignore = "needs SoftHSM (ATTESTCA_TEST_PKCS11_MODULE); tests/run.sh provides it"
+)]
 fn the_pool_stays_within_its_size_and_a_token_that_comes_back_is_used_again() {
     let module = require("SoftHSM", "ATTESTCA_TEST_PKCS11_MODULE");
     let tmp = tempfile::tempdir().expect("temp dir");

@@ -16,7 +16,10 @@ const BASIC_PASSWORD: &str = "line-1 s3cret";
 const OPERATOR_TOKEN: &str = "automation-token-0123456789";
 
 #[tokio::test(flavor = "multi_thread")]
-#[cfg_attr(any(missing_postgres, missing_softhsm), ignore = "needs PostgreSQL (ATTESTCA_TEST_DATABASE_URL) and SoftHSM (ATTESTCA_TEST_PKCS11_MODULE); tests/run.sh provides it")]
+#[cfg_attr(
+    any(missing_postgres, missing_softhsm),
+    ignore = "needs PostgreSQL (ATTESTCA_TEST_DATABASE_URL) and SoftHSM (ATTESTCA_TEST_PKCS11_MODULE); tests/run.sh provides it"
+)]
 async fn example_production_config_on_postgres_and_softhsm() {
     let admin_url = require("PostgreSQL", "ATTESTCA_TEST_DATABASE_URL");
     let module = require("SoftHSM", "ATTESTCA_TEST_PKCS11_MODULE");

@@ -6,7 +6,10 @@ use attestca_testkit as common;
 use common::*;
 
 #[tokio::test(flavor = "multi_thread")]
-#[cfg_attr(missing_postgres, ignore = "needs PostgreSQL (ATTESTCA_TEST_DATABASE_URL); tests/run.sh provides it")]
+#[cfg_attr(
+    missing_postgres,
+    ignore = "needs PostgreSQL (ATTESTCA_TEST_DATABASE_URL); tests/run.sh provides it"
+)]
 async fn two_instances_on_one_database_issue_once() {
     let admin_url = require("PostgreSQL", "ATTESTCA_TEST_DATABASE_URL");
     let tmp = tempfile::tempdir().expect("temp dir");

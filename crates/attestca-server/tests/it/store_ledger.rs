@@ -232,7 +232,10 @@ async fn ledger_on_sqlite() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[cfg_attr(missing_postgres, ignore = "needs PostgreSQL (ATTESTCA_TEST_DATABASE_URL); tests/run.sh provides it")]
+#[cfg_attr(
+    missing_postgres,
+    ignore = "needs PostgreSQL (ATTESTCA_TEST_DATABASE_URL); tests/run.sh provides it"
+)]
 async fn ledger_on_postgres() {
     let admin_url = require("PostgreSQL", "ATTESTCA_TEST_DATABASE_URL");
     let db = TestDatabase::create(&admin_url).await;

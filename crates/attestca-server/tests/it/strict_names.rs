@@ -320,7 +320,10 @@ impl Widest {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[cfg_attr(missing_pkilint, ignore = "needs pkilint (ATTESTCA_TEST_PKILINT); tests/run.sh provides it")]
+#[cfg_attr(
+    missing_pkilint,
+    ignore = "needs pkilint (ATTESTCA_TEST_PKILINT); tests/run.sh provides it"
+)]
 async fn the_widest_valid_names_parse_strictly_and_lint_clean() {
     // Fail, not skip, under tests/run.sh when a tool is missing.
     let python = python_with_cryptography();

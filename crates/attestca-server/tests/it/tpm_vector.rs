@@ -57,7 +57,10 @@ fn config(with_vendor: bool) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[cfg_attr(missing_vectors, ignore = "needs the shared attestation vectors (ATTESTCA_VECTORS_DIR); tests/run.sh provides it")]
+#[cfg_attr(
+    missing_vectors,
+    ignore = "needs the shared attestation vectors (ATTESTCA_VECTORS_DIR); tests/run.sh provides it"
+)]
 async fn the_ietf_tpm_sample_is_refused_for_its_invalid_csr_signature_with_root_and_nonce_configured()
  {
     let vectors = vectors();
@@ -110,7 +113,10 @@ async fn the_ietf_tpm_sample_is_refused_for_its_invalid_csr_signature_with_root_
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[cfg_attr(missing_vectors, ignore = "needs the shared attestation vectors (ATTESTCA_VECTORS_DIR); tests/run.sh provides it")]
+#[cfg_attr(
+    missing_vectors,
+    ignore = "needs the shared attestation vectors (ATTESTCA_VECTORS_DIR); tests/run.sh provides it"
+)]
 async fn without_the_ak_root_the_tpm_sample_is_refused_too() {
     let vectors = vectors();
     let csr = sample_csr(&vectors);
