@@ -213,4 +213,3 @@ pub struct SoftwareSignerConfig {
     pub key_file: PathBuf,
     pub algorithm: CaKeyAlgorithm,
 }
-

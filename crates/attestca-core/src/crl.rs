@@ -12,14 +12,14 @@ use der::asn1::OctetString;
 use der::{DateTime, Decode, Encode, Header, Length};
 use x509_cert::crl::{RevokedCert, TbsCertList};
 use x509_cert::ext::Extension;
-use x509_cert::ext::pkix::crl::CrlNumber;
 use x509_cert::ext::pkix::AuthorityKeyIdentifier;
+use x509_cert::ext::pkix::crl::CrlNumber;
 use x509_cert::serial_number::SerialNumber;
 use x509_cert::time::Time;
 
 use crate::asn1::SignedEnvelope;
-use crate::revocation::reason_code;
 use crate::issuance::{IssuanceError, IssuingCa};
+use crate::revocation::reason_code;
 
 /// One revoked certificate, as the store lists it.
 #[derive(Clone, Debug)]
@@ -144,7 +144,6 @@ pub fn build(
     let signature = ca.signer().sign(&tbs_der)?;
     Ok(SignedEnvelope::assemble(&tbs_der, algorithm, &signature)?)
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -97,6 +97,10 @@ mod tests {
         assert_eq!(reason_code("unspecified"), None);
         assert_eq!(reason_code("superseded"), Some(CrlReason::Superseded));
         assert_eq!(reason_code("removeFromCRL"), None);
-        assert_eq!(reason_code("KeyCompromise"), None, "names are case-sensitive");
+        assert_eq!(
+            reason_code("KeyCompromise"),
+            None,
+            "names are case-sensitive"
+        );
     }
 }

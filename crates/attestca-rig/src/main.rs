@@ -10,9 +10,9 @@ use secrecy::SecretString;
 use x509_cert::Certificate;
 
 use attestca_rig::client::{EstClient, tls_config};
-use attestca_sim::device::DeviceKey;
 use attestca_rig::load::{self, Target, factory, ocsp, renew, throughput};
 use attestca_rig::personalisation::{KeygenDelay, ManufacturingLog, Outcome, Station, chains_to};
+use attestca_sim::device::DeviceKey;
 use attestca_sim::secure_element::{
     KeyClaims, SimulatedDevice as SimulatedSecureElement, SimulatedVendor,
 };

@@ -35,10 +35,10 @@ use attestca::config::ProfileConfig;
 use attestca::issuance::build::{CertificateSpec, random_serial};
 use attestca::issuance::profile::IssuanceProfile;
 use attestca::issuance::software_ca::{SoftwareCa, name};
-use attestca_sim::device::DeviceKey;
-use attestca_sim::secure_element::SimulatedVendor;
 use attestca::signer::CaKeyAlgorithm;
 use attestca::signer::software::{SoftwareSigner, generate_pkcs8};
+use attestca_sim::device::DeviceKey;
+use attestca_sim::secure_element::SimulatedVendor;
 use x509_cert::attr::Attribute;
 use x509_cert::request::CertReq;
 
@@ -53,7 +53,7 @@ fn decide(body: &[u8], profile: &IssuanceProfile, gate: &AttestationGate) -> &'s
     let Ok(der) = attestca::est::codec::decode_body(body) else {
         return "request.encoding";
     };
-    let csr = match attestca::enrollment::csr::validate(&der, profile) {
+    let csr = match attestca::enrollment::csr::validate(&der, &profile.policy) {
         Ok(csr) => csr,
         Err(e) => return e.reason_code(),
     };

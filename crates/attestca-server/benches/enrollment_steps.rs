@@ -15,10 +15,10 @@ use der::Decode;
 use attestca::config::ProfileConfig;
 use attestca::issuance::build::{CertificateSpec, random_serial};
 use attestca::issuance::profile::IssuanceProfile;
-use attestca_sim::secure_element::SimulatedVendor;
 use attestca::signer::CaKeyAlgorithm;
 use attestca::signer::pkcs11::Pkcs11Signer;
 use attestca::signer::software::{SoftwareSigner, generate_pkcs8};
+use attestca_sim::secure_element::SimulatedVendor;
 
 #[path = "support/softhsm.rs"]
 mod softhsm;
@@ -39,7 +39,7 @@ fn benches(c: &mut Criterion) {
     let profile =
         IssuanceProfile::from_config("default", &ProfileConfig::default()).expect("profile");
     c.bench_function("csr_decode_and_verify_attested", |b| {
-        b.iter(|| attestca::enrollment::csr::validate(&csr, &profile).expect("valid CSR"))
+        b.iter(|| attestca::enrollment::csr::validate(&csr, &profile.policy).expect("valid CSR"))
     });
 
     let pkcs8 = generate_pkcs8(CaKeyAlgorithm::EcdsaP256).expect("key");

@@ -26,7 +26,9 @@ const HTTP_METHODS: &[&str] = &[
 ];
 
 fn repo_file(relative: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(relative)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(relative)
 }
 
 fn read(relative: &str) -> String {

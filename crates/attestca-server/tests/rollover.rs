@@ -5,8 +5,8 @@
 mod common;
 
 use attestca::issuance::software_ca::SoftwareCa;
-use attestca_sim::device::DeviceKey;
 use attestca::signer::Signer;
+use attestca_sim::device::DeviceKey;
 use common::*;
 use der::Decode;
 

@@ -18,11 +18,13 @@ use x509_cert::attr::Attribute;
 use x509_cert::ext::Extension;
 use x509_cert::ext::pkix::KeyUsages;
 
+use crate::device::DeviceKey;
 use attestca_core::attestation::x509_chain::{KeyOrigin, SimulatedSeKeyAttestation};
-use attestca_core::attestation::{ID_AA_ATTESTATION, ID_EXT_SIMULATED_SE, ID_STMT_X509_CHAIN, bundle};
+use attestca_core::attestation::{
+    ID_AA_ATTESTATION, ID_EXT_SIMULATED_SE, ID_STMT_X509_CHAIN, bundle,
+};
 use attestca_core::issuance::extensions as ext;
 use attestca_core::issuance::software_ca::{self, SoftwareCa, YEAR};
-use crate::device::DeviceKey;
 use attestca_core::signer::Signer;
 
 /// Files of the simulated vendor under its directory.
@@ -177,7 +179,10 @@ pub struct SimulatedDevice {
 impl SimulatedDevice {
     /// Stores the element's attestation key and certificates in `dir`.
     pub fn save(&self, dir: &Path) -> anyhow::Result<()> {
-        attestca_core::pem::write_certificates(&dir.join(SE_FILES[0]), &[&self.attestation_key.der])?;
+        attestca_core::pem::write_certificates(
+            &dir.join(SE_FILES[0]),
+            &[&self.attestation_key.der],
+        )?;
         attestca_core::pem::write_private_key(&dir.join(SE_FILES[1]), &self.attestation_key.pkcs8)?;
         attestca_core::pem::write_certificates(&dir.join(SE_FILES[2]), &[&self.vendor_ca_der])?;
         Ok(())

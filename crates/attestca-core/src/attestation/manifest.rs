@@ -381,7 +381,9 @@ pub(crate) mod tests {
     pub(crate) fn microchip_vectors() -> Option<PathBuf> {
         let base = std::env::var_os("ATTESTCA_VECTORS_DIR")
             .map(PathBuf::from)
-            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/vectors"));
+            .unwrap_or_else(|| {
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/vectors")
+            });
         let dir = base.join("microchip");
         if dir.is_dir() {
             return Some(dir);

@@ -752,7 +752,9 @@ mod tests {
     fn vectors_dir() -> Option<PathBuf> {
         let dir = std::env::var_os("ATTESTCA_VECTORS_DIR")
             .map(PathBuf::from)
-            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/vectors"));
+            .unwrap_or_else(|| {
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/vectors")
+            });
         if dir.join(SAMPLE).is_file() {
             return Some(dir);
         }

@@ -72,9 +72,8 @@ impl VendorTrustStore {
     pub fn from_config(configs: &[VendorConfig]) -> Result<Self, InvalidConfig> {
         let mut vendors = Vec::new();
         for c in configs {
-            let invalid = |what: String| {
-                InvalidConfig(format!("attestation vendor {}: {what}", c.name))
-            };
+            let invalid =
+                |what: String| InvalidConfig(format!("attestation vendor {}: {what}", c.name));
             let mut roots = Vec::new();
             for path in &c.roots {
                 roots.extend(

@@ -251,7 +251,9 @@ mod tests {
     fn vectors() -> Option<PathBuf> {
         let dir = std::env::var_os("ATTESTCA_VECTORS_DIR")
             .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/vectors"));
+            .unwrap_or_else(|| {
+                PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/vectors")
+            });
         if dir.is_dir() {
             return Some(dir);
         }

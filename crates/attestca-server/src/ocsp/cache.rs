@@ -400,10 +400,21 @@ mod tests {
         let ca = SoftwareCa::self_signed("CN=Cache Test CA", 1).expect("CA");
         let (key, _) = new_key().expect("key");
         let der = ca
-            .issue(name("CN=Responder").expect("name"), key.public_key(), 86_400, Vec::new())
+            .issue(
+                name("CN=Responder").expect("name"),
+                key.public_key(),
+                86_400,
+                Vec::new(),
+            )
             .expect("responder certificate");
-        let identity = signing::ResponderIdentity::new(std::sync::Arc::new(key), &der, "01".into(), 0, i64::MAX / 2)
-            .expect("identity");
+        let identity = signing::ResponderIdentity::new(
+            std::sync::Arc::new(key),
+            &der,
+            "01".into(),
+            0,
+            i64::MAX / 2,
+        )
+        .expect("identity");
         let issuer = IssuerHashes::of(ca.certificate()).expect("hashes");
         let answer = SingleAnswer {
             cert_id: issuer

@@ -372,8 +372,7 @@ pub fn body(der: &[u8]) -> String {
 /// The issued certificate from a simpleenroll response body.
 pub fn certificate_from_response(body: &[u8]) -> Vec<u8> {
     let der = attestca::est::codec::decode_body(body).expect("base64 response");
-    let mut certs =
-        attestca_rig::client::certificates_from_pkcs7(&der).expect("certs-only PKCS#7");
+    let mut certs = attestca_rig::client::certificates_from_pkcs7(&der).expect("certs-only PKCS#7");
     assert_eq!(
         certs.len(),
         1,
