@@ -1204,7 +1204,7 @@ mod tests {
     fn assembled_csr(
         subject: &str,
         spki: SubjectPublicKeyInfo,
-        algorithm: x509_cert::spki::AlgorithmIdentifierOwned,
+        algorithm: spki::AlgorithmIdentifierOwned,
         signature: &[u8],
     ) -> Vec<u8> {
         let info = x509_cert::request::CertReqInfo {
@@ -1222,7 +1222,7 @@ mod tests {
     fn refuses_a_signature_algorithm_that_does_not_fit_the_key() {
         let key = attestca_sim::device::DeviceKey::generate().expect("key");
         let spki = key.public_key().expect("SPKI");
-        let rsa_signature = x509_cert::spki::AlgorithmIdentifierOwned {
+        let rsa_signature = spki::AlgorithmIdentifierOwned {
             oid: const_oid::db::rfc5912::SHA_256_WITH_RSA_ENCRYPTION,
             parameters: Some(Any::null()),
         };
@@ -1242,13 +1242,13 @@ mod tests {
         rsa.extend(&modulus);
         rsa.extend([0x02, 0x03, 0x01, 0x00, 0x01]);
         let spki = SubjectPublicKeyInfo {
-            algorithm: x509_cert::spki::AlgorithmIdentifierOwned {
+            algorithm: spki::AlgorithmIdentifierOwned {
                 oid: RSA_ENCRYPTION,
                 parameters: Some(Any::null()),
             },
             subject_public_key: der::asn1::BitString::from_bytes(&rsa).expect("bits"),
         };
-        let algorithm = x509_cert::spki::AlgorithmIdentifierOwned {
+        let algorithm = spki::AlgorithmIdentifierOwned {
             oid: const_oid::db::rfc5912::SHA_256_WITH_RSA_ENCRYPTION,
             parameters: Some(Any::null()),
         };

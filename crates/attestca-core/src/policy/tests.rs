@@ -163,7 +163,7 @@ fn refusal_cases() -> Vec<(ReasonCode, Option<ReasonCode>)> {
     let renamed = fixture.csr_named("CN=dev-2", &[dns("dev-1.example")]);
     let renamed_san = fixture.csr_named("CN=dev-1", &[dns("dev-2.example")]);
     let change_subject = {
-        let attribute = x509_cert::attr::Attribute {
+        let attribute = Attribute {
             oid: renewal::CHANGE_SUBJECT_NAME,
             values: der::asn1::SetOfVec::try_from(vec![
                 der::asn1::Any::encode_from(&der::asn1::Null).expect("NULL"),
@@ -713,7 +713,7 @@ fn csr_attributes_are_the_bytes_est_serves() {
     // SEQUENCE { id-aa-attestation, SEQUENCE { id-ecPublicKey, SET { secp256r1 } },
     //            ecdsa-with-SHA256 }, as RFC 7030 4.5.2 and RFC 8951 4 spell it.
     let p256_attested = policy(|p| {
-        p.key_algorithms = vec![crate::config::DeviceKeyAlgorithm::P256];
+        p.key_algorithms = vec![DeviceKeyAlgorithm::P256];
         p.attestation_required = true;
     });
     assert_eq!(
@@ -722,7 +722,7 @@ fn csr_attributes_are_the_bytes_est_serves() {
          301506072a8648ce3d0201310a06082a8648ce3d030107\
          06082a8648ce3d040302"
     );
-    let p384 = policy(|p| p.key_algorithms = vec![crate::config::DeviceKeyAlgorithm::P384]);
+    let p384 = policy(|p| p.key_algorithms = vec![DeviceKeyAlgorithm::P384]);
     assert_eq!(
         hex::encode(p384.csr_attributes().expect("csrattrs")),
         "301e301206072a8648ce3d0201310706052b8104002206082a8648ce3d040303"
@@ -730,8 +730,8 @@ fn csr_attributes_are_the_bytes_est_serves() {
     // More than one curve: nothing to ask for but evidence, if required.
     let both = policy(|p| {
         p.key_algorithms = vec![
-            crate::config::DeviceKeyAlgorithm::P256,
-            crate::config::DeviceKeyAlgorithm::P384,
+            DeviceKeyAlgorithm::P256,
+            DeviceKeyAlgorithm::P384,
         ];
     });
     assert_eq!(
