@@ -85,7 +85,7 @@ mod tests {
             "-----BEGIN CERTIFICATE REQUEST-----\n{crlf}\n-----END CERTIFICATE REQUEST-----\n"
         );
         for (name, body) in [
-            ("flat", flat.clone()),
+            ("flat", flat),
             ("crlf", crlf),
             ("spaced", spaced),
             ("unpadded", unpadded),

@@ -348,6 +348,19 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
 /// The text exposition content type.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
+/// Counts the attestation gate's verifications in
+/// `attestca_attestation_verifications_total`.
+pub struct AttestationCounter;
+
+impl attestca_core::attestation::gate::VerificationObserver for AttestationCounter {
+    fn verified(&self, format: &str, vendor: &str, result: &str, reason: &str) {
+        METRICS
+            .attestation_verifications
+            .with_label_values(&[format, vendor, result, reason])
+            .inc();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -365,18 +378,5 @@ mod tests {
             let name = line.split_whitespace().nth(2).unwrap_or_default();
             assert!(name.starts_with("attestca_"), "{name}");
         }
-    }
-}
-
-/// Counts the attestation gate's verifications in
-/// `attestca_attestation_verifications_total`.
-pub struct AttestationCounter;
-
-impl attestca_core::attestation::gate::VerificationObserver for AttestationCounter {
-    fn verified(&self, format: &str, vendor: &str, result: &str, reason: &str) {
-        METRICS
-            .attestation_verifications
-            .with_label_values(&[format, vendor, result, reason])
-            .inc();
     }
 }

@@ -805,7 +805,7 @@ mod tests {
         let root = pool.iter().find(|c| self_signed(c)).expect("root").clone();
         let ak = pool.iter().find(|c| !self_signed(c)).expect("AK").clone();
         Some(Sample {
-            csr_key: request.info.public_key.clone(),
+            csr_key: request.info.public_key,
             statement,
             pool,
             root,

@@ -293,7 +293,7 @@ mod tests {
             .tbs_certificate()
             .subject_public_key_info()
             .clone();
-        let vendors = yubico(root.clone());
+        let vendors = yubico(root);
         let pool = vec![f9.clone()];
         let context = VerificationContext {
             csr_key: &key,

@@ -700,9 +700,9 @@ fn issuance_adds_the_hardware_module_name_after_the_requested_names() {
     );
     assert!(alt_names(&fixture.issue(&bare, None)).is_empty());
     let leaf = LeafRequest {
-        subject: csr.subject.clone(),
-        public_key: csr.public_key.clone(),
-        subject_alt_names: csr.subject_alt_names.clone(),
+        subject: csr.subject,
+        public_key: csr.public_key,
+        subject_alt_names: csr.subject_alt_names,
         device: Some(device()),
     };
     assert_eq!(leaf.issued_alt_names().expect("names"), expected);
