@@ -32,7 +32,7 @@ use x509_cert::request::{CertReq, Version};
 
 use crate::asn1::{RsaPublicKey, SignedEnvelope};
 use crate::config::{DeviceKeyAlgorithm, SanType, SubjectAttribute};
-use crate::issuance::IssuanceProfile;
+use crate::policy::EnrollmentPolicy;
 use crate::verify::{self, PublicKeyKind};
 
 /// A CSR whose signature verified and whose content the profile allows.
@@ -70,7 +70,7 @@ fn bad(code: &'static str, detail: impl Into<String>) -> CsrRefusal {
 }
 
 /// Decodes `der`, verifies its signature and applies the profile's CSR rules.
-pub fn validate(der: &[u8], profile: &IssuanceProfile) -> Result<ValidatedCsr, CsrRefusal> {
+pub fn validate(der: &[u8], profile: &EnrollmentPolicy) -> Result<ValidatedCsr, CsrRefusal> {
     let envelope = SignedEnvelope::from_der(der)
         .map_err(|e| bad("csr.malformed", format!("not a DER PKCS#10 request: {e}")))?;
     let request = CertReq::from_der(der)
@@ -111,7 +111,7 @@ fn curve_of(spki: &SubjectPublicKeyInfo) -> Option<ObjectIdentifier> {
 
 fn check_key(
     spki: &SubjectPublicKeyInfo,
-    profile: &IssuanceProfile,
+    profile: &EnrollmentPolicy,
 ) -> Result<DeviceKeyAlgorithm, CsrRefusal> {
     let algorithm = match spki.algorithm.oid {
         ID_EC_PUBLIC_KEY => match curve_of(spki) {
@@ -331,7 +331,7 @@ fn shown(text: &str) -> String {
     format!("\"{out}\"")
 }
 
-fn check_subject(subject: &Name, profile: &IssuanceProfile) -> Result<(), CsrRefusal> {
+fn check_subject(subject: &Name, profile: &EnrollmentPolicy) -> Result<(), CsrRefusal> {
     if subject.len() > MAX_SUBJECT_RDNS {
         return Err(bad(
             "csr.subject_rejected",
@@ -460,7 +460,7 @@ fn attribute_value<'a>(rule: &AttributeRule, value: &'a Any) -> Result<&'a str, 
 
 fn requested_alt_names(
     request: &CertReq,
-    profile: &IssuanceProfile,
+    profile: &EnrollmentPolicy,
 ) -> Result<Vec<GeneralName>, CsrRefusal> {
     let mut names = Vec::new();
     let mut seen_request = false;
@@ -523,7 +523,7 @@ fn requested_alt_names(
     Ok(names)
 }
 
-fn check_alt_name(name: &GeneralName, profile: &IssuanceProfile) -> Result<(), CsrRefusal> {
+fn check_alt_name(name: &GeneralName, profile: &EnrollmentPolicy) -> Result<(), CsrRefusal> {
     let (kind, text, ok) = match name {
         GeneralName::DnsName(d) => (SanType::Dns, d.as_str(), names::is_dns_name(d.as_str())),
         GeneralName::IpAddress(ip) => (SanType::Ip, "", matches!(ip.as_bytes().len(), 4 | 16)),
@@ -614,10 +614,10 @@ mod tests {
     use super::*;
     use crate::config::ProfileConfig;
 
-    fn profile(edit: impl FnOnce(&mut ProfileConfig)) -> IssuanceProfile {
+    fn profile(edit: impl FnOnce(&mut ProfileConfig)) -> EnrollmentPolicy {
         let mut config = ProfileConfig::default();
         edit(&mut config);
-        IssuanceProfile::from_config("test", &config).expect("valid profile")
+        EnrollmentPolicy::from_config("test", &config).expect("valid profile")
     }
 
     /// A DER CSR made by the openssl command line (an implementation this project did not write).
@@ -803,7 +803,7 @@ mod tests {
         format!("#{}", hex::encode(any.to_der().expect("DER")))
     }
 
-    fn every_san_type() -> IssuanceProfile {
+    fn every_san_type() -> EnrollmentPolicy {
         profile(|p| p.san_types = vec![SanType::Dns, SanType::Ip, SanType::Uri, SanType::Email])
     }
 
@@ -1197,6 +1197,74 @@ mod tests {
             .expect("CSR");
             assert_eq!(code(validate(&der, &p)), "csr.key_encoding", "{bytes:02x?}");
         }
+    }
+
+    /// A CSR for `spki` whose signature is `signature` under `algorithm`, signed or not:
+    /// for the checks that come before the signature's.
+    fn assembled_csr(
+        subject: &str,
+        spki: SubjectPublicKeyInfo,
+        algorithm: spki::AlgorithmIdentifierOwned,
+        signature: &[u8],
+    ) -> Vec<u8> {
+        let info = x509_cert::request::CertReqInfo {
+            version: Version::V1,
+            subject: subject.parse().expect("name"),
+            public_key: spki,
+            attributes: Default::default(),
+        }
+        .to_der()
+        .expect("info");
+        SignedEnvelope::assemble(&info, algorithm, signature).expect("CSR")
+    }
+
+    #[test]
+    fn refuses_a_signature_algorithm_that_does_not_fit_the_key() {
+        let key = attestca_sim::device::DeviceKey::generate().expect("key");
+        let spki = key.public_key().expect("SPKI");
+        let rsa_signature = spki::AlgorithmIdentifierOwned {
+            oid: const_oid::db::rfc5912::SHA_256_WITH_RSA_ENCRYPTION,
+            parameters: Some(Any::null()),
+        };
+        let der = assembled_csr("CN=d", spki, rsa_signature, &[0x30, 0x00]);
+        assert_eq!(
+            code(validate(&der, &profile(|_| {}))),
+            "csr.signature_algorithm_not_allowed"
+        );
+    }
+
+    #[test]
+    fn refuses_an_rsa_key_over_8192_bits() {
+        // The size is checked before the signature: a made-up 8200-bit modulus is enough.
+        let mut modulus = vec![0x00, 0x80];
+        modulus.extend(std::iter::repeat_n(0x01, 1024));
+        let mut rsa = vec![0x30, 0x82, 0x04, 0x0B, 0x02, 0x82, 0x04, 0x02];
+        rsa.extend(&modulus);
+        rsa.extend([0x02, 0x03, 0x01, 0x00, 0x01]);
+        let spki = SubjectPublicKeyInfo {
+            algorithm: spki::AlgorithmIdentifierOwned {
+                oid: RSA_ENCRYPTION,
+                parameters: Some(Any::null()),
+            },
+            subject_public_key: der::asn1::BitString::from_bytes(&rsa).expect("bits"),
+        };
+        let algorithm = spki::AlgorithmIdentifierOwned {
+            oid: const_oid::db::rfc5912::SHA_256_WITH_RSA_ENCRYPTION,
+            parameters: Some(Any::null()),
+        };
+        let der = assembled_csr("CN=d", spki, algorithm, &[0u8; 16]);
+        let rsa_profile = profile(|p| p.key_algorithms = vec![DeviceKeyAlgorithm::Rsa]);
+        assert_eq!(code(validate(&der, &rsa_profile)), "csr.key_too_large");
+    }
+
+    #[test]
+    fn refuses_a_csr_that_names_nobody() {
+        let key = attestca_sim::device::DeviceKey::generate().expect("key");
+        let der = key
+            .csr_with_alt_names(Name::default(), &[])
+            .expect("anonymous CSR");
+        let no_cn_needed = profile(|p| p.cn_required = false);
+        assert_eq!(code(validate(&der, &no_cn_needed)), "csr.no_identity");
     }
 
     #[test]

@@ -7,9 +7,11 @@
 //!
 //! - [`asn1`], [`verify`], [`pem`]: X.509 envelopes, signature checks, PEM files;
 //! - [`csr`]: the CSR rules a profile imposes (the registration authority's static checks);
+//! - [`policy`]: the rest of the registration authority's policy (rigs, attestation, renewal,
+//!   csrattrs) as pure functions of the facts the server looks up;
 //! - [`attestation`]: the evidence verifiers (X.509 chains, TPM2_Certify, manifests) and the
 //!   gate that picks one;
-//! - [`issuance`]: certificate profiles and building/signing certificates;
+//! - [`issuance`]: profiles (policy and certificate halves) and building/signing certificates;
 //! - [`crl`], [`ocsp`], [`est_codec`]: the revocation and EST encodings;
 //! - [`signer`]: the key seam every signature goes through, and the software key;
 //! - [`config`]: the configuration fragments the core interprets;
@@ -24,6 +26,7 @@ pub mod est_codec;
 pub mod issuance;
 pub mod ocsp;
 pub mod pem;
+pub mod policy;
 pub mod revocation;
 pub mod signer;
 pub mod time;

@@ -51,7 +51,7 @@ fn decide(body: &[u8], profile: &IssuanceProfile, gate: &AttestationGate) -> &'s
     let Ok(der) = attestca::est::codec::decode_body(body) else {
         return "request.encoding";
     };
-    let csr = match attestca::enrollment::csr::validate(&der, profile) {
+    let csr = match attestca::enrollment::csr::validate(&der, &profile.policy) {
         Ok(csr) => csr,
         Err(e) => return e.reason_code(),
     };

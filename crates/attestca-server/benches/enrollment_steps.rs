@@ -38,7 +38,7 @@ fn benches(c: &mut Criterion) {
     let profile =
         IssuanceProfile::from_config("default", &ProfileConfig::default()).expect("profile");
     c.bench_function("csr_decode_and_verify_attested", |b| {
-        b.iter(|| attestca::enrollment::csr::validate(&csr, &profile).expect("valid CSR"))
+        b.iter(|| attestca::enrollment::csr::validate(&csr, &profile.policy).expect("valid CSR"))
     });
 
     let pkcs8 = generate_pkcs8(CaKeyAlgorithm::EcdsaP256).expect("key");

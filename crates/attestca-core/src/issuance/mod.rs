@@ -1,6 +1,7 @@
 //! Certificate issuance: turns an approved request into a signed certificate under a profile.
 //!
-//! This layer decides nothing about *whether* to issue (that is [`crate::enrollment`]); it
+//! This layer decides nothing about *whether* to issue (that is [`crate::policy`] and the
+//! server's registration authority); it
 //! decides *what* is issued: serial, validity, extensions, and the signature through the
 //! [`Signer`] seam.
 
@@ -19,8 +20,9 @@ use x509_cert::ext::pkix::name::GeneralName;
 use x509_cert::name::Name;
 
 pub use build::{CertificateSpec, IssuedCertificate};
-pub use profile::IssuanceProfile;
+pub use profile::{CertificateProfile, IssuanceProfile};
 
+use crate::attestation::DeviceIdentity;
 use crate::signer::{Signer, SignerError};
 
 /// Errors while issuing.
@@ -41,7 +43,23 @@ pub enum IssuanceError {
 pub struct LeafRequest {
     pub subject: Name,
     pub public_key: SubjectPublicKeyInfo,
+    /// The names the CSR asked for.
     pub subject_alt_names: Vec<GeneralName>,
+    /// The attested hardware the key lives in (from evidence, or carried over by a renewal):
+    /// certified as a hardwareModuleName (RFC 4108) after the requested names.
+    pub device: Option<DeviceIdentity>,
+}
+
+impl LeafRequest {
+    /// The subjectAltNames the certificate carries: the requested names, then the
+    /// hardwareModuleName of [`LeafRequest::device`] if there is one.
+    pub fn issued_alt_names(&self) -> der::Result<Vec<GeneralName>> {
+        let mut names = self.subject_alt_names.clone();
+        if let Some(device) = &self.device {
+            names.push(extensions::hardware_module_name(device)?);
+        }
+        Ok(names)
+    }
 }
 
 /// The issuing CA: its certificate, its chain and its signing key.
@@ -108,7 +126,7 @@ impl IssuingCa {
     /// Issues an end-entity certificate under `profile`, valid from `now`.
     pub fn issue(
         &self,
-        profile: &IssuanceProfile,
+        profile: &CertificateProfile,
         request: &LeafRequest,
         now: SystemTime,
     ) -> Result<IssuedCertificate, IssuanceError> {
@@ -127,7 +145,7 @@ impl IssuingCa {
         let extensions = profile.extensions(
             &request.public_key,
             &self.key_identifier,
-            &request.subject_alt_names,
+            &request.issued_alt_names()?,
             request.subject.is_empty(),
         )?;
         let spec = CertificateSpec {

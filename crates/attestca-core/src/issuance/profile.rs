@@ -1,80 +1,63 @@
-//! Issuance profiles: what a certificate issued under a label looks like.
+//! Issuance profiles: what a certificate issued under a label looks like, and who may get one.
+//!
+//! A `[profiles.<label>]` section configures two things that change for different reasons: the
+//! registration authority's policy ([`EnrollmentPolicy`]: rigs, CSR rules, attestation,
+//! renewal), which decides *whether* to issue, and the [`CertificateProfile`] (validity,
+//! key usage, EKU, CRL/OCSP/caIssuers URLs), which decides *what* is issued. Both are resolved
+//! from the same [`ProfileConfig`] (whose keys stay as they are); an [`IssuanceProfile`] holds
+//! the pair under its label.
 
 use const_oid::ObjectIdentifier;
 use const_oid::db::rfc5280::{ID_KP_CLIENT_AUTH, ID_KP_SERVER_AUTH};
 use flagset::FlagSet;
-use regex::Regex;
 use x509_cert::SubjectPublicKeyInfo;
 use x509_cert::ext::Extension;
 use x509_cert::ext::pkix::KeyUsages;
 use x509_cert::ext::pkix::name::GeneralName;
 
 use super::extensions;
-use crate::config::{
-    DeviceKeyAlgorithm, InvalidConfig, KeyUsageName, ProfileConfig, SanType, SubjectAttribute,
-};
+use crate::config::{InvalidConfig, KeyUsageName, ProfileConfig};
+pub use crate::policy::{AttestationPolicy, EnrollmentPolicy, RenewalPolicy};
 
 /// A profile resolved from configuration: validated once at start-up, used on every request.
 #[derive(Clone, Debug)]
 pub struct IssuanceProfile {
     pub label: String,
+    /// Whether to issue: the registration authority's half.
+    pub policy: EnrollmentPolicy,
+    /// What is issued: the issuer's half.
+    pub certificate: CertificateProfile,
+}
+
+impl IssuanceProfile {
+    /// Resolves a `[profiles.<label>]` section into both halves.
+    pub fn from_config(label: &str, config: &ProfileConfig) -> Result<Self, InvalidConfig> {
+        Ok(Self {
+            label: label.to_owned(),
+            policy: EnrollmentPolicy::from_config(label, config)?,
+            certificate: CertificateProfile::from_config(label, config)?,
+        })
+    }
+}
+
+/// What an end-entity certificate issued under a profile looks like.
+#[derive(Clone, Debug)]
+pub struct CertificateProfile {
     pub validity_secs: u64,
     /// Up to this many seconds are taken off each certificate's validity at random.
     pub validity_jitter_secs: u64,
     pub backdate_secs: u64,
-    pub key_algorithms: Vec<DeviceKeyAlgorithm>,
-    pub min_rsa_bits: usize,
-    pub cn_required: bool,
-    pub cn_pattern: Option<Regex>,
-    /// Subject attributes a CSR may carry (sorted, without repeats).
-    pub subject_attributes: Vec<SubjectAttribute>,
-    pub san_types: Vec<SanType>,
     pub key_usage: FlagSet<KeyUsages>,
     pub extended_key_usage: Vec<ObjectIdentifier>,
     pub crl_urls: Vec<String>,
     pub ocsp_urls: Vec<String>,
     pub ca_issuers_urls: Vec<String>,
-    /// Rig names allowed on this profile; `None` means every authenticated rig.
-    pub allowed_rigs: Option<Vec<String>>,
-    pub attestation: AttestationPolicy,
-    pub renewal: RenewalPolicy,
 }
 
-/// What a profile allows of simplereenroll.
-#[derive(Clone, Debug, Default)]
-pub struct RenewalPolicy {
-    pub after_fraction: f64,
-    pub grace_secs: u64,
-    pub min_interval_secs: u64,
-    pub allow_rekey: bool,
-    pub rekey_requires_attestation: bool,
-    pub revoke_predecessor_after_secs: Option<u64>,
-}
-
-/// What a profile demands of key attestation.
-#[derive(Clone, Debug, Default)]
-pub struct AttestationPolicy {
-    pub required: bool,
-    /// Accepted vendors; empty = all configured.
-    pub vendors: Vec<String>,
-    /// Accepted formats; empty = all.
-    pub formats: Vec<crate::attestation::AttestationFormat>,
-    pub require_generated_on_device: bool,
-    pub require_non_exportable: bool,
-    pub require_manifest: bool,
-    pub allow_reprovision: bool,
-}
-
-impl IssuanceProfile {
-    /// Resolves a `[profiles.<label>]` section.
+impl CertificateProfile {
+    /// Resolves the certificate keys of a `[profiles.<label>]` section.
     pub fn from_config(label: &str, config: &ProfileConfig) -> Result<Self, InvalidConfig> {
         let invalid = |what: String| InvalidConfig(format!("profiles.{label}: {what}"));
-        let cn_pattern = config
-            .cn_pattern
-            .as_deref()
-            .map(|p| Regex::new(&format!("^(?:{p})$")))
-            .transpose()
-            .map_err(|e| invalid(format!("cn_pattern: {e}")))?;
         let mut key_usage = FlagSet::<KeyUsages>::default();
         for usage in &config.key_usage {
             key_usage |= match usage {
@@ -108,73 +91,18 @@ impl IssuanceProfile {
                 return Err(invalid(format!("{url:?} is not an http(s) URL")));
             }
         }
-        let mut subject_attributes = config.subject_attributes.clone();
-        subject_attributes.sort_unstable();
-        subject_attributes.dedup();
-        if !subject_attributes.contains(&SubjectAttribute::CommonName)
-            && (config.cn_required || config.cn_pattern.is_some())
-        {
-            return Err(invalid(
-                "subject_attributes must include \"CN\" when cn_required or cn_pattern is set"
-                    .into(),
-            ));
-        }
-        if config.key_algorithms.is_empty() {
-            return Err(invalid("key_algorithms is empty".into()));
-        }
-        if config.min_rsa_bits < 2048 {
-            return Err(invalid("min_rsa_bits below 2048 is not allowed".into()));
-        }
-        let allowed_rigs = if config.rigs.iter().any(|r| r == "*") {
-            None
-        } else {
-            Some(config.rigs.clone())
-        };
         Ok(Self {
-            label: label.to_owned(),
             validity_secs: u64::from(config.validity_days) * 86_400,
             validity_jitter_secs: config
                 .validity_jitter_secs
                 .min(u64::from(config.validity_days) * 86_400 / 2),
             backdate_secs: config.backdate_secs,
-            key_algorithms: config.key_algorithms.clone(),
-            min_rsa_bits: config.min_rsa_bits,
-            cn_required: config.cn_required,
-            cn_pattern,
-            subject_attributes,
-            san_types: config.san_types.clone(),
             key_usage,
             extended_key_usage,
             crl_urls: config.crl_urls.clone(),
             ocsp_urls: config.ocsp_urls.clone(),
             ca_issuers_urls: config.ca_issuers_urls.clone(),
-            allowed_rigs,
-            attestation: AttestationPolicy {
-                required: config.attestation_required,
-                vendors: config.attestation_vendors.clone(),
-                formats: config.attestation_formats.clone(),
-                require_generated_on_device: config.require_generated_on_device,
-                require_non_exportable: config.require_non_exportable,
-                require_manifest: config.require_manifest,
-                allow_reprovision: config.allow_reprovision,
-            },
-            renewal: RenewalPolicy {
-                after_fraction: config.renewal_after_fraction.clamp(0.0, 1.0),
-                grace_secs: config.renewal_grace_secs,
-                min_interval_secs: config.renewal_min_interval_secs,
-                allow_rekey: config.allow_rekey,
-                rekey_requires_attestation: config.rekey_requires_attestation,
-                revoke_predecessor_after_secs: config.revoke_predecessor_after_secs,
-            },
         })
-    }
-
-    /// Whether the named rig may enroll on this profile.
-    pub fn allows_rig(&self, rig: &str) -> bool {
-        match &self.allowed_rigs {
-            None => true,
-            Some(names) => names.iter().any(|n| n == rig),
-        }
     }
 
     /// The extensions of an end-entity certificate issued under this profile.
@@ -216,6 +144,7 @@ impl IssuanceProfile {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::SubjectAttribute;
 
     #[test]
     fn subject_attributes_must_cover_the_cn_rules() {
@@ -225,7 +154,7 @@ mod tests {
         };
         let profile = IssuanceProfile::from_config("narrow", &narrow).expect("valid");
         assert_eq!(
-            profile.subject_attributes,
+            profile.policy.subject_attributes,
             vec![SubjectAttribute::CommonName, SubjectAttribute::SerialNumber]
         );
         let no_cn = ProfileConfig {
@@ -242,5 +171,32 @@ mod tests {
             ..ProfileConfig::default()
         };
         assert!(IssuanceProfile::from_config("san-only", &san_only).is_ok());
+    }
+
+    #[test]
+    fn both_halves_come_from_one_section() {
+        let config = ProfileConfig {
+            rigs: vec!["rig-1".into()],
+            validity_days: 10,
+            validity_jitter_secs: 10 * 86_400,
+            attestation_required: true,
+            ..ProfileConfig::default()
+        };
+        let profile = IssuanceProfile::from_config("both", &config).expect("valid");
+        assert_eq!(profile.policy.label, "both");
+        assert!(profile.policy.allows_rig("rig-1") && !profile.policy.allows_rig("rig-2"));
+        assert!(profile.policy.attestation.required);
+        assert_eq!(profile.certificate.validity_secs, 10 * 86_400);
+        assert_eq!(
+            profile.certificate.validity_jitter_secs,
+            5 * 86_400,
+            "jitter is capped at half the validity"
+        );
+        let bad_url = ProfileConfig {
+            crl_urls: vec!["ftp://crl.example/ca.crl".into()],
+            ..ProfileConfig::default()
+        };
+        assert!(CertificateProfile::from_config("bad", &bad_url).is_err());
+        assert!(EnrollmentPolicy::from_config("bad", &bad_url).is_ok());
     }
 }

@@ -1,6 +1,9 @@
 //! The attestation part of the enrollment decision: verify the evidence, then apply the
 //! profile's policy — vendor and format, key origin, deny-list, manifest, clones, and last the
 //! nonce, which is spent only when everything else has passed.
+//!
+//! The policy itself is pure ([`attestca_core::policy::attestation`]); this file does the I/O
+//! it needs (nonce, manifest and certificate look-ups, spending the nonce, the event).
 
 use sha2::{Digest, Sha256};
 
@@ -9,6 +12,7 @@ use crate::attestation::bundle::Evidence;
 use crate::attestation::{AttestationError, AttestedKey, FailureKind};
 use crate::issuance::IssuanceProfile;
 use crate::store::{EnrollmentEvent, NonceCheck};
+use attestca_core::policy::attestation as policy;
 
 impl From<AttestationError> for EnrollmentError {
     fn from(e: AttestationError) -> Self {
@@ -25,16 +29,13 @@ impl From<AttestationError> for EnrollmentError {
     }
 }
 
-fn refuse(code: &'static str, detail: impl Into<String>) -> EnrollmentError {
-    EnrollmentError::Forbidden {
-        code,
-        detail: detail.into(),
-    }
-}
-
 impl EnrollmentService {
     /// Verifies the evidence (if any) and applies the profile's attestation policy. Returns
     /// what the evidence attests, for the certificate and the records.
+    ///
+    /// The decisions are [`policy`]'s; this does the I/O around them, in their order: nonce
+    /// look-ups before verification, verification on a blocking thread, then the manifest and
+    /// clone look-ups the static checks ask for, and last spending the nonce.
     pub(super) async fn check_attestation(
         &self,
         profile: &IssuanceProfile,
@@ -48,17 +49,9 @@ impl EnrollmentService {
             requester,
             admission,
         } = admitted;
-        let policy = &profile.attestation;
+        let rules = &profile.policy.attestation;
+        policy::evidence_presence(rules, &profile.label, evidence.is_some())?;
         let Some(evidence) = evidence else {
-            if policy.required {
-                return Err(refuse(
-                    "attestation.required",
-                    format!(
-                        "profile {:?} requires key attestation evidence in the CSR (attribute 1.2.840.113549.1.9.16.2.59)",
-                        profile.label
-                    ),
-                ));
-            }
             return Ok(None);
         };
         // Cheap before expensive: every nonce the statements claim must be live and this
@@ -70,7 +63,7 @@ impl EnrollmentService {
                 .nonce_state(&nonce, &requester.id(), event.occurred_at)
                 .await
                 .map_err(|e| self.storage_failure(e))?;
-            refuse_unless(state, NonceCheck::Live)?;
+            policy::nonce_verdict(state, NonceCheck::Live)?;
         }
         let gate = std::sync::Arc::clone(&self.gate);
         let key = csr.public_key.clone();
@@ -85,84 +78,33 @@ impl EnrollmentService {
         event.vendor = Some(attested.vendor.clone());
         event.device_identity = Some(attested.device_key());
 
-        if !policy.vendors.is_empty() && !policy.vendors.contains(&attested.vendor) {
-            return Err(refuse(
-                "attestation.vendor_not_allowed",
-                format!(
-                    "vendor {} is not accepted on profile {:?}",
-                    attested.vendor, profile.label
-                ),
-            ));
-        }
-        if !policy.formats.is_empty() && !policy.formats.contains(&attested.format) {
-            return Err(refuse(
-                "attestation.format_not_allowed",
-                format!(
-                    "{} evidence is not accepted on profile {:?}",
-                    attested.format.name(),
-                    profile.label
-                ),
-            ));
-        }
-        if policy.require_generated_on_device && attested.generated_on_device == Some(false) {
-            return Err(refuse(
-                "attestation.key_not_generated_on_device",
-                "the evidence says the key was imported into the device, not generated there",
-            ));
-        }
-        if policy.require_non_exportable && attested.exportable == Some(true) {
-            return Err(refuse(
-                "attestation.key_exportable",
-                "the evidence says the key can leave the device",
-            ));
-        }
-        let vendor = self
+        let on_deny_list = self
             .gate
             .vendors()
             .all()
             .iter()
-            .find(|v| v.name == attested.vendor);
-        if vendor.is_some_and(|v| v.denies(&attested.device.display)) {
-            return Err(refuse(
-                "attestation.device_denied",
-                format!("device {} is on the deny-list", attested.device_key()),
-            ));
-        }
-        if let Some(predecessor) = renewing {
-            // A new key for a fielded device must come from the same device.
-            if predecessor.device_identity.as_deref() != Some(attested.device_key().as_str()) {
-                return Err(refuse(
-                    "reenroll.device_mismatch",
-                    format!(
-                        "the evidence names device {} but the certificate being renewed belongs to {}",
-                        attested.device_key(),
-                        predecessor
-                            .device_identity
-                            .as_deref()
-                            .unwrap_or("no attested device")
-                    ),
-                ));
-            }
-        }
+            .find(|v| v.name == attested.vendor)
+            .is_some_and(|v| v.denies(&attested.device.display));
+        let decision = policy::check_attested(
+            rules,
+            &profile.label,
+            &attested,
+            on_deny_list,
+            renewing.map(|predecessor| policy::Renewing {
+                device_identity: predecessor.device_identity.as_deref(),
+            }),
+        )?;
         let spki_sha256 = spki_hash(&csr.public_key)?;
-        if policy.require_manifest
-            && !self
+        if decision.check_manifest {
+            let listed = self
                 .store
                 .manifest_lists(&attested.vendor, &attested.device.display, &spki_sha256)
                 .await
-                .map_err(|e| self.storage_failure(e))?
-        {
-            return Err(refuse(
-                "attestation.not_in_manifest",
-                format!(
-                    "device {} with this key is on no imported supply-chain manifest",
-                    attested.device_key()
-                ),
-            ));
+                .map_err(|e| self.storage_failure(e))?;
+            policy::manifest_verdict(&attested, listed)?;
         }
-        if !policy.allow_reprovision
-            && renewing.is_none()
-            && let Some(serial) = self
+        if decision.check_clones {
+            let existing = self
                 .store
                 .active_certificate_for_other_key(
                     &attested.device_key(),
@@ -170,16 +112,11 @@ impl EnrollmentService {
                     event.occurred_at,
                 )
                 .await
-                .map_err(|e| self.storage_failure(e))?
-        {
-            tracing::warn!(device = %attested.device_key(), existing = %serial, rig = %requester.id(), "possible clone: device already has an active certificate for another key");
-            return Err(refuse(
-                "attestation.clone_suspected",
-                format!(
-                    "device {} already has an active certificate (serial {serial}) for another key",
-                    attested.device_key()
-                ),
-            ));
+                .map_err(|e| self.storage_failure(e))?;
+            if let Some(serial) = &existing {
+                tracing::warn!(device = %attested.device_key(), existing = %serial, rig = %requester.id(), "possible clone: device already has an active certificate for another key");
+            }
+            policy::clone_verdict(&attested, existing.as_deref())?;
         }
         if let Some(nonce) = &attested.nonce {
             let check = self
@@ -187,7 +124,7 @@ impl EnrollmentService {
                 .consume_nonce(nonce, &requester.id(), event.occurred_at)
                 .await
                 .map_err(|e| self.storage_failure(e))?;
-            refuse_unless(check, NonceCheck::Consumed)?;
+            policy::nonce_verdict(check, NonceCheck::Consumed)?;
         }
         Ok(Some(attested))
     }
@@ -220,7 +157,7 @@ impl EnrollmentService {
         self.spend_budget(&requester)?;
         if let crate::access::PeerCertificate::Device(device) = &credentials.peer_certificate {
             self.check_device_may_renew(device).await?;
-        } else if !profile.allows_rig(&requester.name) {
+        } else if profile.policy.authorize_rig(&requester.name).is_err() {
             return Err(EnrollmentError::NotAuthorized {
                 rig: requester.name.clone(),
                 profile: profile.label.clone(),
@@ -244,29 +181,6 @@ impl EnrollmentService {
             .await
             .map_err(|e| self.storage_failure(e))?;
         Ok((nonce, lifetime))
-    }
-}
-
-/// Refuses unless a nonce is in the `expected` state (live before verification, consumed after).
-fn refuse_unless(found: NonceCheck, expected: NonceCheck) -> Result<(), EnrollmentError> {
-    match found {
-        found if found == expected => Ok(()),
-        NonceCheck::Unknown => Err(refuse(
-            "attestation.nonce_unknown",
-            "the evidence's nonce was not issued by this CA",
-        )),
-        NonceCheck::Foreign => Err(refuse(
-            "attestation.nonce_foreign",
-            "the evidence's nonce was issued to another rig",
-        )),
-        NonceCheck::Expired => Err(refuse(
-            "attestation.nonce_expired",
-            "the evidence's nonce has expired",
-        )),
-        NonceCheck::Reused | NonceCheck::Live | NonceCheck::Consumed => Err(refuse(
-            "attestation.nonce_reused",
-            "the evidence's nonce has already been used",
-        )),
     }
 }
 

@@ -44,6 +44,23 @@ pub enum EnrollmentError {
     },
 }
 
+impl From<attestca_core::policy::Refusal> for EnrollmentError {
+    fn from(refusal: attestca_core::policy::Refusal) -> Self {
+        use attestca_core::policy::RefusalClass;
+        let code = refusal.code.as_str();
+        let detail = refusal.detail;
+        match refusal.code.class() {
+            RefusalClass::BadRequest => EnrollmentError::BadRequest { code, detail },
+            RefusalClass::Forbidden => EnrollmentError::Forbidden { code, detail },
+            RefusalClass::TooManyRequests => EnrollmentError::TooManyRequests {
+                code,
+                detail,
+                retry_after_secs: refusal.retry_after_secs.unwrap_or(1),
+            },
+        }
+    }
+}
+
 impl From<csr::CsrRefusal> for EnrollmentError {
     fn from(refusal: csr::CsrRefusal) -> Self {
         EnrollmentError::BadRequest {
@@ -596,7 +613,7 @@ impl EnrollmentService {
             .map_err(EnrollmentError::Unauthenticated)?;
         event.requester = Some(requester.id());
         self.spend_budget(&requester)?;
-        if !profile.allows_rig(&requester.name) {
+        if profile.policy.authorize_rig(&requester.name).is_err() {
             return Err(EnrollmentError::NotAuthorized {
                 rig: requester.name.clone(),
                 profile: profile.label.clone(),
@@ -604,7 +621,7 @@ impl EnrollmentService {
         }
         let csr_sha256 = Sha256::digest(&request.csr_der).to_vec();
         event.csr_sha256 = Some(csr_sha256.clone());
-        let csr = csr::validate(&request.csr_der, profile)?;
+        let csr = csr::validate(&request.csr_der, &profile.policy)?;
         let evidence = self.gate.evidence(&csr.request)?;
         event.evidence_sha256 = evidence.as_ref().map(|e| e.sha256.clone());
 
@@ -708,18 +725,17 @@ impl EnrollmentService {
             predecessor_serial,
         } = approved;
         let window_start = event.occurred_at - self.retry_window_secs;
-        let mut subject_alt_names = csr.subject_alt_names.clone();
-        if let Some((identity, _)) = &device {
-            subject_alt_names.push(
-                crate::issuance::extensions::hardware_module_name(identity)
-                    .map_err(|e| EnrollmentError::issuance(e.into()))?,
-            );
-        }
+        let (device, device_key) = device.unzip();
+        // Issuance adds the hardwareModuleName after the requested names.
         let leaf = LeafRequest {
             subject: csr.subject.clone(),
             public_key: csr.public_key.clone(),
-            subject_alt_names,
+            subject_alt_names: csr.subject_alt_names.clone(),
+            device,
         };
+        let issued_alt_names = leaf
+            .issued_alt_names()
+            .map_err(|e| EnrollmentError::issuance(e.into()))?;
         let spki_der = csr
             .public_key
             .to_der()
@@ -727,7 +743,7 @@ impl EnrollmentService {
         // A serial collision is a 2^-120 event; three attempts make it a non-event.
         for _ in 0..3 {
             let ca = Arc::clone(&self.ca);
-            let (p, l) = (profile.clone(), leaf.clone());
+            let (p, l) = (profile.certificate.clone(), leaf.clone());
             let issued = admission
                 .run_blocking(move || ca.issue(&p, &l, now))
                 .await
@@ -744,7 +760,7 @@ impl EnrollmentService {
                 der: issued.der.clone(),
                 issuer_key_id: self.issuer_key_id.clone(),
                 subject: csr.subject.to_string(),
-                sans: csr::describe_alt_names(&leaf.subject_alt_names),
+                sans: csr::describe_alt_names(&issued_alt_names),
                 spki_sha256: Sha256::digest(&spki_der).to_vec(),
                 profile: profile.label.clone(),
                 not_before: issued.not_before as i64,
@@ -753,7 +769,7 @@ impl EnrollmentService {
                 revoked_at: None,
                 revocation_reason: None,
                 requester: requester.id(),
-                device_identity: device.as_ref().map(|(_, key)| key.clone()),
+                device_identity: device_key.clone(),
                 csr_sha256: csr_sha256.clone(),
                 issued_at: event.occurred_at,
                 predecessor_serial: predecessor_serial.clone(),

@@ -4,33 +4,24 @@
 //! unexpired (or within the profile's grace), old enough to renew, not renewed too recently;
 //! the CSR keeps the subject and names; a new key is allowed and, if the profile says so,
 //! attested by the same device.
+//!
+//! Those decisions are pure ([`attestca_core::policy::renewal`]); this file looks up the facts
+//! they need (the presented certificate's record, its latest renewal) and does the rest of the
+//! I/O (the retry look-up, evidence, issuing, revoking a superseded predecessor).
 
 use std::time::SystemTime;
 
-use der::{Decode, Encode};
+use attestca_core::policy::renewal as policy;
+use der::Decode;
 use x509_cert::Certificate;
-use x509_cert::ext::pkix::SubjectAltName;
-use x509_cert::ext::pkix::name::{GeneralName, HardwareModuleName};
 
 use super::{
     Admission, Admitted, Approved, EnrollRequest, Enrolled, EnrollmentError, EnrollmentService,
     OPERATION_REENROLL, csr,
 };
 use crate::access::{AuthError, AuthMethod, DevicePeer, PeerCertificate, Requester};
-use crate::attestation::DeviceIdentity;
 use crate::issuance::IssuanceProfile;
 use crate::store::{CertificateRecord, EnrollmentEvent};
-
-/// id-cmc-changeSubjectName (RFC 6402): asks to change the name; attestca refuses it.
-const CHANGE_SUBJECT_NAME: der::asn1::ObjectIdentifier =
-    der::asn1::ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.7.36");
-
-fn forbidden(code: &'static str, detail: impl Into<String>) -> EnrollmentError {
-    EnrollmentError::Forbidden {
-        code,
-        detail: detail.into(),
-    }
-}
 
 fn bad(code: &'static str, detail: impl Into<String>) -> EnrollmentError {
     EnrollmentError::BadRequest {
@@ -77,10 +68,10 @@ impl EnrollmentService {
         self.check_renewable(profile, &predecessor, event.occurred_at)
             .await?;
 
-        let csr = csr::validate(&request.csr_der, profile)?;
+        let csr = csr::validate(&request.csr_der, &profile.policy)?;
         let previous = Certificate::from_der(&predecessor.der)
             .map_err(|e| bad("reenroll.predecessor", e.to_string()))?;
-        check_same_names(&csr, &previous)?;
+        policy::check_same_names(&csr, &previous)?;
         let evidence = self.gate.evidence(&csr.request)?;
         event.evidence_sha256 = evidence.as_ref().map(|e| e.sha256.clone());
 
@@ -100,22 +91,8 @@ impl EnrollmentService {
             &csr.public_key,
             previous.tbs_certificate().subject_public_key_info(),
         );
-        let policy = &profile.renewal;
-        if rekey && !policy.allow_rekey {
-            return Err(forbidden(
-                "reenroll.rekey_not_allowed",
-                format!(
-                    "profile {:?} renews certificates only for the same key",
-                    profile.label
-                ),
-            ));
-        }
-        if rekey && policy.rekey_requires_attestation && evidence.is_none() {
-            return Err(forbidden(
-                "reenroll.rekey_requires_attestation",
-                "a new key must come with attestation evidence from the same device",
-            ));
-        }
+        let rules = &profile.policy.renewal;
+        policy::check_rekey(rules, &profile.label, rekey, evidence.is_some())?;
         let attested = match evidence {
             Some(evidence) => {
                 self.check_attestation(
@@ -138,7 +115,7 @@ impl EnrollmentService {
                 let key = a.device_key();
                 Some((a.device, key))
             }
-            None => hardware_identity(&previous).zip(predecessor.device_identity.clone()),
+            None => policy::hardware_identity(&previous).zip(predecessor.device_identity.clone()),
         };
         let enrolled = self
             .issue(
@@ -155,7 +132,7 @@ impl EnrollmentService {
                 event,
             )
             .await?;
-        if !enrolled.retried && policy.revoke_predecessor_after_secs == Some(0) {
+        if !enrolled.retried && rules.revoke_predecessor_after_secs == Some(0) {
             self.store
                 .revoke(&predecessor.serial, "superseded", event.occurred_at)
                 .await
@@ -170,17 +147,16 @@ impl EnrollmentService {
         &self,
         device: &DevicePeer,
     ) -> Result<CertificateRecord, EnrollmentError> {
-        self.store
+        let record = self
+            .store
             .certificate(&device.serial)
             .await
-            .map_err(|e| self.storage_failure(e))?
-            .filter(|record| record.der == device.der)
-            .ok_or_else(|| {
-                forbidden(
-                    "reenroll.unknown_certificate",
-                    "the client certificate is not one this CA issued and recorded",
-                )
-            })
+            .map_err(|e| self.storage_failure(e))?;
+        Ok(policy::recorded(
+            record,
+            |r: &CertificateRecord| &r.der,
+            &device.der,
+        )?)
     }
 
     /// Whether a device may still renew with the certificate it presents, before it is given a
@@ -190,25 +166,14 @@ impl EnrollmentService {
         device: &DevicePeer,
     ) -> Result<(), EnrollmentError> {
         let record = self.recorded_device_certificate(device).await?;
-        if record.status == "revoked" {
-            return Err(forbidden(
-                "reenroll.revoked",
-                "the certificate being renewed is revoked",
-            ));
-        }
-        if self
+        policy::check_not_revoked(record.status == "revoked")?;
+        let renewed = self
             .store
             .latest_renewal_of(&record.serial)
             .await
             .map_err(|e| self.storage_failure(e))?
-            .is_some()
-        {
-            return Err(forbidden(
-                "reenroll.superseded",
-                "the certificate has already been renewed: renew with its successor",
-            ));
-        }
-        Ok(())
+            .is_some();
+        Ok(policy::check_not_superseded(renewed)?)
     }
 
     /// Whether the presented certificate may renew now under `profile`.
@@ -218,140 +183,28 @@ impl EnrollmentService {
         predecessor: &CertificateRecord,
         now: i64,
     ) -> Result<(), EnrollmentError> {
-        let policy = &profile.renewal;
-        if predecessor.status == "revoked" {
-            return Err(forbidden(
-                "reenroll.revoked",
-                "the certificate being renewed is revoked",
-            ));
-        }
-        if predecessor.profile != profile.label {
-            return Err(forbidden(
-                "reenroll.profile_mismatch",
-                format!(
-                    "the certificate was issued under profile {:?}; renew it there",
-                    predecessor.profile
-                ),
-            ));
-        }
-        if now > predecessor.not_after + policy.grace_secs as i64 {
-            return Err(forbidden(
-                "reenroll.expired",
-                "the certificate being renewed has expired",
-            ));
-        }
-        let lifetime = (predecessor.not_after - predecessor.not_before).max(0) as f64;
-        let earliest = predecessor.not_before + (lifetime * policy.after_fraction) as i64;
-        if now < earliest {
-            return Err(forbidden(
-                "reenroll.too_early",
-                format!("this certificate may be renewed from Unix time {earliest} on"),
-            ));
-        }
-        let last = self
+        let rules = &profile.policy.renewal;
+        policy::check_renewable(
+            rules,
+            &profile.label,
+            &policy::Predecessor {
+                profile: &predecessor.profile,
+                revoked: predecessor.status == "revoked",
+                not_before: predecessor.not_before,
+                not_after: predecessor.not_after,
+            },
+            now,
+        )?;
+        let latest_renewal = self
             .store
             .latest_renewal_of(&predecessor.serial)
             .await
-            .map_err(|e| self.storage_failure(e))?
-            .into_iter()
-            .chain([predecessor.issued_at])
-            .max()
-            .unwrap_or(predecessor.issued_at);
-        let next_allowed = last + policy.min_interval_secs as i64;
-        if now < next_allowed {
-            return Err(EnrollmentError::TooManyRequests {
-                code: "reenroll.rate_limited",
-                detail: format!(
-                    "this device renewed less than {} seconds ago",
-                    policy.min_interval_secs
-                ),
-                retry_after_secs: (next_allowed - now) as u64,
-            });
-        }
-        Ok(())
+            .map_err(|e| self.storage_failure(e))?;
+        Ok(policy::check_interval(
+            rules,
+            predecessor.issued_at,
+            latest_renewal,
+            now,
+        )?)
     }
-}
-
-/// The CSR keeps the presented certificate's subject (DER-equal) and SubjectAltNames (as a
-/// set, without the hardwareModuleName the CA adds itself).
-fn check_same_names(
-    csr: &csr::ValidatedCsr,
-    previous: &Certificate,
-) -> Result<(), EnrollmentError> {
-    if csr
-        .request
-        .info
-        .attributes
-        .iter()
-        .any(|a| a.oid == CHANGE_SUBJECT_NAME)
-    {
-        return Err(bad(
-            "reenroll.change_subject_name",
-            "ChangeSubjectName is not supported: enroll a new certificate for a new name",
-        ));
-    }
-    let same_subject = match (
-        csr.subject.to_der(),
-        previous.tbs_certificate().subject().to_der(),
-    ) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => false,
-    };
-    if !same_subject {
-        return Err(bad(
-            "reenroll.subject_changed",
-            "the CSR's subject differs from the certificate being renewed",
-        ));
-    }
-    let mut requested: Vec<Vec<u8>> = csr
-        .subject_alt_names
-        .iter()
-        .filter(|n| !is_hardware_module_name(n))
-        .filter_map(|n| n.to_der().ok())
-        .collect();
-    let mut current: Vec<Vec<u8>> = previous
-        .tbs_certificate()
-        .get_extension::<SubjectAltName>()
-        .ok()
-        .flatten()
-        .map(|(_, san)| san.0)
-        .unwrap_or_default()
-        .iter()
-        .filter(|n| !is_hardware_module_name(n))
-        .filter_map(|n| n.to_der().ok())
-        .collect();
-    requested.sort();
-    current.sort();
-    if requested != current {
-        return Err(bad(
-            "reenroll.san_changed",
-            "the CSR's subjectAltNames differ from the certificate being renewed",
-        ));
-    }
-    Ok(())
-}
-
-fn is_hardware_module_name(name: &GeneralName) -> bool {
-    matches!(name, GeneralName::OtherName(o) if HardwareModuleName::from_other_name(o).ok().flatten().is_some())
-}
-
-/// The hardwareModuleName of a certificate, to carry over to its renewal.
-fn hardware_identity(cert: &Certificate) -> Option<DeviceIdentity> {
-    let (_, san) = cert
-        .tbs_certificate()
-        .get_extension::<SubjectAltName>()
-        .ok()??;
-    san.0.iter().find_map(|n| match n {
-        GeneralName::OtherName(o) => {
-            HardwareModuleName::from_other_name(o)
-                .ok()
-                .flatten()
-                .map(|hw| DeviceIdentity {
-                    hardware_type: hw.hw_type,
-                    serial: hw.hw_serial_num.as_bytes().to_vec(),
-                    display: hex::encode_upper(hw.hw_serial_num.as_bytes()),
-                })
-        }
-        _ => None,
-    })
 }

@@ -16,15 +16,9 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use base64::Engine;
-use const_oid::db::rfc5912::{
-    ECDSA_WITH_SHA_256, ECDSA_WITH_SHA_384, ID_EC_PUBLIC_KEY, SECP_256_R_1, SECP_384_R_1,
-};
-use der::Encode;
 use secrecy::SecretString;
-use x509_cert::attr::Attribute;
 
 use crate::access::PresentedCredentials;
-use crate::config::DeviceKeyAlgorithm;
 use crate::context::{ConnectionInfo, RequestDeadline};
 use crate::enrollment::{EnrollRequest, EnrollmentError, EnrollmentService, RefusalKind};
 use crate::issuance::IssuanceProfile;
@@ -147,31 +141,12 @@ async fn csrattrs(State(state): State<Arc<EstState>>, label: Label) -> Response 
     }
 }
 
-/// CSR attributes the profile asks for: when it accepts exactly one EC curve, that curve (as
-/// an id-ecPublicKey attribute, RFC 8951 §4) and its hash; otherwise no requirements.
+/// CSR attributes the profile asks for, as its registration-authority policy states them
+/// ([`attestca_core::policy::EnrollmentPolicy::csr_attributes`]: the attestation OID when
+/// evidence is required; with exactly one EC curve, that curve as an id-ecPublicKey attribute,
+/// RFC 8951 §4, and its hash).
 fn csrattrs_for(profile: &IssuanceProfile) -> Response {
-    let wanted = match profile.key_algorithms.as_slice() {
-        [DeviceKeyAlgorithm::P256] => Some((SECP_256_R_1, ECDSA_WITH_SHA_256)),
-        [DeviceKeyAlgorithm::P384] => Some((SECP_384_R_1, ECDSA_WITH_SHA_384)),
-        _ => None,
-    };
-    let encoded = (|| -> Result<Vec<u8>, der::Error> {
-        let mut elements = Vec::new();
-        if profile.attestation.required {
-            // A bare OID: "include key attestation evidence" (est-wire.md, csrattrs).
-            elements.push(crate::attestation::ID_AA_ATTESTATION.to_der()?);
-        }
-        if let Some((curve, hash)) = wanted {
-            let attribute = Attribute {
-                oid: ID_EC_PUBLIC_KEY,
-                values: der::asn1::SetOfVec::try_from(vec![der::asn1::Any::encode_from(&curve)?])?,
-            };
-            elements.push(attribute.to_der()?);
-            elements.push(hash.to_der()?);
-        }
-        codec::csr_attrs(&elements)
-    })();
-    match encoded {
+    match profile.policy.csr_attributes() {
         Ok(der) => base64_response(CSRATTRS, codec::encode_body(&der)),
         Err(e) => text(
             StatusCode::INTERNAL_SERVER_ERROR,

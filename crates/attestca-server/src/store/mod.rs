@@ -127,22 +127,9 @@ pub struct EnrollmentEvent {
     pub device_identity: Option<String>,
 }
 
-/// What consuming (or looking at) a nonce found.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum NonceCheck {
-    /// It was live and issued to this requester; it is now spent.
-    Consumed,
-    /// It is live and issued to this requester (a look, which spends nothing).
-    Live,
-    /// This CA never issued it.
-    Unknown,
-    /// It was issued to another requester (and is left untouched).
-    Foreign,
-    /// It was already spent.
-    Reused,
-    /// It expired before use.
-    Expired,
-}
+/// What consuming (or looking at) a nonce found: the registration authority's policy decides
+/// on it ([`attestca_core::policy::attestation::nonce_verdict`]).
+pub use attestca_core::policy::attestation::NonceCheck;
 
 /// A stored CRL.
 #[derive(Clone, Debug)]
