@@ -267,8 +267,11 @@ mod tests {
         .expect("insert certificate");
     }
 
-    /// `(operator, action, target, outcome, reason, detail)` of every audit event, oldest first.
-    async fn audit_trail(store: &Store) -> Vec<(String, String, String, String, String, String)> {
+    /// `(operator, action, target, outcome, reason, detail)` of an audit event.
+    type AuditRow = (String, String, String, String, String, String);
+
+    /// Every audit event, oldest first.
+    async fn audit_trail(store: &Store) -> Vec<AuditRow> {
         let mut events = store
             .audit_page(&AuditQuery {
                 limit: 100,
@@ -294,7 +297,7 @@ mod tests {
         outcome: &str,
         reason: &str,
         detail: &str,
-    ) -> (String, String, String, String, String, String) {
+    ) -> AuditRow {
         (
             operator.into(),
             action.into(),
