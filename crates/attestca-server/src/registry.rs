@@ -1,26 +1,19 @@
 //! The CA's records as operators see them: certificates, enrollment and audit events, and
-//! revocations, each revocation audited in the same transaction that makes it.
+//! revocations.
 //!
-//! Both the operator API and `attestca revoke` come through here, so a revocation is checked,
-//! normalised and recorded the same way whoever makes it.
+//! Both the operator API and `attestca revoke` come through here, so a revocation request is
+//! checked and normalised the same way whoever makes it; the revocation itself, and its audit
+//! event in the same transaction, is made by [`Revocations`], the one path every revocation
+//! (operator, renewal, overlap expiry) takes.
 
+use attestca_core::revocation::RevocationReason;
+
+pub use crate::revocation::service::Actor;
+use crate::revocation::service::Revocations;
 use crate::store::{
     AuditEvent, AuditQuery, CertificateQuery, CertificateRecord, EnrollmentEvent, EventQuery,
     RevocationOutcome, Store, StoreError,
 };
-
-/// RFC 5280 CRLReason names accepted for a revocation. `removeFromCRL` is not a reason to
-/// revoke, and `certificateHold` is left out: a hold cannot be released here.
-pub const REVOCATION_REASONS: &[&str] = &[
-    "unspecified",
-    "keyCompromise",
-    "cACompromise",
-    "affiliationChanged",
-    "superseded",
-    "cessationOfOperation",
-    "privilegeWithdrawn",
-    "aACompromise",
-];
 
 /// Page size when none is asked for, and the largest accepted.
 pub const DEFAULT_PAGE: u32 = 100;
@@ -54,15 +47,6 @@ impl RegistryError {
     }
 }
 
-/// Who acts, as audit events name them.
-#[derive(Clone, Debug)]
-pub struct Actor {
-    /// `cert:<CN>`, `token:<name>` or `cli:<user>`.
-    pub id: String,
-    /// The client address, when the action came over the network.
-    pub peer: Option<String>,
-}
-
 /// Where a listing starts and how long it is.
 #[derive(Clone, Debug, Default)]
 pub struct Listing {
@@ -89,11 +73,15 @@ pub struct CertificateDetail {
 #[derive(Clone)]
 pub struct Registry {
     store: Store,
+    revocations: Revocations,
 }
 
 impl Registry {
     pub fn new(store: Store) -> Self {
-        Self { store }
+        Self {
+            revocations: Revocations::new(store.clone()),
+            store,
+        }
     }
 
     /// Runs a store operation unless the database is known to be down, and stops waiting for
@@ -198,13 +186,12 @@ impl Registry {
     ) -> Result<CertificateDetail, RegistryError> {
         let reason = checked_reason(reason)?;
         let serial = normalise_serial(serial)?;
-        let audit = audit_event(actor, "certificate.revoke", &serial);
         match self
-            .answered(self.store.revoke_audited(&serial, reason, &audit))
+            .answered(self.revocations.revoke_certificate(actor, &serial, reason))
             .await?
         {
             RevocationOutcome::Revoked => {
-                tracing::info!(operator = %actor.id, serial = %serial, reason, "certificate revoked");
+                tracing::info!(operator = %actor.id, serial = %serial, reason = %reason, "certificate revoked");
                 self.certificate(&serial).await
             }
             RevocationOutcome::NotFound => Err(RegistryError::CertificateNotFound(serial)),
@@ -225,11 +212,10 @@ impl Registry {
                 "the device identity is empty".into(),
             ));
         }
-        let audit = audit_event(actor, "device.revoke", device_identity);
         let serials = self
             .answered(
-                self.store
-                    .revoke_device_audited(device_identity, reason, &audit),
+                self.revocations
+                    .revoke_device(actor, device_identity, reason),
             )
             .await?;
         if serials.is_empty() {
@@ -237,32 +223,25 @@ impl Registry {
                 device_identity.to_owned(),
             ));
         }
-        tracing::info!(operator = %actor.id, device = %device_identity, revoked = serials.len(), reason, "device revoked");
+        tracing::info!(operator = %actor.id, device = %device_identity, revoked = serials.len(), reason = %reason, "device revoked");
         Ok(serials)
     }
 }
 
-fn audit_event(actor: &Actor, action: &str, target: &str) -> AuditEvent {
-    AuditEvent {
-        occurred_at: crate::issuance::unix_seconds(std::time::SystemTime::now()) as i64,
-        operator: actor.id.clone(),
-        action: action.into(),
-        target: target.into(),
-        peer: actor.peer.clone(),
-        ..AuditEvent::default()
-    }
-}
-
-fn checked_reason(reason: Option<&str>) -> Result<&str, RegistryError> {
-    let reason = reason.unwrap_or("unspecified");
-    REVOCATION_REASONS
-        .iter()
-        .find(|r| **r == reason)
-        .copied()
+/// The RFC 5280 reason an operator asked for (`unspecified` when none), if operators may
+/// revoke for it (see [`RevocationReason::OPERATOR`]).
+pub fn checked_reason(reason: Option<&str>) -> Result<RevocationReason, RegistryError> {
+    let name = reason.unwrap_or("unspecified");
+    RevocationReason::from_name(name)
+        .filter(|r| RevocationReason::OPERATOR.contains(r))
         .ok_or_else(|| {
+            let accepted: Vec<&str> = RevocationReason::OPERATOR
+                .iter()
+                .map(|r| r.as_str())
+                .collect();
             RegistryError::InvalidRequest(format!(
-                "{reason:?} is not an RFC 5280 revocation reason ({})",
-                REVOCATION_REASONS.join(", ")
+                "{name:?} is not an RFC 5280 revocation reason ({})",
+                accepted.join(", ")
             ))
         })
 }
@@ -331,10 +310,14 @@ mod tests {
 
     #[test]
     fn reasons_are_rfc5280_names() {
-        assert_eq!(checked_reason(None).unwrap(), "unspecified");
+        assert_eq!(checked_reason(None).unwrap(), RevocationReason::Unspecified);
         assert_eq!(
             checked_reason(Some("keyCompromise")).unwrap(),
-            "keyCompromise"
+            RevocationReason::KeyCompromise
+        );
+        assert_eq!(
+            checked_reason(Some("superseded")).unwrap().as_str(),
+            "superseded"
         );
         assert!(checked_reason(Some("removeFromCRL")).is_err());
         assert!(checked_reason(Some("certificateHold")).is_err());

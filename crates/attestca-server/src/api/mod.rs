@@ -332,11 +332,9 @@ pub mod fuzzing {
             headers.insert(header::CONTENT_TYPE, value);
         }
         let body = decode_revoke_body(&headers, body).map_err(|e| e.to_string())?;
-        let reason = body.reason.unwrap_or_else(|| "unspecified".into());
-        crate::registry::REVOCATION_REASONS
-            .contains(&reason.as_str())
-            .then_some(reason)
-            .ok_or_else(|| "not a revocation reason".to_owned())
+        crate::registry::checked_reason(body.reason.as_deref())
+            .map(|reason| reason.as_str().to_owned())
+            .map_err(|_| "not a revocation reason".to_owned())
     }
 
     /// The query string of `/certificates` (0), `/events` (1) or `/audit-events` (2), decoded

@@ -169,6 +169,8 @@ pub struct EnrollmentService {
     profiles: HashMap<String, IssuanceProfile>,
     ca: Arc<IssuingCa>,
     store: Store,
+    /// Revokes a renewal's predecessor when the profile supersedes it at once (audited).
+    revocations: crate::revocation::Revocations,
     ledger: Ledger,
     rigs: Arc<RigAuthenticator>,
     gate: Arc<crate::attestation::gate::AttestationGate>,
@@ -363,6 +365,7 @@ impl EnrollmentService {
         Self {
             profiles: parts.profiles,
             ca: parts.ca,
+            revocations: crate::revocation::Revocations::new(parts.store.clone()),
             store: parts.store,
             ledger: parts.ledger,
             rigs: parts.rigs,

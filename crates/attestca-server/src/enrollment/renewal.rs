@@ -133,8 +133,9 @@ impl EnrollmentService {
             )
             .await?;
         if !enrolled.retried && rules.revoke_predecessor_after_secs == Some(0) {
-            self.store
-                .revoke(&predecessor.serial, "superseded", event.occurred_at)
+            // Audited as system:renewal, in the transaction that revokes.
+            self.revocations
+                .supersede_renewed(&predecessor.serial, &enrolled.serial, event.occurred_at)
                 .await
                 .map_err(|e| self.storage_failure(e))?;
         }

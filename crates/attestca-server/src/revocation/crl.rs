@@ -1,5 +1,6 @@
 //! The CRL publisher: keeps the issuing CA's CRL current in the database and serves it from
-//! memory. The CRL itself is built by `attestca_core::crl`.
+//! memory. The CRL itself is built by `attestca_core::crl`, from the revoked certificates the
+//! store hands out as rows: the store does not know the CRL's encoding.
 
 use std::time::Duration;
 
@@ -72,10 +73,7 @@ impl CrlPublisher {
             }
         };
         if due {
-            let revoked = self
-                .store
-                .revoked_entries(&key_id, now - self.expired_grace_secs)
-                .await?;
+            let revoked = self.revoked_list(&key_id, now).await?;
             let count = revoked.len();
             let ca = std::sync::Arc::clone(&self.ca);
             let validity = self.validity_secs;
@@ -106,6 +104,26 @@ impl CrlPublisher {
             }
         }
         Ok(())
+    }
+
+    /// The entries of the next CRL, encoded as the store's rows stream in (a million entries
+    /// never sit in memory as rows).
+    async fn revoked_list(
+        &self,
+        key_id: &[u8],
+        now: i64,
+    ) -> Result<RevokedList, crate::store::StoreError> {
+        use futures::TryStreamExt;
+        let mut rows = self
+            .store
+            .revoked_entries(key_id, now - self.expired_grace_secs)?;
+        let mut list = RevokedList::default();
+        while let Some(entry) = rows.try_next().await? {
+            list.push(&entry).map_err(|e| {
+                crate::store::StoreError::Database(sqlx::Error::Protocol(e.to_string()))
+            })?;
+        }
+        Ok(list)
     }
 
     /// Another instance won the election and is generating the CRL: waits (at most

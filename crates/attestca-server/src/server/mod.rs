@@ -360,6 +360,7 @@ async fn housekeeping(
     supersede: Vec<(String, u64)>,
 ) {
     let window_secs = config.database.retry_window_secs;
+    let revocations = crate::revocation::Revocations::new(store.clone());
     let mut tick = tokio::time::interval(Duration::from_secs(60));
     loop {
         tick.tick().await;
@@ -381,13 +382,15 @@ async fn housekeeping(
         }
         let now = i64::try_from(now).unwrap_or(i64::MAX);
         for (profile, overlap) in &supersede {
-            match store
-                .revoke_superseded(profile, now - *overlap as i64, now)
+            // Audited as system:overlap-expiry, in the transaction that revokes.
+            let renewed_before = now.saturating_sub(i64::try_from(*overlap).unwrap_or(i64::MAX));
+            match revocations
+                .expire_overlaps(profile, renewed_before, now)
                 .await
             {
-                Ok(0) => {}
-                Ok(n) => {
-                    tracing::info!(profile = %profile, revoked = n, "superseded certificates revoked")
+                Ok(serials) if serials.is_empty() => {}
+                Ok(serials) => {
+                    tracing::info!(profile = %profile, revoked = serials.len(), "superseded certificates revoked")
                 }
                 Err(e) => tracing::warn!(error = %e, "could not revoke superseded certificates"),
             }

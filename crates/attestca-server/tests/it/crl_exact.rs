@@ -220,7 +220,9 @@ impl Counter {
 /// (attestca's four revocation paths, and SQL by hand), for the right issuer only, and not
 /// with issuance or with updates that change nothing a CRL lists.
 async fn counter_follows_revocations(url: &str) {
-    use attestca::store::{AuditEvent, Store};
+    use attestca::revocation::{Actor, Revocations};
+    use attestca::store::Store;
+    use attestca_core::revocation::RevocationReason;
     let store = Store::connect(&secrecy::SecretString::from(url.to_owned()), 2)
         .await
         .expect("store");
@@ -265,40 +267,39 @@ async fn counter_follows_revocations(url: &str) {
     };
     counter.unchanged("issuance").await;
 
+    let revocations = Revocations::new(store.clone());
     assert!(
-        store
-            .revoke("01", "keyCompromise", 1)
+        revocations
+            .supersede_renewed("01", "99", 1)
             .await
-            .expect("revoke")
+            .expect("supersede_renewed")
     );
-    counter.moved("Store::revoke").await;
-    let audit = AuditEvent {
-        occurred_at: 1,
-        operator: "test".into(),
-        action: "revoke".into(),
-        ..AuditEvent::default()
+    counter.moved("Revocations::supersede_renewed").await;
+    let operator = Actor {
+        id: "test".into(),
+        peer: None,
     };
-    store
-        .revoke_audited("02", "keyCompromise", &audit)
+    revocations
+        .revoke_certificate(&operator, "02", RevocationReason::KeyCompromise)
         .await
-        .expect("revoke_audited");
-    counter.moved("Store::revoke_audited").await;
-    let device = store
-        .revoke_device_audited("device-3", "keyCompromise", &audit)
+        .expect("revoke_certificate");
+    counter.moved("Revocations::revoke_certificate").await;
+    let device = revocations
+        .revoke_device(&operator, "device-3", RevocationReason::KeyCompromise)
         .await
-        .expect("revoke_device_audited");
+        .expect("revoke_device");
     assert_eq!(device.len(), 2);
-    counter.moved("Store::revoke_device_audited").await;
+    counter.moved("Revocations::revoke_device").await;
     sql("UPDATE certificates SET predecessor_serial = '05' WHERE serial = '06'").await;
     counter.unchanged("a renewal link").await;
     assert_eq!(
-        store
-            .revoke_superseded("default", 200, 1)
+        revocations
+            .expire_overlaps("default", 200, 1)
             .await
-            .expect("revoke_superseded"),
-        1
+            .expect("expire_overlaps"),
+        vec!["05".to_owned()]
     );
-    counter.moved("Store::revoke_superseded").await;
+    counter.moved("Revocations::expire_overlaps").await;
     sql("UPDATE certificates SET revocation_reason = 'cACompromise' WHERE serial = '01'").await;
     counter
         .moved("a revoked certificate's reason changed by hand")
@@ -320,7 +321,12 @@ async fn counter_follows_revocations(url: &str) {
         seen: 0,
     };
     other.unchanged("the other issuer's revocations").await;
-    assert!(store.revoke("07", "superseded", 1).await.expect("revoke"));
+    assert!(
+        revocations
+            .supersede_renewed("07", "98", 1)
+            .await
+            .expect("supersede_renewed")
+    );
     other.moved("a revocation by another issuer").await;
     counter.unchanged("a revocation by another issuer").await;
 }

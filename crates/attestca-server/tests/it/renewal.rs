@@ -460,6 +460,23 @@ async fn renewal_rekey_and_every_refusal() {
         (status.as_str(), reason.as_deref()),
         ("revoked", Some("superseded"))
     );
+    // ... and audited, in the same transaction, as the CA's own.
+    let audit: Vec<(String, String, String, String)> = sqlx::query_as(
+        "SELECT operator, action, outcome, reason FROM audit_events WHERE target = $1",
+    )
+    .bind(serial_of(&old.cert))
+    .fetch_all(&db)
+    .await
+    .expect("audit");
+    assert_eq!(
+        audit,
+        [(
+            "system:renewal".to_owned(),
+            "certificate.revoke".to_owned(),
+            "done".to_owned(),
+            "superseded".to_owned()
+        )]
+    );
     db.close().await;
 
     // Attested devices: rekey needs evidence from the same device.

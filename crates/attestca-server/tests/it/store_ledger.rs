@@ -3,6 +3,7 @@
 
 use attestca_testkit as common;
 
+use attestca::revocation::Revocations;
 use attestca::store::ledger::{Committed, Ledger, LedgerEntry};
 use attestca::store::{CertificateRecord, EnrollmentEvent, Store};
 use common::*;
@@ -173,27 +174,27 @@ async fn exercise(store: Store) {
         Committed::Stored
     );
     assert_eq!(
-        store
-            .revoke_superseded("default", later - 1, later + 10)
+        Revocations::new(store.clone())
+            .expire_overlaps("default", later - 1, later + 10)
             .await
             .expect("supersede"),
-        0,
+        Vec::<String>::new(),
         "overlap not over"
     );
     assert_eq!(
-        store
-            .revoke_superseded("other", later, later + 10)
+        Revocations::new(store.clone())
+            .expire_overlaps("other", later, later + 10)
             .await
             .expect("supersede"),
-        0,
+        Vec::<String>::new(),
         "another profile"
     );
     assert_eq!(
-        store
-            .revoke_superseded("default", later, later + 10)
+        Revocations::new(store.clone())
+            .expire_overlaps("default", later, later + 10)
             .await
             .expect("supersede"),
-        1
+        vec!["03".to_owned()]
     );
     let superseded = store.certificate("03").await.expect("lookup").expect("row");
     assert_eq!(
@@ -203,12 +204,33 @@ async fn exercise(store: Store) {
         ),
         ("revoked", Some("superseded"))
     );
+    let audit = store
+        .audit_page(&attestca::store::AuditQuery {
+            operator: Some("system:overlap-expiry".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .expect("audit");
     assert_eq!(
-        store
-            .revoke_superseded("default", later, later + 20)
+        audit
+            .iter()
+            .map(|e| (
+                e.action.as_str(),
+                e.target.as_str(),
+                e.outcome.as_str(),
+                e.reason.as_str()
+            ))
+            .collect::<Vec<_>>(),
+        [("certificate.revoke", "03", "done", "superseded")],
+        "the overlap expiry is audited"
+    );
+    assert_eq!(
+        Revocations::new(store.clone())
+            .expire_overlaps("default", later, later + 20)
             .await
             .expect("again"),
-        0,
+        Vec::<String>::new(),
         "idempotent"
     );
 
