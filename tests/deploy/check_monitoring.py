@@ -321,7 +321,7 @@ def check_docs(path, metrics):
 
 def main():
     root = Path(sys.argv[1] if len(sys.argv) > 1 else ".")
-    metrics = exported_metrics(root / "crates/attestca-server/crates/attestca-server/src/metrics.rs")
+    metrics = exported_metrics(root / "crates/attestca-server/src/metrics.rs")
     anchors = check_docs(root / "docs/operations.md", metrics)
     rule_files = sorted((root / "deploy/prometheus").glob("*rules.yml"))
     if not rule_files:

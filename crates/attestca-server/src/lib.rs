@@ -22,7 +22,7 @@ pub use attestca_core::{asn1, attestation, issuance, pem, verify};
 pub mod access;
 pub mod api;
 pub mod config;
-pub mod context;
+pub mod http;
 pub mod enrollment;
 pub mod est;
 pub mod metrics;

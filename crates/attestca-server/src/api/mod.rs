@@ -19,9 +19,9 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 
 use crate::access::operator::{Operator, OperatorAuthError, OperatorAuthenticator};
-use crate::context::ConnectionInfo;
+use crate::http::ConnectionInfo;
 use crate::registry::{Actor, Listing, Registry, RegistryError};
-use crate::server::body::{BodyDeadline, BodyError, Incoming};
+use crate::http::body::{BodyDeadline, BodyError, Incoming};
 use crate::store::{AuditQuery, CertificateQuery, EventQuery};
 
 /// Largest request body the API reads (a revocation reason is a few bytes).
@@ -252,7 +252,7 @@ struct RevokeBody {
 }
 
 async fn revoke_body((headers, body, deadline): Incoming) -> Result<RevokeBody, ApiError> {
-    let body = crate::server::body::read_limited(body, &headers, MAX_BODY_BYTES, deadline)
+    let body = crate::http::body::read_limited(body, &headers, MAX_BODY_BYTES, deadline)
         .await
         .map_err(|e| match e {
             BodyError::TooLarge { .. } => ApiError::TooLarge,

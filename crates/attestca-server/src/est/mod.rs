@@ -19,10 +19,10 @@ use base64::Engine;
 use secrecy::SecretString;
 
 use crate::access::PresentedCredentials;
-use crate::context::{ConnectionInfo, RequestDeadline};
+use crate::http::{ConnectionInfo, RequestDeadline};
 use crate::enrollment::{EnrollRequest, EnrollmentError, EnrollmentService, RefusalKind};
 use crate::issuance::IssuanceProfile;
-use crate::server::body::{BodyDeadline, BodyError, Incoming};
+use crate::http::body::{BodyDeadline, BodyError, Incoming};
 
 /// EST operation names; a profile label may not be one of them.
 pub const OPERATIONS: &[&str] = &[
@@ -414,14 +414,14 @@ pub fn refusal_response(refusal: &EnrollmentError) -> Response {
 type WireRefusal = (StatusCode, &'static str, String);
 
 /// Reads a request body of at most `limit` bytes before the request's body deadline; 413
-/// above it, 408 when it stalls (see [`crate::server::body`]).
+/// above it, 408 when it stalls (see [`crate::http::body`]).
 async fn read_limited(
     body: Body,
     headers: &HeaderMap,
     limit: usize,
     deadline: BodyDeadline,
 ) -> Result<Bytes, WireRefusal> {
-    crate::server::body::read_limited(body, headers, limit, deadline)
+    crate::http::body::read_limited(body, headers, limit, deadline)
         .await
         .map_err(|e| {
             let (status, code) = match &e {

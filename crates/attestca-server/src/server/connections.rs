@@ -24,7 +24,7 @@ use tower::ServiceExt;
 
 use super::header_case::ConventionalCase;
 use crate::access::RigAuthenticator;
-use crate::context::ConnectionInfo;
+use crate::http::ConnectionInfo;
 
 /// What a listener needs besides its socket and its routes.
 #[derive(Clone)]

@@ -89,7 +89,7 @@ async fn observe(
     let timeout = deadlines.request;
     request
         .extensions_mut()
-        .insert(super::body::BodyDeadline::after(deadlines.body));
+        .insert(crate::http::body::BodyDeadline::after(deadlines.body));
     let route = request
         .extensions()
         .get::<MatchedPath>()
@@ -99,7 +99,7 @@ async fn observe(
     let started = Instant::now();
     request
         .extensions_mut()
-        .insert(crate::context::RequestDeadline(started + timeout));
+        .insert(crate::http::RequestDeadline(started + timeout));
     let response = tokio::select! {
         answered = tokio::time::timeout(timeout, next.run(request)) => match answered {
             Ok(response) => response,

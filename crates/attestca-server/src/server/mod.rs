@@ -1,7 +1,6 @@
 //! The processes' listeners: HTTPS for EST and the operator API, plain HTTP for health, CRLs,
 //! OCSP and metrics; and the wiring of every layer from a [`Config`].
 
-pub mod body;
 pub mod connections;
 pub mod header_case;
 pub mod health;

@@ -12,7 +12,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
-use super::body::{BodyDeadline, BodyError, read_limited};
+use crate::http::body::{BodyDeadline, BodyError, read_limited};
 use super::health::HealthSources;
 use crate::ocsp::{OcspError, OcspReply, OcspResponder};
 use crate::revocation::crl::CrlPublisher;

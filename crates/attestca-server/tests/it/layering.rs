@@ -108,7 +108,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("access", 4),
     ("registry", 4),
     ("enrollment", 4),
-    ("context", 5),
+    ("http", 5),
     ("est", 6),
     ("api", 6),
     ("setup", 7),

@@ -1,8 +1,11 @@
-//! What the connection layer and the deadline layer attach to every request, for the handlers
-//! below them: the peer's address and certificate, and when the request must end.
+//! HTTP plumbing the routers share with the server that mounts them: what the connection layer
+//! and the deadline layer attach to every request (the peer's address and certificate, when
+//! the request must end) and the bounded body reader ([`body`]).
 //!
-//! A leaf under the routers (`est`, `api`) and the server that fills it in, so that neither
-//! router depends on the server module that mounts it.
+//! A leaf under the routers (`est`, `api`) and the server, so that neither router depends on
+//! the server module that mounts it.
+
+pub mod body;
 
 use std::net::SocketAddr;
 
