@@ -729,10 +729,7 @@ fn csr_attributes_are_the_bytes_est_serves() {
     );
     // More than one curve: nothing to ask for but evidence, if required.
     let both = policy(|p| {
-        p.key_algorithms = vec![
-            DeviceKeyAlgorithm::P256,
-            DeviceKeyAlgorithm::P384,
-        ];
+        p.key_algorithms = vec![DeviceKeyAlgorithm::P256, DeviceKeyAlgorithm::P384];
     });
     assert_eq!(
         hex::encode(both.csr_attributes().expect("csrattrs")),

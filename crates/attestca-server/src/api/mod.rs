@@ -20,8 +20,8 @@ use serde::Deserialize;
 
 use crate::access::operator::{Operator, OperatorAuthError, OperatorAuthenticator};
 use crate::http::ConnectionInfo;
-use crate::registry::{Actor, Listing, Registry, RegistryError};
 use crate::http::body::{BodyDeadline, BodyError, Incoming};
+use crate::registry::{Actor, Listing, Registry, RegistryError};
 use crate::store::{AuditQuery, CertificateQuery, EventQuery};
 
 /// Largest request body the API reads (a revocation reason is a few bytes).

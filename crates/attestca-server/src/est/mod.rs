@@ -19,10 +19,10 @@ use base64::Engine;
 use secrecy::SecretString;
 
 use crate::access::PresentedCredentials;
-use crate::http::{ConnectionInfo, RequestDeadline};
 use crate::enrollment::{EnrollRequest, EnrollmentError, EnrollmentService, RefusalKind};
-use crate::issuance::IssuanceProfile;
 use crate::http::body::{BodyDeadline, BodyError, Incoming};
+use crate::http::{ConnectionInfo, RequestDeadline};
+use crate::issuance::IssuanceProfile;
 
 /// EST operation names; a profile label may not be one of them.
 pub const OPERATIONS: &[&str] = &[

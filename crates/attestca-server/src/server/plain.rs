@@ -12,8 +12,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
-use crate::http::body::{BodyDeadline, BodyError, read_limited};
 use super::health::HealthSources;
+use crate::http::body::{BodyDeadline, BodyError, read_limited};
 use crate::ocsp::{OcspError, OcspReply, OcspResponder};
 use crate::revocation::crl::CrlPublisher;
 use crate::revocation::root_crl::CrlFile;
