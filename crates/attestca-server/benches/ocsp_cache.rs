@@ -63,7 +63,7 @@ async fn main() -> anyhow::Result<()> {
     } = setup::install(certs).await?;
 
     // 1. Warm-up.
-    let assembled = attestca::server::assemble(&config).await?;
+    let assembled = attestca::app::assemble(&config).await?;
     let responder = assembled
         .ocsp
         .clone()

@@ -26,7 +26,7 @@ fn benches(c: &mut Criterion) {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let (install, _assembled, responder, refresher) = runtime.block_on(async {
         let install = setup::install(certs).await.expect("development CA");
-        let assembled = attestca::server::assemble(&install.config)
+        let assembled = attestca::app::assemble(&install.config)
             .await
             .expect("assembled CA");
         let responder = assembled.ocsp.clone().expect("OCSP is enabled");

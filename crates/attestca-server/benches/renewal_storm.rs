@@ -48,7 +48,7 @@ async fn main() -> anyhow::Result<()> {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server_config = config.clone();
     let server = tokio::spawn(async move {
-        attestca::server::serve(&server_config, async {
+        attestca::app::serve(&server_config, async {
             let _ = stopped.await;
         })
         .await

@@ -21,6 +21,7 @@ pub use attestca_core::{asn1, attestation, issuance, pem, verify};
 
 pub mod access;
 pub mod api;
+pub mod app;
 pub mod config;
 pub mod enrollment;
 pub mod est;

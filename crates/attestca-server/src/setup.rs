@@ -98,6 +98,12 @@ pub fn init_test_root(config: &Config, extras: &TestInstallExtras) -> Result<(),
 /// Validity of a test root's CRL; it is re-signed at half of that by the dev server.
 const TEST_ROOT_CRL_SECS: i64 = 30 * 86_400;
 
+/// Whether `config` is a development install whose test root signs its own CRL: a root CRL
+/// file is configured and the root's key is on disk (a production root's key never is).
+pub fn has_test_root(config: &Config) -> bool {
+    config.ca.root_crl_file.is_some() && config.ca.root_key_file.exists()
+}
+
 /// Signs a (normally empty) CRL for a test root with its software key and writes it to
 /// `ca.root_crl_file`, when that is set and the file is missing or past half its validity.
 /// A production root is offline: its ceremony writes that file instead.

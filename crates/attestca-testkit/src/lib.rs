@@ -34,71 +34,63 @@ fn missing(component: &str, remedy: &str) -> ! {
 
 /// The server binary (`attestca`) of this build.
 pub fn attestca_bin() -> String {
-    binary(
-        "attestca",
-        &["attestca-server", "attestca-core", "attestca-sim"],
-    )
+    binary("attestca")
 }
 
 /// The factory-rig binary (`attestca-rig`) of this build.
 pub fn rig_bin() -> String {
-    binary(
-        "attestca-rig",
-        &["attestca-rig", "attestca-core", "attestca-sim"],
-    )
+    binary("attestca-rig")
 }
 
 /// The path of binary `name` beside the running test executable (`target/<profile>/`), checked
-/// to be newer than every source file of `crates`: a test must never run an old binary.
+/// to be newer than every source file it was built from: a test must never run an old binary.
 ///
 /// Cargo builds the binaries of the package whose integration tests run (and `tests/run.sh`
-/// builds them all first), but only its own are guaranteed fresh; the others are checked here.
-fn binary(name: &str, crates: &[&str]) -> String {
+/// builds them all first), but only its own are guaranteed fresh; the others are checked here,
+/// against the sources cargo lists for the binary in `<name>.d` (so a change to a test-only
+/// file, which the binary is not built from, does not count).
+fn binary(name: &str) -> String {
     let exe = std::env::current_exe().expect("the test executable's path");
     let profile_dir = exe
         .parent()
         .and_then(Path::parent)
         .expect("tests run from target/<profile>/deps");
     let path = profile_dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    let rebuild = "run `cargo build --bins` (tests/run.sh does)";
     let built = std::fs::metadata(&path)
         .and_then(|m| m.modified())
-        .unwrap_or_else(|_| {
-            panic!(
-                "{} is not built: run `cargo build --bins` (tests/run.sh does)",
-                path.display()
-            )
-        });
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    for krate in crates {
-        if let Some(newer) = newer_source(&workspace.join(krate).join("src"), built) {
-            panic!(
-                "{} is older than {}: run `cargo build --bins` (tests/run.sh does)",
-                path.display(),
-                newer.display()
-            );
+        .unwrap_or_else(|_| panic!("{} is not built: {rebuild}", path.display()));
+    let dep_info = profile_dir.join(format!("{name}.d"));
+    let sources = std::fs::read_to_string(&dep_info)
+        .unwrap_or_else(|e| panic!("{}: {e}: {rebuild}", dep_info.display()));
+    for source in dep_info_sources(&sources) {
+        let modified = std::fs::metadata(&source).and_then(|m| m.modified());
+        if modified.map_or(true, |m| m > built) {
+            panic!("{} is older than {source}: {rebuild}", path.display());
         }
     }
     path.display().to_string()
 }
 
-/// A source file under `dir` modified after `than`, if any.
-fn newer_source(dir: &Path, than: std::time::SystemTime) -> Option<PathBuf> {
-    let mut pending = vec![dir.to_path_buf()];
-    while let Some(dir) = pending.pop() {
-        for entry in std::fs::read_dir(&dir).ok()?.flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                pending.push(path);
-            } else if entry
-                .metadata()
-                .and_then(|m| m.modified())
-                .is_ok_and(|m| m > than)
-            {
-                return Some(path);
-            }
+/// The source files of a Makefile-style dep-info file (`target: dep dep …`, spaces in paths
+/// escaped with a backslash).
+fn dep_info_sources(text: &str) -> Vec<String> {
+    let Some(line) = text.lines().next() else {
+        return Vec::new();
+    };
+    let deps = line.split_once(": ").map(|(_, d)| d).unwrap_or_default();
+    let mut out = Vec::new();
+    let mut current = String::new();
+    let mut chars = deps.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => current.extend(chars.next()),
+            ' ' => out.extend((!current.is_empty()).then(|| std::mem::take(&mut current))),
+            _ => current.push(c),
         }
     }
-    None
+    out.extend((!current.is_empty()).then_some(current));
+    out
 }
 
 /// The workspace root (the repository checkout).

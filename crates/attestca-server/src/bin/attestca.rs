@@ -184,7 +184,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 init_logging(config.server.log_format);
                 config
             };
-            attestca::server::serve(&config, shutdown_signal()).await?;
+            attestca::app::serve(&config, shutdown_signal()).await?;
             Ok(())
         }
         Command::Init {

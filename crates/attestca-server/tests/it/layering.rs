@@ -72,7 +72,7 @@ fn the_rig_installs_without_the_servers_stack() {
             "axum",
             "prometheus",
             "attestca-server",
-            "hyper-util",
+            "tower-http",
         ],
     );
 }
@@ -113,6 +113,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("api", 6),
     ("setup", 7),
     ("server", 7),
+    ("app", 8),
 ];
 const CORE: &[&str] = &["asn1", "attestation", "issuance", "pem", "verify"];
 
