@@ -134,7 +134,6 @@ pub fn write_file(path: &Path, contents: &[u8], mode: u32) -> Result<(), PemErro
 
 /// Writes `contents` to a new temporary file next to `path`, synced to disk.
 fn write_temporary(path: &Path, contents: &[u8], mode: u32) -> Result<PathBuf, PemError> {
-    use std::os::unix::fs::OpenOptionsExt;
     if let Some(dir) = path.parent() {
         fs::create_dir_all(dir).map_err(io_err(dir))?;
     }
@@ -145,13 +144,14 @@ fn write_temporary(path: &Path, contents: &[u8], mode: u32) -> Result<PathBuf, P
         std::process::id(),
         WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     ));
-    let mut file = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(&tmp)
-        .map_err(io_err(&tmp))?;
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    // The mode is Unix's; elsewhere (a rig on a Windows factory PC) the directory's ACLs apply.
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, mode);
+    #[cfg(not(unix))]
+    let _ = mode;
+    let mut file = options.open(&tmp).map_err(io_err(&tmp))?;
     file.write_all(contents).map_err(io_err(&tmp))?;
     file.sync_all().map_err(io_err(&tmp))?;
     Ok(tmp)

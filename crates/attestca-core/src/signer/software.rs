@@ -80,11 +80,19 @@ impl SoftwareSigner {
     }
 }
 
+/// Refuses a key file that group or others may read (Unix). Elsewhere only its presence is
+/// checked: the CA runs on Unix; the software key elsewhere is a development convenience.
 fn check_permissions(path: &Path) -> Result<(), SignerError> {
-    use std::os::unix::fs::PermissionsExt;
     let meta = std::fs::metadata(path)
         .map_err(|e| SignerError::KeyNotFound(format!("{}: {e}", path.display())))?;
-    if meta.permissions().mode() & 0o077 != 0 {
+    #[cfg(unix)]
+    let shared = std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o077 != 0;
+    #[cfg(not(unix))]
+    let shared = {
+        let _ = meta;
+        false
+    };
+    if shared {
         return Err(SignerError::Config(format!(
             "{} is readable by group or others; run chmod 600 on it",
             path.display()

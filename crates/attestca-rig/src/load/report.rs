@@ -227,7 +227,9 @@ impl Recorder {
     }
 }
 
-/// CPU time (user + system) this process has used.
+/// CPU time (user + system) this process has used; zero where `getrusage` does not exist (the
+/// report then shows no client CPU).
+#[cfg(unix)]
 pub fn process_cpu_time() -> Duration {
     // SAFETY: getrusage writes into the zeroed struct we own; RUSAGE_SELF is always valid.
     let usage = unsafe {
@@ -242,6 +244,12 @@ pub fn process_cpu_time() -> Duration {
             + Duration::from_micros(u64::try_from(t.tv_usec).unwrap_or(0))
     };
     tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+/// CPU time this process has used: not measured on this platform.
+#[cfg(not(unix))]
+pub fn process_cpu_time() -> Duration {
+    Duration::ZERO
 }
 
 /// How much of the machine the load generator itself used during the measured window.
