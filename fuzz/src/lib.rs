@@ -207,7 +207,7 @@ pub fn est_body(data: &[u8]) {
 /// that passes also has its evidence carrier decoded and its SANs described (as events do).
 pub fn csr(data: &[u8]) {
     for profile in PROFILES.iter() {
-        if let Ok(validated) = attestca::enrollment::csr::validate(data, profile) {
+        if let Ok(validated) = attestca::enrollment::csr::validate(data, &profile.policy) {
             let _ = attestca::enrollment::csr::describe_alt_names(&validated.subject_alt_names);
             let _ = bundle::from_csr(&validated.request);
         }
