@@ -72,10 +72,18 @@ fn bad(code: Reason, detail: impl Into<String>) -> CsrRefusal {
 
 /// Decodes `der`, verifies its signature and applies the profile's CSR rules.
 pub fn validate(der: &[u8], profile: &EnrollmentPolicy) -> Result<ValidatedCsr, CsrRefusal> {
-    let envelope = SignedEnvelope::from_der(der)
-        .map_err(|e| bad(Reason::CsrMalformed, format!("not a DER PKCS#10 request: {e}")))?;
-    let request = CertReq::from_der(der)
-        .map_err(|e| bad(Reason::CsrMalformed, format!("not a DER PKCS#10 request: {e}")))?;
+    let envelope = SignedEnvelope::from_der(der).map_err(|e| {
+        bad(
+            Reason::CsrMalformed,
+            format!("not a DER PKCS#10 request: {e}"),
+        )
+    })?;
+    let request = CertReq::from_der(der).map_err(|e| {
+        bad(
+            Reason::CsrMalformed,
+            format!("not a DER PKCS#10 request: {e}"),
+        )
+    })?;
     if request.info.version != Version::V1 {
         return Err(bad(Reason::CsrMalformed, "CSR version must be v1 (0)"));
     }

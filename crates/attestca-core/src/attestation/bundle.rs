@@ -106,9 +106,9 @@ pub fn decode(der: &[u8]) -> Result<Evidence, AttestationError> {
     for choice in certs {
         // LimitedCertChoices: a plain Certificate, or `other` ([3]), which no format here uses.
         if choice.tag() == Tag::Sequence {
-            let der = choice
-                .to_der()
-                .map_err(|e| AttestationError::malformed(Reason::AttestationMalformed, e.to_string()))?;
+            let der = choice.to_der().map_err(|e| {
+                AttestationError::malformed(Reason::AttestationMalformed, e.to_string())
+            })?;
             certificates.push(EvidenceCertificate::from_der(&der).map_err(|e| {
                 AttestationError::malformed(
                     Reason::AttestationMalformed,

@@ -117,7 +117,10 @@ fn may_issue(
         .tbs_certificate()
         .get_extension::<BasicConstraints>()
         .map_err(|e| {
-            AttestationError::malformed(Reason::AttestationMalformed, format!("basicConstraints: {e}"))
+            AttestationError::malformed(
+                Reason::AttestationMalformed,
+                format!("basicConstraints: {e}"),
+            )
         })?;
     match constraints {
         Some((_, bc)) if bc.ca => {

@@ -104,7 +104,10 @@ fn check_not_ca(device: &EvidenceCertificate) -> Result<(), AttestationError> {
         .tbs_certificate()
         .get_extension::<BasicConstraints>()
         .map_err(|e| {
-            AttestationError::malformed(Reason::AttestationMalformed, format!("basicConstraints: {e}"))
+            AttestationError::malformed(
+                Reason::AttestationMalformed,
+                format!("basicConstraints: {e}"),
+            )
         })?;
     match constraints {
         Some((_, bc)) if bc.ca => Err(AttestationError::refused(
@@ -243,7 +246,10 @@ fn single_attribute(
         )));
     }
     let value = DirectoryString::try_from(&first.value).map_err(|e| {
-        AttestationError::malformed(Reason::AttestationMalformed, format!("{label} of {name}: {e}"))
+        AttestationError::malformed(
+            Reason::AttestationMalformed,
+            format!("{label} of {name}: {e}"),
+        )
     })?;
     Ok(Some(Cow::into_owned(value.value())))
 }

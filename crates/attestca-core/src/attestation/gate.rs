@@ -147,7 +147,10 @@ impl AttestationGate {
         let (format, error) = first_failure.unwrap_or_else(|| {
             (
                 "unknown",
-                AttestationError::malformed(Reason::AttestationMalformed, "no attestation statement"),
+                AttestationError::malformed(
+                    Reason::AttestationMalformed,
+                    "no attestation statement",
+                ),
             )
         });
         // The vendor is not known until a statement verifies: failures are counted by format.

@@ -23,8 +23,8 @@ use std::time::SystemTime;
 use const_oid::ObjectIdentifier;
 use x509_cert::SubjectPublicKeyInfo;
 
-pub use vendors::{Vendor, VendorTrustStore};
 use crate::reason::Reason;
+pub use vendors::{Vendor, VendorTrustStore};
 
 /// A certificate from evidence or a vendor trust store, decoded without normalisation.
 ///
@@ -314,7 +314,6 @@ impl AttestationError {
         }
     }
 }
-
 
 /// Whether two public keys are the same key (DER-equal SubjectPublicKeyInfo).
 pub fn same_key(a: &SubjectPublicKeyInfo, b: &SubjectPublicKeyInfo) -> bool {

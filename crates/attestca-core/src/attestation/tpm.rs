@@ -34,8 +34,8 @@ use super::{
     AttestationError, AttestationFormat, AttestedKey, DeviceIdentity, ID_STMT_TPM_CERTIFY,
     StatementVerifier, VerificationContext, same_key,
 };
-use crate::verify::{PublicKeyKind, key_kind};
 use crate::reason::Reason;
+use crate::verify::{PublicKeyKind, key_kind};
 
 /// tcg-kp-AIKCertificate: the EKU that makes a certificate an attestation-key certificate.
 const TCG_KP_AIK_CERTIFICATE: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.23.133.8.3");
