@@ -186,6 +186,9 @@ reasons! {
     RouteNotFound = "route.not_found",
     RouteMethodNotAllowed = "route.method_not_allowed",
 
+    /// Every freshly drawn serial number was taken (503). Not in the docs' tables.
+    IssuanceSerialCollision = "issuance.serial_collision",
+
     // Other event reasons.
     /// Event only: the CA issued its own OCSP responder certificate. Not in the docs' tables.
     OcspResponderIssued = "ocsp.responder_issued",

@@ -32,6 +32,7 @@ const PREFIXES: &[&str] = &[
     "device",
     "route",
     "ocsp",
+    "issuance",
 ];
 
 /// Codes the server produces that no document lists yet, and where they come from. A code
@@ -52,6 +53,10 @@ const UNDOCUMENTED: &[(Reason, &str)] = &[
     (
         Reason::ReenrollPredecessor,
         "the recorded predecessor does not decode (400)",
+    ),
+    (
+        Reason::IssuanceSerialCollision,
+        "no unique serial number could be drawn (503)",
     ),
     (
         Reason::OcspResponderIssued,

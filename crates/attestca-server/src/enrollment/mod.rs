@@ -50,8 +50,9 @@ impl From<attestca_core::policy::Refusal> for EnrollmentError {
     fn from(refusal: attestca_core::policy::Refusal) -> Self {
         use attestca_core::policy::RefusalClass;
         let code = refusal.code;
+        let class = refusal.class();
         let detail = refusal.detail;
-        match refusal.class() {
+        match class {
             RefusalClass::BadRequest => EnrollmentError::BadRequest { code, detail },
             RefusalClass::Forbidden => EnrollmentError::Forbidden { code, detail },
             RefusalClass::TooManyRequests => EnrollmentError::TooManyRequests {
@@ -820,7 +821,7 @@ impl EnrollmentService {
             }
         }
         Err(EnrollmentError::Unavailable {
-            code: "issuance.serial_collision",
+            code: Reason::IssuanceSerialCollision,
             detail: "could not allocate a unique serial number".into(),
         })
     }
