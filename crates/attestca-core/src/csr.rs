@@ -33,6 +33,7 @@ use x509_cert::request::{CertReq, Version};
 use crate::asn1::{RsaPublicKey, SignedEnvelope};
 use crate::config::{DeviceKeyAlgorithm, SanType, SubjectAttribute};
 use crate::policy::EnrollmentPolicy;
+use crate::reason::Reason;
 use crate::verify::{self, PublicKeyKind};
 
 /// A CSR whose signature verified and whose content the profile allows.
@@ -51,18 +52,18 @@ pub struct ValidatedCsr {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{detail}")]
 pub struct CsrRefusal {
-    pub code: &'static str,
+    pub code: Reason,
     pub detail: String,
 }
 
 impl CsrRefusal {
     /// The documented reason code.
-    pub fn reason_code(&self) -> &'static str {
+    pub fn reason_code(&self) -> Reason {
         self.code
     }
 }
 
-fn bad(code: &'static str, detail: impl Into<String>) -> CsrRefusal {
+fn bad(code: Reason, detail: impl Into<String>) -> CsrRefusal {
     CsrRefusal {
         code,
         detail: detail.into(),
@@ -71,25 +72,33 @@ fn bad(code: &'static str, detail: impl Into<String>) -> CsrRefusal {
 
 /// Decodes `der`, verifies its signature and applies the profile's CSR rules.
 pub fn validate(der: &[u8], profile: &EnrollmentPolicy) -> Result<ValidatedCsr, CsrRefusal> {
-    let envelope = SignedEnvelope::from_der(der)
-        .map_err(|e| bad("csr.malformed", format!("not a DER PKCS#10 request: {e}")))?;
-    let request = CertReq::from_der(der)
-        .map_err(|e| bad("csr.malformed", format!("not a DER PKCS#10 request: {e}")))?;
+    let envelope = SignedEnvelope::from_der(der).map_err(|e| {
+        bad(
+            Reason::CsrMalformed,
+            format!("not a DER PKCS#10 request: {e}"),
+        )
+    })?;
+    let request = CertReq::from_der(der).map_err(|e| {
+        bad(
+            Reason::CsrMalformed,
+            format!("not a DER PKCS#10 request: {e}"),
+        )
+    })?;
     if request.info.version != Version::V1 {
-        return Err(bad("csr.malformed", "CSR version must be v1 (0)"));
+        return Err(bad(Reason::CsrMalformed, "CSR version must be v1 (0)"));
     }
     let public_key = request.info.public_key.clone();
     let key_algorithm = check_key(&public_key, profile)?;
     let info_der = envelope
         .tbs
         .to_der()
-        .map_err(|e| bad("csr.malformed", e.to_string()))?;
+        .map_err(|e| bad(Reason::CsrMalformed, e.to_string()))?;
     verify_signature(&request, &public_key, key_algorithm, &info_der)?;
     check_subject(&request.info.subject, profile)?;
     let subject_alt_names = requested_alt_names(&request, profile)?;
     if request.info.subject.is_empty() && subject_alt_names.is_empty() {
         return Err(bad(
-            "csr.no_identity",
+            Reason::CsrNoIdentity,
             "the CSR names nobody: give a subject or a subjectAltName",
         ));
     }
@@ -119,18 +128,18 @@ fn check_key(
             Some(SECP_384_R_1) => DeviceKeyAlgorithm::P384,
             other => {
                 return Err(bad(
-                    "csr.key_algorithm_not_allowed",
+                    Reason::CsrKeyAlgorithmNotAllowed,
                     format!("EC curve {other:?} is not accepted (P-256 and P-384 are)"),
                 ));
             }
         },
         RSA_ENCRYPTION => {
             let key = RsaPublicKey::from_der(spki.subject_public_key.raw_bytes())
-                .map_err(|e| bad("csr.malformed", format!("RSA public key: {e}")))?;
+                .map_err(|e| bad(Reason::CsrMalformed, format!("RSA public key: {e}")))?;
             let bits = key.modulus_bits();
             if bits < profile.min_rsa_bits {
                 return Err(bad(
-                    "csr.key_too_small",
+                    Reason::CsrKeyTooSmall,
                     format!(
                         "RSA key of {bits} bits; at least {} required",
                         profile.min_rsa_bits
@@ -139,7 +148,7 @@ fn check_key(
             }
             if bits > 8192 {
                 return Err(bad(
-                    "csr.key_too_large",
+                    Reason::CsrKeyTooLarge,
                     format!("RSA key of {bits} bits; at most 8192"),
                 ));
             }
@@ -147,14 +156,14 @@ fn check_key(
         }
         other => {
             return Err(bad(
-                "csr.key_algorithm_not_allowed",
+                Reason::CsrKeyAlgorithmNotAllowed,
                 format!("public key algorithm {other} is not accepted"),
             ));
         }
     };
     if !profile.key_algorithms.contains(&algorithm) {
         return Err(bad(
-            "csr.key_algorithm_not_allowed",
+            Reason::CsrKeyAlgorithmNotAllowed,
             format!(
                 "{algorithm:?} keys are not accepted on profile {:?} (allowed: {:?})",
                 profile.label, profile.key_algorithms
@@ -183,7 +192,7 @@ fn check_ec_point(
     };
     let point = spki.subject_public_key.as_bytes().ok_or_else(|| {
         bad(
-            "csr.key_encoding",
+            Reason::CsrKeyEncoding,
             "the public key BIT STRING has unused bits",
         )
     })?;
@@ -196,7 +205,7 @@ fn check_ec_point(
     };
     if let Some(form) = form {
         return Err(bad(
-            "csr.key_encoding",
+            Reason::CsrKeyEncoding,
             format!(
                 "the public key is {form}; send the uncompressed form (04 || X || Y, RFC 5480)"
             ),
@@ -209,7 +218,7 @@ fn check_ec_point(
     };
     if !on_curve {
         return Err(bad(
-            "csr.key_encoding",
+            Reason::CsrKeyEncoding,
             "the public key is not a point on its curve",
         ));
     }
@@ -229,7 +238,7 @@ fn verify_signature(
     };
     if verify::algorithm(kind, request.algorithm.oid).is_none() {
         return Err(bad(
-            "csr.signature_algorithm_not_allowed",
+            Reason::CsrSignatureAlgorithmNotAllowed,
             format!(
                 "signature algorithm {} does not fit a {key:?} key or is not accepted",
                 request.algorithm.oid
@@ -239,10 +248,10 @@ fn verify_signature(
     let signature = request
         .signature
         .as_bytes()
-        .ok_or_else(|| bad("csr.malformed", "signature BIT STRING has unused bits"))?;
+        .ok_or_else(|| bad(Reason::CsrMalformed, "signature BIT STRING has unused bits"))?;
     if !verify::verify(spki, request.algorithm.oid, info_der, signature) {
         return Err(bad(
-            "csr.bad_signature",
+            Reason::CsrBadSignature,
             "the CSR signature does not verify with its public key (no proof of possession)",
         ));
     }
@@ -334,7 +343,7 @@ fn shown(text: &str) -> String {
 fn check_subject(subject: &Name, profile: &EnrollmentPolicy) -> Result<(), CsrRefusal> {
     if subject.len() > MAX_SUBJECT_RDNS {
         return Err(bad(
-            "csr.subject_rejected",
+            Reason::CsrSubjectRejected,
             format!(
                 "the subject has {} RDNs; at most {MAX_SUBJECT_RDNS}",
                 subject.len()
@@ -347,13 +356,13 @@ fn check_subject(subject: &Name, profile: &EnrollmentPolicy) -> Result<(), CsrRe
         let mut members = rdn.iter();
         let (Some(atv), None) = (members.next(), members.next()) else {
             return Err(bad(
-                "csr.subject_rejected",
+                Reason::CsrSubjectRejected,
                 "every RDN must hold exactly one attribute (no multi-valued RDNs)",
             ));
         };
         let Some(rule) = SUBJECT_RULES.iter().find(|r| r.oid == atv.oid) else {
             return Err(bad(
-                "csr.subject_attribute_not_allowed",
+                Reason::CsrSubjectAttributeNotAllowed,
                 format!(
                     "subject attribute {} is not accepted (CN, O, OU, C, L, ST, serialNumber are)",
                     atv.oid
@@ -363,7 +372,7 @@ fn check_subject(subject: &Name, profile: &EnrollmentPolicy) -> Result<(), CsrRe
         let name = rule.attribute.short_name();
         if !profile.subject_attributes.contains(&rule.attribute) {
             return Err(bad(
-                "csr.subject_attribute_not_allowed",
+                Reason::CsrSubjectAttributeNotAllowed,
                 format!(
                     "subject attribute {name} is not accepted on profile {:?}",
                     profile.label
@@ -372,7 +381,7 @@ fn check_subject(subject: &Name, profile: &EnrollmentPolicy) -> Result<(), CsrRe
         }
         if seen.contains(&rule.attribute) {
             return Err(bad(
-                "csr.subject_rejected",
+                Reason::CsrSubjectRejected,
                 format!("the subject has more than one {name}"),
             ));
         }
@@ -384,12 +393,12 @@ fn check_subject(subject: &Name, profile: &EnrollmentPolicy) -> Result<(), CsrRe
     }
     match (&common_name, profile.cn_required) {
         (None, true) => Err(bad(
-            "csr.subject_cn_missing",
+            Reason::CsrSubjectCnMissing,
             format!("profile {:?} requires a subject CN", profile.label),
         )),
         (Some(cn), _) => match &profile.cn_pattern {
             Some(pattern) if !pattern.is_match(cn) => Err(bad(
-                "csr.subject_rejected",
+                Reason::CsrSubjectRejected,
                 format!(
                     "CN {} does not match the pattern of profile {:?}",
                     shown(cn),
@@ -406,7 +415,7 @@ fn check_subject(subject: &Name, profile: &EnrollmentPolicy) -> Result<(), CsrRe
 /// are acceptable for `rule`.
 fn attribute_value<'a>(rule: &AttributeRule, value: &'a Any) -> Result<&'a str, CsrRefusal> {
     let name = rule.attribute.short_name();
-    let encoding = |detail: String| bad("csr.subject_encoding", detail);
+    let encoding = |detail: String| bad(Reason::CsrSubjectEncoding, detail);
     let tag = value.tag();
     let type_ok = match rule.syntax {
         ValueSyntax::Directory => matches!(tag, Tag::Utf8String | Tag::PrintableString),
@@ -469,7 +478,7 @@ fn requested_alt_names(
             continue;
         }
         if seen_request || attribute.values.len() != 1 {
-            return Err(bad("csr.malformed", "more than one extensionRequest"));
+            return Err(bad(Reason::CsrMalformed, "more than one extensionRequest"));
         }
         seen_request = true;
         let Some(value) = attribute.values.iter().next() else {
@@ -477,7 +486,7 @@ fn requested_alt_names(
         };
         let extensions: Vec<Extension> = value
             .decode_as()
-            .map_err(|e| bad("csr.malformed", format!("extensionRequest: {e}")))?;
+            .map_err(|e| bad(Reason::CsrMalformed, format!("extensionRequest: {e}")))?;
         let mut seen_san = false;
         for ext in extensions {
             if ext.extn_id != const_oid::db::rfc5280::ID_CE_SUBJECT_ALT_NAME {
@@ -486,22 +495,22 @@ fn requested_alt_names(
             }
             if seen_san {
                 return Err(bad(
-                    "csr.malformed",
+                    Reason::CsrMalformed,
                     "more than one subjectAltName requested",
                 ));
             }
             seen_san = true;
             let san = SubjectAltName::from_der(ext.extn_value.as_bytes())
-                .map_err(|e| bad("csr.malformed", format!("subjectAltName: {e}")))?;
+                .map_err(|e| bad(Reason::CsrMalformed, format!("subjectAltName: {e}")))?;
             if san.0.is_empty() {
                 return Err(bad(
-                    "csr.san_malformed",
+                    Reason::CsrSanMalformed,
                     "the subjectAltName is empty (RFC 5280: SIZE (1..MAX))",
                 ));
             }
             if san.0.len() > MAX_SUBJECT_ALT_NAMES {
                 return Err(bad(
-                    "csr.san_too_many",
+                    Reason::CsrSanTooMany,
                     format!(
                         "{} subjectAltNames requested; at most {MAX_SUBJECT_ALT_NAMES}",
                         san.0.len()
@@ -512,7 +521,7 @@ fn requested_alt_names(
                 check_alt_name(&name, profile)?;
                 if names.contains(&name) {
                     return Err(bad(
-                        "csr.san_malformed",
+                        Reason::CsrSanMalformed,
                         "the same subjectAltName is requested twice",
                     ));
                 }
@@ -533,7 +542,7 @@ fn check_alt_name(name: &GeneralName, profile: &EnrollmentPolicy) -> Result<(), 
         GeneralName::Rfc822Name(m) => (SanType::Email, m.as_str(), names::is_mailbox(m.as_str())),
         other => {
             return Err(bad(
-                "csr.san_type_not_allowed",
+                Reason::CsrSanTypeNotAllowed,
                 format!(
                     "subjectAltName type {:?} is not accepted",
                     std::mem::discriminant(other)
@@ -543,7 +552,7 @@ fn check_alt_name(name: &GeneralName, profile: &EnrollmentPolicy) -> Result<(), 
     };
     if !profile.san_types.contains(&kind) {
         return Err(bad(
-            "csr.san_type_not_allowed",
+            Reason::CsrSanTypeNotAllowed,
             format!(
                 "{kind:?} subjectAltNames are not accepted on profile {:?}",
                 profile.label
@@ -558,7 +567,7 @@ fn check_alt_name(name: &GeneralName, profile: &EnrollmentPolicy) -> Result<(), 
             SanType::Email => "a mailbox local@domain (dot-atom local part, DNS-name domain)",
         };
         return Err(bad(
-            "csr.san_malformed",
+            Reason::CsrSanMalformed,
             match kind {
                 SanType::Ip => format!("malformed {kind:?} subjectAltName: want {rule}"),
                 _ => format!(
@@ -650,7 +659,7 @@ mod tests {
     fn code(result: Result<ValidatedCsr, CsrRefusal>) -> &'static str {
         match result {
             Ok(_) => "ok",
-            Err(e) => e.reason_code(),
+            Err(e) => e.reason_code().as_str(),
         }
     }
 
@@ -1272,19 +1281,17 @@ mod tests {
         let docs = include_str!("../../../docs/est-profile.md");
         let source = include_str!("csr.rs");
         let code_part = source.split("#[cfg(test)]").next().unwrap_or(source);
-        let mut codes: Vec<&str> = code_part
-            .split('"')
-            .filter(|s| {
-                s.starts_with("csr.")
-                    && s.len() > 4
-                    && s.chars()
-                        .all(|c| c.is_ascii_lowercase() || c == '.' || c == '_')
-            })
+        let csr_codes: Vec<Reason> = Reason::ALL
+            .iter()
+            .copied()
+            .filter(|r| r.namespace() == "csr")
             .collect();
-        codes.sort_unstable();
-        codes.dedup();
-        assert!(codes.len() >= 15, "{codes:?}");
-        for code in codes {
+        assert_eq!(csr_codes.len(), 15, "{csr_codes:?}");
+        for code in csr_codes {
+            assert!(
+                code_part.contains(&format!("Reason::{code:?}")),
+                "{code} is not produced by csr.rs"
+            );
             assert!(
                 docs.contains(&format!("`{code}`")),
                 "{code} is not in docs/est-profile.md"

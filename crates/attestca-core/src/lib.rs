@@ -15,6 +15,7 @@
 //! - [`crl`], [`ocsp`], [`est_codec`]: the revocation and EST encodings;
 //! - [`signer`]: the key seam every signature goes through, and the software key;
 //! - [`config`]: the configuration fragments the core interprets;
+//! - [`reason`]: every documented reason code, as one enum;
 //! - [`revocation`], [`time`]: shared vocabulary.
 
 pub mod asn1;
@@ -27,6 +28,7 @@ pub mod issuance;
 pub mod ocsp;
 pub mod pem;
 pub mod policy;
+pub mod reason;
 pub mod revocation;
 pub mod signer;
 pub mod time;

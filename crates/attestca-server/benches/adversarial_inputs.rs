@@ -35,6 +35,7 @@ use attestca::config::ProfileConfig;
 use attestca::issuance::build::{CertificateSpec, random_serial};
 use attestca::issuance::profile::IssuanceProfile;
 use attestca::issuance::software_ca::{SoftwareCa, name};
+use attestca::reason::Reason;
 use attestca::signer::CaKeyAlgorithm;
 use attestca::signer::software::{SoftwareSigner, generate_pkcs8};
 use attestca_sim::device::DeviceKey;
@@ -49,19 +50,19 @@ use attestca_testkit::simulated_tpm;
 /// Returns the verification result's reason code ("ok" when it verifies).
 fn decide(body: &[u8], profile: &IssuanceProfile, gate: &AttestationGate) -> &'static str {
     let Ok(der) = attestca::est::codec::decode_body(body) else {
-        return "request.encoding";
+        return Reason::RequestEncoding.as_str();
     };
     let csr = match attestca::enrollment::csr::validate(&der, &profile.policy) {
         Ok(csr) => csr,
-        Err(e) => return e.reason_code(),
+        Err(e) => return e.reason_code().as_str(),
     };
     match gate.evidence(&csr.request) {
         Ok(Some(evidence)) => match gate.verify(&evidence, &csr.public_key) {
             Ok(_) => "ok",
-            Err(e) => e.code,
+            Err(e) => e.code.as_str(),
         },
-        Ok(None) => "attestation.required",
-        Err(e) => e.code,
+        Ok(None) => Reason::AttestationRequired.as_str(),
+        Err(e) => e.code.as_str(),
     }
 }
 

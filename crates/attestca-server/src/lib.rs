@@ -17,7 +17,7 @@
 //! [`config`], [`setup`] and [`rig`] sit beside the layers: configuration, CA set-up, and the
 //! factory-rig client.
 
-pub use attestca_core::{asn1, attestation, issuance, pem, verify};
+pub use attestca_core::{asn1, attestation, issuance, pem, reason, verify};
 
 pub mod access;
 pub mod api;

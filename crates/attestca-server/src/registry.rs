@@ -6,6 +6,7 @@
 //! event in the same transaction, is made by [`Revocations`], the one path every revocation
 //! (operator, renewal, overlap expiry) takes.
 
+use attestca_core::reason::Reason;
 use attestca_core::revocation::RevocationReason;
 
 pub use crate::revocation::service::Actor;
@@ -36,13 +37,13 @@ pub enum RegistryError {
 
 impl RegistryError {
     /// The stable code API clients match on.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> Reason {
         match self {
-            RegistryError::InvalidRequest(_) => "request.invalid",
-            RegistryError::CertificateNotFound(_) => "certificate.not_found",
-            RegistryError::AlreadyRevoked(_) => "certificate.already_revoked",
-            RegistryError::NoActiveCertificates(_) => "device.no_active_certificates",
-            RegistryError::Store(_) => "service.database_unavailable",
+            RegistryError::InvalidRequest(_) => Reason::RequestInvalid,
+            RegistryError::CertificateNotFound(_) => Reason::CertificateNotFound,
+            RegistryError::AlreadyRevoked(_) => Reason::CertificateAlreadyRevoked,
+            RegistryError::NoActiveCertificates(_) => Reason::DeviceNoActiveCertificates,
+            RegistryError::Store(_) => Reason::ServiceDatabaseUnavailable,
         }
     }
 }

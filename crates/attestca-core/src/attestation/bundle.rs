@@ -12,6 +12,7 @@ use x509_cert::request::CertReq;
 use super::{
     AttestationError, ID_AA_ATTESTATION, MAX_POOL_CERTIFICATES, MAX_STATEMENTS, too_complex,
 };
+use crate::reason::Reason;
 
 /// `AttestationStatement ::= SEQUENCE { type OID, stmt ANY, hint IA5String OPTIONAL }`.
 #[derive(Clone, Debug, Sequence)]
@@ -53,13 +54,13 @@ pub fn from_csr(request: &CertReq) -> Result<Option<Evidence>, AttestationError>
     };
     if found.next().is_some() {
         return Err(AttestationError::malformed(
-            "attestation.multiple_attributes",
+            Reason::AttestationMultipleAttributes,
             "the CSR carries more than one attestation attribute",
         ));
     }
     if attribute.values.len() != 1 {
         return Err(AttestationError::malformed(
-            "attestation.malformed",
+            Reason::AttestationMalformed,
             "the attestation attribute must hold exactly one value",
         ));
     }
@@ -68,7 +69,7 @@ pub fn from_csr(request: &CertReq) -> Result<Option<Evidence>, AttestationError>
     };
     let der = value
         .to_der()
-        .map_err(|e| AttestationError::malformed("attestation.malformed", e.to_string()))?;
+        .map_err(|e| AttestationError::malformed(Reason::AttestationMalformed, e.to_string()))?;
     decode(&der).map(Some)
 }
 
@@ -76,13 +77,13 @@ pub fn from_csr(request: &CertReq) -> Result<Option<Evidence>, AttestationError>
 pub fn decode(der: &[u8]) -> Result<Evidence, AttestationError> {
     let bundle = AttestationBundle::from_der(der).map_err(|e| {
         AttestationError::malformed(
-            "attestation.malformed",
+            Reason::AttestationMalformed,
             format!("the attestation attribute is not an AttestationBundle: {e}"),
         )
     })?;
     if bundle.attestations.is_empty() {
         return Err(AttestationError::malformed(
-            "attestation.malformed",
+            Reason::AttestationMalformed,
             "the AttestationBundle holds no statement",
         ));
     }
@@ -105,12 +106,12 @@ pub fn decode(der: &[u8]) -> Result<Evidence, AttestationError> {
     for choice in certs {
         // LimitedCertChoices: a plain Certificate, or `other` ([3]), which no format here uses.
         if choice.tag() == Tag::Sequence {
-            let der = choice
-                .to_der()
-                .map_err(|e| AttestationError::malformed("attestation.malformed", e.to_string()))?;
+            let der = choice.to_der().map_err(|e| {
+                AttestationError::malformed(Reason::AttestationMalformed, e.to_string())
+            })?;
             certificates.push(EvidenceCertificate::from_der(&der).map_err(|e| {
                 AttestationError::malformed(
-                    "attestation.malformed",
+                    Reason::AttestationMalformed,
                     format!("a certificate in the bundle does not decode: {e}"),
                 )
             })?);
@@ -121,7 +122,7 @@ pub fn decode(der: &[u8]) -> Result<Evidence, AttestationError> {
         .iter()
         .map(|s| Ok((s.statement_type, s.stmt.to_der()?)))
         .collect::<Result<Vec<_>, der::Error>>()
-        .map_err(|e| AttestationError::malformed("attestation.malformed", e.to_string()))?;
+        .map_err(|e| AttestationError::malformed(Reason::AttestationMalformed, e.to_string()))?;
     Ok(Evidence {
         statements,
         certificates,

@@ -33,6 +33,7 @@ use x509_cert::ext::pkix::{AuthorityKeyIdentifier, BasicConstraints, SubjectKeyI
 use super::{
     AttestationError, EvidenceCertificate, MAX_POOL_CERTIFICATES, VerificationBudget, too_complex,
 };
+use crate::reason::Reason;
 
 /// Longest path accepted (leaf + intermediates + root).
 const MAX_DEPTH: usize = 6;
@@ -116,7 +117,10 @@ fn may_issue(
         .tbs_certificate()
         .get_extension::<BasicConstraints>()
         .map_err(|e| {
-            AttestationError::malformed("attestation.malformed", format!("basicConstraints: {e}"))
+            AttestationError::malformed(
+                Reason::AttestationMalformed,
+                format!("basicConstraints: {e}"),
+            )
         })?;
     match constraints {
         Some((_, bc)) if bc.ca => {
@@ -125,7 +129,7 @@ fn may_issue(
                 && depth - 1 > usize::from(limit)
             {
                 return Err(AttestationError::refused(
-                    "attestation.chain_invalid",
+                    Reason::AttestationChainInvalid,
                     format!("{} exceeds its pathLenConstraint", subject(cert)),
                 ));
             }
@@ -133,7 +137,7 @@ fn may_issue(
         }
         None if depth == 1 && options.tolerate_missing_basic_constraints_above_leaf => Ok(()),
         _ => Err(AttestationError::refused(
-            "attestation.chain_invalid",
+            Reason::AttestationChainInvalid,
             format!(
                 "{} is not a CA certificate but issues one in the path",
                 subject(cert)
@@ -254,7 +258,7 @@ pub fn build(
     let mut search = Search {
         dead_from: vec![usize::MAX; nodes.len()],
         last_error: AttestationError::refused(
-            "attestation.untrusted_root",
+            Reason::AttestationUntrustedRoot,
             format!(
                 "{} does not chain to a trusted vendor root",
                 subject(nodes[0].cert)
@@ -283,7 +287,7 @@ impl Search<'_, '_> {
         let cert = self.nodes[current].cert;
         if !valid_at(cert, self.at) {
             self.last_error = AttestationError::refused(
-                "attestation.expired",
+                Reason::AttestationExpired,
                 format!("{} is not valid at the verification time", subject(cert)),
             );
             return Ok(None);
@@ -297,7 +301,7 @@ impl Search<'_, '_> {
             }
             if !valid_at(root, self.at) {
                 self.last_error = AttestationError::refused(
-                    "attestation.expired",
+                    Reason::AttestationExpired,
                     format!(
                         "vendor root {} is not valid at the verification time",
                         subject(root)
@@ -483,7 +487,7 @@ mod tests {
         );
         assert_eq!(
             strict.expect_err("strict").code,
-            "attestation.chain_invalid"
+            Reason::AttestationChainInvalid
         );
         let tolerant = PathOptions {
             tolerate_missing_basic_constraints_above_leaf: true,
@@ -523,7 +527,7 @@ mod tests {
             )
             .expect_err("a bad signature")
             .code,
-            "attestation.untrusted_root"
+            Reason::AttestationUntrustedRoot
         );
     }
 
@@ -551,7 +555,7 @@ mod tests {
             )
             .expect_err("expired")
             .code,
-            "attestation.expired"
+            Reason::AttestationExpired
         );
         let (other_root, _, _) = path_with(true);
         assert_eq!(
@@ -564,13 +568,13 @@ mod tests {
             )
             .expect_err("untrusted")
             .code,
-            "attestation.untrusted_root"
+            Reason::AttestationUntrustedRoot
         );
         assert_eq!(
             build_fresh(&leaf, &[], &[root], now, PathOptions::default())
                 .expect_err("no intermediate")
                 .code,
-            "attestation.untrusted_root"
+            Reason::AttestationUntrustedRoot
         );
     }
 
@@ -626,7 +630,7 @@ mod tests {
             &budget,
         )
         .expect_err("no path to the root");
-        assert_eq!(refused.code, "attestation.untrusted_root");
+        assert_eq!(refused.code, Reason::AttestationUntrustedRoot);
         // One check per (signer key, certificate) link, and a certificate whose subject and key
         // are already in the path is no candidate: the leaf and the certificates under one name.
         assert!(

@@ -23,6 +23,7 @@ use super::{
     AttestationError, AttestationFormat, AttestedKey, DeviceIdentity, ID_STMT_DEVICE_CERTIFICATE,
     StatementVerifier, VerificationContext,
 };
+use crate::reason::Reason;
 
 /// The organization in every Microchip Trust&Go / TrustFLEX device certificate subject.
 const MICROCHIP_ORGANIZATION: &str = "Microchip Technology Inc";
@@ -50,7 +51,7 @@ impl StatementVerifier for DeviceCertificateVerifier {
     ) -> Result<AttestedKey, AttestationError> {
         let device = EvidenceCertificate::from_der(statement).map_err(|e| {
             AttestationError::malformed(
-                "attestation.malformed",
+                Reason::AttestationMalformed,
                 format!("the device-certificate statement is not a certificate: {e}"),
             )
         })?;
@@ -69,13 +70,13 @@ pub fn verify_device_certificate(
         context.csr_key,
     ) {
         return Err(AttestationError::refused(
-            "attestation.key_mismatch",
+            Reason::AttestationKeyMismatch,
             "the device certificate is for another key than the CSR's",
         ));
     }
     check_not_ca(device)?;
     let mut last = AttestationError::refused(
-        "attestation.untrusted_root",
+        Reason::AttestationUntrustedRoot,
         "the device certificate does not chain to a trusted vendor root",
     );
     for vendor in context
@@ -103,11 +104,14 @@ fn check_not_ca(device: &EvidenceCertificate) -> Result<(), AttestationError> {
         .tbs_certificate()
         .get_extension::<BasicConstraints>()
         .map_err(|e| {
-            AttestationError::malformed("attestation.malformed", format!("basicConstraints: {e}"))
+            AttestationError::malformed(
+                Reason::AttestationMalformed,
+                format!("basicConstraints: {e}"),
+            )
         })?;
     match constraints {
         Some((_, bc)) if bc.ca => Err(AttestationError::refused(
-            "attestation.chain_invalid",
+            Reason::AttestationChainInvalid,
             format!(
                 "{} is a CA certificate, not a device certificate",
                 chain::subject(device)
@@ -152,7 +156,7 @@ fn identity(
             Ok((cn.as_bytes().to_vec(), cn))
         }
         other => Err(AttestationError::refused(
-            "attestation.format_not_allowed",
+            Reason::AttestationFormatNotAllowed,
             format!(
                 "vendor {} ({other:?}) does not issue device-certificate evidence",
                 vendor.name
@@ -242,13 +246,16 @@ fn single_attribute(
         )));
     }
     let value = DirectoryString::try_from(&first.value).map_err(|e| {
-        AttestationError::malformed("attestation.malformed", format!("{label} of {name}: {e}"))
+        AttestationError::malformed(
+            Reason::AttestationMalformed,
+            format!("{label} of {name}: {e}"),
+        )
     })?;
     Ok(Some(Cow::into_owned(value.value())))
 }
 
 fn identity_error(detail: String) -> AttestationError {
-    AttestationError::refused("attestation.device_identity", detail)
+    AttestationError::refused(Reason::AttestationDeviceIdentity, detail)
 }
 
 #[cfg(test)]
@@ -385,7 +392,7 @@ mod tests {
             &microchip(&dir),
         )
         .unwrap_err();
-        assert_eq!(err.code, "attestation.key_mismatch");
+        assert_eq!(err.code, Reason::AttestationKeyMismatch);
     }
 
     #[test]
@@ -396,7 +403,7 @@ mod tests {
         let part = &real_parts(&dir)[0];
         let device = device(part);
         let err = check(&device, &key(&device), &[], &microchip(&dir)).unwrap_err();
-        assert_eq!(err.code, "attestation.untrusted_root", "{err:?}");
+        assert_eq!(err.code, Reason::AttestationUntrustedRoot, "{err:?}");
 
         let others = [
             certificates(&dir.join(SIGNER)),
@@ -406,7 +413,7 @@ mod tests {
             let vendors =
                 VendorTrustStore::new(vec![vendor("other", roots, VendorReader::Microchip)]);
             let err = check(&device, &key(&device), &pool(part), &vendors).unwrap_err();
-            assert_eq!(err.code, "attestation.untrusted_root", "{err:?}");
+            assert_eq!(err.code, Reason::AttestationUntrustedRoot, "{err:?}");
         }
     }
 
@@ -430,7 +437,7 @@ mod tests {
             &VendorTrustStore::new(vec![chip]),
         )
         .unwrap_err();
-        assert_eq!(err.code, "attestation.untrusted_root", "{err:?}");
+        assert_eq!(err.code, Reason::AttestationUntrustedRoot, "{err:?}");
     }
 
     #[test]
@@ -442,7 +449,7 @@ mod tests {
         // The part's issuer, "Crypto Authentication Signer 2A00", chains to the root too.
         let issuer = pool(part).remove(0);
         let err = check(&issuer, &key(&issuer), &[], &microchip(&dir)).unwrap_err();
-        assert_eq!(err.code, "attestation.chain_invalid", "{err:?}");
+        assert_eq!(err.code, Reason::AttestationChainInvalid, "{err:?}");
     }
 
     #[test]
@@ -474,7 +481,7 @@ mod tests {
             assert_eq!(read(reader).unwrap().device.display, "sn0123F2408EA1FCF201");
         }
         let err = read(VendorReader::YubikeyPiv).unwrap_err();
-        assert_eq!(err.code, "attestation.format_not_allowed");
+        assert_eq!(err.code, Reason::AttestationFormatNotAllowed);
     }
 
     #[test]
@@ -485,18 +492,18 @@ mod tests {
         // The issuer's CN is "Crypto Authentication Signer 2A00": right O, wrong CN form.
         let issuer = pool(&real_parts(&dir)[0]).remove(0);
         let err = microchip_identity(&issuer).unwrap_err();
-        assert_eq!(err.code, "attestation.device_identity", "{err:?}");
+        assert_eq!(err.code, Reason::AttestationDeviceIdentity, "{err:?}");
         // The root has the same O and a CN that is not sn<hex> either.
         let root = certificates(&dir.join(ROOT)).remove(0);
         assert_eq!(
             microchip_identity(&root).unwrap_err().code,
-            "attestation.device_identity"
+            Reason::AttestationDeviceIdentity
         );
         // The manifest signer's CN is "Manifest Signer 005".
         let signer = certificates(&dir.join(SIGNER)).remove(0);
         assert_eq!(
             microchip_identity(&signer).unwrap_err().code,
-            "attestation.device_identity"
+            Reason::AttestationDeviceIdentity
         );
     }
 
@@ -533,13 +540,13 @@ mod tests {
         ];
         for statement in garbage {
             let err = verifier.verify(statement, &context).unwrap_err();
-            assert_eq!(err.code, "attestation.malformed", "{err:?}");
+            assert_eq!(err.code, Reason::AttestationMalformed, "{err:?}");
         }
         // A flipped bit in the signature leaves well-formed DER that no longer chains.
         let mut forged = der.clone();
         let last = forged.len() - 1;
         forged[last] ^= 1;
         let err = verifier.verify(&forged, &context).unwrap_err();
-        assert_eq!(err.code, "attestation.untrusted_root", "{err:?}");
+        assert_eq!(err.code, Reason::AttestationUntrustedRoot, "{err:?}");
     }
 }

@@ -10,6 +10,7 @@ use super::{
     AttestationError, AttestedKey, Clock, StatementVerifier, VendorTrustStore, VerificationBudget,
     VerificationContext,
 };
+use crate::reason::Reason;
 
 /// Verifiers for every statement type attestca understands.
 pub fn all_verifiers() -> Vec<Box<dyn StatementVerifier>> {
@@ -113,7 +114,7 @@ impl AttestationGate {
                     (
                         "unknown",
                         AttestationError::malformed(
-                            "attestation.unknown_statement_type",
+                            Reason::AttestationUnknownStatementType,
                             format!("attestation statement type {statement_type} is not supported"),
                         ),
                     )
@@ -146,11 +147,14 @@ impl AttestationGate {
         let (format, error) = first_failure.unwrap_or_else(|| {
             (
                 "unknown",
-                AttestationError::malformed("attestation.malformed", "no attestation statement"),
+                AttestationError::malformed(
+                    Reason::AttestationMalformed,
+                    "no attestation statement",
+                ),
             )
         });
         // The vendor is not known until a statement verifies: failures are counted by format.
-        self.count(format, "unknown", "fail", error.code);
+        self.count(format, "unknown", "fail", error.code.as_str());
         Err(error)
     }
 }

@@ -18,12 +18,12 @@ pub mod tpm;
 pub mod vendors;
 pub mod x509_chain;
 
-use std::fmt;
 use std::time::SystemTime;
 
 use const_oid::ObjectIdentifier;
 use x509_cert::SubjectPublicKeyInfo;
 
+use crate::reason::Reason;
 pub use vendors::{Vendor, VendorTrustStore};
 
 /// A certificate from evidence or a vendor trust store, decoded without normalisation.
@@ -249,7 +249,7 @@ impl VerificationBudget {
 }
 
 /// The reason code of evidence that asks for more work than any genuine evidence needs.
-pub const TOO_COMPLEX: &str = "attestation.too_complex";
+pub const TOO_COMPLEX: Reason = Reason::AttestationTooComplex;
 
 /// Evidence that asks for more work than any genuine evidence needs (400).
 pub fn too_complex(detail: impl Into<String>) -> AttestationError {
@@ -286,17 +286,18 @@ pub enum FailureKind {
     Refused,
 }
 
-/// An attestation failure with its stable reason code.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// An attestation failure with its documented reason code (an `attestation.*` [`Reason`]).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{detail}")]
 pub struct AttestationError {
-    pub code: &'static str,
+    pub code: Reason,
     pub kind: FailureKind,
     pub detail: String,
 }
 
 impl AttestationError {
     /// Malformed evidence (400).
-    pub fn malformed(code: &'static str, detail: impl Into<String>) -> Self {
+    pub fn malformed(code: Reason, detail: impl Into<String>) -> Self {
         Self {
             code,
             kind: FailureKind::Malformed,
@@ -305,7 +306,7 @@ impl AttestationError {
     }
 
     /// Evidence that verifies poorly or fails policy (403).
-    pub fn refused(code: &'static str, detail: impl Into<String>) -> Self {
+    pub fn refused(code: Reason, detail: impl Into<String>) -> Self {
         Self {
             code,
             kind: FailureKind::Refused,
@@ -313,14 +314,6 @@ impl AttestationError {
         }
     }
 }
-
-impl fmt::Display for AttestationError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.detail)
-    }
-}
-
-impl std::error::Error for AttestationError {}
 
 /// Whether two public keys are the same key (DER-equal SubjectPublicKeyInfo).
 pub fn same_key(a: &SubjectPublicKeyInfo, b: &SubjectPublicKeyInfo) -> bool {

@@ -34,6 +34,7 @@ use super::{
     AttestationError, AttestationFormat, AttestedKey, DeviceIdentity, ID_STMT_TPM_CERTIFY,
     StatementVerifier, VerificationContext, same_key,
 };
+use crate::reason::Reason;
 use crate::verify::{PublicKeyKind, key_kind};
 
 /// tcg-kp-AIKCertificate: the EKU that makes a certificate an attestation-key certificate.
@@ -136,7 +137,7 @@ impl StatementVerifier for TpmCertifyVerifier {
         check_attributes(public.object_attributes)?;
         if !same_key(&public.key.to_spki()?, context.csr_key) {
             return Err(AttestationError::refused(
-                "attestation.key_mismatch",
+                Reason::AttestationKeyMismatch,
                 "the TPM certified another key than the CSR's",
             ));
         }
@@ -145,7 +146,7 @@ impl StatementVerifier for TpmCertifyVerifier {
 }
 
 fn malformed(detail: impl Into<String>) -> AttestationError {
-    AttestationError::malformed("attestation.malformed", detail)
+    AttestationError::malformed(Reason::AttestationMalformed, detail)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -539,7 +540,7 @@ fn find_trusted_ak<'c>(
     context: &VerificationContext<'c>,
 ) -> Result<(&'c EvidenceCertificate, &'c Vendor), AttestationError> {
     let mut last = AttestationError::refused(
-        "attestation.signature_invalid",
+        Reason::AttestationSignatureInvalid,
         "no certificate in the bundle verifies the signature over TPMS_ATTEST",
     );
     // Each pool key is tried once (a renewed AK certificate repeats its key), and every try
@@ -574,7 +575,7 @@ fn chain_to_vendor<'c>(
     context: &VerificationContext<'c>,
 ) -> Result<&'c Vendor, AttestationError> {
     let mut last = AttestationError::refused(
-        "attestation.untrusted_root",
+        Reason::AttestationUntrustedRoot,
         format!(
             "the AK certificate {} does not chain to a trusted TPM vendor root",
             chain::subject(ak)
@@ -609,7 +610,7 @@ fn anchored_path(
 fn check_ak_allowed(ak: &EvidenceCertificate) -> Result<(), AttestationError> {
     let not_allowed = |why: &str| {
         AttestationError::refused(
-            "attestation.ak_not_allowed",
+            Reason::AttestationAkNotAllowed,
             format!("{} {why}", chain::subject(ak)),
         )
     };
@@ -654,7 +655,7 @@ fn check_name(name: &[u8], name_alg: u16, public: &[u8]) -> Result<(), Attestati
         Ok(())
     } else {
         Err(AttestationError::refused(
-            "attestation.tpm_name_mismatch",
+            Reason::AttestationTpmNameMismatch,
             "the certified name is not the name of the TPMT_PUBLIC in the statement",
         ))
     }
@@ -676,13 +677,13 @@ fn check_attributes(attributes: u32) -> Result<(), AttestationError> {
         .collect();
     if !missing.is_empty() {
         return Err(AttestationError::refused(
-            "attestation.tpm_key_attributes",
+            Reason::AttestationTpmKeyAttributes,
             format!("the TPM key lacks {}", missing.join(", ")),
         ));
     }
     if attributes & RESTRICTED != 0 {
         return Err(AttestationError::refused(
-            "attestation.tpm_key_attributes",
+            Reason::AttestationTpmKeyAttributes,
             "the TPM key is restricted: it cannot sign arbitrary data such as certificates' TBS",
         ));
     }
@@ -876,7 +877,7 @@ mod tests {
         bytes[index] ^= 0x01;
     }
 
-    fn assert_refused(result: Result<AttestedKey, AttestationError>, code: &str) {
+    fn assert_refused(result: Result<AttestedKey, AttestationError>, code: Reason) {
         let error = result.expect_err("must be refused");
         assert_eq!(error.code, code, "{error}");
         assert_eq!(error.kind, FailureKind::Refused, "{error}");
@@ -884,7 +885,7 @@ mod tests {
 
     fn assert_malformed(result: Result<AttestedKey, AttestationError>, what: &str) {
         let error = result.expect_err(what);
-        assert_eq!(error.code, "attestation.malformed", "{what}: {error}");
+        assert_eq!(error.code, Reason::AttestationMalformed, "{what}: {error}");
         assert_eq!(error.kind, FailureKind::Malformed, "{what}: {error}");
     }
 
@@ -931,7 +932,7 @@ mod tests {
         let empty = VendorTrustStore::new(vec![]);
         assert_refused(
             verify_with(&s, &s.statement, &s.csr_key, &empty, PINNED),
-            "attestation.untrusted_root",
+            Reason::AttestationUntrustedRoot,
         );
         // The right root, but for another format only.
         let other_format = VendorTrustStore::new(vec![vendor(
@@ -940,7 +941,7 @@ mod tests {
         )]);
         assert_refused(
             verify_with(&s, &s.statement, &s.csr_key, &other_format, PINNED),
-            "attestation.untrusted_root",
+            Reason::AttestationUntrustedRoot,
         );
         // A vendor whose root is another certificate (the Yubico PIV root, when present).
         let dir = vectors_dir().expect("checked by sample()");
@@ -950,7 +951,7 @@ mod tests {
             let other = EvidenceCertificate::from_der(&der).expect("certificate");
             assert_refused(
                 verify_with(&s, &s.statement, &s.csr_key, &trusting(&other), PINNED),
-                "attestation.untrusted_root",
+                Reason::AttestationUntrustedRoot,
             );
         }
     }
@@ -960,13 +961,13 @@ mod tests {
         let Some(s) = sample() else { return };
         // Byte 50 lies in clockInfo: the structure still parses, only the signature breaks.
         let statement = edited(&s.statement, |attest, _, _| flip(attest, 50));
-        assert_refused(verify(&s, &statement), "attestation.signature_invalid");
+        assert_refused(verify(&s, &statement), Reason::AttestationSignatureInvalid);
         // The last byte lies in qualifiedName.
         let statement = edited(&s.statement, |attest, _, _| {
             let last = attest.len() - 1;
             flip(attest, last)
         });
-        assert_refused(verify(&s, &statement), "attestation.signature_invalid");
+        assert_refused(verify(&s, &statement), Reason::AttestationSignatureInvalid);
     }
 
     #[test]
@@ -974,7 +975,7 @@ mod tests {
         let Some(s) = sample() else { return };
         for index in [0, 100, 255] {
             let statement = edited(&s.statement, |_, signature, _| flip(signature, index));
-            assert_refused(verify(&s, &statement), "attestation.signature_invalid");
+            assert_refused(verify(&s, &statement), Reason::AttestationSignatureInvalid);
         }
     }
 
@@ -989,7 +990,7 @@ mod tests {
             let last = public.len() - 1;
             flip(public, last)
         });
-        assert_refused(verify(&s, &statement), "attestation.tpm_name_mismatch");
+        assert_refused(verify(&s, &statement), Reason::AttestationTpmNameMismatch);
     }
 
     #[test]
@@ -997,7 +998,7 @@ mod tests {
         let Some(s) = sample() else { return };
         assert_refused(
             verify_with(&s, &s.statement, &s.csr_key, &trusting(&s.root), LATER),
-            "attestation.expired",
+            Reason::AttestationExpired,
         );
     }
 
@@ -1007,7 +1008,7 @@ mod tests {
         let ak_key = s.ak.tbs_certificate().subject_public_key_info().clone();
         assert_refused(
             verify_with(&s, &s.statement, &ak_key, &trusting(&s.root), PINNED),
-            "attestation.key_mismatch",
+            Reason::AttestationKeyMismatch,
         );
     }
 
@@ -1074,7 +1075,7 @@ mod tests {
         assert_eq!(check_ak_allowed(&s.ak), Ok(()));
         // The sample root has no extensions at all: no AIK EKU.
         let error = check_ak_allowed(&s.root).expect_err("the root is no AK");
-        assert_eq!(error.code, "attestation.ak_not_allowed");
+        assert_eq!(error.code, Reason::AttestationAkNotAllowed);
     }
 
     #[test]
@@ -1088,10 +1089,10 @@ mod tests {
             (SIGN, "sign"),
         ] {
             let error = check_attributes(sample_attributes & !bit).expect_err(name);
-            assert_eq!(error.code, "attestation.tpm_key_attributes");
+            assert_eq!(error.code, Reason::AttestationTpmKeyAttributes);
         }
         let error = check_attributes(sample_attributes | RESTRICTED).expect_err("restricted");
-        assert_eq!(error.code, "attestation.tpm_key_attributes");
+        assert_eq!(error.code, Reason::AttestationTpmKeyAttributes);
     }
 
     /// The ECC side, without an ECC sample: a P-256 key signs in each accepted form, and the

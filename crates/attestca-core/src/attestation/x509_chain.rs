@@ -13,6 +13,7 @@ use super::{
     AttestationError, AttestationFormat, AttestedKey, DeviceIdentity, ID_EXT_SIMULATED_SE,
     ID_STMT_X509_CHAIN, StatementVerifier, VerificationContext,
 };
+use crate::reason::Reason;
 
 /// YubiKey PIV attestation extension: the device serial (INTEGER).
 const YUBICO_SERIAL: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.4.1.41482.3.7");
@@ -81,7 +82,7 @@ impl StatementVerifier for X509ChainVerifier {
     ) -> Result<AttestedKey, AttestationError> {
         let attestation = EvidenceCertificate::from_der(statement).map_err(|e| {
             AttestationError::malformed(
-                "attestation.malformed",
+                Reason::AttestationMalformed,
                 format!("the x509-chain statement is not a certificate: {e}"),
             )
         })?;
@@ -99,12 +100,12 @@ pub fn verify_attestation_certificate(
         context.csr_key,
     ) {
         return Err(AttestationError::refused(
-            "attestation.key_mismatch",
+            Reason::AttestationKeyMismatch,
             "the attestation certificate is for another key than the CSR's",
         ));
     }
     let mut last = AttestationError::refused(
-        "attestation.untrusted_root",
+        Reason::AttestationUntrustedRoot,
         "the attestation chain does not reach a trusted vendor root",
     );
     for vendor in context.vendors.for_format(AttestationFormat::X509Chain) {
@@ -133,7 +134,7 @@ fn read(vendor: &Vendor, path: &[EvidenceCertificate]) -> Result<AttestedKey, At
         VendorReader::SimulatedSe => read_simulated_se(vendor, attestation, path.get(1)),
         VendorReader::YubikeyPiv => read_yubikey(vendor, attestation),
         other => Err(AttestationError::refused(
-            "attestation.format_not_allowed",
+            Reason::AttestationFormatNotAllowed,
             format!(
                 "vendor {} ({other:?}) does not issue x509-chain evidence",
                 vendor.name
@@ -149,20 +150,20 @@ fn read_simulated_se(
 ) -> Result<AttestedKey, AttestationError> {
     let value = extension_value(attestation, ID_EXT_SIMULATED_SE).ok_or_else(|| {
         AttestationError::malformed(
-            "attestation.malformed",
+            Reason::AttestationMalformed,
             "the attestation certificate lacks the SimulatedSeKeyAttestation extension",
         )
     })?;
     let ext = SimulatedSeKeyAttestation::from_der(value).map_err(|e| {
         AttestationError::malformed(
-            "attestation.malformed",
+            Reason::AttestationMalformed,
             format!("SimulatedSeKeyAttestation: {e}"),
         )
     })?;
     let nonce = ext.nonce.as_bytes().to_vec();
     if !(8..=64).contains(&nonce.len()) {
         return Err(AttestationError::malformed(
-            "attestation.malformed",
+            Reason::AttestationMalformed,
             "the attested nonce must be 8 to 64 bytes",
         ));
     }
@@ -181,7 +182,7 @@ fn read_simulated_se(
         .map(|s| s.as_str().to_ascii_uppercase());
     if ak_serial.as_deref() != Some(display.as_str()) {
         return Err(AttestationError::refused(
-            "attestation.device_mismatch",
+            Reason::AttestationDeviceMismatch,
             "the attestation key certificate belongs to another device than the statement names",
         ));
     }
@@ -205,19 +206,19 @@ fn read_yubikey(
 ) -> Result<AttestedKey, AttestationError> {
     let value = extension_value(attestation, YUBICO_SERIAL).ok_or_else(|| {
         AttestationError::malformed(
-            "attestation.malformed",
+            Reason::AttestationMalformed,
             "the YubiKey attestation certificate lacks the serial extension (41482.3.7)",
         )
     })?;
     let serial = der::asn1::Uint::from_der(value).map_err(|e| {
-        AttestationError::malformed("attestation.malformed", format!("YubiKey serial: {e}"))
+        AttestationError::malformed(Reason::AttestationMalformed, format!("YubiKey serial: {e}"))
     })?;
     let bytes = serial.as_bytes().to_vec();
     // YubiKey serials are 32-bit; the display form is the decimal number, which must name
     // exactly one serial (a longer INTEGER would wrap and display like another device).
     if bytes.len() > 8 {
         return Err(AttestationError::malformed(
-            "attestation.malformed",
+            Reason::AttestationMalformed,
             format!("YubiKey serial of {} bytes (at most 8)", bytes.len()),
         ));
     }
@@ -331,7 +332,7 @@ mod tests {
             ..context
         };
         let refused = verify_attestation_certificate(&attestation, &context).expect_err("impostor");
-        assert_eq!(refused.code, "attestation.untrusted_root");
+        assert_eq!(refused.code, Reason::AttestationUntrustedRoot);
 
         // The genuine pair against another vendor root fails too.
         let other_root = load(&dir, "microchip/crypto-authentication-root-ca-002.pem");
@@ -346,7 +347,7 @@ mod tests {
             verify_attestation_certificate(&attestation, &context)
                 .expect_err("wrong root")
                 .code,
-            "attestation.untrusted_root"
+            Reason::AttestationUntrustedRoot
         );
     }
 
@@ -394,7 +395,7 @@ mod tests {
             read_yubikey(&vendor, &certificate_with_serial(&long))
                 .expect_err("17 bytes")
                 .code,
-            "attestation.malformed"
+            Reason::AttestationMalformed
         );
     }
 }

@@ -8,7 +8,7 @@
 //! returned [`AttestationDecision`] asks for ([`manifest_verdict`], [`clone_verdict`]), and
 //! last the nonce, spent only when everything else has passed ([`nonce_verdict`]).
 
-use super::{ReasonCode, Refusal};
+use super::{Reason, Refusal};
 use crate::attestation::{AttestationFormat, AttestedKey};
 use crate::config::ProfileConfig;
 
@@ -77,7 +77,7 @@ pub fn evidence_presence(
 ) -> Result<bool, Refusal> {
     if !has_evidence && policy.required {
         return Err(Refusal::new(
-            ReasonCode::AttestationRequired,
+            Reason::AttestationRequired,
             format!(
                 "profile {label:?} requires key attestation evidence in the CSR (attribute 1.2.840.113549.1.9.16.2.59)"
             ),
@@ -105,7 +105,7 @@ pub fn check_attested(
 ) -> Result<AttestationDecision, Refusal> {
     if !policy.vendors.is_empty() && !policy.vendors.contains(&attested.vendor) {
         return Err(Refusal::new(
-            ReasonCode::VendorNotAllowed,
+            Reason::AttestationVendorNotAllowed,
             format!(
                 "vendor {} is not accepted on profile {label:?}",
                 attested.vendor
@@ -114,7 +114,7 @@ pub fn check_attested(
     }
     if !policy.formats.is_empty() && !policy.formats.contains(&attested.format) {
         return Err(Refusal::new(
-            ReasonCode::FormatNotAllowed,
+            Reason::AttestationFormatNotAllowed,
             format!(
                 "{} evidence is not accepted on profile {label:?}",
                 attested.format.name()
@@ -123,19 +123,19 @@ pub fn check_attested(
     }
     if policy.require_generated_on_device && attested.generated_on_device == Some(false) {
         return Err(Refusal::new(
-            ReasonCode::KeyNotGeneratedOnDevice,
+            Reason::AttestationKeyNotGeneratedOnDevice,
             "the evidence says the key was imported into the device, not generated there",
         ));
     }
     if policy.require_non_exportable && attested.exportable == Some(true) {
         return Err(Refusal::new(
-            ReasonCode::KeyExportable,
+            Reason::AttestationKeyExportable,
             "the evidence says the key can leave the device",
         ));
     }
     if on_deny_list {
         return Err(Refusal::new(
-            ReasonCode::DeviceDenied,
+            Reason::AttestationDeviceDenied,
             format!("device {} is on the deny-list", attested.device_key()),
         ));
     }
@@ -143,7 +143,7 @@ pub fn check_attested(
         // A new key for a fielded device must come from the same device.
         if predecessor.device_identity != Some(attested.device_key().as_str()) {
             return Err(Refusal::new(
-                ReasonCode::DeviceMismatch,
+                Reason::ReenrollDeviceMismatch,
                 format!(
                     "the evidence names device {} but the certificate being renewed belongs to {}",
                     attested.device_key(),
@@ -165,7 +165,7 @@ pub fn manifest_verdict(attested: &AttestedKey, listed: bool) -> Result<(), Refu
         return Ok(());
     }
     Err(Refusal::new(
-        ReasonCode::NotInManifest,
+        Reason::AttestationNotInManifest,
         format!(
             "device {} with this key is on no imported supply-chain manifest",
             attested.device_key()
@@ -179,7 +179,7 @@ pub fn clone_verdict(attested: &AttestedKey, existing_serial: Option<&str>) -> R
     match existing_serial {
         None => Ok(()),
         Some(serial) => Err(Refusal::new(
-            ReasonCode::CloneSuspected,
+            Reason::AttestationCloneSuspected,
             format!(
                 "device {} already has an active certificate (serial {serial}) for another key",
                 attested.device_key()
@@ -194,19 +194,19 @@ pub fn nonce_verdict(found: NonceCheck, expected: NonceCheck) -> Result<(), Refu
     match found {
         found if found == expected => Ok(()),
         NonceCheck::Unknown => Err(Refusal::new(
-            ReasonCode::NonceUnknown,
+            Reason::AttestationNonceUnknown,
             "the evidence's nonce was not issued by this CA",
         )),
         NonceCheck::Foreign => Err(Refusal::new(
-            ReasonCode::NonceForeign,
+            Reason::AttestationNonceForeign,
             "the evidence's nonce was issued to another rig",
         )),
         NonceCheck::Expired => Err(Refusal::new(
-            ReasonCode::NonceExpired,
+            Reason::AttestationNonceExpired,
             "the evidence's nonce has expired",
         )),
         NonceCheck::Reused | NonceCheck::Live | NonceCheck::Consumed => Err(Refusal::new(
-            ReasonCode::NonceReused,
+            Reason::AttestationNonceReused,
             "the evidence's nonce has already been used",
         )),
     }

@@ -29,6 +29,7 @@ use regex::Regex;
 use x509_cert::attr::Attribute;
 
 use crate::config::{DeviceKeyAlgorithm, InvalidConfig, ProfileConfig, SanType, SubjectAttribute};
+pub use crate::reason::Reason;
 
 pub use attestation::AttestationPolicy;
 pub use renewal::RenewalPolicy;
@@ -112,7 +113,7 @@ impl EnrollmentPolicy {
             return Ok(());
         }
         Err(Refusal::new(
-            ReasonCode::NotAllowedOnProfile,
+            Reason::AuthNotAllowedOnProfile,
             format!(
                 "rig {rig:?} is not allowed to enroll on profile {:?}",
                 self.label
@@ -157,143 +158,49 @@ pub enum RefusalClass {
     TooManyRequests,
 }
 
-/// The reason codes the registration authority's pure policy produces (the CSR rules have
-/// their own, [`crate::csr::CsrRefusal`]). Each is documented in docs/est-profile.md,
-/// docs/attestation.md or docs/renewal.md; the strings are stable.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum ReasonCode {
-    /// `auth.not_allowed_on_profile`
-    NotAllowedOnProfile,
-    /// `attestation.required`
-    AttestationRequired,
-    /// `attestation.vendor_not_allowed`
-    VendorNotAllowed,
-    /// `attestation.format_not_allowed`
-    FormatNotAllowed,
-    /// `attestation.key_not_generated_on_device`
-    KeyNotGeneratedOnDevice,
-    /// `attestation.key_exportable`
-    KeyExportable,
-    /// `attestation.device_denied`
-    DeviceDenied,
-    /// `attestation.not_in_manifest`
-    NotInManifest,
-    /// `attestation.clone_suspected`
-    CloneSuspected,
-    /// `attestation.nonce_unknown`
-    NonceUnknown,
-    /// `attestation.nonce_foreign`
-    NonceForeign,
-    /// `attestation.nonce_expired`
-    NonceExpired,
-    /// `attestation.nonce_reused`
-    NonceReused,
-    /// `reenroll.unknown_certificate`
-    UnknownCertificate,
-    /// `reenroll.revoked`
-    Revoked,
-    /// `reenroll.superseded`
-    Superseded,
-    /// `reenroll.profile_mismatch`
-    ProfileMismatch,
-    /// `reenroll.expired`
-    Expired,
-    /// `reenroll.too_early`
-    TooEarly,
-    /// `reenroll.rate_limited`
-    RateLimited,
-    /// `reenroll.change_subject_name`
-    ChangeSubjectName,
-    /// `reenroll.subject_changed`
-    SubjectChanged,
-    /// `reenroll.san_changed`
-    SanChanged,
-    /// `reenroll.rekey_not_allowed`
-    RekeyNotAllowed,
-    /// `reenroll.rekey_requires_attestation`
-    RekeyRequiresAttestation,
-    /// `reenroll.device_mismatch`
-    DeviceMismatch,
-}
+/// The reason codes the registration authority's pure policy produces, in documentation
+/// order (the CSR rules produce the `csr.*` codes, [`crate::csr::CsrRefusal`]). The codes
+/// themselves are [`Reason`]s; this list is the policy's subset of them, for tests that check
+/// each has a case and for [`class`].
+pub const POLICY_REASONS: [Reason; 26] = [
+    Reason::AuthNotAllowedOnProfile,
+    Reason::AttestationRequired,
+    Reason::AttestationVendorNotAllowed,
+    Reason::AttestationFormatNotAllowed,
+    Reason::AttestationKeyNotGeneratedOnDevice,
+    Reason::AttestationKeyExportable,
+    Reason::AttestationDeviceDenied,
+    Reason::AttestationNotInManifest,
+    Reason::AttestationCloneSuspected,
+    Reason::AttestationNonceUnknown,
+    Reason::AttestationNonceForeign,
+    Reason::AttestationNonceExpired,
+    Reason::AttestationNonceReused,
+    Reason::ReenrollUnknownCertificate,
+    Reason::ReenrollRevoked,
+    Reason::ReenrollSuperseded,
+    Reason::ReenrollProfileMismatch,
+    Reason::ReenrollExpired,
+    Reason::ReenrollTooEarly,
+    Reason::ReenrollRateLimited,
+    Reason::ReenrollChangeSubjectName,
+    Reason::ReenrollSubjectChanged,
+    Reason::ReenrollSanChanged,
+    Reason::ReenrollRekeyNotAllowed,
+    Reason::ReenrollRekeyRequiresAttestation,
+    Reason::ReenrollDeviceMismatch,
+];
 
-impl ReasonCode {
-    /// Every code, for tests that compare them with the documentation.
-    pub const ALL: [ReasonCode; 26] = [
-        ReasonCode::NotAllowedOnProfile,
-        ReasonCode::AttestationRequired,
-        ReasonCode::VendorNotAllowed,
-        ReasonCode::FormatNotAllowed,
-        ReasonCode::KeyNotGeneratedOnDevice,
-        ReasonCode::KeyExportable,
-        ReasonCode::DeviceDenied,
-        ReasonCode::NotInManifest,
-        ReasonCode::CloneSuspected,
-        ReasonCode::NonceUnknown,
-        ReasonCode::NonceForeign,
-        ReasonCode::NonceExpired,
-        ReasonCode::NonceReused,
-        ReasonCode::UnknownCertificate,
-        ReasonCode::Revoked,
-        ReasonCode::Superseded,
-        ReasonCode::ProfileMismatch,
-        ReasonCode::Expired,
-        ReasonCode::TooEarly,
-        ReasonCode::RateLimited,
-        ReasonCode::ChangeSubjectName,
-        ReasonCode::SubjectChanged,
-        ReasonCode::SanChanged,
-        ReasonCode::RekeyNotAllowed,
-        ReasonCode::RekeyRequiresAttestation,
-        ReasonCode::DeviceMismatch,
-    ];
-
-    /// The stable string sent on the wire and recorded in events.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ReasonCode::NotAllowedOnProfile => "auth.not_allowed_on_profile",
-            ReasonCode::AttestationRequired => "attestation.required",
-            ReasonCode::VendorNotAllowed => "attestation.vendor_not_allowed",
-            ReasonCode::FormatNotAllowed => "attestation.format_not_allowed",
-            ReasonCode::KeyNotGeneratedOnDevice => "attestation.key_not_generated_on_device",
-            ReasonCode::KeyExportable => "attestation.key_exportable",
-            ReasonCode::DeviceDenied => "attestation.device_denied",
-            ReasonCode::NotInManifest => "attestation.not_in_manifest",
-            ReasonCode::CloneSuspected => "attestation.clone_suspected",
-            ReasonCode::NonceUnknown => "attestation.nonce_unknown",
-            ReasonCode::NonceForeign => "attestation.nonce_foreign",
-            ReasonCode::NonceExpired => "attestation.nonce_expired",
-            ReasonCode::NonceReused => "attestation.nonce_reused",
-            ReasonCode::UnknownCertificate => "reenroll.unknown_certificate",
-            ReasonCode::Revoked => "reenroll.revoked",
-            ReasonCode::Superseded => "reenroll.superseded",
-            ReasonCode::ProfileMismatch => "reenroll.profile_mismatch",
-            ReasonCode::Expired => "reenroll.expired",
-            ReasonCode::TooEarly => "reenroll.too_early",
-            ReasonCode::RateLimited => "reenroll.rate_limited",
-            ReasonCode::ChangeSubjectName => "reenroll.change_subject_name",
-            ReasonCode::SubjectChanged => "reenroll.subject_changed",
-            ReasonCode::SanChanged => "reenroll.san_changed",
-            ReasonCode::RekeyNotAllowed => "reenroll.rekey_not_allowed",
-            ReasonCode::RekeyRequiresAttestation => "reenroll.rekey_requires_attestation",
-            ReasonCode::DeviceMismatch => "reenroll.device_mismatch",
-        }
-    }
-
-    /// How the wire answers this code (the statuses documented beside it).
-    pub fn class(self) -> RefusalClass {
-        match self {
-            ReasonCode::ChangeSubjectName | ReasonCode::SubjectChanged | ReasonCode::SanChanged => {
-                RefusalClass::BadRequest
-            }
-            ReasonCode::RateLimited => RefusalClass::TooManyRequests,
-            _ => RefusalClass::Forbidden,
-        }
-    }
-}
-
-impl std::fmt::Display for ReasonCode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+/// How the wire answers a policy's reason code (the statuses documented beside it): the
+/// changed-name renewal codes are bad requests, the renewal rate limit says when to come back,
+/// every other policy "no" is forbidden.
+pub fn class(code: Reason) -> RefusalClass {
+    match code {
+        Reason::ReenrollChangeSubjectName
+        | Reason::ReenrollSubjectChanged
+        | Reason::ReenrollSanChanged => RefusalClass::BadRequest,
+        Reason::ReenrollRateLimited => RefusalClass::TooManyRequests,
+        _ => RefusalClass::Forbidden,
     }
 }
 
@@ -302,7 +209,7 @@ impl std::fmt::Display for ReasonCode {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{code}: {detail}")]
 pub struct Refusal {
-    pub code: ReasonCode,
+    pub code: Reason,
     pub detail: String,
     /// Seconds until the request may succeed (Retry-After), for rate limits.
     pub retry_after_secs: Option<u64>,
@@ -310,7 +217,7 @@ pub struct Refusal {
 
 impl Refusal {
     /// A refusal without a retry time.
-    pub fn new(code: ReasonCode, detail: impl Into<String>) -> Self {
+    pub fn new(code: Reason, detail: impl Into<String>) -> Self {
         Self {
             code,
             detail: detail.into(),
@@ -320,7 +227,7 @@ impl Refusal {
 
     /// How the wire answers it.
     pub fn class(&self) -> RefusalClass {
-        self.code.class()
+        class(self.code)
     }
 }
 

@@ -12,7 +12,7 @@ use x509_cert::Certificate;
 use x509_cert::ext::pkix::SubjectAltName;
 use x509_cert::ext::pkix::name::{GeneralName, HardwareModuleName};
 
-use super::{ReasonCode, Refusal};
+use super::{Reason, Refusal};
 use crate::attestation::DeviceIdentity;
 use crate::config::ProfileConfig;
 use crate::csr::ValidatedCsr;
@@ -72,7 +72,7 @@ pub fn recorded<R>(
         .filter(|r| der_of(r) == presented_der)
         .ok_or_else(|| {
             Refusal::new(
-                ReasonCode::UnknownCertificate,
+                Reason::ReenrollUnknownCertificate,
                 "the client certificate is not one this CA issued and recorded",
             )
         })
@@ -82,7 +82,7 @@ pub fn recorded<R>(
 pub fn check_not_revoked(revoked: bool) -> Result<(), Refusal> {
     if revoked {
         return Err(Refusal::new(
-            ReasonCode::Revoked,
+            Reason::ReenrollRevoked,
             "the certificate being renewed is revoked",
         ));
     }
@@ -94,7 +94,7 @@ pub fn check_not_revoked(revoked: bool) -> Result<(), Refusal> {
 pub fn check_not_superseded(renewed: bool) -> Result<(), Refusal> {
     if renewed {
         return Err(Refusal::new(
-            ReasonCode::Superseded,
+            Reason::ReenrollSuperseded,
             "the certificate has already been renewed: renew with its successor",
         ));
     }
@@ -113,7 +113,7 @@ pub fn check_renewable(
     check_not_revoked(predecessor.revoked)?;
     if predecessor.profile != label {
         return Err(Refusal::new(
-            ReasonCode::ProfileMismatch,
+            Reason::ReenrollProfileMismatch,
             format!(
                 "the certificate was issued under profile {:?}; renew it there",
                 predecessor.profile
@@ -123,7 +123,7 @@ pub fn check_renewable(
     let grace = i64::try_from(policy.grace_secs).unwrap_or(i64::MAX);
     if now > predecessor.not_after.saturating_add(grace) {
         return Err(Refusal::new(
-            ReasonCode::Expired,
+            Reason::ReenrollExpired,
             "the certificate being renewed has expired",
         ));
     }
@@ -131,7 +131,7 @@ pub fn check_renewable(
     let earliest = predecessor.not_before + (lifetime * policy.after_fraction) as i64;
     if now < earliest {
         return Err(Refusal::new(
-            ReasonCode::TooEarly,
+            Reason::ReenrollTooEarly,
             format!("this certificate may be renewed from Unix time {earliest} on"),
         ));
     }
@@ -151,7 +151,7 @@ pub fn check_interval(
     let next_allowed = last.saturating_add(interval);
     if now < next_allowed {
         return Err(Refusal {
-            code: ReasonCode::RateLimited,
+            code: Reason::ReenrollRateLimited,
             detail: format!(
                 "this device renewed less than {} seconds ago",
                 policy.min_interval_secs
@@ -173,7 +173,7 @@ pub fn check_same_names(csr: &ValidatedCsr, previous: &Certificate) -> Result<()
         .any(|a| a.oid == CHANGE_SUBJECT_NAME)
     {
         return Err(Refusal::new(
-            ReasonCode::ChangeSubjectName,
+            Reason::ReenrollChangeSubjectName,
             "ChangeSubjectName is not supported: enroll a new certificate for a new name",
         ));
     }
@@ -186,7 +186,7 @@ pub fn check_same_names(csr: &ValidatedCsr, previous: &Certificate) -> Result<()
     };
     if !same_subject {
         return Err(Refusal::new(
-            ReasonCode::SubjectChanged,
+            Reason::ReenrollSubjectChanged,
             "the CSR's subject differs from the certificate being renewed",
         ));
     }
@@ -205,7 +205,7 @@ pub fn check_same_names(csr: &ValidatedCsr, previous: &Certificate) -> Result<()
     current.sort();
     if requested != current {
         return Err(Refusal::new(
-            ReasonCode::SanChanged,
+            Reason::ReenrollSanChanged,
             "the CSR's subjectAltNames differ from the certificate being renewed",
         ));
     }
@@ -221,13 +221,13 @@ pub fn check_rekey(
 ) -> Result<(), Refusal> {
     if rekey && !policy.allow_rekey {
         return Err(Refusal::new(
-            ReasonCode::RekeyNotAllowed,
+            Reason::ReenrollRekeyNotAllowed,
             format!("profile {label:?} renews certificates only for the same key"),
         ));
     }
     if rekey && policy.rekey_requires_attestation && !has_evidence {
         return Err(Refusal::new(
-            ReasonCode::RekeyRequiresAttestation,
+            Reason::ReenrollRekeyRequiresAttestation,
             "a new key must come with attestation evidence from the same device",
         ));
     }

@@ -51,7 +51,7 @@ fn attested() -> AttestedKey {
     }
 }
 
-fn code_of<T: std::fmt::Debug>(result: Result<T, Refusal>) -> Option<ReasonCode> {
+fn code_of<T: std::fmt::Debug>(result: Result<T, Refusal>) -> Option<Reason> {
     result.err().map(|r| r.code)
 }
 
@@ -133,7 +133,7 @@ fn renewal_policy(edit: impl FnOnce(&mut ProfileConfig)) -> RenewalPolicy {
 }
 
 /// One case per refusal the policy can produce: the code expected, and what the policy said.
-fn refusal_cases() -> Vec<(ReasonCode, Option<ReasonCode>)> {
+fn refusal_cases() -> Vec<(Reason, Option<Reason>)> {
     let lab = policy(|_| {});
     let required = policy(|p| p.attestation_required = true);
     let strict = policy(|p| {
@@ -193,15 +193,15 @@ fn refusal_cases() -> Vec<(ReasonCode, Option<ReasonCode>)> {
 
     vec![
         (
-            ReasonCode::NotAllowedOnProfile,
+            Reason::AuthNotAllowedOnProfile,
             code_of(rigs.authorize_rig("rig-2")),
         ),
         (
-            ReasonCode::AttestationRequired,
+            Reason::AttestationRequired,
             code_of(evidence_presence(&required.attestation, "lab", false)),
         ),
         (
-            ReasonCode::VendorNotAllowed,
+            Reason::AttestationVendorNotAllowed,
             code_of(check_attested(
                 &strict.attestation,
                 "lab",
@@ -211,7 +211,7 @@ fn refusal_cases() -> Vec<(ReasonCode, Option<ReasonCode>)> {
             )),
         ),
         (
-            ReasonCode::FormatNotAllowed,
+            Reason::AttestationFormatNotAllowed,
             code_of(check_attested(
                 &strict.attestation,
                 "lab",
@@ -221,7 +221,7 @@ fn refusal_cases() -> Vec<(ReasonCode, Option<ReasonCode>)> {
             )),
         ),
         (
-            ReasonCode::KeyNotGeneratedOnDevice,
+            Reason::AttestationKeyNotGeneratedOnDevice,
             code_of(check_attested(
                 &strict.attestation,
                 "lab",
@@ -231,7 +231,7 @@ fn refusal_cases() -> Vec<(ReasonCode, Option<ReasonCode>)> {
             )),
         ),
         (
-            ReasonCode::KeyExportable,
+            Reason::AttestationKeyExportable,
             code_of(check_attested(
                 &strict.attestation,
                 "lab",
@@ -241,7 +241,7 @@ fn refusal_cases() -> Vec<(ReasonCode, Option<ReasonCode>)> {
             )),
         ),
         (
-            ReasonCode::DeviceDenied,
+            Reason::AttestationDeviceDenied,
             code_of(check_attested(
                 &lab.attestation,
                 "lab",
@@ -251,7 +251,7 @@ fn refusal_cases() -> Vec<(ReasonCode, Option<ReasonCode>)> {
             )),
         ),
         (
-            ReasonCode::DeviceMismatch,
+            Reason::ReenrollDeviceMismatch,
             code_of(check_attested(
                 &lab.attestation,
                 "lab",
@@ -263,31 +263,31 @@ fn refusal_cases() -> Vec<(ReasonCode, Option<ReasonCode>)> {
             )),
         ),
         (
-            ReasonCode::NotInManifest,
+            Reason::AttestationNotInManifest,
             code_of(manifest_verdict(&attested(), false)),
         ),
         (
-            ReasonCode::CloneSuspected,
+            Reason::AttestationCloneSuspected,
             code_of(clone_verdict(&attested(), Some("0A1B"))),
         ),
         (
-            ReasonCode::NonceUnknown,
+            Reason::AttestationNonceUnknown,
             code_of(nonce_verdict(NonceCheck::Unknown, NonceCheck::Live)),
         ),
         (
-            ReasonCode::NonceForeign,
+            Reason::AttestationNonceForeign,
             code_of(nonce_verdict(NonceCheck::Foreign, NonceCheck::Live)),
         ),
         (
-            ReasonCode::NonceExpired,
+            Reason::AttestationNonceExpired,
             code_of(nonce_verdict(NonceCheck::Expired, NonceCheck::Consumed)),
         ),
         (
-            ReasonCode::NonceReused,
+            Reason::AttestationNonceReused,
             code_of(nonce_verdict(NonceCheck::Reused, NonceCheck::Consumed)),
         ),
         (
-            ReasonCode::UnknownCertificate,
+            Reason::ReenrollUnknownCertificate,
             code_of(renewal::recorded(
                 Some(vec![1u8, 2, 3]),
                 |r: &Vec<u8>| r.as_slice(),
@@ -295,15 +295,15 @@ fn refusal_cases() -> Vec<(ReasonCode, Option<ReasonCode>)> {
             )),
         ),
         (
-            ReasonCode::Revoked,
+            Reason::ReenrollRevoked,
             code_of(renewal::check_renewable(&renew, "lab", &revoked, NOW)),
         ),
         (
-            ReasonCode::Superseded,
+            Reason::ReenrollSuperseded,
             code_of(renewal::check_not_superseded(true)),
         ),
         (
-            ReasonCode::ProfileMismatch,
+            Reason::ReenrollProfileMismatch,
             code_of(renewal::check_renewable(
                 &renew,
                 "lab",
@@ -312,15 +312,15 @@ fn refusal_cases() -> Vec<(ReasonCode, Option<ReasonCode>)> {
             )),
         ),
         (
-            ReasonCode::Expired,
+            Reason::ReenrollExpired,
             code_of(renewal::check_renewable(&renew, "lab", &long_expired, NOW)),
         ),
         (
-            ReasonCode::TooEarly,
+            Reason::ReenrollTooEarly,
             code_of(renewal::check_renewable(&renew, "lab", &young, NOW)),
         ),
         (
-            ReasonCode::RateLimited,
+            Reason::ReenrollRateLimited,
             code_of(renewal::check_interval(
                 &renew,
                 NOW - DAY,
@@ -329,23 +329,23 @@ fn refusal_cases() -> Vec<(ReasonCode, Option<ReasonCode>)> {
             )),
         ),
         (
-            ReasonCode::ChangeSubjectName,
+            Reason::ReenrollChangeSubjectName,
             code_of(renewal::check_same_names(&change_subject, &previous)),
         ),
         (
-            ReasonCode::SubjectChanged,
+            Reason::ReenrollSubjectChanged,
             code_of(renewal::check_same_names(&renamed, &previous)),
         ),
         (
-            ReasonCode::SanChanged,
+            Reason::ReenrollSanChanged,
             code_of(renewal::check_same_names(&renamed_san, &previous)),
         ),
         (
-            ReasonCode::RekeyNotAllowed,
+            Reason::ReenrollRekeyNotAllowed,
             code_of(renewal::check_rekey(&same_key_only, "lab", true, true)),
         ),
         (
-            ReasonCode::RekeyRequiresAttestation,
+            Reason::ReenrollRekeyRequiresAttestation,
             code_of(renewal::check_rekey(&renew, "lab", true, false)),
         ),
     ]
@@ -357,22 +357,22 @@ fn every_refusal_case_gives_its_code() {
     for (expected, got) in &cases {
         assert_eq!(got, &Some(*expected), "case for {expected}");
     }
-    let produced: BTreeSet<ReasonCode> = cases.iter().filter_map(|(_, got)| *got).collect();
-    let all: BTreeSet<ReasonCode> = ReasonCode::ALL.into_iter().collect();
+    let produced: BTreeSet<Reason> = cases.iter().filter_map(|(_, got)| *got).collect();
+    let all: BTreeSet<Reason> = POLICY_REASONS.into_iter().collect();
     assert_eq!(produced, all, "every policy reason code has a case");
 }
 
 #[test]
 fn reason_codes_keep_their_strings_and_statuses() {
-    let strings: BTreeSet<&str> = ReasonCode::ALL.iter().map(|c| c.as_str()).collect();
+    let strings: BTreeSet<&str> = POLICY_REASONS.iter().map(|c| c.as_str()).collect();
     assert_eq!(
         strings.len(),
-        ReasonCode::ALL.len(),
+        POLICY_REASONS.len(),
         "no two codes share a string"
     );
-    let bad_requests: Vec<&str> = ReasonCode::ALL
+    let bad_requests: Vec<&str> = POLICY_REASONS
         .iter()
-        .filter(|c| c.class() == RefusalClass::BadRequest)
+        .filter(|c| class(**c) == RefusalClass::BadRequest)
         .map(|c| c.as_str())
         .collect();
     assert_eq!(
@@ -384,11 +384,11 @@ fn reason_codes_keep_their_strings_and_statuses() {
         ]
     );
     assert_eq!(
-        ReasonCode::RateLimited.class(),
+        class(Reason::ReenrollRateLimited),
         RefusalClass::TooManyRequests
     );
     assert_eq!(
-        ReasonCode::NotAllowedOnProfile.class(),
+        class(Reason::AuthNotAllowedOnProfile),
         RefusalClass::Forbidden
     );
 }
@@ -459,7 +459,7 @@ fn unstated_key_origin_passes_and_checks_run_in_documented_order() {
                 device_identity: None
             }),
         )),
-        Some(ReasonCode::VendorNotAllowed)
+        Some(Reason::AttestationVendorNotAllowed)
     );
     // The deny-list comes before the renewal's device check.
     assert_eq!(
@@ -472,7 +472,7 @@ fn unstated_key_origin_passes_and_checks_run_in_documented_order() {
                 device_identity: None
             }),
         )),
-        Some(ReasonCode::DeviceDenied)
+        Some(Reason::AttestationDeviceDenied)
     );
 }
 
@@ -530,7 +530,7 @@ fn a_renewal_without_an_attested_predecessor_mismatches_any_device() {
         }),
     )
     .expect_err("no device on record");
-    assert_eq!(refusal.code, ReasonCode::DeviceMismatch);
+    assert_eq!(refusal.code, Reason::ReenrollDeviceMismatch);
     assert!(refusal.detail.ends_with("belongs to no attested device"));
 }
 
@@ -541,11 +541,11 @@ fn nonces_pass_only_in_the_expected_state() {
     // A nonce live after the spend, or consumed by a look, is reported as reused.
     assert_eq!(
         code_of(nonce_verdict(NonceCheck::Live, NonceCheck::Consumed)),
-        Some(ReasonCode::NonceReused)
+        Some(Reason::AttestationNonceReused)
     );
     assert_eq!(
         code_of(nonce_verdict(NonceCheck::Consumed, NonceCheck::Live)),
-        Some(ReasonCode::NonceReused)
+        Some(Reason::AttestationNonceReused)
     );
 }
 
@@ -564,7 +564,7 @@ fn renewal_window_edges() {
     // Exactly half its life gone: renewable; a second earlier: too early.
     assert!(renewal::check_renewable(&rules, "lab", &cert, NOW).is_ok());
     let refusal = renewal::check_renewable(&rules, "lab", &cert, NOW - 1).expect_err("early");
-    assert_eq!(refusal.code, ReasonCode::TooEarly);
+    assert_eq!(refusal.code, Reason::ReenrollTooEarly);
     assert_eq!(
         refusal.detail,
         format!("this certificate may be renewed from Unix time {NOW} on")
@@ -579,7 +579,7 @@ fn renewal_window_edges() {
             &cert,
             expiry + 3_601
         )),
-        Some(ReasonCode::Expired)
+        Some(Reason::ReenrollExpired)
     );
     // Revocation is reported before everything else.
     let revoked_elsewhere = Predecessor {
@@ -594,7 +594,7 @@ fn renewal_window_edges() {
             &revoked_elsewhere,
             NOW
         )),
-        Some(ReasonCode::Revoked)
+        Some(Reason::ReenrollRevoked)
     );
     // The fraction is clamped to [0, 1].
     assert_eq!(
@@ -612,7 +612,7 @@ fn the_renewal_interval_counts_from_the_latest_renewal_or_issue() {
     let rules = renewal_policy(|p| p.renewal_min_interval_secs = 600);
     assert!(renewal::check_interval(&rules, NOW - 600, None, NOW).is_ok());
     let refusal = renewal::check_interval(&rules, NOW - 100, None, NOW).expect_err("too soon");
-    assert_eq!(refusal.code, ReasonCode::RateLimited);
+    assert_eq!(refusal.code, Reason::ReenrollRateLimited);
     assert_eq!(refusal.retry_after_secs, Some(500));
     assert_eq!(
         refusal.detail,
@@ -635,12 +635,12 @@ fn a_recorded_certificate_must_be_the_one_presented() {
     );
     assert_eq!(
         code_of(renewal::recorded(None, |r: &Vec<u8>| r.as_slice(), &[1, 2])),
-        Some(ReasonCode::UnknownCertificate)
+        Some(Reason::ReenrollUnknownCertificate)
     );
     assert!(renewal::check_not_revoked(false).is_ok());
     assert_eq!(
         code_of(renewal::check_not_revoked(true)),
-        Some(ReasonCode::Revoked)
+        Some(Reason::ReenrollRevoked)
     );
     assert!(renewal::check_not_superseded(false).is_ok());
 }
@@ -807,48 +807,18 @@ const VERIFIER: &[&str] = &[
 ];
 
 /// The reason codes in the docs' tables (and renewal.md's `reenroll.*`, some of which are named
-/// in its prose).
+/// in its prose), parsed as [`crate::reason`]'s tests parse them.
 fn documented_codes() -> BTreeSet<String> {
-    const PREFIXES: &[&str] = &[
-        "auth",
-        "profile",
-        "csr",
-        "attestation",
-        "reenroll",
-        "enroll",
-        "nonce",
-        "request",
-        "overload",
-        "service",
-        "storage",
-        "signer",
-    ];
+    use crate::reason::tests::{backticked_codes, table_codes};
     let est = include_str!("../../../../docs/est-profile.md");
     let attestation = include_str!("../../../../docs/attestation.md");
     let renewal = include_str!("../../../../docs/renewal.md");
-    let is_code = |token: &str| {
-        token.split_once('.').is_some_and(|(prefix, rest)| {
-            PREFIXES.contains(&prefix)
-                && !rest.is_empty()
-                && rest.chars().all(|c| c.is_ascii_lowercase() || c == '_')
-        })
-    };
-    let backticked = |text: &str| -> Vec<String> {
-        text.split('`')
-            .skip(1)
-            .step_by(2)
-            .filter(|t| is_code(t))
-            .map(str::to_owned)
-            .collect()
-    };
     let mut codes = BTreeSet::new();
     for doc in [est, attestation, renewal] {
-        for row in doc.lines().filter(|l| l.starts_with('|')) {
-            codes.extend(backticked(row));
-        }
+        codes.extend(table_codes(doc));
     }
     codes.extend(
-        backticked(renewal)
+        backticked_codes(renewal)
             .into_iter()
             .filter(|c| c.starts_with("reenroll.")),
     );
@@ -893,10 +863,13 @@ fn every_documented_code_is_accounted_for() {
     let mut unaccounted = Vec::new();
     for code in &documented {
         let quoted = format!("\"{code}\"");
+        // Sources name codes by variant (`Reason::CsrMalformed`), tests by string.
+        let variant = Reason::parse(code).map(|r| format!("Reason::{r:?}"));
+        let produced_by = |source: &str| variant.as_ref().is_some_and(|v| source.contains(v));
         let accounted = if produced.contains(code) {
             true
         } else if code.starts_with("csr.") {
-            assert!(csr_code.contains(&quoted), "{code} is not a code of csr.rs");
+            assert!(produced_by(csr_code), "{code} is not a code of csr.rs");
             assert!(
                 csr_tests.contains(&quoted),
                 "no csr.rs test produces {code}"
@@ -904,7 +877,7 @@ fn every_documented_code_is_accounted_for() {
             true
         } else if VERIFIER.contains(&code.as_str()) {
             assert!(
-                verifier_sources.contains(&quoted),
+                produced_by(&verifier_sources),
                 "{code} is not a code of the evidence verifiers"
             );
             true

@@ -5,6 +5,8 @@ use std::time::Duration;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+use attestca_core::reason::Reason;
+
 use super::ApiError;
 use crate::registry::{CertificateDetail, Page};
 use crate::store::{AuditEvent, CertificateRecord, EnrollmentEvent};
@@ -22,9 +24,12 @@ struct ErrorDetail {
 }
 
 impl ErrorBody {
-    pub fn new(code: &'static str, message: String) -> Self {
+    pub fn new(code: Reason, message: String) -> Self {
         Self {
-            error: ErrorDetail { code, message },
+            error: ErrorDetail {
+                code: code.as_str(),
+                message,
+            },
         }
     }
 }

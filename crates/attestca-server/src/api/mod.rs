@@ -18,6 +18,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 
+use attestca_core::reason::Reason;
+
 use crate::access::operator::{Operator, OperatorAuthError, OperatorAuthenticator};
 use crate::http::ConnectionInfo;
 use crate::http::body::{BodyDeadline, BodyError, Incoming};
@@ -79,16 +81,16 @@ pub enum ApiError {
 }
 
 impl ApiError {
-    fn status_and_code(&self) -> (StatusCode, &'static str) {
+    fn status_and_code(&self) -> (StatusCode, Reason) {
         match self {
             ApiError::Auth(OperatorAuthError::Missing) => {
-                (StatusCode::UNAUTHORIZED, "auth.required")
+                (StatusCode::UNAUTHORIZED, Reason::AuthRequired)
             }
             ApiError::Auth(OperatorAuthError::InvalidToken) => {
-                (StatusCode::UNAUTHORIZED, "auth.invalid_token")
+                (StatusCode::UNAUTHORIZED, Reason::AuthInvalidToken)
             }
             ApiError::Auth(OperatorAuthError::Forbidden(_)) => {
-                (StatusCode::FORBIDDEN, "auth.forbidden")
+                (StatusCode::FORBIDDEN, Reason::AuthForbidden)
             }
             ApiError::Registry(e) => (
                 match e {
@@ -100,17 +102,18 @@ impl ApiError {
                 },
                 e.code(),
             ),
-            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "request.invalid"),
+            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, Reason::RequestInvalid),
             ApiError::UnsupportedMediaType => (
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "request.unsupported_media_type",
+                Reason::RequestUnsupportedMediaType,
             ),
-            ApiError::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "request.too_large"),
-            ApiError::BodyTimeout => (StatusCode::REQUEST_TIMEOUT, "request.timeout"),
-            ApiError::RouteNotFound => (StatusCode::NOT_FOUND, "route.not_found"),
-            ApiError::MethodNotAllowed => {
-                (StatusCode::METHOD_NOT_ALLOWED, "route.method_not_allowed")
-            }
+            ApiError::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, Reason::RequestTooLarge),
+            ApiError::BodyTimeout => (StatusCode::REQUEST_TIMEOUT, Reason::RequestTimeout),
+            ApiError::RouteNotFound => (StatusCode::NOT_FOUND, Reason::RouteNotFound),
+            ApiError::MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                Reason::RouteMethodNotAllowed,
+            ),
         }
     }
 }

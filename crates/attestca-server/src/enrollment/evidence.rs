@@ -5,6 +5,7 @@
 //! The policy itself is pure ([`attestca_core::policy::attestation`]); this file does the I/O
 //! it needs (nonce, manifest and certificate look-ups, spending the nonce, the event).
 
+use attestca_core::reason::Reason;
 use sha2::{Digest, Sha256};
 
 use super::{EnrollmentError, EnrollmentService};
@@ -71,7 +72,7 @@ impl EnrollmentService {
             .run_blocking(move || gate.verify(&evidence, &key))
             .await
             .map_err(|e| EnrollmentError::Unavailable {
-                code: "attestation.unavailable",
+                code: Reason::AttestationUnavailable,
                 detail: e.to_string(),
             })??;
         event.attestation_format = Some(attested.format.name().into());
@@ -165,13 +166,13 @@ impl EnrollmentService {
         }
         if !(8..=64).contains(&length) {
             return Err(EnrollmentError::BadRequest {
-                code: "nonce.length",
+                code: Reason::NonceLength,
                 detail: "a nonce is 8 to 64 bytes long".into(),
             });
         }
         let mut nonce = vec![0u8; length];
         aws_lc_rs::rand::fill(&mut nonce).map_err(|_| EnrollmentError::Unavailable {
-            code: "nonce.unavailable",
+            code: Reason::NonceUnavailable,
             detail: "the random generator failed".into(),
         })?;
         let now = crate::issuance::unix_seconds(std::time::SystemTime::now()) as i64;
@@ -191,7 +192,7 @@ pub(super) fn spki_hash(
     spki.to_der()
         .map(|d| Sha256::digest(d).to_vec())
         .map_err(|e| EnrollmentError::BadRequest {
-            code: "csr.malformed",
+            code: Reason::CsrMalformed,
             detail: e.to_string(),
         })
 }

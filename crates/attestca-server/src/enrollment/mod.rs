@@ -16,6 +16,8 @@ use std::time::SystemTime;
 use der::Encode;
 use sha2::{Digest, Sha256};
 
+use attestca_core::reason::Reason;
+
 use crate::access::{AuthError, PresentedCredentials, Requester, RigAuthenticator};
 use crate::issuance::{IssuanceError, IssuanceProfile, IssuingCa, LeafRequest, unix_seconds};
 use crate::store::ledger::{Committed, Ledger, LedgerEntry};
@@ -31,14 +33,14 @@ pub enum EnrollmentError {
     #[error("rig {rig:?} is not allowed to enroll on profile {profile:?}")]
     NotAuthorized { rig: String, profile: String },
     #[error("{detail}")]
-    BadRequest { code: &'static str, detail: String },
+    BadRequest { code: Reason, detail: String },
     #[error("{detail}")]
-    Forbidden { code: &'static str, detail: String },
+    Forbidden { code: Reason, detail: String },
     #[error("the CA cannot complete this request now: {detail}")]
-    Unavailable { code: &'static str, detail: String },
+    Unavailable { code: Reason, detail: String },
     #[error("{detail}")]
     TooManyRequests {
-        code: &'static str,
+        code: Reason,
         detail: String,
         retry_after_secs: u64,
     },
@@ -47,9 +49,10 @@ pub enum EnrollmentError {
 impl From<attestca_core::policy::Refusal> for EnrollmentError {
     fn from(refusal: attestca_core::policy::Refusal) -> Self {
         use attestca_core::policy::RefusalClass;
-        let code = refusal.code.as_str();
+        let code = refusal.code;
+        let class = refusal.class();
         let detail = refusal.detail;
-        match refusal.code.class() {
+        match class {
             RefusalClass::BadRequest => EnrollmentError::BadRequest { code, detail },
             RefusalClass::Forbidden => EnrollmentError::Forbidden { code, detail },
             RefusalClass::TooManyRequests => EnrollmentError::TooManyRequests {
@@ -83,17 +86,17 @@ pub enum RefusalKind {
 
 impl EnrollmentError {
     /// A stable, documented reason code (`csr.bad_signature`, `auth.missing`, ...).
-    pub fn reason_code(&self) -> &'static str {
+    pub fn reason_code(&self) -> Reason {
         match self {
-            EnrollmentError::UnknownProfile(_) => "profile.unknown",
-            EnrollmentError::Unauthenticated(AuthError::Missing) => "auth.missing",
-            EnrollmentError::Unauthenticated(AuthError::Invalid) => "auth.invalid",
-            EnrollmentError::Unauthenticated(AuthError::Busy) => "overload.authentication",
-            EnrollmentError::NotAuthorized { .. } => "auth.not_allowed_on_profile",
+            EnrollmentError::UnknownProfile(_) => Reason::ProfileUnknown,
+            EnrollmentError::Unauthenticated(AuthError::Missing) => Reason::AuthMissing,
+            EnrollmentError::Unauthenticated(AuthError::Invalid) => Reason::AuthInvalid,
+            EnrollmentError::Unauthenticated(AuthError::Busy) => Reason::OverloadAuthentication,
+            EnrollmentError::NotAuthorized { .. } => Reason::AuthNotAllowedOnProfile,
             EnrollmentError::BadRequest { code, .. }
             | EnrollmentError::Forbidden { code, .. }
             | EnrollmentError::Unavailable { code, .. }
-            | EnrollmentError::TooManyRequests { code, .. } => code,
+            | EnrollmentError::TooManyRequests { code, .. } => *code,
         }
     }
 
@@ -116,7 +119,7 @@ impl EnrollmentError {
         match e {
             // Known down: logged once, when the circuit opened, not per request.
             StoreError::Unavailable { down_secs } => EnrollmentError::Unavailable {
-                code: "storage.unavailable",
+                code: Reason::StorageUnavailable,
                 detail: format!(
                     "the certificate store has been unavailable for {down_secs} s; retry later"
                 ),
@@ -124,7 +127,7 @@ impl EnrollmentError {
             e => {
                 tracing::error!(error = %e, "storage failure during enrollment");
                 EnrollmentError::Unavailable {
-                    code: "storage.unavailable",
+                    code: Reason::StorageUnavailable,
                     detail: "the certificate store is unavailable; retry later".into(),
                 }
             }
@@ -134,7 +137,7 @@ impl EnrollmentError {
     fn issuance(e: IssuanceError) -> Self {
         tracing::error!(error = %e, "issuance failure");
         EnrollmentError::Unavailable {
-            code: "signer.unavailable",
+            code: Reason::SignerUnavailable,
             detail: "the CA could not sign; retry later".into(),
         }
     }
@@ -272,11 +275,11 @@ impl Drop for PendingEvent {
             return;
         };
         event.outcome = "failed".into();
-        event.reason = "request.abandoned".into();
+        event.reason = Reason::RequestAbandoned.as_str().into();
         event.detail = "the client went away before the request was decided".into();
         crate::metrics::METRICS
             .enrollment_refusals
-            .with_label_values(&[event.operation.as_str(), "request.abandoned"])
+            .with_label_values(&[event.operation.as_str(), Reason::RequestAbandoned.as_str()])
             .inc();
         let ledger = self.ledger.clone();
         runtime.spawn(async move {
@@ -310,7 +313,7 @@ async fn within_deadline(
                 .with_label_values(&["request_timeout"])
                 .inc();
             Err(EnrollmentError::Unavailable {
-                code: "service.timeout",
+                code: Reason::ServiceTimeout,
                 detail: "the request could not be decided in time".into(),
             })
         })
@@ -320,7 +323,7 @@ async fn within_deadline(
 fn refuse_if_revoked(earlier: &CertificateRecord) -> Result<(), EnrollmentError> {
     if earlier.status == "revoked" {
         return Err(EnrollmentError::Forbidden {
-            code: "enroll.retry_revoked",
+            code: Reason::EnrollRetryRevoked,
             detail: format!(
                 "the certificate issued for this CSR (serial {}) has been revoked; a revoked \
                  certificate is never sent again: make a new key and CSR",
@@ -396,7 +399,7 @@ impl EnrollmentService {
         label: Option<&str>,
         credentials: &PresentedCredentials,
         peer: Option<String>,
-        code: &'static str,
+        code: Reason,
         detail: &str,
     ) {
         let requester = match &credentials.peer_certificate {
@@ -415,7 +418,7 @@ impl EnrollmentService {
             operation: OPERATION_ENROLL.into(),
             profile: label.unwrap_or(crate::config::DEFAULT_PROFILE).to_owned(),
             outcome: "refused".into(),
-            reason: code.into(),
+            reason: code.as_str().into(),
             detail: detail.to_owned(),
             peer,
             ..Default::default()
@@ -510,7 +513,7 @@ impl EnrollmentService {
                     .with_label_values(&["enrollment_concurrency"])
                     .inc();
                 EnrollmentError::Unavailable {
-                    code: "overload.enrollments",
+                    code: Reason::OverloadEnrollments,
                     detail: "too many enrollments in progress".into(),
                 }
             })
@@ -522,9 +525,9 @@ impl EnrollmentService {
             let secs = over.retry_after.as_secs_f64().ceil() as u64;
             EnrollmentError::TooManyRequests {
                 code: if over.limit == "device_rate" {
-                    "overload.device_rate"
+                    Reason::OverloadDeviceRate
                 } else {
-                    "overload.rig_rate"
+                    Reason::OverloadRigRate
                 },
                 detail: format!(
                     "{} is over its request budget; retry in {} s",
@@ -555,7 +558,7 @@ impl EnrollmentService {
                 _ => "refused",
             }
             .into();
-            event.reason = refusal.reason_code().into();
+            event.reason = refusal.reason_code().as_str().into();
             event.detail = refusal.to_string();
         }
         self.count(&event, started);
@@ -700,7 +703,7 @@ impl EnrollmentService {
         event.serial = Some(earlier.serial.clone());
         refuse_if_revoked(&earlier)?;
         event.outcome = "retried".into();
-        event.reason = "enroll.retry".into();
+        event.reason = Reason::EnrollRetry.as_str().into();
         self.ledger
             .commit(LedgerEntry::Event(event.clone()))
             .await
@@ -751,12 +754,12 @@ impl EnrollmentService {
                 .run_blocking(move || ca.issue(&p, &l, now))
                 .await
                 .map_err(|e| EnrollmentError::Unavailable {
-                    code: "signer.unavailable",
+                    code: Reason::SignerUnavailable,
                     detail: e.to_string(),
                 })?
                 .map_err(EnrollmentError::issuance)?;
             event.outcome = "issued".into();
-            event.reason = "enroll.issued".into();
+            event.reason = Reason::EnrollIssued.as_str().into();
             event.serial = Some(issued.serial_hex.clone());
             let record = CertificateRecord {
                 serial: issued.serial_hex.clone(),
@@ -818,7 +821,7 @@ impl EnrollmentService {
             }
         }
         Err(EnrollmentError::Unavailable {
-            code: "issuance.serial_collision",
+            code: Reason::IssuanceSerialCollision,
             detail: "could not allocate a unique serial number".into(),
         })
     }

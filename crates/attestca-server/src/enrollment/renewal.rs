@@ -12,6 +12,7 @@
 use std::time::SystemTime;
 
 use attestca_core::policy::renewal as policy;
+use attestca_core::reason::Reason;
 use der::Decode;
 use x509_cert::Certificate;
 
@@ -23,7 +24,7 @@ use crate::access::{AuthError, AuthMethod, DevicePeer, PeerCertificate, Requeste
 use crate::issuance::IssuanceProfile;
 use crate::store::{CertificateRecord, EnrollmentEvent};
 
-fn bad(code: &'static str, detail: impl Into<String>) -> EnrollmentError {
+fn bad(code: Reason, detail: impl Into<String>) -> EnrollmentError {
     EnrollmentError::BadRequest {
         code,
         detail: detail.into(),
@@ -70,7 +71,7 @@ impl EnrollmentService {
 
         let csr = csr::validate(&request.csr_der, &profile.policy)?;
         let previous = Certificate::from_der(&predecessor.der)
-            .map_err(|e| bad("reenroll.predecessor", e.to_string()))?;
+            .map_err(|e| bad(Reason::ReenrollPredecessor, e.to_string()))?;
         policy::check_same_names(&csr, &previous)?;
         let evidence = self.gate.evidence(&csr.request)?;
         event.evidence_sha256 = evidence.as_ref().map(|e| e.sha256.clone());

@@ -8,6 +8,7 @@ pub use attestca_core::est_codec as codec;
 
 use std::sync::Arc;
 
+use attestca_core::reason::Reason;
 use axum::Router;
 use axum::body::Body;
 use axum::body::Bytes;
@@ -270,7 +271,7 @@ async fn read_csr(
     let decoded = if !is_content_type(&headers, "application/pkcs10") {
         Err((
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "request.content_type",
+            Reason::RequestContentType,
             "this operation takes Content-Type: application/pkcs10 (base64 of a DER CSR)"
                 .to_owned(),
         ))
@@ -278,7 +279,7 @@ async fn read_csr(
         match read_limited(body, &headers, state.max_request_bytes, deadline).await {
             Err(refusal) => Err(refusal),
             Ok(body) => codec::decode_body(&body)
-                .map_err(|reason| (StatusCode::BAD_REQUEST, "request.encoding", reason)),
+                .map_err(|reason| (StatusCode::BAD_REQUEST, Reason::RequestEncoding, reason)),
         }
     };
     match decoded {
@@ -411,7 +412,7 @@ pub fn refusal_response(refusal: &EnrollmentError) -> Response {
 }
 
 /// A refusal decided by the wire layer: status, reason code, explanation.
-type WireRefusal = (StatusCode, &'static str, String);
+type WireRefusal = (StatusCode, Reason, String);
 
 /// Reads a request body of at most `limit` bytes before the request's body deadline; 413
 /// above it, 408 when it stalls (see [`crate::http::body`]).
@@ -425,9 +426,11 @@ async fn read_limited(
         .await
         .map_err(|e| {
             let (status, code) = match &e {
-                BodyError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "request.too_large"),
-                BodyError::TimedOut => (StatusCode::REQUEST_TIMEOUT, "request.timeout"),
-                BodyError::Failed(_) => (StatusCode::BAD_REQUEST, "request.body"),
+                BodyError::TooLarge { .. } => {
+                    (StatusCode::PAYLOAD_TOO_LARGE, Reason::RequestTooLarge)
+                }
+                BodyError::TimedOut => (StatusCode::REQUEST_TIMEOUT, Reason::RequestTimeout),
+                BodyError::Failed(_) => (StatusCode::BAD_REQUEST, Reason::RequestBody),
             };
             (status, code, e.to_string())
         })

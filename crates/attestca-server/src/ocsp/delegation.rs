@@ -5,6 +5,7 @@
 use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
 
+use attestca_core::reason::Reason;
 use der::Encode;
 use sha2::{Digest, Sha256};
 
@@ -200,7 +201,7 @@ async fn issue(
             operation: "ocsp-responder".into(),
             profile: RESPONDER_PROFILE.into(),
             outcome: "issued".into(),
-            reason: "ocsp.responder_issued".into(),
+            reason: Reason::OcspResponderIssued.as_str().into(),
             serial: Some(issued.serial_hex.clone()),
             ..EnrollmentEvent::default()
         };

@@ -4,6 +4,7 @@
 
 use std::time::{Duration, Instant};
 
+use attestca_core::reason::Reason;
 use axum::Router;
 use axum::extract::{MatchedPath, Request};
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
@@ -110,14 +111,14 @@ async fn observe(
                     .inc();
                 refusal(
                     &route,
-                    "service.timeout",
+                    Reason::ServiceTimeout,
                     format!("the request was not answered within {} s", timeout.as_secs()),
                 )
             }
         },
         () = cutoff.reached() => refusal(
             &route,
-            "service.shutting_down",
+            Reason::ServiceShuttingDown,
             "the CA is shutting down and the request did not finish within the grace period; retry"
                 .into(),
         ),
@@ -135,12 +136,12 @@ async fn observe(
 }
 
 /// 503 with Retry-After and a reason code: JSON under the operator API, text elsewhere.
-fn refusal(route: &str, code: &'static str, message: String) -> Response {
+fn refusal(route: &str, code: Reason, message: String) -> Response {
     let mut response = if route.starts_with("/api/") {
         (
             StatusCode::SERVICE_UNAVAILABLE,
             axum::Json(serde_json::json!({
-                "error": {"code": code, "message": message}
+                "error": {"code": code.as_str(), "message": message}
             })),
         )
             .into_response()

@@ -18,6 +18,7 @@
 
 use std::sync::Arc;
 
+use attestca_core::reason::Reason;
 use sqlx::Any;
 use sqlx::Transaction;
 use tokio::sync::{Mutex, mpsc, oneshot};
@@ -298,7 +299,7 @@ async fn keep_the_earlier_issue(
     .await?;
     let mut retried = event.clone();
     retried.outcome = "retried".into();
-    retried.reason = "enroll.retry".into();
+    retried.reason = Reason::EnrollRetry.as_str().into();
     retried.serial = Some(serial.clone());
     insert_event(tx, &retried).await?;
     Ok(Committed::AlreadyIssued { serial })
