@@ -111,7 +111,7 @@ pub fn refresh_test_root_crl(config: &Config) -> Result<(), SetupError> {
     let Some(path) = &config.ca.root_crl_file else {
         return Ok(());
     };
-    let now = crate::issuance::unix_seconds(std::time::SystemTime::now()) as i64;
+    let now = attestca_core::time::unix_now();
     if let Ok(crl) = crate::revocation::root_crl::read(path)
         && now < crl.this_update + TEST_ROOT_CRL_SECS / 2
     {
@@ -474,7 +474,7 @@ pub async fn import_manifest(
             vendor,
             &records,
             &Sha256::digest(&json),
-            crate::issuance::unix_seconds(std::time::SystemTime::now()) as i64,
+            attestca_core::time::unix_now(),
         )
         .await
         .map_err(|e| SetupError::Refused(e.to_string()))?;

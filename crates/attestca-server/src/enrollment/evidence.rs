@@ -175,7 +175,7 @@ impl EnrollmentService {
             code: Reason::NonceUnavailable,
             detail: "the random generator failed".into(),
         })?;
-        let now = crate::issuance::unix_seconds(std::time::SystemTime::now()) as i64;
+        let now = attestca_core::time::unix_now();
         let lifetime = self.nonce_lifetime_secs;
         self.store
             .insert_nonce(&nonce, &requester.id(), now, now + lifetime as i64)

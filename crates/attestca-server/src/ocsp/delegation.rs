@@ -56,9 +56,7 @@ pub fn open_or_generate_key(config: &SignerConfig) -> Result<Arc<dyn Signer>, Si
     opened.map(|signer| crate::signer::MeteredSigner::wrap(signer, "ocsp"))
 }
 
-fn unix_now() -> i64 {
-    crate::issuance::unix_seconds(SystemTime::now()) as i64
-}
+use attestca_core::time::unix_now;
 
 /// Whether a certificate valid from `not_before` to `not_after` is past half its lifetime.
 fn renewal_due(not_before: i64, not_after: i64, now: i64) -> bool {

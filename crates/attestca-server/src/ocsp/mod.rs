@@ -122,9 +122,7 @@ impl OcspReply {
     }
 }
 
-pub(crate) fn unix_now() -> i64 {
-    crate::issuance::unix_seconds(std::time::SystemTime::now()) as i64
-}
+pub(crate) use attestca_core::time::unix_now;
 
 /// A status, when it was known, and (read from the store) the certificate's expiry.
 struct KnownState {

@@ -60,7 +60,7 @@ impl CrlPublisher {
     /// Generates a CRL if one is due, then loads the latest stored one.
     pub async fn refresh(&self) -> Result<(), crate::store::StoreError> {
         let key_id = self.ca.key_identifier().to_vec();
-        let now = crate::issuance::unix_seconds(std::time::SystemTime::now()) as i64;
+        let now = attestca_core::time::unix_now();
         // Two primary-key lookups: polls are cheap at any number of revoked certificates.
         let stored = self.store.crl_version(&key_id).await?;
         // Read before the entries (see the type's documentation for why that order is exact).

@@ -227,9 +227,7 @@ fn system_event(
     }
 }
 
-fn now() -> i64 {
-    i64::try_from(crate::issuance::unix_seconds(std::time::SystemTime::now())).unwrap_or(i64::MAX)
-}
+use attestca_core::time::unix_now as now;
 
 #[cfg(test)]
 mod tests {

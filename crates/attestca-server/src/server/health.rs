@@ -146,7 +146,7 @@ impl HealthSources {
         METRICS
             .db_max_connections
             .set(i64::from(pool.options().get_max_connections()));
-        let now = crate::issuance::unix_seconds(std::time::SystemTime::now()) as i64;
+        let now = attestca_core::time::unix_now();
         let ca = [self.ca_name.as_str()];
         if let Some(crl) = self.crl.current() {
             METRICS.crl_entries.with_label_values(&ca).set(crl.entries);

@@ -214,7 +214,7 @@ fn signed_object(
     } else {
         (StatusCode::OK, [(header::CONTENT_TYPE, content_type)], body).into_response()
     };
-    let now = crate::issuance::unix_seconds(std::time::SystemTime::now()) as i64;
+    let now = attestca_core::time::unix_now();
     let max_age = (validity.next_update - now).max(0);
     let h = response.headers_mut();
     for (name, value) in [

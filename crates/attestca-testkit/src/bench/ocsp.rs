@@ -41,7 +41,7 @@ async fn insert_certificates(
     issuer_key_id: &[u8],
     count: usize,
 ) -> anyhow::Result<Vec<Vec<u8>>> {
-    let now = attestca::issuance::unix_seconds(std::time::SystemTime::now()) as i64;
+    let now = attestca_core::time::unix_now();
     let mut serials = Vec::with_capacity(count);
     let mut tx = store.pool().begin().await?;
     for i in 0..count {
