@@ -16,7 +16,8 @@
 //! - [`signer`]: the key seam every signature goes through, and the software key;
 //! - [`config`]: the configuration fragments the core interprets;
 //! - [`reason`]: every documented reason code, as one enum;
-//! - [`revocation`], [`time`]: shared vocabulary.
+//! - [`revocation`], [`record`], [`serial`], [`time`]: shared vocabulary (revocation reasons,
+//!   certificate statuses and event outcomes, serial numbers, the clock).
 
 pub mod asn1;
 pub mod attestation;
@@ -29,7 +30,9 @@ pub mod ocsp;
 pub mod pem;
 pub mod policy;
 pub mod reason;
+pub mod record;
 pub mod revocation;
+pub mod serial;
 pub mod signer;
 pub mod time;
 pub mod verify;

@@ -8,6 +8,7 @@
 
 use attestca_core::reason::Reason;
 use attestca_core::revocation::RevocationReason;
+use attestca_core::serial::Serial;
 
 pub use crate::revocation::service::Actor;
 use crate::revocation::service::Revocations;
@@ -26,9 +27,9 @@ pub enum RegistryError {
     #[error("{0}")]
     InvalidRequest(String),
     #[error("no certificate has serial {0}")]
-    CertificateNotFound(String),
+    CertificateNotFound(Serial),
     #[error("certificate {0} is already revoked")]
-    AlreadyRevoked(String),
+    AlreadyRevoked(Serial),
     #[error("device {0} has no active certificate")]
     NoActiveCertificates(String),
     #[error("the database is unavailable: {0}")]
@@ -67,7 +68,7 @@ pub struct Page<T> {
 #[derive(Clone, Debug)]
 pub struct CertificateDetail {
     pub record: CertificateRecord,
-    pub successors: Vec<String>,
+    pub successors: Vec<Serial>,
 }
 
 /// Operator access to the store.
@@ -96,7 +97,10 @@ impl Registry {
 
     /// One certificate by serial (hex, any case, colons allowed).
     pub async fn certificate(&self, serial: &str) -> Result<CertificateDetail, RegistryError> {
-        let serial = normalise_serial(serial)?;
+        self.detail(normalise_serial(serial)?).await
+    }
+
+    async fn detail(&self, serial: Serial) -> Result<CertificateDetail, RegistryError> {
         let record = self
             .answered(self.store.certificate(&serial))
             .await?
@@ -111,22 +115,15 @@ impl Registry {
         filter: CertificateQuery,
         listing: &Listing,
     ) -> Result<Page<CertificateRecord>, RegistryError> {
-        if let Some(status) = &filter.status
-            && status != "active"
-            && status != "revoked"
-        {
-            return Err(RegistryError::InvalidRequest(format!(
-                "status must be active or revoked (got {status:?})"
-            )));
-        }
         let limit = page_size(listing)?;
         let before = match &listing.cursor {
             None => None,
             Some(cursor) => Some(
                 cursor
                     .split_once('.')
-                    .and_then(|(at, serial)| Some((at.parse::<i64>().ok()?, serial.to_owned())))
-                    .filter(|(_, serial)| is_hex(serial))
+                    .and_then(|(at, serial)| {
+                        Some((at.parse::<i64>().ok()?, Serial::parse(serial).ok()?))
+                    })
                     .ok_or_else(|| bad_cursor(cursor))?,
             ),
         };
@@ -193,7 +190,7 @@ impl Registry {
         {
             RevocationOutcome::Revoked => {
                 tracing::info!(operator = %actor.id, serial = %serial, reason = %reason, "certificate revoked");
-                self.certificate(&serial).await
+                self.detail(serial).await
             }
             RevocationOutcome::NotFound => Err(RegistryError::CertificateNotFound(serial)),
             RevocationOutcome::AlreadyRevoked => Err(RegistryError::AlreadyRevoked(serial)),
@@ -206,7 +203,7 @@ impl Registry {
         actor: &Actor,
         device_identity: &str,
         reason: Option<&str>,
-    ) -> Result<Vec<String>, RegistryError> {
+    ) -> Result<Vec<Serial>, RegistryError> {
         let reason = checked_reason(reason)?;
         if device_identity.is_empty() {
             return Err(RegistryError::InvalidRequest(
@@ -247,23 +244,9 @@ pub fn checked_reason(reason: Option<&str>) -> Result<RevocationReason, Registry
         })
 }
 
-/// Lower-case hex without separators, as serials are stored.
-pub fn normalise_serial(serial: &str) -> Result<String, RegistryError> {
-    let hex: String = serial
-        .chars()
-        .filter(|c| *c != ':')
-        .collect::<String>()
-        .to_ascii_lowercase();
-    if hex.is_empty() || hex.len() > 40 || !is_hex(&hex) {
-        return Err(RegistryError::InvalidRequest(format!(
-            "{serial:?} is not a hex serial number"
-        )));
-    }
-    Ok(hex)
-}
-
-fn is_hex(text: &str) -> bool {
-    text.chars().all(|c| c.is_ascii_hexdigit())
+/// An operator's serial (hex, any case, colons allowed), as the store keys it.
+pub fn normalise_serial(serial: &str) -> Result<Serial, RegistryError> {
+    Serial::parse(serial).map_err(|e| RegistryError::InvalidRequest(e.to_string()))
 }
 
 fn page_size(listing: &Listing) -> Result<u32, RegistryError> {

@@ -11,6 +11,7 @@ use x509_cert::{SubjectPublicKeyInfo, Version};
 
 use super::IssuanceError;
 use crate::asn1::{SignedEnvelope, TbsCertificateFields};
+use crate::serial::Serial;
 use crate::signer::Signer;
 
 /// Everything that goes into a certificate apart from the signature algorithm.
@@ -31,8 +32,7 @@ pub struct CertificateSpec {
 #[derive(Clone, Debug)]
 pub struct IssuedCertificate {
     pub der: Vec<u8>,
-    /// Lower-case hex of the serial number's content octets.
-    pub serial_hex: String,
+    pub serial: Serial,
     pub not_before: u64,
     pub not_after: u64,
 }
@@ -81,7 +81,7 @@ impl CertificateSpec {
         let der = SignedEnvelope::assemble(&tbs_der, algorithm, &signature)?;
         Ok(IssuedCertificate {
             der,
-            serial_hex: hex::encode(&self.serial),
+            serial: Serial::from_octets(&self.serial),
             not_before: self.not_before,
             not_after: self.not_after,
         })

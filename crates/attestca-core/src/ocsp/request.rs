@@ -14,6 +14,8 @@ use x509_cert::ext::Extension;
 use super::OcspError;
 use super::asn1::{CertId, OcspRequest};
 use crate::config::OcspNoncePolicy;
+/// The response cache's key for a CertID's serial (defined with the rest of the serial vocabulary).
+pub use crate::serial::SerialKey;
 
 /// Most certificates one request may ask about.
 pub const MAX_CERTIFICATES_PER_REQUEST: usize = 32;
@@ -54,47 +56,6 @@ impl CertIdHash {
             CertIdHash::Sha256 => &aws_lc_rs::digest::SHA256,
         };
         aws_lc_rs::digest::digest(algorithm, data).as_ref().to_vec()
-    }
-}
-
-/// A serial number's content octets, stored inline (a serial has at most 20 octets, plus a
-/// leading zero for a positive value): the key of the response cache.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct SerialKey {
-    len: u8,
-    octets: [u8; 21],
-}
-
-impl SerialKey {
-    /// The key of a serial's content octets; `None` if longer than any serial attestca issues.
-    pub fn new(octets: &[u8]) -> Option<Self> {
-        let mut key = SerialKey {
-            len: u8::try_from(octets.len()).ok()?,
-            octets: [0; 21],
-        };
-        key.octets.get_mut(..octets.len())?.copy_from_slice(octets);
-        Some(key)
-    }
-
-    /// The key of a serial as the store writes it (lower-case hex).
-    pub fn from_hex(serial: &str) -> Option<Self> {
-        Self::new(&hex::decode(serial).ok()?)
-    }
-
-    /// The content octets.
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.octets[..usize::from(self.len)]
-    }
-
-    /// Lower-case hex, as the store keys certificates.
-    pub fn to_hex(&self) -> String {
-        hex::encode(self.as_bytes())
-    }
-}
-
-impl std::fmt::Debug for SerialKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "SerialKey({})", self.to_hex())
     }
 }
 

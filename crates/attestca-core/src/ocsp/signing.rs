@@ -16,6 +16,8 @@ use super::asn1::{
     BasicOcspResponse, CertId, CertStatus, OCSP_V1, OcspResponse, OcspResponseStatus, ResponderId,
     ResponseBytes, ResponseData, RevokedInfo, SingleResponse,
 };
+use crate::record::CertStatus as StoredStatus;
+use crate::serial::Serial;
 use crate::signer::Signer;
 
 /// What the CA says about one certificate.
@@ -34,8 +36,8 @@ pub enum CertState {
 
 impl CertState {
     /// The state of a stored certificate (`status` and revocation columns of the store).
-    pub fn from_store(status: &str, revoked_at: Option<i64>, reason: Option<&str>) -> Self {
-        if status == "revoked" {
+    pub fn from_store(status: StoredStatus, revoked_at: Option<i64>, reason: Option<&str>) -> Self {
+        if status == StoredStatus::Revoked {
             CertState::Revoked {
                 at: revoked_at.unwrap_or(0),
                 reason: reason.and_then(crate::revocation::reason_code),
@@ -60,8 +62,8 @@ pub struct ResponderIdentity {
     certificate: Any,
     key_hash: OctetString,
     certs_field: Bytes,
-    /// Serial (lower-case hex) of the responder certificate.
-    pub serial: String,
+    /// Serial of the responder certificate.
+    pub serial: Serial,
     /// Unix seconds.
     pub not_before: i64,
     /// Unix seconds: no response signed with this identity is valid beyond it.
@@ -73,7 +75,7 @@ impl ResponderIdentity {
     pub fn new(
         signer: Arc<dyn Signer>,
         certificate_der: &[u8],
-        serial: String,
+        serial: Serial,
         not_before: i64,
         not_after: i64,
     ) -> Result<Self, OcspError> {
@@ -260,7 +262,8 @@ pub(crate) mod tests {
             )
             .expect("responder certificate");
         let identity =
-            ResponderIdentity::new(Arc::new(key), &der, "01".into(), 0, not_after).expect("id");
+            ResponderIdentity::new(Arc::new(key), &der, Serial::from_octets(&[1]), 0, not_after)
+                .expect("id");
         (ca, identity)
     }
 
@@ -347,19 +350,30 @@ pub(crate) mod tests {
     #[test]
     fn unspecified_reasons_are_left_out_as_in_the_crl() {
         assert_eq!(
-            CertState::from_store("revoked", Some(5), Some("unspecified")),
+            CertState::from_store(
+                crate::record::CertStatus::Revoked,
+                Some(5),
+                Some("unspecified")
+            ),
             CertState::Revoked {
                 at: 5,
                 reason: None
             }
         );
         assert_eq!(
-            CertState::from_store("revoked", Some(5), Some("superseded")),
+            CertState::from_store(
+                crate::record::CertStatus::Revoked,
+                Some(5),
+                Some("superseded")
+            ),
             CertState::Revoked {
                 at: 5,
                 reason: Some(CrlReason::Superseded)
             }
         );
-        assert_eq!(CertState::from_store("active", None, None), CertState::Good);
+        assert_eq!(
+            CertState::from_store(crate::record::CertStatus::Active, None, None),
+            CertState::Good
+        );
     }
 }

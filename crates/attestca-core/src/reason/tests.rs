@@ -37,32 +37,7 @@ const PREFIXES: &[&str] = &[
 
 /// Codes the server produces that no document lists yet, and where they come from. A code
 /// leaves this list when it is documented (the test fails while it is on both).
-const UNDOCUMENTED: &[(Reason, &str)] = &[
-    (
-        Reason::RequestBody,
-        "EST: the request body could not be read",
-    ),
-    (
-        Reason::AttestationUnavailable,
-        "the verification worker failed (503)",
-    ),
-    (
-        Reason::NonceUnavailable,
-        "the random generator failed (503)",
-    ),
-    (
-        Reason::ReenrollPredecessor,
-        "the recorded predecessor does not decode (400)",
-    ),
-    (
-        Reason::IssuanceSerialCollision,
-        "no unique serial number could be drawn (503)",
-    ),
-    (
-        Reason::OcspResponderIssued,
-        "the event of the CA issuing its own OCSP responder certificate",
-    ),
-];
+const UNDOCUMENTED: &[(Reason, &str)] = &[];
 
 /// Whether `token` looks like a reason code: `<known prefix>.<lower_snake>`.
 pub(crate) fn is_code(token: &str) -> bool {

@@ -18,6 +18,8 @@ use rustls_pki_types::{CertificateDer, TrustAnchor, UnixTime};
 use secrecy::{ExposeSecret, SecretString};
 use subtle::ConstantTimeEq;
 
+use attestca_core::serial::Serial;
+
 use crate::config::{ConfigError, RigsConfig, read_secret, rig_password_env};
 
 /// How a requester proved who it is.
@@ -68,8 +70,7 @@ pub enum PeerCertificate {
 /// A device's TLS client certificate.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DevicePeer {
-    /// Lower-case hex of the serial number.
-    pub serial: String,
+    pub serial: Serial,
     pub der: Vec<u8>,
 }
 
@@ -228,7 +229,7 @@ impl RigAuthenticator {
                 }) =>
             {
                 PeerCertificate::Device(DevicePeer {
-                    serial: hex::encode(cert.tbs_certificate().serial_number().as_bytes()),
+                    serial: Serial::of(cert.tbs_certificate().serial_number()),
                     der: end_entity.to_vec(),
                 })
             }
@@ -243,7 +244,7 @@ impl RigAuthenticator {
     ) -> Result<Requester, AuthError> {
         if let PeerCertificate::Device(device) = &presented.peer_certificate {
             return Ok(Requester {
-                name: device.serial.clone(),
+                name: device.serial.to_string(),
                 method: AuthMethod::Device,
             });
         }

@@ -215,7 +215,7 @@ mod tests {
             Err(OperatorAuthError::Forbidden("a rig"))
         );
         let device = PeerCertificate::Device(super::super::DevicePeer {
-            serial: "01".into(),
+            serial: attestca_core::serial::Serial::from_octets(&[1]),
             der: Vec::new(),
         });
         assert_eq!(

@@ -6,6 +6,8 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use attestca_core::reason::Reason;
+use attestca_core::record::{AuditOutcome, CertStatus, EventOutcome};
+use attestca_core::serial::Serial;
 
 use super::ApiError;
 use crate::registry::{CertificateDetail, Page};
@@ -53,8 +55,8 @@ pub fn page<T, J: Serialize>(page: Page<T>, convert: impl Fn(T) -> J) -> Respons
 /// A certificate as operators see it.
 #[derive(Serialize)]
 pub struct Certificate {
-    serial: String,
-    status: String,
+    serial: Serial,
+    status: CertStatus,
     subject: String,
     subject_alt_names: String,
     profile: String,
@@ -65,10 +67,10 @@ pub struct Certificate {
     requester: String,
     revoked_at: Option<String>,
     revocation_reason: Option<String>,
-    predecessor_serial: Option<String>,
+    predecessor_serial: Option<Serial>,
     /// Only on single-certificate answers.
     #[serde(skip_serializing_if = "Option::is_none")]
-    successor_serials: Option<Vec<String>>,
+    successor_serials: Option<Vec<Serial>>,
     issuer_key_id: String,
     spki_sha256: String,
     csr_sha256: String,
@@ -76,7 +78,7 @@ pub struct Certificate {
 }
 
 impl Certificate {
-    pub fn from_record(r: CertificateRecord, successors: Option<Vec<String>>) -> Self {
+    pub fn from_record(r: CertificateRecord, successors: Option<Vec<Serial>>) -> Self {
         Self {
             certificate_pem: crate::pem::encode("CERTIFICATE", &r.der),
             status: r.status,
@@ -109,7 +111,7 @@ impl Certificate {
 pub struct DeviceRevocation {
     pub device_identity: String,
     pub reason: String,
-    pub revoked_serials: Vec<String>,
+    pub revoked_serials: Vec<Serial>,
 }
 
 /// An enrollment event.
@@ -120,11 +122,11 @@ pub struct Event {
     requester: Option<String>,
     operation: String,
     profile: String,
-    outcome: String,
+    outcome: EventOutcome,
     reason: String,
     detail: String,
-    serial: Option<String>,
-    predecessor_serial: Option<String>,
+    serial: Option<Serial>,
+    predecessor_serial: Option<Serial>,
     device_identity: Option<String>,
     vendor: Option<String>,
     attestation_format: Option<String>,
@@ -164,7 +166,7 @@ pub struct AuditRecord {
     operator: String,
     action: String,
     target: String,
-    outcome: String,
+    outcome: AuditOutcome,
     reason: String,
     detail: String,
     peer: Option<String>,

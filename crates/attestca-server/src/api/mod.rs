@@ -19,6 +19,7 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 
 use attestca_core::reason::Reason;
+use attestca_core::record::{CertStatus, EventOutcome};
 
 use crate::access::operator::{Operator, OperatorAuthError, OperatorAuthenticator};
 use crate::http::ConnectionInfo;
@@ -206,7 +207,7 @@ fn path(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
 #[serde(deny_unknown_fields)]
 struct CertificateParams {
     device_identity: Option<String>,
-    status: Option<String>,
+    status: Option<CertStatus>,
     profile: Option<String>,
     limit: Option<u32>,
     cursor: Option<String>,
@@ -373,7 +374,7 @@ pub mod fuzzing {
 struct EventParams {
     requester: Option<String>,
     operation: Option<String>,
-    outcome: Option<String>,
+    outcome: Option<EventOutcome>,
     reason: Option<String>,
     device_identity: Option<String>,
     serial: Option<String>,

@@ -17,6 +17,8 @@ use der::Encode;
 use sha2::{Digest, Sha256};
 
 use attestca_core::reason::Reason;
+use attestca_core::record::{CertStatus, EventOutcome};
+use attestca_core::serial::Serial;
 
 use crate::access::{AuthError, PresentedCredentials, Requester, RigAuthenticator};
 use crate::issuance::{IssuanceError, IssuanceProfile, IssuingCa, LeafRequest, unix_seconds};
@@ -162,7 +164,7 @@ pub struct EnrollRequest {
 #[derive(Debug, Clone)]
 pub struct Enrolled {
     pub certificate_der: Vec<u8>,
-    pub serial: String,
+    pub serial: Serial,
     /// True when this is the certificate issued earlier for the same CSR and rig.
     pub retried: bool,
 }
@@ -274,7 +276,7 @@ impl Drop for PendingEvent {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        event.outcome = "failed".into();
+        event.outcome = EventOutcome::Failed;
         event.reason = Reason::RequestAbandoned.as_str().into();
         event.detail = "the client went away before the request was decided".into();
         crate::metrics::METRICS
@@ -321,7 +323,7 @@ async fn within_deadline(
 
 /// A revoked certificate is never handed out again, not even to the requester it was issued to.
 fn refuse_if_revoked(earlier: &CertificateRecord) -> Result<(), EnrollmentError> {
-    if earlier.status == "revoked" {
+    if earlier.status == CertStatus::Revoked {
         return Err(EnrollmentError::Forbidden {
             code: Reason::EnrollRetryRevoked,
             detail: format!(
@@ -358,7 +360,7 @@ struct Approved<'a> {
     device: Option<(crate::attestation::DeviceIdentity, String)>,
     csr_sha256: Vec<u8>,
     /// The certificate being renewed (simplereenroll).
-    predecessor_serial: Option<String>,
+    predecessor_serial: Option<Serial>,
 }
 
 impl EnrollmentService {
@@ -417,7 +419,7 @@ impl EnrollmentService {
             requester,
             operation: OPERATION_ENROLL.into(),
             profile: label.unwrap_or(crate::config::DEFAULT_PROFILE).to_owned(),
-            outcome: "refused".into(),
+            outcome: EventOutcome::Refused,
             reason: code.as_str().into(),
             detail: detail.to_owned(),
             peer,
@@ -554,10 +556,9 @@ impl EnrollmentService {
     ) {
         if let Err(refusal) = result {
             event.outcome = match refusal.kind() {
-                RefusalKind::Unavailable => "failed",
-                _ => "refused",
-            }
-            .into();
+                RefusalKind::Unavailable => EventOutcome::Failed,
+                _ => EventOutcome::Refused,
+            };
             event.reason = refusal.reason_code().as_str().into();
             event.detail = refusal.to_string();
         }
@@ -586,9 +587,9 @@ impl EnrollmentService {
         };
         metrics
             .enrollments
-            .with_label_values(&[profile, &event.operation, &event.outcome])
+            .with_label_values(&[profile, &event.operation, event.outcome.as_str()])
             .inc();
-        if event.outcome == "refused" || event.outcome == "failed" {
+        if matches!(event.outcome, EventOutcome::Refused | EventOutcome::Failed) {
             metrics
                 .enrollment_refusals
                 .with_label_values(&[&event.operation, &event.reason])
@@ -702,7 +703,7 @@ impl EnrollmentService {
     ) -> Result<Enrolled, EnrollmentError> {
         event.serial = Some(earlier.serial.clone());
         refuse_if_revoked(&earlier)?;
-        event.outcome = "retried".into();
+        event.outcome = EventOutcome::Retried;
         event.reason = Reason::EnrollRetry.as_str().into();
         self.ledger
             .commit(LedgerEntry::Event(event.clone()))
@@ -758,11 +759,11 @@ impl EnrollmentService {
                     detail: e.to_string(),
                 })?
                 .map_err(EnrollmentError::issuance)?;
-            event.outcome = "issued".into();
+            event.outcome = EventOutcome::Issued;
             event.reason = Reason::EnrollIssued.as_str().into();
-            event.serial = Some(issued.serial_hex.clone());
+            event.serial = Some(issued.serial.clone());
             let record = CertificateRecord {
-                serial: issued.serial_hex.clone(),
+                serial: issued.serial.clone(),
                 der: issued.der.clone(),
                 issuer_key_id: self.issuer_key_id.clone(),
                 subject: csr.subject.to_string(),
@@ -771,7 +772,7 @@ impl EnrollmentService {
                 profile: profile.label.clone(),
                 not_before: issued.not_before as i64,
                 not_after: issued.not_after as i64,
-                status: "active".into(),
+                status: CertStatus::Active,
                 revoked_at: None,
                 revocation_reason: None,
                 requester: requester.id(),
@@ -795,10 +796,10 @@ impl EnrollmentService {
                         .certificates_issued
                         .with_label_values(&[profile.label.as_str()])
                         .inc();
-                    tracing::info!(serial = %issued.serial_hex, rig = %requester.id(), profile = %profile.label, "issued");
+                    tracing::info!(serial = %issued.serial, rig = %requester.id(), profile = %profile.label, "issued");
                     return Ok(Enrolled {
                         certificate_der: issued.der,
-                        serial: issued.serial_hex,
+                        serial: issued.serial,
                         retried: false,
                     });
                 }

@@ -13,6 +13,7 @@ use std::time::SystemTime;
 
 use attestca_core::policy::renewal as policy;
 use attestca_core::reason::Reason;
+use attestca_core::record::CertStatus;
 use der::Decode;
 use x509_cert::Certificate;
 
@@ -58,7 +59,7 @@ impl EnrollmentService {
             return Err(EnrollmentError::Unauthenticated(AuthError::Missing));
         };
         let requester = Requester {
-            name: device.serial.clone(),
+            name: device.serial.to_string(),
             method: AuthMethod::Device,
         };
         event.requester = Some(requester.id());
@@ -168,7 +169,7 @@ impl EnrollmentService {
         device: &DevicePeer,
     ) -> Result<(), EnrollmentError> {
         let record = self.recorded_device_certificate(device).await?;
-        policy::check_not_revoked(record.status == "revoked")?;
+        policy::check_not_revoked(record.status == CertStatus::Revoked)?;
         let renewed = self
             .store
             .latest_renewal_of(&record.serial)
@@ -191,7 +192,7 @@ impl EnrollmentService {
             &profile.label,
             &policy::Predecessor {
                 profile: &predecessor.profile,
-                revoked: predecessor.status == "revoked",
+                revoked: predecessor.status == CertStatus::Revoked,
                 not_before: predecessor.not_before,
                 not_after: predecessor.not_after,
             },

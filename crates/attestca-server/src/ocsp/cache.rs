@@ -7,10 +7,12 @@ use std::sync::RwLock;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use attestca_core::record::CertStatus;
+
 use super::request::{CertIdHash, SerialKey};
 use super::signing::{self, CertState, SignedResponse, SingleAnswer};
 use super::{OcspError, OcspResponder, unix_now};
-use crate::store::CertificateStatus;
+use crate::store::StatusRecord;
 
 /// Certificates read from the store and signed per step of a sweep.
 const SWEEP_BATCH: i64 = 512;
@@ -150,13 +152,13 @@ struct Candidate {
 }
 
 impl OcspResponder {
-    fn candidates(&self, rows: &[CertificateStatus], now: i64, due_before: i64) -> Vec<Candidate> {
+    fn candidates(&self, rows: &[StatusRecord], now: i64, due_before: i64) -> Vec<Candidate> {
         rows.iter()
             .filter(|r| r.not_after > now && r.issuer_key_id == self.issuer_key_id)
             .filter_map(|r| {
-                let serial = SerialKey::from_hex(&r.serial)?;
+                let serial = r.serial.key()?;
                 let state =
-                    CertState::from_store(&r.status, r.revoked_at, r.revocation_reason.as_deref());
+                    CertState::from_store(r.status, r.revoked_at, r.revocation_reason.as_deref());
                 self.cache
                     .needs_signing(&serial, state, due_before)
                     .then_some(Candidate {
@@ -237,7 +239,7 @@ impl OcspResponder {
                 .certificate_statuses_page(&self.issuer_key_id, observed_at, &after, SWEEP_BATCH)
                 .await?;
             let Some(last) = rows.last() else { break };
-            after = last.serial.clone();
+            after = last.serial.as_str().to_owned();
             let candidates = self.candidates(&rows, observed_at, observed_at - refresh_age_secs);
             signed += self.presign(candidates, observed_at).await?;
             if (rows.len() as i64) < SWEEP_BATCH {
@@ -284,7 +286,7 @@ impl OcspResponder {
         let responder = self.delegation.current();
         if rows
             .iter()
-            .any(|r| r.serial == responder.serial && r.status == "revoked")
+            .any(|r| r.serial == responder.serial && r.status == CertStatus::Revoked)
         {
             tracing::warn!(serial = %responder.serial, "the OCSP responder certificate was revoked: renewing it and re-signing every response");
             self.delegation.renew_if_due(true).await?;
@@ -410,7 +412,7 @@ mod tests {
         let identity = signing::ResponderIdentity::new(
             std::sync::Arc::new(key),
             &der,
-            "01".into(),
+            attestca_core::serial::Serial::from_octets(&[1]),
             0,
             i64::MAX / 2,
         )

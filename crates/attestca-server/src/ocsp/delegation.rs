@@ -6,6 +6,7 @@ use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
 
 use attestca_core::reason::Reason;
+use attestca_core::record::{CertStatus, EventOutcome};
 use der::Encode;
 use sha2::{Digest, Sha256};
 
@@ -176,7 +177,7 @@ async fn issue(
         .map_err(|e| OcspError::Internal(format!("signing task: {e}")))??;
         let issued_at = crate::issuance::unix_seconds(now) as i64;
         let record = CertificateRecord {
-            serial: issued.serial_hex.clone(),
+            serial: issued.serial.clone(),
             der: issued.der.clone(),
             issuer_key_id: ca.key_identifier().to_vec(),
             subject: crate::pem::certificate_from_der(&issued.der)
@@ -186,21 +187,25 @@ async fn issue(
             profile: RESPONDER_PROFILE.into(),
             not_before: issued.not_before as i64,
             not_after: issued.not_after as i64,
-            status: "active".into(),
+            status: CertStatus::Active,
             requester: RESPONDER_REQUESTER.into(),
             // No CSR: the certificate's own hash keeps the retry claim unique.
             csr_sha256: Sha256::digest(&issued.der).to_vec(),
             issued_at,
-            ..CertificateRecord::default()
+            sans: String::new(),
+            revoked_at: None,
+            revocation_reason: None,
+            device_identity: None,
+            predecessor_serial: None,
         };
         let event = EnrollmentEvent {
             occurred_at: issued_at,
             requester: Some(RESPONDER_REQUESTER.into()),
             operation: "ocsp-responder".into(),
             profile: RESPONDER_PROFILE.into(),
-            outcome: "issued".into(),
+            outcome: EventOutcome::Issued,
             reason: Reason::OcspResponderIssued.as_str().into(),
-            serial: Some(issued.serial_hex.clone()),
+            serial: Some(issued.serial.clone()),
             ..EnrollmentEvent::default()
         };
         let committed = ledger
@@ -213,11 +218,11 @@ async fn issue(
         if committed == Committed::SerialCollision {
             continue;
         }
-        tracing::info!(serial = %issued.serial_hex, not_after = issued.not_after, "issued the OCSP responder certificate");
+        tracing::info!(serial = %issued.serial, not_after = issued.not_after, "issued the OCSP responder certificate");
         return Ok(Arc::new(ResponderIdentity::new(
             Arc::clone(signer),
             &issued.der,
-            issued.serial_hex,
+            issued.serial,
             issued.not_before as i64,
             issued.not_after as i64,
         )?));

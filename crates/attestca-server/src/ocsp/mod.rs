@@ -301,18 +301,17 @@ impl OcspResponder {
                 stored_not_after: None,
             });
         }
-        let (state, stored_not_after) =
-            match self.store.certificate_status(&serial.to_hex()).await? {
-                Some(row) if row.issuer_key_id == self.issuer_key_id => (
-                    CertState::from_store(
-                        &row.status,
-                        row.revoked_at,
-                        row.revocation_reason.as_deref(),
-                    ),
-                    Some(row.not_after),
-                ),
-                _ => (CertState::Unknown, None),
-            };
+        let (state, stored_not_after) = match self
+            .store
+            .certificate_status(&serial.serial())
+            .await?
+        {
+            Some(row) if row.issuer_key_id == self.issuer_key_id => (
+                CertState::from_store(row.status, row.revoked_at, row.revocation_reason.as_deref()),
+                Some(row.not_after),
+            ),
+            _ => (CertState::Unknown, None),
+        };
         Ok(KnownState {
             state,
             known_at: now,

@@ -15,7 +15,10 @@
 //! counter that tells CRL publishers and OCSP caches to look again is moved by the database's
 //! triggers (migration 0009) in the same transaction, whichever path revoked.
 
+use attestca_core::reason::Reason;
+use attestca_core::record::AuditOutcome;
 use attestca_core::revocation::RevocationReason;
+use attestca_core::serial::Serial;
 
 use crate::store::{AuditEvent, RevocationOutcome, Store, StoreError};
 
@@ -82,27 +85,32 @@ impl Revocations {
     pub async fn revoke_certificate(
         &self,
         actor: &Actor,
-        serial: &str,
+        serial: &Serial,
         reason: RevocationReason,
     ) -> Result<RevocationOutcome, StoreError> {
         let at = now();
         let mut tx = self.store.begin().await?;
         let outcome = tx.revoke_certificate(serial, reason, at).await?;
-        let (outcome_text, audit_reason) = match outcome {
-            RevocationOutcome::Revoked => ("done", reason.as_str()),
-            RevocationOutcome::NotFound => ("refused", "certificate.not_found"),
-            RevocationOutcome::AlreadyRevoked => ("refused", "certificate.already_revoked"),
+        let (audit_outcome, audit_reason) = match outcome {
+            RevocationOutcome::Revoked => (AuditOutcome::Done, reason.as_str()),
+            RevocationOutcome::NotFound => {
+                (AuditOutcome::Refused, Reason::CertificateNotFound.as_str())
+            }
+            RevocationOutcome::AlreadyRevoked => (
+                AuditOutcome::Refused,
+                Reason::CertificateAlreadyRevoked.as_str(),
+            ),
         };
         tx.record_audit(&AuditEvent {
             occurred_at: at,
             operator: actor.id.clone(),
             action: ACTION_REVOKE_CERTIFICATE.into(),
-            target: serial.into(),
-            outcome: outcome_text.into(),
+            target: serial.to_string(),
+            outcome: audit_outcome,
             reason: audit_reason.into(),
             detail: String::new(),
             peer: actor.peer.clone(),
-            ..AuditEvent::default()
+            id: 0,
         })
         .await?;
         tx.commit().await?;
@@ -118,31 +126,33 @@ impl Revocations {
         actor: &Actor,
         device_identity: &str,
         reason: RevocationReason,
-    ) -> Result<Vec<String>, StoreError> {
+    ) -> Result<Vec<Serial>, StoreError> {
         let at = now();
         let mut tx = self.store.begin().await?;
         let serials = tx.revoke_device(device_identity, reason, at).await?;
+        let (outcome, audit_reason, detail) = if serials.is_empty() {
+            (
+                AuditOutcome::Refused,
+                Reason::DeviceNoActiveCertificates.as_str(),
+                String::new(),
+            )
+        } else {
+            (
+                AuditOutcome::Done,
+                reason.as_str(),
+                space_separated(&serials),
+            )
+        };
         let event = AuditEvent {
+            id: 0,
             occurred_at: at,
             operator: actor.id.clone(),
             action: ACTION_REVOKE_DEVICE.into(),
             target: device_identity.into(),
+            outcome,
+            reason: audit_reason.into(),
+            detail,
             peer: actor.peer.clone(),
-            ..AuditEvent::default()
-        };
-        let event = if serials.is_empty() {
-            AuditEvent {
-                outcome: "refused".into(),
-                reason: "device.no_active_certificates".into(),
-                ..event
-            }
-        } else {
-            AuditEvent {
-                outcome: "done".into(),
-                reason: reason.as_str().into(),
-                detail: serials.join(" "),
-                ..event
-            }
         };
         tx.record_audit(&event).await?;
         tx.commit().await?;
@@ -155,8 +165,8 @@ impl Revocations {
     /// revoked (a predecessor revoked meanwhile is left as it is, and not audited again).
     pub async fn supersede_renewed(
         &self,
-        predecessor: &str,
-        successor: &str,
+        predecessor: &Serial,
+        successor: &Serial,
         at: i64,
     ) -> Result<bool, StoreError> {
         let reason = RevocationReason::Superseded;
@@ -186,7 +196,7 @@ impl Revocations {
         profile: &str,
         renewed_before: i64,
         now: i64,
-    ) -> Result<Vec<String>, StoreError> {
+    ) -> Result<Vec<Serial>, StoreError> {
         let reason = RevocationReason::Superseded;
         let mut tx = self.store.begin().await?;
         let serials = tx.revoke_superseded(profile, renewed_before, now).await?;
@@ -205,10 +215,15 @@ impl Revocations {
     }
 }
 
+fn space_separated(serials: &[Serial]) -> String {
+    let texts: Vec<&str> = serials.iter().map(Serial::as_str).collect();
+    texts.join(" ")
+}
+
 /// The audit event of a revocation made by one of the CA's own rules.
 fn system_event(
     rule: SystemRule,
-    serial: &str,
+    serial: &Serial,
     reason: RevocationReason,
     detail: String,
     at: i64,
@@ -218,12 +233,12 @@ fn system_event(
         occurred_at: at,
         operator: actor.id,
         action: ACTION_REVOKE_CERTIFICATE.into(),
-        target: serial.into(),
-        outcome: "done".into(),
+        target: serial.to_string(),
+        outcome: AuditOutcome::Done,
         reason: reason.as_str().into(),
         detail,
         peer: actor.peer,
-        ..AuditEvent::default()
+        id: 0,
     }
 }
 
@@ -239,6 +254,10 @@ mod tests {
         Store::connect(&secrecy::SecretString::from(url), 2)
             .await
             .expect("sqlite store")
+    }
+
+    fn s(text: &str) -> Serial {
+        Serial::parse(text).expect("serial")
     }
 
     async fn insert(
@@ -282,7 +301,12 @@ mod tests {
             .into_iter()
             .map(|e| {
                 (
-                    e.operator, e.action, e.target, e.outcome, e.reason, e.detail,
+                    e.operator,
+                    e.action,
+                    e.target,
+                    e.outcome.to_string(),
+                    e.reason,
+                    e.detail,
                 )
             })
             .collect()
@@ -308,11 +332,11 @@ mod tests {
 
     async fn stored_reason(store: &Store, serial: &str) -> (String, Option<String>) {
         let record = store
-            .certificate(serial)
+            .certificate(&s(serial))
             .await
             .expect("look-up")
             .expect("certificate");
-        (record.status, record.revocation_reason)
+        (record.status.to_string(), record.revocation_reason)
     }
 
     #[tokio::test]
@@ -339,7 +363,7 @@ mod tests {
             ("ff", RevocationOutcome::NotFound),
         ] {
             let outcome = revocations
-                .revoke_certificate(&operator, serial, RevocationReason::KeyCompromise)
+                .revoke_certificate(&operator, &s(serial), RevocationReason::KeyCompromise)
                 .await
                 .expect("revoke");
             assert_eq!(outcome, expected, "{serial}");
@@ -375,13 +399,13 @@ mod tests {
         // Renewal: audited once, when it revokes.
         assert!(
             revocations
-                .supersede_renewed("0c", "1c", 50)
+                .supersede_renewed(&s("0c"), &s("1c"), 50)
                 .await
                 .expect("supersede")
         );
         assert!(
             !revocations
-                .supersede_renewed("0c", "1c", 51)
+                .supersede_renewed(&s("0c"), &s("1c"), 51)
                 .await
                 .expect("supersede again")
         );
@@ -413,7 +437,7 @@ mod tests {
                 .is_empty()
         );
         let record = store
-            .certificate("0d")
+            .certificate(&s("0d"))
             .await
             .expect("look-up")
             .expect("certificate");

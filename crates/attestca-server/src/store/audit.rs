@@ -7,7 +7,9 @@
 
 use sqlx::Row;
 
-use super::{Store, StoreError, StoreTransaction};
+use attestca_core::record::AuditOutcome;
+
+use super::{Store, StoreError, StoreTransaction, word};
 
 /// Which audit events to list, newest first.
 #[derive(Clone, Debug, Default)]
@@ -22,7 +24,7 @@ pub struct AuditQuery {
 }
 
 /// One audited action (of an operator, or of the CA's own rules), as stored.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct AuditEvent {
     /// Assigned by the database; ignored when recording.
     pub id: i64,
@@ -30,8 +32,7 @@ pub struct AuditEvent {
     pub operator: String,
     pub action: String,
     pub target: String,
-    /// `done` or `refused`.
-    pub outcome: String,
+    pub outcome: AuditOutcome,
     pub reason: String,
     pub detail: String,
     pub peer: Option<String>,
@@ -63,7 +64,7 @@ impl Store {
                     operator: r.try_get("operator")?,
                     action: r.try_get("action")?,
                     target: r.try_get("target")?,
-                    outcome: r.try_get("outcome")?,
+                    outcome: word(r, "outcome")?,
                     reason: r.try_get("reason")?,
                     detail: r.try_get("detail")?,
                     peer: r.try_get("peer")?,
@@ -85,7 +86,7 @@ impl StoreTransaction {
         .bind(&event.operator)
         .bind(&event.action)
         .bind(&event.target)
-        .bind(&event.outcome)
+        .bind(event.outcome.as_str())
         .bind(&event.reason)
         .bind(&event.detail)
         .bind(&event.peer)

@@ -11,14 +11,16 @@
 
 use sqlx::Row;
 
+use attestca_core::record::CertStatus;
 use attestca_core::revocation::RevocationReason;
+use attestca_core::serial::Serial;
 
-use super::{Store, StoreError, StoreTransaction, timed};
+use super::{Store, StoreError, StoreTransaction, optional_serial, serial, timed, word};
 
 /// A certificate as stored.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct CertificateRecord {
-    pub serial: String,
+    pub serial: Serial,
     pub der: Vec<u8>,
     pub issuer_key_id: Vec<u8>,
     pub subject: String,
@@ -27,7 +29,7 @@ pub struct CertificateRecord {
     pub profile: String,
     pub not_before: i64,
     pub not_after: i64,
-    pub status: String,
+    pub status: CertStatus,
     pub revoked_at: Option<i64>,
     pub revocation_reason: Option<String>,
     pub requester: String,
@@ -35,27 +37,26 @@ pub struct CertificateRecord {
     pub csr_sha256: Vec<u8>,
     pub issued_at: i64,
     /// The certificate this one renewed, if any.
-    pub predecessor_serial: Option<String>,
+    pub predecessor_serial: Option<Serial>,
 }
 
 /// Which certificates to list, newest first.
 #[derive(Clone, Debug, Default)]
 pub struct CertificateQuery {
     pub device_identity: Option<String>,
-    /// `active` or `revoked`.
-    pub status: Option<String>,
+    pub status: Option<CertStatus>,
     pub profile: Option<String>,
     /// Continue after this `(issued_at, serial)` (keyset pagination).
-    pub before: Option<(i64, String)>,
+    pub before: Option<(i64, Serial)>,
     pub limit: i64,
 }
 
 /// What the OCSP responder needs to know of a certificate.
 #[derive(Clone, Debug)]
-pub struct CertificateStatus {
-    pub serial: String,
+pub struct StatusRecord {
+    pub serial: Serial,
     pub issuer_key_id: Vec<u8>,
-    pub status: String,
+    pub status: CertStatus,
     pub revoked_at: Option<i64>,
     pub revocation_reason: Option<String>,
     pub not_after: i64,
@@ -107,7 +108,10 @@ impl Store {
     }
 
     /// The certificate with this serial (lower-case hex).
-    pub async fn certificate(&self, serial: &str) -> Result<Option<CertificateRecord>, StoreError> {
+    pub async fn certificate(
+        &self,
+        serial: &Serial,
+    ) -> Result<Option<CertificateRecord>, StoreError> {
         let row = timed(
             "certificate_by_serial",
             sqlx::query(concat!(
@@ -115,7 +119,7 @@ impl Store {
                 certificate_columns!(),
                 " FROM certificates WHERE serial = $1"
             ))
-            .bind(serial)
+            .bind(serial.as_str())
             .fetch_optional(self.db()?),
         )
         .await?;
@@ -152,11 +156,11 @@ impl Store {
     }
 
     /// When the newest renewal of `serial` was issued, if it was renewed.
-    pub async fn latest_renewal_of(&self, serial: &str) -> Result<Option<i64>, StoreError> {
+    pub async fn latest_renewal_of(&self, serial: &Serial) -> Result<Option<i64>, StoreError> {
         Ok(sqlx::query_scalar(
             "SELECT MAX(issued_at) FROM certificates WHERE predecessor_serial = $1",
         )
-        .bind(serial)
+        .bind(serial.as_str())
         .fetch_one(self.db()?)
         .await?)
     }
@@ -166,7 +170,10 @@ impl Store {
         &self,
         query: &CertificateQuery,
     ) -> Result<Vec<CertificateRecord>, StoreError> {
-        let (before_at, before_serial) = query.before.clone().unwrap_or((i64::MAX, String::new()));
+        let (before_at, before_serial) = query
+            .before
+            .as_ref()
+            .map_or((i64::MAX, ""), |(at, serial)| (*at, serial.as_str()));
         // Two statements so that the by-device listing (the common one) uses its index.
         let statement = match &query.device_identity {
             Some(_) => concat!(
@@ -188,7 +195,7 @@ impl Store {
         };
         let rows = sqlx::query(statement)
             .bind(query.device_identity.clone().unwrap_or_default())
-            .bind(query.status.clone().unwrap_or_default())
+            .bind(query.status.map(CertStatus::as_str).unwrap_or_default())
             .bind(query.profile.clone().unwrap_or_default())
             .bind(before_at)
             .bind(before_serial)
@@ -199,20 +206,21 @@ impl Store {
     }
 
     /// The serials of the certificates that renewed `serial`, oldest first.
-    pub async fn successors(&self, serial: &str) -> Result<Vec<String>, StoreError> {
-        Ok(sqlx::query_scalar(
+    pub async fn successors(&self, serial: &Serial) -> Result<Vec<Serial>, StoreError> {
+        let found: Vec<String> = sqlx::query_scalar(
             "SELECT serial FROM certificates WHERE predecessor_serial = $1 ORDER BY issued_at",
         )
-        .bind(serial)
+        .bind(serial.as_str())
         .fetch_all(self.db()?)
-        .await?)
+        .await?;
+        Ok(found.into_iter().map(Serial::from_stored).collect())
     }
 
     /// The OCSP facts of the certificate with this serial (lower-case hex).
     pub async fn certificate_status(
         &self,
-        serial: &str,
-    ) -> Result<Option<CertificateStatus>, StoreError> {
+        serial: &Serial,
+    ) -> Result<Option<StatusRecord>, StoreError> {
         let found = self
             .statuses(
                 sqlx::query(concat!(
@@ -220,7 +228,7 @@ impl Store {
                     status_columns!(),
                     " FROM certificates WHERE serial = $1"
                 ))
-                .bind(serial),
+                .bind(serial.as_str()),
             )
             .await?;
         Ok(found.into_iter().next())
@@ -234,7 +242,7 @@ impl Store {
         valid_at: i64,
         after: &str,
         limit: i64,
-    ) -> Result<Vec<CertificateStatus>, StoreError> {
+    ) -> Result<Vec<StatusRecord>, StoreError> {
         self.statuses(
             sqlx::query(concat!(
                 "SELECT ",
@@ -255,7 +263,7 @@ impl Store {
         &self,
         issuer_key_id: &[u8],
         since: i64,
-    ) -> Result<Vec<CertificateStatus>, StoreError> {
+    ) -> Result<Vec<StatusRecord>, StoreError> {
         self.statuses(
             sqlx::query(concat!(
                 "SELECT ",
@@ -276,7 +284,7 @@ impl Store {
         &self,
         issuer_key_id: &[u8],
         valid_at: i64,
-    ) -> Result<Vec<CertificateStatus>, StoreError> {
+    ) -> Result<Vec<StatusRecord>, StoreError> {
         self.statuses(
             sqlx::query(concat!(
                 "SELECT ",
@@ -293,7 +301,7 @@ impl Store {
     async fn statuses<'q>(
         &self,
         query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
-    ) -> Result<Vec<CertificateStatus>, StoreError> {
+    ) -> Result<Vec<StatusRecord>, StoreError> {
         let rows = query.fetch_all(self.db()?).await?;
         rows.iter().map(status_from_row).collect()
     }
@@ -326,7 +334,7 @@ impl Store {
 
 fn certificate_from_row(r: &sqlx::any::AnyRow) -> Result<CertificateRecord, StoreError> {
     Ok(CertificateRecord {
-        serial: r.try_get("serial")?,
+        serial: serial(r, "serial")?,
         der: r.try_get("der")?,
         issuer_key_id: r.try_get("issuer_key_id")?,
         subject: r.try_get("subject")?,
@@ -335,22 +343,22 @@ fn certificate_from_row(r: &sqlx::any::AnyRow) -> Result<CertificateRecord, Stor
         profile: r.try_get("profile")?,
         not_before: r.try_get("not_before")?,
         not_after: r.try_get("not_after")?,
-        status: r.try_get("status")?,
+        status: word(r, "status")?,
         revoked_at: r.try_get("revoked_at")?,
         revocation_reason: r.try_get("revocation_reason")?,
         requester: r.try_get("requester")?,
         device_identity: r.try_get("device_identity")?,
         csr_sha256: r.try_get("csr_sha256")?,
         issued_at: r.try_get("issued_at")?,
-        predecessor_serial: r.try_get("predecessor_serial")?,
+        predecessor_serial: optional_serial(r, "predecessor_serial")?,
     })
 }
 
-fn status_from_row(r: &sqlx::any::AnyRow) -> Result<CertificateStatus, StoreError> {
-    Ok(CertificateStatus {
-        serial: r.try_get("serial")?,
+fn status_from_row(r: &sqlx::any::AnyRow) -> Result<StatusRecord, StoreError> {
+    Ok(StatusRecord {
+        serial: serial(r, "serial")?,
         issuer_key_id: r.try_get("issuer_key_id")?,
-        status: r.try_get("status")?,
+        status: word(r, "status")?,
         revoked_at: r.try_get("revoked_at")?,
         revocation_reason: r.try_get("revocation_reason")?,
         not_after: r.try_get("not_after")?,
@@ -370,7 +378,7 @@ impl StoreTransaction {
     /// Revokes the certificate with this serial if it is active; otherwise says why not.
     pub async fn revoke_certificate(
         &mut self,
-        serial: &str,
+        serial: &Serial,
         reason: RevocationReason,
         at: i64,
     ) -> Result<RevocationOutcome, StoreError> {
@@ -378,7 +386,7 @@ impl StoreTransaction {
             "UPDATE certificates SET status = 'revoked', revoked_at = $2, revocation_reason = $3 \
              WHERE serial = $1 AND status = 'active'",
         )
-        .bind(serial)
+        .bind(serial.as_str())
         .bind(at)
         .bind(reason.as_str())
         .execute(&mut *self.tx)
@@ -388,7 +396,7 @@ impl StoreTransaction {
         }
         let status: Option<String> =
             sqlx::query_scalar("SELECT status FROM certificates WHERE serial = $1")
-                .bind(serial)
+                .bind(serial.as_str())
                 .fetch_optional(&mut *self.tx)
                 .await?;
         Ok(match status {
@@ -403,7 +411,7 @@ impl StoreTransaction {
         device_identity: &str,
         reason: RevocationReason,
         at: i64,
-    ) -> Result<Vec<String>, StoreError> {
+    ) -> Result<Vec<Serial>, StoreError> {
         let mut serials: Vec<String> = sqlx::query_scalar(
             "UPDATE certificates SET status = 'revoked', revoked_at = $2, revocation_reason = $3 \
              WHERE device_identity = $1 AND status = 'active' RETURNING serial",
@@ -414,7 +422,7 @@ impl StoreTransaction {
         .fetch_all(&mut *self.tx)
         .await?;
         serials.sort();
-        Ok(serials)
+        Ok(serials.into_iter().map(Serial::from_stored).collect())
     }
 
     /// Revokes (reason `superseded`) the active certificates of `profile` that were renewed
@@ -426,7 +434,7 @@ impl StoreTransaction {
         profile: &str,
         renewed_before: i64,
         at: i64,
-    ) -> Result<Vec<String>, StoreError> {
+    ) -> Result<Vec<Serial>, StoreError> {
         let mut serials: Vec<String> = sqlx::query_scalar(
             "UPDATE certificates SET status = 'revoked', revoked_at = $3, \
              revocation_reason = $4 \
@@ -441,6 +449,6 @@ impl StoreTransaction {
         .fetch_all(&mut *self.tx)
         .await?;
         serials.sort();
-        Ok(serials)
+        Ok(serials.into_iter().map(Serial::from_stored).collect())
     }
 }

@@ -6,7 +6,10 @@
 
 use sqlx::Row;
 
-use super::{Store, StoreError};
+use attestca_core::record::EventOutcome;
+use attestca_core::serial::Serial;
+
+use super::{Store, StoreError, optional_serial, word};
 
 /// One enrollment attempt, as stored.
 #[derive(Clone, Debug, Default)]
@@ -15,14 +18,14 @@ pub struct EnrollmentEvent {
     pub requester: Option<String>,
     pub operation: String,
     pub profile: String,
-    pub outcome: String,
+    pub outcome: EventOutcome,
     pub reason: String,
     pub detail: String,
-    pub serial: Option<String>,
+    pub serial: Option<Serial>,
     pub csr_sha256: Option<Vec<u8>>,
     pub peer: Option<String>,
     /// The certificate renewed by this event (simplereenroll).
-    pub predecessor_serial: Option<String>,
+    pub predecessor_serial: Option<Serial>,
     /// SHA-256 of the attestation bundle, when the CSR carried one.
     pub evidence_sha256: Option<Vec<u8>>,
     pub attestation_format: Option<String>,
@@ -35,10 +38,10 @@ pub struct EnrollmentEvent {
 pub struct EventQuery {
     pub requester: Option<String>,
     pub operation: Option<String>,
-    pub outcome: Option<String>,
+    pub outcome: Option<EventOutcome>,
     pub reason: Option<String>,
     pub device_identity: Option<String>,
-    pub serial: Option<String>,
+    pub serial: Option<Serial>,
     pub profile: Option<String>,
     /// Unix seconds, inclusive.
     pub since: Option<i64>,
@@ -92,10 +95,16 @@ impl Store {
         .bind(query.before_id.unwrap_or(i64::MAX))
         .bind(query.requester.clone().unwrap_or_default())
         .bind(query.operation.clone().unwrap_or_default())
-        .bind(query.outcome.clone().unwrap_or_default())
+        .bind(query.outcome.map(EventOutcome::as_str).unwrap_or_default())
         .bind(query.reason.clone().unwrap_or_default())
         .bind(query.device_identity.clone().unwrap_or_default())
-        .bind(query.serial.clone().unwrap_or_default())
+        .bind(
+            query
+                .serial
+                .as_ref()
+                .map(Serial::as_str)
+                .unwrap_or_default(),
+        )
         .bind(query.profile.clone().unwrap_or_default())
         .bind(query.since.unwrap_or(i64::MIN))
         .bind(query.until.unwrap_or(i64::MAX))
@@ -114,17 +123,17 @@ fn event_from_row(r: &sqlx::any::AnyRow) -> Result<(i64, EnrollmentEvent), Store
             requester: r.try_get("requester")?,
             operation: r.try_get("operation")?,
             profile: r.try_get("profile")?,
-            outcome: r.try_get("outcome")?,
+            outcome: word(r, "outcome")?,
             reason: r.try_get("reason")?,
             detail: r.try_get("detail")?,
-            serial: r.try_get("serial")?,
+            serial: optional_serial(r, "serial")?,
             csr_sha256: r.try_get("csr_sha256")?,
             peer: r.try_get("peer")?,
             evidence_sha256: r.try_get("evidence_sha256")?,
             attestation_format: r.try_get("attestation_format")?,
             vendor: r.try_get("vendor")?,
             device_identity: r.try_get("device_identity")?,
-            predecessor_serial: r.try_get("predecessor_serial")?,
+            predecessor_serial: optional_serial(r, "predecessor_serial")?,
         },
     ))
 }

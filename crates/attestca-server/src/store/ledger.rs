@@ -19,6 +19,8 @@
 use std::sync::Arc;
 
 use attestca_core::reason::Reason;
+use attestca_core::record::EventOutcome;
+use attestca_core::serial::Serial;
 use sqlx::Any;
 use sqlx::Transaction;
 use tokio::sync::{Mutex, mpsc, oneshot};
@@ -47,7 +49,7 @@ pub enum Committed {
     Stored,
     /// The same rig already got a certificate for this CSR within the window: the new
     /// certificate was NOT stored (and must not be returned); the event was stored as a retry.
-    AlreadyIssued { serial: String },
+    AlreadyIssued { serial: Serial },
     /// The random serial already exists (astronomically rare): nothing was stored; issue again.
     SerialCollision,
 }
@@ -265,7 +267,7 @@ async fn write_issued(
     .bind(&c.requester)
     .bind(&c.profile)
     .bind(&c.csr_sha256)
-    .bind(&c.serial)
+    .bind(c.serial.as_str())
     .bind(c.issued_at)
     .bind(retry_window_start)
     .execute(&mut **tx)
@@ -285,7 +287,7 @@ async fn keep_the_earlier_issue(
     event: &EnrollmentEvent,
 ) -> Result<Committed, sqlx::Error> {
     sqlx::query("DELETE FROM certificates WHERE serial = $1")
-        .bind(&c.serial)
+        .bind(c.serial.as_str())
         .execute(&mut **tx)
         .await?;
     let serial: String = sqlx::query_scalar(
@@ -298,8 +300,9 @@ async fn keep_the_earlier_issue(
     .fetch_one(&mut **tx)
     .await?;
     let mut retried = event.clone();
-    retried.outcome = "retried".into();
+    retried.outcome = EventOutcome::Retried;
     retried.reason = Reason::EnrollRetry.as_str().into();
+    let serial = Serial::from_stored(serial);
     retried.serial = Some(serial.clone());
     insert_event(tx, &retried).await?;
     Ok(Committed::AlreadyIssued { serial })
@@ -324,7 +327,7 @@ type AnyQuery<'q> = sqlx::query::Query<'q, Any, sqlx::any::AnyArguments>;
 /// Binds a certificate row's 14 columns, in the order of every certificate insert here.
 fn bind_certificate<'q>(query: AnyQuery<'q>, c: &'q CertificateRecord) -> AnyQuery<'q> {
     query
-        .bind(&c.serial)
+        .bind(c.serial.as_str())
         .bind(&c.der)
         .bind(&c.issuer_key_id)
         .bind(&c.subject)
@@ -337,7 +340,7 @@ fn bind_certificate<'q>(query: AnyQuery<'q>, c: &'q CertificateRecord) -> AnyQue
         .bind(&c.device_identity)
         .bind(&c.csr_sha256)
         .bind(c.issued_at)
-        .bind(&c.predecessor_serial)
+        .bind(c.predecessor_serial.as_ref().map(Serial::as_str))
 }
 
 /// Binds an enrollment event's 15 columns, in the order of every event insert here.
@@ -347,15 +350,15 @@ fn bind_event<'q>(query: AnyQuery<'q>, e: &'q EnrollmentEvent) -> AnyQuery<'q> {
         .bind(&e.requester)
         .bind(&e.operation)
         .bind(&e.profile)
-        .bind(&e.outcome)
+        .bind(e.outcome.as_str())
         .bind(&e.reason)
         .bind(&e.detail)
-        .bind(&e.serial)
+        .bind(e.serial.as_ref().map(Serial::as_str))
         .bind(&e.csr_sha256)
         .bind(&e.peer)
         .bind(&e.evidence_sha256)
         .bind(&e.attestation_format)
         .bind(&e.vendor)
         .bind(&e.device_identity)
-        .bind(&e.predecessor_serial)
+        .bind(e.predecessor_serial.as_ref().map(Serial::as_str))
 }

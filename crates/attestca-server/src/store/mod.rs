@@ -32,7 +32,7 @@ use sqlx::AnyPool;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 
 pub use audit::{AuditEvent, AuditQuery};
-pub use certificates::{CertificateQuery, CertificateRecord, CertificateStatus, RevocationOutcome};
+pub use certificates::{CertificateQuery, CertificateRecord, RevocationOutcome, StatusRecord};
 pub use crl::{CrlVersion, StoredCrl};
 pub use events::{EnrollmentEvent, EventQuery};
 pub use manifests::ManifestRecord;
@@ -56,6 +56,46 @@ pub enum StoreError {
     /// The circuit is open: the database did not answer, and is not asked until it does.
     #[error("the database has been unavailable for {down_secs} s")]
     Unavailable { down_secs: u64 },
+    /// A text column holds a word the CA's vocabulary does not have (a row written by
+    /// something other than this CA).
+    #[error("database column {column}: {source}")]
+    UnknownWord {
+        column: &'static str,
+        source: attestca_core::record::UnknownWord,
+    },
+}
+
+/// Reads a serial column (written by the CA as lower-case hex).
+fn serial(
+    row: &sqlx::any::AnyRow,
+    column: &'static str,
+) -> Result<attestca_core::serial::Serial, StoreError> {
+    use sqlx::Row;
+    Ok(attestca_core::serial::Serial::from_stored(
+        row.try_get(column)?,
+    ))
+}
+
+/// Reads a nullable serial column.
+fn optional_serial(
+    row: &sqlx::any::AnyRow,
+    column: &'static str,
+) -> Result<Option<attestca_core::serial::Serial>, StoreError> {
+    use sqlx::Row;
+    Ok(row
+        .try_get::<Option<String>, _>(column)?
+        .map(attestca_core::serial::Serial::from_stored))
+}
+
+/// Reads a text column as one of the vocabulary's words ([`attestca_core::record`]).
+fn word<T>(row: &sqlx::any::AnyRow, column: &'static str) -> Result<T, StoreError>
+where
+    T: FromStr<Err = attestca_core::record::UnknownWord>,
+{
+    use sqlx::Row;
+    let text: String = row.try_get(column)?;
+    text.parse()
+        .map_err(|source| StoreError::UnknownWord { column, source })
 }
 
 impl StoreError {

@@ -219,6 +219,10 @@ impl Counter {
 /// The counter the CRL trigger reads moves with every way a certificate's revocation changes
 /// (attestca's four revocation paths, and SQL by hand), for the right issuer only, and not
 /// with issuance or with updates that change nothing a CRL lists.
+fn serial(hex: &str) -> attestca_core::serial::Serial {
+    attestca_core::serial::Serial::parse(hex).expect("serial")
+}
+
 async fn counter_follows_revocations(url: &str) {
     use attestca::revocation::{Actor, Revocations};
     use attestca::store::Store;
@@ -270,7 +274,7 @@ async fn counter_follows_revocations(url: &str) {
     let revocations = Revocations::new(store.clone());
     assert!(
         revocations
-            .supersede_renewed("01", "99", 1)
+            .supersede_renewed(&serial("01"), &serial("99"), 1)
             .await
             .expect("supersede_renewed")
     );
@@ -280,7 +284,7 @@ async fn counter_follows_revocations(url: &str) {
         peer: None,
     };
     revocations
-        .revoke_certificate(&operator, "02", RevocationReason::KeyCompromise)
+        .revoke_certificate(&operator, &serial("02"), RevocationReason::KeyCompromise)
         .await
         .expect("revoke_certificate");
     counter.moved("Revocations::revoke_certificate").await;
@@ -297,7 +301,7 @@ async fn counter_follows_revocations(url: &str) {
             .expire_overlaps("default", 200, 1)
             .await
             .expect("expire_overlaps"),
-        vec!["05".to_owned()]
+        vec![serial("05")]
     );
     counter.moved("Revocations::expire_overlaps").await;
     sql("UPDATE certificates SET revocation_reason = 'cACompromise' WHERE serial = '01'").await;
@@ -323,7 +327,7 @@ async fn counter_follows_revocations(url: &str) {
     other.unchanged("the other issuer's revocations").await;
     assert!(
         revocations
-            .supersede_renewed("07", "98", 1)
+            .supersede_renewed(&serial("07"), &serial("98"), 1)
             .await
             .expect("supersede_renewed")
     );

@@ -276,6 +276,76 @@ fn spec_paths_are_exactly_the_declared_routes() {
     );
 }
 
+/// The `enum` of a schema property, or of a query parameter of `GET path`.
+fn spec_enum(spec: &Value, pointer: &str) -> Vec<String> {
+    let node = spec
+        .pointer(pointer)
+        .unwrap_or_else(|| panic!("{SPEC} has no {pointer}"));
+    node["enum"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{SPEC} {pointer} has no enum"))
+        .iter()
+        .map(|v| v.as_str().expect("string enum").to_owned())
+        .collect()
+}
+
+fn query_parameter_enum(spec: &Value, path: &str, name: &str) -> Vec<String> {
+    let escaped = path.replace('~', "~0").replace('/', "~1");
+    let parameters = spec
+        .pointer(&format!("/paths/{escaped}/get/parameters"))
+        .and_then(Value::as_array)
+        .unwrap_or_else(|| panic!("{SPEC}: GET {path} has no parameters"));
+    let parameter = parameters
+        .iter()
+        .find(|p| p["name"] == name)
+        .unwrap_or_else(|| panic!("{SPEC}: GET {path} has no parameter {name}"));
+    spec_enum(parameter, "/schema")
+}
+
+fn words<T: Copy + ToString>(all: &[T]) -> Vec<String> {
+    all.iter().map(ToString::to_string).collect()
+}
+
+/// The statuses and outcomes the spec lists are the CA's vocabulary
+/// (`attestca_core::record`), in both the answers and the filters.
+#[test]
+fn spec_vocabulary_is_the_record_vocabulary() {
+    use attestca_core::record::{AuditOutcome, CertStatus, EventOutcome};
+    let spec = spec();
+    let statuses = words(CertStatus::ALL);
+    let outcomes = words(EventOutcome::ALL);
+    let in_spec = [
+        (
+            "Certificate.status",
+            spec_enum(&spec, "/components/schemas/Certificate/properties/status"),
+            &statuses,
+        ),
+        (
+            "GET /api/v1/certificates?status",
+            query_parameter_enum(&spec, "/api/v1/certificates", "status"),
+            &statuses,
+        ),
+        (
+            "Event.outcome",
+            spec_enum(&spec, "/components/schemas/Event/properties/outcome"),
+            &outcomes,
+        ),
+        (
+            "GET /api/v1/events?outcome",
+            query_parameter_enum(&spec, "/api/v1/events", "outcome"),
+            &outcomes,
+        ),
+        (
+            "AuditEvent.outcome",
+            spec_enum(&spec, "/components/schemas/AuditEvent/properties/outcome"),
+            &words(AuditOutcome::ALL),
+        ),
+    ];
+    for (place, documented, vocabulary) in &in_spec {
+        assert_eq!(documented, *vocabulary, "{SPEC} {place}");
+    }
+}
+
 // ---------------------------------------------------------------- openapi-spec-validator
 
 #[test]

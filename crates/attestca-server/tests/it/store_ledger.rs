@@ -6,12 +6,18 @@ use attestca_testkit as common;
 use attestca::revocation::Revocations;
 use attestca::store::ledger::{Committed, Ledger, LedgerEntry};
 use attestca::store::{CertificateRecord, EnrollmentEvent, Store};
+use attestca_core::record::{CertStatus, EventOutcome};
+use attestca_core::serial::Serial;
 use common::*;
 use secrecy::SecretString;
 
+fn sn(hex: &str) -> Serial {
+    Serial::parse(hex).expect("serial")
+}
+
 fn record(serial: &str, csr: &[u8], issued_at: i64) -> CertificateRecord {
     CertificateRecord {
-        serial: serial.into(),
+        serial: sn(serial),
         der: vec![0x30, 0x00],
         issuer_key_id: vec![1; 20],
         subject: "CN=ledger-test".into(),
@@ -20,7 +26,7 @@ fn record(serial: &str, csr: &[u8], issued_at: i64) -> CertificateRecord {
         profile: "default".into(),
         not_before: issued_at,
         not_after: issued_at + 86_400,
-        status: "active".into(),
+        status: CertStatus::Active,
         revoked_at: None,
         revocation_reason: None,
         requester: "tls:rig-1".into(),
@@ -39,9 +45,9 @@ fn issued(serial: &str, csr: &[u8], issued_at: i64, window_start: i64) -> Ledger
             requester: Some("tls:rig-1".into()),
             operation: "simpleenroll".into(),
             profile: "default".into(),
-            outcome: "issued".into(),
+            outcome: EventOutcome::Issued,
             reason: "enroll.issued".into(),
-            serial: Some(serial.into()),
+            serial: Some(sn(serial)),
             ..Default::default()
         },
         retry_window_start: window_start,
@@ -64,7 +70,7 @@ async fn exercise(store: Store) {
         .find_recent_issue("tls:rig-1", "default", &csr_a, t - 600)
         .await
         .expect("lookup");
-    assert_eq!(found.map(|c| c.serial).as_deref(), Some("01"));
+    assert_eq!(found.map(|c| c.serial.into_string()).as_deref(), Some("01"));
 
     // The same rig and CSR within the window: the first certificate wins, the second is not stored.
     assert_eq!(
@@ -72,12 +78,14 @@ async fn exercise(store: Store) {
             .commit(issued("02", &csr_a, t + 5, t + 5 - 600))
             .await
             .expect("commit"),
-        Committed::AlreadyIssued {
-            serial: "01".into()
-        }
+        Committed::AlreadyIssued { serial: sn("01") }
     );
     assert!(
-        store.certificate("02").await.expect("lookup").is_none(),
+        store
+            .certificate(&sn("02"))
+            .await
+            .expect("lookup")
+            .is_none(),
         "the loser's row must be gone"
     );
 
@@ -101,7 +109,7 @@ async fn exercise(store: Store) {
             .await
             .expect("lookup");
         assert_eq!(
-            found.map(|c| c.serial).as_deref(),
+            found.map(|c| c.serial.into_string()).as_deref(),
             Some(serial),
             "{profile}"
         );
@@ -136,7 +144,7 @@ async fn exercise(store: Store) {
         .find_recent_issue("tls:rig-1", "default", &csr_a, later - 600)
         .await
         .expect("lookup");
-    assert_eq!(found.map(|c| c.serial).as_deref(), Some("03"));
+    assert_eq!(found.map(|c| c.serial.into_string()).as_deref(), Some("03"));
 
     // Purging claims older than the window forgets them (and only them).
     // (The lab claim, from t + 5, is older than `later`; the default one was renewed at `later`.)
@@ -150,20 +158,24 @@ async fn exercise(store: Store) {
             .is_none()
     );
     assert!(
-        store.certificate("03").await.expect("lookup").is_some(),
+        store
+            .certificate(&sn("03"))
+            .await
+            .expect("lookup")
+            .is_some(),
         "certificates are never purged"
     );
 
     // A renewal of "03" issued at `later`: after the overlap, "03" is revoked as superseded.
     let mut renewal = record("04", &[0xcc; 32], later);
-    renewal.predecessor_serial = Some("03".into());
+    renewal.predecessor_serial = Some(sn("03"));
     let entry = LedgerEntry::Issued {
         certificate: Box::new(renewal),
         event: EnrollmentEvent {
             occurred_at: later,
             operation: "simplereenroll".into(),
             profile: "default".into(),
-            outcome: "issued".into(),
+            outcome: EventOutcome::Issued,
             reason: "enroll.issued".into(),
             ..Default::default()
         },
@@ -178,7 +190,7 @@ async fn exercise(store: Store) {
             .expire_overlaps("default", later - 1, later + 10)
             .await
             .expect("supersede"),
-        Vec::<String>::new(),
+        Vec::<Serial>::new(),
         "overlap not over"
     );
     assert_eq!(
@@ -186,7 +198,7 @@ async fn exercise(store: Store) {
             .expire_overlaps("other", later, later + 10)
             .await
             .expect("supersede"),
-        Vec::<String>::new(),
+        Vec::<Serial>::new(),
         "another profile"
     );
     assert_eq!(
@@ -194,9 +206,13 @@ async fn exercise(store: Store) {
             .expire_overlaps("default", later, later + 10)
             .await
             .expect("supersede"),
-        vec!["03".to_owned()]
+        vec![sn("03")]
     );
-    let superseded = store.certificate("03").await.expect("lookup").expect("row");
+    let superseded = store
+        .certificate(&sn("03"))
+        .await
+        .expect("lookup")
+        .expect("row");
     assert_eq!(
         (
             superseded.status.as_str(),
@@ -230,7 +246,7 @@ async fn exercise(store: Store) {
             .expire_overlaps("default", later, later + 20)
             .await
             .expect("again"),
-        Vec::<String>::new(),
+        Vec::<Serial>::new(),
         "idempotent"
     );
 
