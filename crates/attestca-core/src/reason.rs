@@ -109,6 +109,7 @@ reasons! {
     AttestationSignatureInvalid = "attestation.signature_invalid",
     AttestationAkNotAllowed = "attestation.ak_not_allowed",
     AttestationTpmNameMismatch = "attestation.tpm_name_mismatch",
+    AttestationWeakHash = "attestation.weak_hash",
     AttestationTpmKeyAttributes = "attestation.tpm_key_attributes",
     AttestationKeyMismatch = "attestation.key_mismatch",
     AttestationDeviceMismatch = "attestation.device_mismatch",

@@ -154,6 +154,7 @@ fn benches(c: &mut Criterion) {
         reader: VendorReader::SimulatedSe,
         hardware_type: attestca::attestation::ID_HW_SIMULATED_SE,
         denied_serials: Default::default(),
+        allow_sha1: false,
     }]);
     let gate = AttestationGate::new(vendors, Arc::new(SystemClock));
     let profile =

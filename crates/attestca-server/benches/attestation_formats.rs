@@ -159,6 +159,7 @@ fn trusting(
         reader,
         hardware_type: hardware_type.parse().expect("hwType OID"),
         denied_serials: Default::default(),
+        allow_sha1: false,
     }])
 }
 

@@ -167,6 +167,7 @@ fn main() -> Result<()> {
         reader,
         hardware_type: hw.into(),
         denied_serials: Vec::new(),
+        allow_sha1: false,
     };
     let vendors = vec![
         vendor_config(

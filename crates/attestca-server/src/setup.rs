@@ -349,6 +349,7 @@ pub fn dev_config(data_dir: &Path, est_addr: SocketAddr, http_addr: SocketAddr) 
                 reader: crate::attestation::vendors::VendorReader::SimulatedSe,
                 hardware_type: crate::attestation::ID_HW_SIMULATED_SE.to_string(),
                 denied_serials: Vec::new(),
+                allow_sha1: false,
             }],
             ..Default::default()
         },

@@ -1,10 +1,12 @@
 //! The evidence carrier: the CSR attribute id-aa-attestation holding an AttestationBundle
 //! (draft-ietf-lamps-csr-attestation), or the older EvidenceBundle whose statements end in an
-//! optional `hint` IA5String; the bytes are otherwise identical, so one decoder reads both.
+//! optional `hint` string; the bytes are otherwise identical, so one decoder reads both. The
+//! hint was an IA5String in the drafts and a UTF8String in the IETF's own TPM sample: either
+//! is accepted (and ignored: it only told a verifier which service to ask).
 
 use super::EvidenceCertificate;
 use const_oid::ObjectIdentifier;
-use der::asn1::{Any, Ia5String};
+use der::asn1::Any;
 use der::{Decode, Encode, Sequence, Tag, Tagged};
 use sha2::{Digest, Sha256};
 use x509_cert::request::CertReq;
@@ -14,13 +16,14 @@ use super::{
 };
 use crate::reason::Reason;
 
-/// `AttestationStatement ::= SEQUENCE { type OID, stmt ANY, hint IA5String OPTIONAL }`.
+/// `AttestationStatement ::= SEQUENCE { type OID, stmt ANY, hint <string> OPTIONAL }`.
 #[derive(Clone, Debug, Sequence)]
 pub struct AttestationStatement {
     pub statement_type: ObjectIdentifier,
     pub stmt: Any,
+    /// IA5String or UTF8String (checked by [`decode`]).
     #[asn1(optional = "true")]
-    pub hint: Option<Ia5String>,
+    pub hint: Option<Any>,
 }
 
 /// `AttestationBundle ::= SEQUENCE { attestations SEQUENCE OF AttestationStatement,
@@ -94,6 +97,19 @@ pub fn decode(der: &[u8]) -> Result<Evidence, AttestationError> {
             "the AttestationBundle holds {} statements; at most {MAX_STATEMENTS} are accepted",
             bundle.attestations.len()
         )));
+    }
+    if let Some(hint) = bundle.attestations.iter().find_map(|s| {
+        s.hint
+            .as_ref()
+            .filter(|h| !matches!(h.tag(), Tag::Ia5String | Tag::Utf8String))
+    }) {
+        return Err(AttestationError::malformed(
+            Reason::AttestationMalformed,
+            format!(
+                "a statement's hint is a {}, not an IA5String or UTF8String",
+                hint.tag()
+            ),
+        ));
     }
     let certs = bundle.certs.unwrap_or_default();
     if certs.len() > MAX_POOL_CERTIFICATES {

@@ -139,6 +139,7 @@ fn attested(
         nonce: None,
         generated_on_device: Some(true),
         exportable: Some(false),
+        tpm: None,
     })
 }
 
@@ -283,6 +284,7 @@ mod tests {
             reader,
             hardware_type: TEST_HW_TYPE,
             denied_serials: HashSet::new(),
+            allow_sha1: false,
         }
     }
 

@@ -107,6 +107,9 @@ pub struct AttestedKey {
     pub generated_on_device: Option<bool>,
     /// Whether the key can leave the device, where the format says.
     pub exportable: Option<bool>,
+    /// The TPM's manufacturer, model and firmware version, as its AK certificate states them
+    /// (TPM formats only, when the certificate has them).
+    pub tpm: Option<tpm::TpmDescription>,
 }
 
 impl AttestedKey {
@@ -217,7 +220,7 @@ impl VerificationBudget {
     }
 
     /// Runs one signature check, or refuses when the budget is spent.
-    pub fn check(&self, verify: impl FnOnce() -> bool) -> Result<bool, AttestationError> {
+    pub fn check<T>(&self, verify: impl FnOnce() -> T) -> Result<T, AttestationError> {
         let left = self.checks_left.get();
         if left == 0 {
             self.exhausted.set(true);

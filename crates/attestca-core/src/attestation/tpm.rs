@@ -16,8 +16,9 @@
 use super::EvidenceCertificate;
 use aws_lc_rs::signature::{
     ECDSA_P256_SHA256_ASN1, ECDSA_P256_SHA256_FIXED, ECDSA_P384_SHA384_ASN1,
-    ECDSA_P384_SHA384_FIXED, RSA_PKCS1_2048_8192_SHA256, RSA_PKCS1_2048_8192_SHA384,
-    UnparsedPublicKey, VerificationAlgorithm,
+    ECDSA_P384_SHA384_FIXED, RSA_PKCS1_2048_8192_SHA1_FOR_LEGACY_USE_ONLY,
+    RSA_PKCS1_2048_8192_SHA256, RSA_PKCS1_2048_8192_SHA384, UnparsedPublicKey,
+    VerificationAlgorithm,
 };
 use const_oid::ObjectIdentifier;
 use const_oid::db::rfc5912::{ID_EC_PUBLIC_KEY, RSA_ENCRYPTION, SECP_256_R_1, SECP_384_R_1};
@@ -52,6 +53,7 @@ const FIRMWARE_VERSION_SIZE: usize = 8;
 
 // TPM_ALG_ID values (TPM 2.0 Library, Part 2, table 9).
 const TPM_ALG_RSA: u16 = 0x0001;
+const TPM_ALG_SHA1: u16 = 0x0004;
 const TPM_ALG_SHA256: u16 = 0x000b;
 const TPM_ALG_SHA384: u16 = 0x000c;
 const TPM_ALG_NULL: u16 = 0x0010;
@@ -455,16 +457,21 @@ impl<'a> TpmtSignature<'a> {
         Some(parsed)
     }
 
-    /// Whether this signature by `key` (of `kind`) verifies over `message`.
-    fn verifies(&self, kind: PublicKeyKind, key: &[u8], message: &[u8]) -> bool {
-        match (kind, self) {
+    /// Whether this signature by `key` (of `kind`) verifies over `message`, and how it was
+    /// hashed.
+    fn verifies(&self, kind: PublicKeyKind, key: &[u8], message: &[u8]) -> Option<SignatureHash> {
+        let verified = match (kind, self) {
             (PublicKeyKind::Rsa, TpmtSignature::RsaSsa { hash, signature }) => {
-                let algorithm: &'static dyn VerificationAlgorithm = match *hash {
-                    TPM_ALG_SHA256 => &RSA_PKCS1_2048_8192_SHA256,
-                    TPM_ALG_SHA384 => &RSA_PKCS1_2048_8192_SHA384,
-                    _ => return false,
+                let (algorithm, strength): (&'static dyn VerificationAlgorithm, _) = match *hash {
+                    TPM_ALG_SHA256 => (&RSA_PKCS1_2048_8192_SHA256, SignatureHash::Strong),
+                    TPM_ALG_SHA384 => (&RSA_PKCS1_2048_8192_SHA384, SignatureHash::Strong),
+                    TPM_ALG_SHA1 => (
+                        &RSA_PKCS1_2048_8192_SHA1_FOR_LEGACY_USE_ONLY,
+                        SignatureHash::Sha1,
+                    ),
+                    _ => return None,
                 };
-                check(algorithm, key, message, signature)
+                return check(algorithm, key, message, signature).then_some(strength);
             }
             (PublicKeyKind::P256, TpmtSignature::Ecdsa { hash, r, s })
                 if *hash == TPM_ALG_SHA256 =>
@@ -479,7 +486,8 @@ impl<'a> TpmtSignature<'a> {
                     .is_some_and(|rs| check(&ECDSA_P384_SHA384_FIXED, key, message, &rs))
             }
             _ => false,
-        }
+        };
+        verified.then_some(SignatureHash::Strong)
     }
 }
 
@@ -516,17 +524,42 @@ fn raw_algorithms(kind: PublicKeyKind) -> &'static [&'static dyn VerificationAlg
     }
 }
 
+/// How a signature over a TPMS_ATTEST was hashed, as far as trusting it goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SignatureHash {
+    /// SHA-256 or stronger.
+    Strong,
+    /// SHA-1, which Windows' AIKs still sign TPM2_Certify with: collisions are practical, so
+    /// it counts only for a vendor whose entry allows it (`allow_sha1`).
+    Sha1,
+}
+
 /// Whether `signature` over `message` verifies with the key in `spki`, as raw bytes or as a
-/// TPMT_SIGNATURE.
-fn signed_by(spki: &SubjectPublicKeyInfo, message: &[u8], signature: &[u8]) -> bool {
-    let Some(kind) = key_kind(spki) else {
-        return false;
-    };
+/// TPMT_SIGNATURE, and with which hash.
+fn signed_by(
+    spki: &SubjectPublicKeyInfo,
+    message: &[u8],
+    signature: &[u8],
+) -> Option<SignatureHash> {
+    let kind = key_kind(spki)?;
     let key = spki.subject_public_key.raw_bytes();
-    raw_algorithms(kind)
+    if raw_algorithms(kind)
         .iter()
         .any(|algorithm| check(*algorithm, key, message, signature))
-        || TpmtSignature::parse(signature).is_some_and(|t| t.verifies(kind, key, message))
+    {
+        return Some(SignatureHash::Strong);
+    }
+    if let Some(tpmt) = TpmtSignature::parse(signature) {
+        return tpmt.verifies(kind, key, message);
+    }
+    (kind == PublicKeyKind::Rsa
+        && check(
+            &RSA_PKCS1_2048_8192_SHA1_FOR_LEGACY_USE_ONLY,
+            key,
+            message,
+            signature,
+        ))
+    .then_some(SignatureHash::Sha1)
 }
 
 /// The AK certificate and the vendor it chains to: a pool certificate whose key signed the
@@ -558,10 +591,13 @@ fn find_trusted_ak<'c>(
                 signature,
             )
         })?;
-        if !signed {
+        let Some(hash) = signed else {
             continue;
-        }
-        match chain_to_vendor(ak, context).and_then(|v| check_ak_allowed(ak).map(|()| v)) {
+        };
+        let trusted = chain_to_vendor(ak, context)
+            .and_then(|v| check_ak_allowed(ak).map(|()| v))
+            .and_then(|v| check_hash_allowed(v, hash).map(|()| v));
+        match trusted {
             Ok(vendor) => return Ok((ak, vendor)),
             Err(e) => last = e,
         }
@@ -604,6 +640,21 @@ fn anchored_path(
         PathOptions::default(),
         &context.budget,
     )
+}
+
+/// A SHA-1 signature counts only for a vendor that allows it.
+fn check_hash_allowed(vendor: &Vendor, hash: SignatureHash) -> Result<(), AttestationError> {
+    if hash == SignatureHash::Sha1 && !vendor.allow_sha1 {
+        return Err(AttestationError::refused(
+            Reason::AttestationWeakHash,
+            format!(
+                "the TPMS_ATTEST is signed with SHA-1, which vendor {} does not allow \
+                 (allow_sha1)",
+                vendor.name
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// An AK certificate certifies a TPM attestation key: not a CA, with tcg-kp-AIKCertificate.
@@ -705,6 +756,79 @@ fn attested_key(
         nonce: Some(attest.extra_data.to_vec()),
         generated_on_device: Some(attributes & SENSITIVE_DATA_ORIGIN != 0),
         exportable: Some(!bound_to_tpm),
+        tpm: TpmDescription::of_ak(ak),
+    }
+}
+
+/// tcg-at-tpmManufacturer, tcg-at-tpmModel, tcg-at-tpmVersion: the directoryName attributes
+/// of an AK (or EK) certificate's subjectAltName (TCG EK Credential Profile, 3.1).
+const TCG_AT_TPM_MANUFACTURER: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.23.133.2.1");
+const TCG_AT_TPM_MODEL: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.23.133.2.2");
+const TCG_AT_TPM_VERSION: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.23.133.2.3");
+
+/// A TPM as its AK or EK certificate describes it: manufacturer (`id:494E5443`, the TCG
+/// vendor ID in hex), model and firmware version (`id:00020000`), as the TCG EK Credential
+/// Profile writes them into a subjectAltName directoryName.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct TpmDescription {
+    pub manufacturer: String,
+    pub model: String,
+    pub version: String,
+}
+
+impl TpmDescription {
+    /// The description in a certificate's subjectAltName; `None` when it has none (or not
+    /// all three attributes).
+    pub fn of_ak(certificate: &EvidenceCertificate) -> Option<Self> {
+        let (_, names) = certificate
+            .tbs_certificate()
+            .get_extension::<x509_cert::ext::pkix::SubjectAltName>()
+            .ok()??;
+        let mut found = (None, None, None);
+        for name in &names.0 {
+            let x509_cert::ext::pkix::name::GeneralName::DirectoryName(directory) = name else {
+                continue;
+            };
+            for attribute in directory.iter() {
+                let slot = match attribute.oid {
+                    TCG_AT_TPM_MANUFACTURER => &mut found.0,
+                    TCG_AT_TPM_MODEL => &mut found.1,
+                    TCG_AT_TPM_VERSION => &mut found.2,
+                    _ => continue,
+                };
+                *slot = directory_string(&attribute.value);
+            }
+        }
+        Some(Self {
+            manufacturer: found.0?,
+            model: found.1?,
+            version: found.2?,
+        })
+    }
+
+    /// The manufacturer's TCG vendor ID as text (`INTC`, `NTC`, `STM`, `IFX`), when the
+    /// manufacturer is written `id:<hex>` as the profile says.
+    pub fn manufacturer_code(&self) -> Option<String> {
+        let hex = self.manufacturer.strip_prefix("id:")?;
+        let bytes = hex::decode(hex).ok()?;
+        // Four bytes, padded with NUL or space: `NTC\0`, `STM `.
+        let text: String = bytes
+            .iter()
+            .map(|b| char::from(*b))
+            .filter(|c| *c != '\0')
+            .collect();
+        let text = text.trim_end();
+        (!text.is_empty() && text.chars().all(|c| c.is_ascii_graphic())).then(|| text.to_owned())
+    }
+}
+
+/// The text of a UTF8String, PrintableString or IA5String attribute value.
+fn directory_string(value: &Any) -> Option<String> {
+    match der::Tagged::tag(value) {
+        der::Tag::Utf8String | der::Tag::PrintableString | der::Tag::Ia5String => {
+            std::str::from_utf8(value.value()).ok().map(str::to_owned)
+        }
+        _ => None,
     }
 }
 
@@ -725,6 +849,9 @@ fn ak_identity(vendor: &Vendor, ak: &EvidenceCertificate) -> DeviceIdentity {
 }
 
 #[cfg(test)]
+mod windows_hello;
+
+#[cfg(test)]
 mod tests {
     use std::path::{Path, PathBuf};
     use std::time::{Duration, SystemTime};
@@ -739,7 +866,11 @@ mod tests {
     use crate::attestation::vendors::VendorReader;
     use crate::attestation::{FailureKind, VendorTrustStore, VerificationBudget, bundle};
 
-    const SAMPLE: &str = "tpm/tcgAttestTpmCertify.csr.pem";
+    /// The IETF sample as its authors signed it (its hint a UTF8String).
+    const SAMPLE: &str = "tpm/tcgAttestTpmCertify-original.csr.pem";
+    /// The same request as published later, hand-edited after signing (its hint re-tagged
+    /// IA5String): the CSR signature fails, the evidence inside still verifies.
+    const EDITED_SAMPLE: &str = "tpm/tcgAttestTpmCertify.csr.pem";
     /// 2024-11-01T00:00:00Z, inside the sample certificates' validity.
     const PINNED: u64 = 1_730_419_200;
     /// 2025-06-01T00:00:00Z, after it.
@@ -749,14 +880,15 @@ mod tests {
         SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
     }
 
-    /// The shared vectors directory, or `None` (skipped with a notice) outside CI.
-    fn vectors_dir() -> Option<PathBuf> {
+    /// The shared vectors directory if it holds `file`, or `None` (skipped with a notice)
+    /// outside CI; in CI (or under ATTESTCA_TEST_REQUIRE_ALL) a missing file fails the test.
+    pub(super) fn vectors_dir(file: &str) -> Option<PathBuf> {
         let dir = std::env::var_os("ATTESTCA_VECTORS_DIR")
             .map(PathBuf::from)
             .unwrap_or_else(|| {
                 Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/vectors")
             });
-        if dir.join(SAMPLE).is_file() {
+        if dir.join(file).is_file() {
             return Some(dir);
         }
         if std::env::var_os("CI").is_some()
@@ -764,12 +896,12 @@ mod tests {
         {
             panic!(
                 "{} is missing (set ATTESTCA_VECTORS_DIR)",
-                dir.join(SAMPLE).display()
+                dir.join(file).display()
             );
         }
         eprintln!(
             "SKIPPED: {} not found (set ATTESTCA_VECTORS_DIR)",
-            dir.join(SAMPLE).display()
+            dir.join(file).display()
         );
         None
     }
@@ -789,8 +921,12 @@ mod tests {
     }
 
     fn sample() -> Option<Sample> {
-        let dir = vectors_dir()?;
-        let pem = std::fs::read(dir.join(SAMPLE)).expect("read the sample CSR");
+        sample_from(SAMPLE)
+    }
+
+    fn sample_from(file: &str) -> Option<Sample> {
+        let dir = vectors_dir(file)?;
+        let pem = std::fs::read(dir.join(file)).expect("read the sample CSR");
         let (_, der) = pem_rfc7468::decode_vec(&pem).expect("PEM");
         let request = CertReq::from_der(&der).expect("CSR");
         let evidence = bundle::from_csr(&request)
@@ -822,6 +958,7 @@ mod tests {
             reader: VendorReader::Tpm,
             hardware_type: ObjectIdentifier::new_unwrap("2.23.133.1.2"),
             denied_serials: Default::default(),
+            allow_sha1: false,
         }
     }
 
@@ -914,6 +1051,19 @@ mod tests {
     }
 
     #[test]
+    fn the_hand_edited_sample_decodes_and_its_evidence_verifies() {
+        let Some(original) = sample() else { return };
+        let Some(edited) = sample_from(EDITED_SAMPLE) else {
+            return;
+        };
+        // Only the hint's tag differs: same statement, same key, same evidence verdict (the
+        // CA refuses that CSR for its signature, before evidence: tests/it/tpm_vector.rs).
+        assert_eq!(edited.statement, original.statement);
+        assert_eq!(edited.csr_key, original.csr_key);
+        verify(&edited, &edited.statement).expect("the evidence verifies");
+    }
+
+    #[test]
     fn a_tpmt_signature_wrapping_the_sample_signature_verifies() {
         let Some(s) = sample() else { return };
         let statement = edited(&s.statement, |_, signature, _| {
@@ -944,7 +1094,7 @@ mod tests {
             Reason::AttestationUntrustedRoot,
         );
         // A vendor whose root is another certificate (the Yubico PIV root, when present).
-        let dir = vectors_dir().expect("checked by sample()");
+        let dir = vectors_dir(SAMPLE).expect("checked by sample()");
         let pem = std::fs::read(dir.join("yubico/yubico-piv-root-ca-263751.pem"));
         if let Ok(pem) = pem {
             let (_, der) = pem_rfc7468::decode_vec(&pem).expect("PEM");
@@ -1119,7 +1269,11 @@ mod tests {
             .expect("sign")
             .as_ref()
             .to_vec();
-        assert!(signed_by(&spki, message, &fixed), "raw r‖s");
+        assert_eq!(
+            signed_by(&spki, message, &fixed),
+            Some(SignatureHash::Strong),
+            "raw r‖s"
+        );
         let (r, s_) = fixed.split_at(32);
         let mut tpmt = TPM_ALG_ECDSA.to_be_bytes().to_vec();
         tpmt.extend(TPM_ALG_SHA256.to_be_bytes());
@@ -1127,13 +1281,17 @@ mod tests {
             tpmt.extend(32u16.to_be_bytes());
             tpmt.extend(part);
         }
-        assert!(signed_by(&spki, message, &tpmt), "TPMT_SIGNATURE");
+        assert_eq!(
+            signed_by(&spki, message, &tpmt),
+            Some(SignatureHash::Strong),
+            "TPMT_SIGNATURE"
+        );
         assert!(
-            !signed_by(&spki, b"another message", &tpmt),
+            signed_by(&spki, b"another message", &tpmt).is_none(),
             "wrong message"
         );
         assert!(
-            !signed_by(&spki, message, &tpmt[..tpmt.len() - 1]),
+            signed_by(&spki, message, &tpmt[..tpmt.len() - 1]).is_none(),
             "cut TPMT"
         );
 
@@ -1145,7 +1303,11 @@ mod tests {
             .expect("sign")
             .as_ref()
             .to_vec();
-        assert!(signed_by(&spki, message, &der), "DER ECDSA-Sig-Value");
+        assert_eq!(
+            signed_by(&spki, message, &der),
+            Some(SignatureHash::Strong),
+            "DER ECDSA-Sig-Value"
+        );
     }
 
     #[test]

@@ -48,6 +48,10 @@ pub struct VendorConfig {
     /// Device serials (as displayed, e.g. `0123F2408EA1FCF201`) that must never enroll.
     #[serde(default)]
     pub denied_serials: Vec<String>,
+    /// Accept TPM attestations signed with SHA-1 (Windows' AIKs sign TPM2_Certify with
+    /// RSASSA-SHA1). Off by default: SHA-1 collisions are practical.
+    #[serde(default)]
+    pub allow_sha1: bool,
 }
 
 /// One trusted vendor.
@@ -59,6 +63,8 @@ pub struct Vendor {
     pub reader: VendorReader,
     pub hardware_type: ObjectIdentifier,
     pub denied_serials: HashSet<String>,
+    /// See [`VendorConfig::allow_sha1`].
+    pub allow_sha1: bool,
 }
 
 /// All trusted vendors.
@@ -100,6 +106,7 @@ impl VendorTrustStore {
                     .iter()
                     .map(|s| s.to_ascii_uppercase())
                     .collect(),
+                allow_sha1: c.allow_sha1,
             });
         }
         Ok(Self { vendors })

@@ -197,6 +197,7 @@ fn read_simulated_se(
         nonce: Some(nonce),
         generated_on_device: Some(ext.key_origin == KeyOrigin::Generated),
         exportable: Some(ext.exportable),
+        tpm: None,
     })
 }
 
@@ -236,6 +237,7 @@ fn read_yubikey(
         nonce: None,
         generated_on_device: Some(true),
         exportable: Some(false),
+        tpm: None,
     })
 }
 
@@ -281,6 +283,7 @@ mod tests {
             reader: VendorReader::YubikeyPiv,
             hardware_type: ObjectIdentifier::new_unwrap("1.3.6.1.4.1.41482.3"),
             denied_serials: Default::default(),
+            allow_sha1: false,
         }])
     }
 
@@ -385,6 +388,7 @@ mod tests {
             reader: VendorReader::YubikeyPiv,
             hardware_type: ObjectIdentifier::new_unwrap("1.3.6.1.4.1.41482.3"),
             denied_serials: Default::default(),
+            allow_sha1: false,
         };
         let attested = read_yubikey(&vendor, &certificate_with_serial(&[0x01, 0x02, 0x03, 0x04]))
             .expect("4 bytes");

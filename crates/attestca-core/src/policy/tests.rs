@@ -48,6 +48,7 @@ fn attested() -> AttestedKey {
         nonce: None,
         generated_on_device: Some(true),
         exportable: Some(false),
+        tpm: None,
     }
 }
 
@@ -772,6 +773,20 @@ const NOT_POLICY: &[(&str, &str)] = &[
     ("request.encoding", "the wire: base64 body"),
     ("request.too_large", "the wire: body limit"),
     ("request.timeout", "the wire: body read deadline"),
+    ("request.body", "the wire: the body could not be read"),
+    (
+        "nonce.unavailable",
+        "I/O: the random generator behind the nonce endpoint",
+    ),
+    ("attestation.unavailable", "I/O: the verification worker"),
+    (
+        "reenroll.predecessor",
+        "I/O: the stored predecessor does not decode",
+    ),
+    (
+        "issuance.serial_collision",
+        "issuance: no unique serial number could be drawn",
+    ),
     (
         "request.abandoned",
         "I/O: the client went away (event only)",
@@ -800,6 +815,7 @@ const VERIFIER: &[&str] = &[
     "attestation.ak_not_allowed",
     "attestation.tpm_name_mismatch",
     "attestation.tpm_key_attributes",
+    "attestation.weak_hash",
     "attestation.key_mismatch",
     "attestation.device_mismatch",
     "attestation.device_identity",
