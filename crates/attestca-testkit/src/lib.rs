@@ -595,6 +595,32 @@ pub fn assert_hardware_module_name(dir: &Path, der: &[u8]) {
     );
 }
 
+/// The hardwareModuleName of a DER certificate's SubjectAltName (RFC 4108): hwType (dotted)
+/// and hwSerialNum, or `None` when it has none.
+pub fn hardware_module_name(der: &[u8]) -> Option<(String, Vec<u8>)> {
+    use der::{Decode, Encode};
+    use x509_cert::ext::pkix::SubjectAltName;
+    use x509_cert::ext::pkix::name::{GeneralName, HardwareModuleName};
+    let cert = x509_cert::Certificate::from_der(der).expect("certificate");
+    let (_, names) = cert
+        .tbs_certificate()
+        .get_extension::<SubjectAltName>()
+        .expect("subjectAltName")?;
+    names.0.iter().find_map(|name| {
+        let GeneralName::OtherName(other) = name else {
+            return None;
+        };
+        if other.type_id.to_string() != "1.3.6.1.5.5.7.8.4" {
+            return None;
+        }
+        let module = HardwareModuleName::from_der(&other.value.to_der().ok()?).ok()?;
+        Some((
+            module.hw_type.to_string(),
+            module.hw_serial_num.as_bytes().to_vec(),
+        ))
+    })
+}
+
 /// The CRL number and listed serials (lower-case hex) of a DER CRL.
 pub fn crl_facts(der: &[u8]) -> (u64, Vec<String>) {
     let crl: x509_cert::crl::CertificateList = der::Decode::from_der(der).expect("CRL");

@@ -1,12 +1,11 @@
-//! The IETF TPM2_Certify sample CSR (../shared/vectors) through the running CA.
+//! The IETF TPM2_Certify sample CSRs (../shared/vectors/tpm) through the running CA.
 //!
-//! The sample's TPM evidence is genuine and verifies (crates/attestca-core/src/attestation/tpm.rs tests it at the
-//! pinned time with its nonce and root), but the CSR's own self-signature does not: openssl
-//! (`openssl req -verify`), Python's cryptography (`is_signature_valid`) and attestca all reject
-//! it, although PROVENANCE.md says it verifies. A CA must not sign without proof of possession,
-//! so the sample is refused with csr.bad_signature before any trust decision — with its root
-//! and nonce configured or not. These tests pin that behaviour; when a re-signed sample exists,
-//! the first test should expect 200.
+//! `tcgAttestTpmCertify-original.csr.pem` is the sample as its authors signed it: with its AK
+//! root trusted, its nonce (00ff55aa) issued to the rig and the verification clock pinned
+//! inside its certificates' validity, it enrolls end to end, and the certificate names the TPM
+//! in hardwareModuleName. `tcgAttestTpmCertify.csr.pem` is the same request published later
+//! with one byte edited after signing: it is refused for its CSR signature before any trust
+//! decision (openssl agrees), and its nonce is not spent.
 
 use attestca_testkit as common;
 
@@ -21,9 +20,13 @@ const PINNED: u64 = 1_730_419_200;
 /// The sample's TPMS_ATTEST extraData.
 const SAMPLE_NONCE: [u8; 4] = [0x00, 0xff, 0x55, 0xaa];
 
-fn sample_csr(vectors: &Path) -> Vec<u8> {
-    let pem =
-        std::fs::read_to_string(vectors.join("tpm/tcgAttestTpmCertify.csr.pem")).expect("sample");
+/// The sample as its authors signed it.
+const ORIGINAL: &str = "tpm/tcgAttestTpmCertify-original.csr.pem";
+/// The same request, edited after signing.
+const EDITED: &str = "tpm/tcgAttestTpmCertify.csr.pem";
+
+fn sample_csr(vectors: &Path, file: &str) -> Vec<u8> {
+    let pem = std::fs::read_to_string(vectors.join(file)).expect("sample");
     pem_rfc7468::decode_vec(pem.trim().as_bytes())
         .expect("PEM")
         .1
@@ -52,7 +55,8 @@ fn config(with_vendor: bool) -> String {
     };
     format!(
         "[attestation]\nverification_time = {PINNED}\n{vendor}\n\
-         [profiles.default]\nattestation_required = true\ncn_pattern = \"test-key[0-9]+\"\n"
+         [profiles.default]\nattestation_required = true\ncn_pattern = \"test-key[0-9]+\"\n\
+         key_algorithms = [\"rsa\", \"p256\"]\n"
     )
 }
 
@@ -61,10 +65,10 @@ fn config(with_vendor: bool) -> String {
     missing_vectors,
     ignore = "needs the shared attestation vectors (ATTESTCA_VECTORS_DIR); tests/run.sh provides it"
 )]
-async fn the_ietf_tpm_sample_is_refused_for_its_invalid_csr_signature_with_root_and_nonce_configured()
+async fn the_edited_ietf_tpm_sample_is_refused_for_its_csr_signature_with_root_and_nonce_configured()
  {
     let vectors = vectors();
-    let csr = sample_csr(&vectors);
+    let csr = sample_csr(&vectors, EDITED);
     let tmp = tempfile::tempdir().expect("temp dir");
     std::fs::create_dir_all(tmp.path().join("ca")).expect("dir");
     write_sample_root(&csr, &tmp.path().join("ca/tpm-root.pem"));
@@ -117,9 +121,9 @@ async fn the_ietf_tpm_sample_is_refused_for_its_invalid_csr_signature_with_root_
     missing_vectors,
     ignore = "needs the shared attestation vectors (ATTESTCA_VECTORS_DIR); tests/run.sh provides it"
 )]
-async fn without_the_ak_root_the_tpm_sample_is_refused_too() {
+async fn without_the_ak_root_the_tpm_sample_is_refused_for_its_root() {
     let vectors = vectors();
-    let csr = sample_csr(&vectors);
+    let csr = sample_csr(&vectors, ORIGINAL);
     let tmp = tempfile::tempdir().expect("temp dir");
     let ca = ConfiguredCa::start(tmp.path(), &config(false), &[]).await;
     ca.sql(
@@ -128,6 +132,82 @@ async fn without_the_ak_root_the_tpm_sample_is_refused_too() {
     )
     .await;
     let (status, text) = ca.post("/simpleenroll", &csr).await;
-    assert_eq!(status, 400, "{text}");
-    assert!(text.starts_with("csr.bad_signature"), "{text}");
+    assert_eq!(status, 403, "{text}");
+    assert!(text.starts_with("attestation.untrusted_root"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    missing_vectors,
+    ignore = "needs the shared attestation vectors (ATTESTCA_VECTORS_DIR); tests/run.sh provides it"
+)]
+async fn the_ietf_tpm_sample_as_signed_enrolls_end_to_end() {
+    let vectors = vectors();
+    let csr = sample_csr(&vectors, ORIGINAL);
+    let tmp = tempfile::tempdir().expect("temp dir");
+    std::fs::create_dir_all(tmp.path().join("ca")).expect("dir");
+    write_sample_root(&csr, &tmp.path().join("ca/tpm-root.pem"));
+    let ca = ConfiguredCa::start(tmp.path(), &config(true), &[]).await;
+
+    // A nonce the CA issued to another rig is not this rig's.
+    ca.sql(
+        "INSERT INTO nonces (nonce, requester, issued_at, expires_at) VALUES ($1, 'tls:rig-b', 0, 9999999999)",
+        &SAMPLE_NONCE,
+    )
+    .await;
+    let (status, text) = ca.post("/simpleenroll", &csr).await;
+    assert_eq!(status, 403, "{text}");
+    assert!(text.starts_with("attestation.nonce_foreign"), "{text}");
+
+    // Issued to this rig: the sample enrolls.
+    ca.sql(
+        "UPDATE nonces SET requester = 'tls:rig-a' WHERE nonce = $1",
+        &SAMPLE_NONCE,
+    )
+    .await;
+    let (status, text) = ca.post("/simpleenroll", &csr).await;
+    assert_eq!(status, 200, "{text}");
+    let certificate_der = certificate_from_response(text.as_bytes());
+    let certificate = x509_cert::Certificate::from_der(&certificate_der).expect("certificate");
+    let request = CertReq::from_der(&csr).expect("CSR");
+    assert_eq!(
+        certificate.tbs_certificate().subject_public_key_info(),
+        &request.info.public_key,
+        "the certificate certifies the TPM-resident key"
+    );
+    // hardwareModuleName: the vendor's hwType and the AK certificate's serial.
+    let (hardware_type, serial) =
+        hardware_module_name(&certificate_der).expect("hardwareModuleName");
+    assert_eq!(hardware_type, "2.23.133.1.2");
+    assert_eq!(
+        hex::encode_upper(serial),
+        "7D7E2873BBB82946F2CFAD55B5037983603640C4"
+    );
+
+    // The nonce is spent: the same evidence with a new CSR would be refused, and the same
+    // CSR again is a retry of the same certificate.
+    let (status, again) = ca.post("/simpleenroll", &csr).await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(certificate_from_response(again.as_bytes()), certificate_der);
+    let db = sqlx::SqlitePool::connect(&format!("sqlite://{}?mode=ro", ca.db))
+        .await
+        .expect("db");
+    let spent: Option<i64> = sqlx::query_scalar("SELECT consumed_at FROM nonces WHERE nonce = $1")
+        .bind(&SAMPLE_NONCE[..])
+        .fetch_one(&db)
+        .await
+        .expect("nonce row");
+    assert!(spent.is_some(), "the nonce is spent");
+    let (format, vendor): (String, String) = sqlx::query_as(
+        "SELECT attestation_format, vendor FROM enrollment_events \
+         WHERE outcome = 'issued' AND operation = 'simpleenroll'",
+    )
+    .fetch_one(&db)
+    .await
+    .expect("issued event");
+    assert_eq!(
+        (format.as_str(), vendor.as_str()),
+        ("tpm-certify", "tpm-test")
+    );
+    db.close().await;
 }
