@@ -60,6 +60,31 @@ fn config(with_vendor: bool) -> String {
     )
 }
 
+/// The sample's nonce, issued to the rig the tests enroll as.
+const NONCE_OF_RIG_A: &str = "INSERT INTO nonces (nonce, requester, issued_at, expires_at) \
+     VALUES ($1, 'tls:rig-a', 0, 9999999999)";
+/// The sample's nonce, issued to another rig.
+const NONCE_OF_RIG_B: &str = "INSERT INTO nonces (nonce, requester, issued_at, expires_at) \
+     VALUES ($1, 'tls:rig-b', 0, 9999999999)";
+
+/// A CA for one of the samples: `file`'s CSR, its AK root trusted or not, and the sample's
+/// nonce recorded by `nonce` (the sample fixes the nonce, so the test records it directly).
+async fn ca_for(
+    tmp: &Path,
+    file: &str,
+    trust_root: bool,
+    nonce: &'static str,
+) -> (ConfiguredCa, Vec<u8>) {
+    let csr = sample_csr(&vectors(), file);
+    std::fs::create_dir_all(tmp.join("ca")).expect("dir");
+    if trust_root {
+        write_sample_root(&csr, &tmp.join("ca/tpm-root.pem"));
+    }
+    let ca = ConfiguredCa::start(tmp, &config(trust_root), &[]).await;
+    ca.sql(nonce, &SAMPLE_NONCE).await;
+    (ca, csr)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 #[cfg_attr(
     missing_vectors,
@@ -67,19 +92,8 @@ fn config(with_vendor: bool) -> String {
 )]
 async fn the_edited_ietf_tpm_sample_is_refused_for_its_csr_signature_with_root_and_nonce_configured()
  {
-    let vectors = vectors();
-    let csr = sample_csr(&vectors, EDITED);
     let tmp = tempfile::tempdir().expect("temp dir");
-    std::fs::create_dir_all(tmp.path().join("ca")).expect("dir");
-    write_sample_root(&csr, &tmp.path().join("ca/tpm-root.pem"));
-    let ca = ConfiguredCa::start(tmp.path(), &config(true), &[]).await;
-
-    // The CA issued that nonce to rig A (the sample fixes it, so the test records it directly).
-    ca.sql(
-        "INSERT INTO nonces (nonce, requester, issued_at, expires_at) VALUES ($1, 'tls:rig-a', 0, 9999999999)",
-        &SAMPLE_NONCE,
-    )
-    .await;
+    let (ca, csr) = ca_for(tmp.path(), EDITED, true, NONCE_OF_RIG_A).await;
     let (status, text) = ca.post("/simpleenroll", &csr).await;
     assert_eq!(status, 400, "{text}");
     assert!(text.starts_with("csr.bad_signature"), "{text}");
@@ -122,15 +136,8 @@ async fn the_edited_ietf_tpm_sample_is_refused_for_its_csr_signature_with_root_a
     ignore = "needs the shared attestation vectors (ATTESTCA_VECTORS_DIR); tests/run.sh provides it"
 )]
 async fn without_the_ak_root_the_tpm_sample_is_refused_for_its_root() {
-    let vectors = vectors();
-    let csr = sample_csr(&vectors, ORIGINAL);
     let tmp = tempfile::tempdir().expect("temp dir");
-    let ca = ConfiguredCa::start(tmp.path(), &config(false), &[]).await;
-    ca.sql(
-        "INSERT INTO nonces (nonce, requester, issued_at, expires_at) VALUES ($1, 'tls:rig-a', 0, 9999999999)",
-        &SAMPLE_NONCE,
-    )
-    .await;
+    let (ca, csr) = ca_for(tmp.path(), ORIGINAL, false, NONCE_OF_RIG_A).await;
     let (status, text) = ca.post("/simpleenroll", &csr).await;
     assert_eq!(status, 403, "{text}");
     assert!(text.starts_with("attestation.untrusted_root"), "{text}");
@@ -142,19 +149,9 @@ async fn without_the_ak_root_the_tpm_sample_is_refused_for_its_root() {
     ignore = "needs the shared attestation vectors (ATTESTCA_VECTORS_DIR); tests/run.sh provides it"
 )]
 async fn the_ietf_tpm_sample_as_signed_enrolls_end_to_end() {
-    let vectors = vectors();
-    let csr = sample_csr(&vectors, ORIGINAL);
     let tmp = tempfile::tempdir().expect("temp dir");
-    std::fs::create_dir_all(tmp.path().join("ca")).expect("dir");
-    write_sample_root(&csr, &tmp.path().join("ca/tpm-root.pem"));
-    let ca = ConfiguredCa::start(tmp.path(), &config(true), &[]).await;
-
     // A nonce the CA issued to another rig is not this rig's.
-    ca.sql(
-        "INSERT INTO nonces (nonce, requester, issued_at, expires_at) VALUES ($1, 'tls:rig-b', 0, 9999999999)",
-        &SAMPLE_NONCE,
-    )
-    .await;
+    let (ca, csr) = ca_for(tmp.path(), ORIGINAL, true, NONCE_OF_RIG_B).await;
     let (status, text) = ca.post("/simpleenroll", &csr).await;
     assert_eq!(status, 403, "{text}");
     assert!(text.starts_with("attestation.nonce_foreign"), "{text}");
