@@ -72,27 +72,9 @@ fn bad(code: Reason, detail: impl Into<String>) -> CsrRefusal {
 
 /// Decodes `der`, verifies its signature and applies the profile's CSR rules.
 pub fn validate(der: &[u8], profile: &EnrollmentPolicy) -> Result<ValidatedCsr, CsrRefusal> {
-    let envelope = SignedEnvelope::from_der(der).map_err(|e| {
-        bad(
-            Reason::CsrMalformed,
-            format!("not a DER PKCS#10 request: {e}"),
-        )
-    })?;
-    let request = CertReq::from_der(der).map_err(|e| {
-        bad(
-            Reason::CsrMalformed,
-            format!("not a DER PKCS#10 request: {e}"),
-        )
-    })?;
-    if request.info.version != Version::V1 {
-        return Err(bad(Reason::CsrMalformed, "CSR version must be v1 (0)"));
-    }
+    let (request, info_der) = decode(der)?;
     let public_key = request.info.public_key.clone();
     let key_algorithm = check_key(&public_key, profile)?;
-    let info_der = envelope
-        .tbs
-        .to_der()
-        .map_err(|e| bad(Reason::CsrMalformed, e.to_string()))?;
     verify_signature(&request, &public_key, key_algorithm, &info_der)?;
     check_subject(&request.info.subject, profile)?;
     let subject_alt_names = requested_alt_names(&request, profile)?;
@@ -109,6 +91,47 @@ pub fn validate(der: &[u8], profile: &EnrollmentPolicy) -> Result<ValidatedCsr, 
         subject_alt_names,
         request,
     })
+}
+
+/// Decodes `der` and verifies its self-signature with the key it carries (any key attestca
+/// handles), without a profile's rules: the proof of possession alone, for offline
+/// examination of a request.
+pub fn proof_of_possession(der: &[u8]) -> Result<CertReq, CsrRefusal> {
+    let (request, info_der) = decode(der)?;
+    let public_key = &request.info.public_key;
+    let key_algorithm = match verify::key_kind(public_key) {
+        Some(PublicKeyKind::P256) => DeviceKeyAlgorithm::P256,
+        Some(PublicKeyKind::P384) => DeviceKeyAlgorithm::P384,
+        Some(PublicKeyKind::Rsa) => DeviceKeyAlgorithm::Rsa,
+        None => {
+            return Err(bad(
+                Reason::CsrKeyAlgorithmNotAllowed,
+                "the key is not P-256, P-384 or RSA",
+            ));
+        }
+    };
+    verify_signature(&request, public_key, key_algorithm, &info_der)?;
+    Ok(request)
+}
+
+/// The request and the DER of its certificationRequestInfo as signed.
+fn decode(der: &[u8]) -> Result<(CertReq, Vec<u8>), CsrRefusal> {
+    let malformed = |e: der::Error| {
+        bad(
+            Reason::CsrMalformed,
+            format!("not a DER PKCS#10 request: {e}"),
+        )
+    };
+    let envelope = SignedEnvelope::from_der(der).map_err(malformed)?;
+    let request = CertReq::from_der(der).map_err(malformed)?;
+    if request.info.version != Version::V1 {
+        return Err(bad(Reason::CsrMalformed, "CSR version must be v1 (0)"));
+    }
+    let info_der = envelope
+        .tbs
+        .to_der()
+        .map_err(|e| bad(Reason::CsrMalformed, e.to_string()))?;
+    Ok((request, info_der))
 }
 
 fn curve_of(spki: &SubjectPublicKeyInfo) -> Option<ObjectIdentifier> {

@@ -25,6 +25,7 @@ pub mod app;
 pub mod config;
 pub mod enrollment;
 pub mod est;
+pub mod evidence;
 pub mod http;
 pub mod metrics;
 pub mod ocsp;

@@ -88,6 +88,16 @@ impl AttestationGate {
         nonces
     }
 
+    /// The format of the first statement a verifier here understands, if any.
+    pub fn recognised_format(&self, evidence: &Evidence) -> Option<super::AttestationFormat> {
+        evidence.statements.iter().find_map(|(statement_type, _)| {
+            self.verifiers
+                .iter()
+                .find(|v| v.statement_type() == *statement_type)
+                .map(|v| v.format())
+        })
+    }
+
     /// Verifies the evidence for `csr_key`: the first statement that verifies wins; if none
     /// does, the first failure is reported (a bundle may carry statements for other verifiers,
     /// e.g. platform evidence next to key evidence).

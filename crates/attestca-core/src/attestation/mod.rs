@@ -12,6 +12,7 @@
 pub mod bundle;
 pub mod chain;
 pub mod device_cert;
+pub mod examination;
 pub mod gate;
 pub mod manifest;
 pub mod tpm;

@@ -129,6 +129,14 @@ impl VendorTrustStore {
         &self.vendors
     }
 
+    /// Whether `vendor`'s deny-list names this device (display form).
+    pub fn denies(&self, vendor: &str, display_serial: &str) -> bool {
+        self.vendors
+            .iter()
+            .find(|v| v.name == vendor)
+            .is_some_and(|v| v.denies(display_serial))
+    }
+
     /// Whether no vendor is configured.
     pub fn is_empty(&self) -> bool {
         self.vendors.is_empty()

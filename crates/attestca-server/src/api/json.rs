@@ -1,7 +1,5 @@
 //! The operator API's JSON documents, and the RFC 3339 times they carry.
 
-use std::time::Duration;
-
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
@@ -190,18 +188,7 @@ impl AuditRecord {
 
 /// Unix seconds as RFC 3339 UTC (`2026-11-24T06:45:11Z`).
 pub fn rfc3339(unix: i64) -> String {
-    match der::DateTime::from_unix_duration(Duration::from_secs(u64::try_from(unix).unwrap_or(0))) {
-        Ok(t) => format!(
-            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
-            t.year(),
-            t.month(),
-            t.day(),
-            t.hour(),
-            t.minutes(),
-            t.seconds()
-        ),
-        Err(_) => "9999-12-31T23:59:59Z".into(),
-    }
+    attestca_core::time::rfc3339(unix)
 }
 
 /// A time filter: Unix seconds, or RFC 3339 in UTC (`YYYY-MM-DDTHH:MM:SSZ`).
@@ -212,39 +199,13 @@ pub fn parse_time(name: &str, value: Option<&str>) -> Result<Option<i64>, ApiErr
     if let Ok(unix) = text.parse::<i64>() {
         return Ok(Some(unix));
     }
-    let bad = || {
-        ApiError::BadRequest(format!(
-            "{name}={text:?}: give Unix seconds or an RFC 3339 UTC time like 2026-11-24T06:45:00Z"
-        ))
-    };
-    let b = text.as_bytes();
-    if b.len() != 20
-        || b[4] != b'-'
-        || b[7] != b'-'
-        || !matches!(b[10], b'T' | b't')
-        || b[13] != b':'
-        || b[16] != b':'
-        || !matches!(b[19], b'Z' | b'z')
-    {
-        return Err(bad());
-    }
-    let field = |range: std::ops::Range<usize>| -> Result<u16, ApiError> {
-        text.get(range)
-            .filter(|s| s.bytes().all(|c| c.is_ascii_digit()))
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(bad)
-    };
-    let to_u8 = |v: u16| u8::try_from(v).map_err(|_| bad());
-    let time = der::DateTime::new(
-        field(0..4)?,
-        to_u8(field(5..7)?)?,
-        to_u8(field(8..10)?)?,
-        to_u8(field(11..13)?)?,
-        to_u8(field(14..16)?)?,
-        to_u8(field(17..19)?)?,
-    )
-    .map_err(|_| bad())?;
-    Ok(Some(time.unix_duration().as_secs() as i64))
+    attestca_core::time::parse_rfc3339(text)
+        .map(Some)
+        .ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "{name}={text:?}: give Unix seconds or an RFC 3339 UTC time like 2026-11-24T06:45:00Z"
+            ))
+        })
 }
 
 #[cfg(test)]

@@ -106,6 +106,45 @@ enum Command {
         #[command(subcommand)]
         command: VendorCommand,
     },
+    /// Attestation evidence, offline.
+    Evidence {
+        #[command(subcommand)]
+        command: EvidenceCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum EvidenceCommand {
+    /// Run the CA's attestation checks on a CSR, without a server or a database, and print a
+    /// JSON verdict: each check, and the reason code the CA would refuse with. Exits 0 when
+    /// every check passes, 1 when one fails, 2 when the checks could not run.
+    Verify {
+        /// The CSR (PEM or DER).
+        #[arg(long)]
+        csr: PathBuf,
+        /// A directory of vendor files (`*.toml`, each the keys of one
+        /// [[attestation.vendors]] entry; roots relative to the directory).
+        #[arg(long, conflicts_with_all = ["config", "dev"])]
+        vendors: Option<PathBuf>,
+        /// A configuration file: its vendors, and the profile's CSR rules and attestation
+        /// policy.
+        #[arg(long, conflicts_with = "dev")]
+        config: Option<PathBuf>,
+        /// Use the development installation in --data-dir (its vendors and profiles).
+        #[arg(long)]
+        dev: bool,
+        #[arg(long, default_value = "attestca-dev", requires = "dev")]
+        data_dir: PathBuf,
+        /// The profile to apply (with --config or --dev).
+        #[arg(long, conflicts_with = "vendors")]
+        profile: Option<String>,
+        /// Verify as of this time (RFC 3339 UTC, e.g. 2024-11-01T00:00:00Z) instead of now.
+        #[arg(long)]
+        at: Option<String>,
+        /// The nonce the rig was given (hex): the evidence must carry it.
+        #[arg(long)]
+        nonce: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -146,9 +185,8 @@ fn init_logging(format: LogFormat) {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match run(cli).await {
-        Ok(()) => ExitCode::SUCCESS,
+    match run(Cli::parse().command).await {
+        Ok(code) => code,
         Err(e) => {
             eprintln!("attestca: {e:#}");
             ExitCode::FAILURE
@@ -156,8 +194,8 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.command {
+async fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
         Command::Serve {
             config,
             dev,
@@ -185,7 +223,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 config
             };
             attestca::app::serve(&config, shutdown_signal()).await?;
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
         Command::Init {
             config,
@@ -223,7 +261,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     out.display()
                 );
             }
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
         Command::ImportCa {
             config,
@@ -237,7 +275,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 "installed the issuing CA chain at {}",
                 config.ca.chain_file.display()
             );
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
         Command::Vendor {
             command:
@@ -264,7 +302,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 "manifest verified: {} parts, {} new, recorded for vendor {vendor}",
                 import.parts, import.added
             );
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
         Command::Revoke {
             serial,
@@ -305,19 +343,91 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 (None, None) => anyhow::bail!("give --serial or --device"),
             }
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
+        Command::Evidence { command } => Ok(verify_evidence(command)),
         Command::HashPassword => {
             let mut password = String::new();
             std::io::stdin().read_to_string(&mut password)?;
             let password = SecretString::from(password.trim_end_matches(['\r', '\n']).to_owned());
             println!("{}", attestca::access::hash_password(&password)?);
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
     }
 }
 
 /// The configuration file, or the development configuration of `data_dir`.
+/// `attestca evidence verify`: prints the verdict; 0 pass, 1 fail, 2 could not run.
+fn verify_evidence(command: EvidenceCommand) -> ExitCode {
+    let EvidenceCommand::Verify {
+        csr,
+        vendors,
+        config,
+        dev,
+        data_dir,
+        profile,
+        at,
+        nonce,
+    } = command;
+    let prepared = (|| -> anyhow::Result<(attestca::evidence::EvidenceCheck, Vec<u8>)> {
+        let source = match (vendors, config, dev) {
+            (Some(dir), _, _) => attestca::evidence::TrustSource::VendorDirectory(dir),
+            (None, Some(path), _) => {
+                attestca::evidence::TrustSource::Config(Box::new(Config::load(&path)?))
+            }
+            (None, None, true) => attestca::evidence::TrustSource::Config(Box::new(load_or_dev(
+                None, true, &data_dir,
+            )?)),
+            (None, None, false) => anyhow::bail!("give --vendors DIR, --config FILE or --dev"),
+        };
+        let at = at
+            .map(|text| {
+                attestca_core::time::parse_rfc3339(&text).with_context(|| {
+                    format!("--at {text:?}: give an RFC 3339 UTC time like 2024-11-01T00:00:00Z")
+                })
+            })
+            .transpose()?;
+        let nonce = nonce
+            .map(|text| hex::decode(&text).with_context(|| format!("--nonce {text:?}: not hex")))
+            .transpose()?;
+        let bytes = std::fs::read(&csr).with_context(|| format!("{}", csr.display()))?;
+        let der = match pem_rfc7468::decode_vec(&bytes) {
+            Ok((_, der)) => der,
+            Err(_) => bytes,
+        };
+        Ok((
+            attestca::evidence::EvidenceCheck {
+                source,
+                profile,
+                at,
+                nonce,
+            },
+            der,
+        ))
+    })();
+    let verdict = prepared.and_then(|(check, der)| Ok(check.run(&der)?));
+    match verdict {
+        Ok(verdict) => {
+            match serde_json::to_string_pretty(&verdict) {
+                Ok(json) => println!("{json}"),
+                Err(e) => {
+                    eprintln!("attestca: {e}");
+                    return ExitCode::from(2);
+                }
+            }
+            if verdict.verdict == attestca_core::attestation::examination::Outcome::Pass {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("attestca: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
 fn load_or_dev(
     config: Option<PathBuf>,
     dev: bool,

@@ -82,10 +82,7 @@ impl EnrollmentService {
         let on_deny_list = self
             .gate
             .vendors()
-            .all()
-            .iter()
-            .find(|v| v.name == attested.vendor)
-            .is_some_and(|v| v.denies(&attested.device.display));
+            .denies(&attested.vendor, &attested.device.display);
         let decision = policy::check_attested(
             rules,
             &profile.label,

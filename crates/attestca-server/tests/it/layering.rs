@@ -101,6 +101,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("access", 4),
     ("registry", 4),
     ("enrollment", 4),
+    ("evidence", 4),
     ("http", 5),
     ("est", 6),
     ("api", 6),

@@ -208,3 +208,154 @@ async fn the_ietf_tpm_sample_as_signed_enrolls_end_to_end() {
     );
     db.close().await;
 }
+
+/// `attestca evidence verify` on the samples: `(exit code, JSON verdict or stderr)`.
+fn evidence_verify(args: &[&str]) -> (Option<i32>, String) {
+    let out = std::process::Command::new(attestca_bin())
+        .args(["evidence", "verify"])
+        .args(args)
+        .output()
+        .expect("run attestca");
+    let text = if out.stdout.is_empty() {
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    } else {
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    (out.status.code(), text)
+}
+
+/// `(name, ok, reason)` of the verdict's checks.
+fn checks(verdict: &serde_json::Value) -> Vec<(String, bool, Option<String>)> {
+    verdict["checks"]
+        .as_array()
+        .expect("checks")
+        .iter()
+        .map(|c| {
+            (
+                c["name"].as_str().expect("name").to_owned(),
+                c["ok"].as_bool().expect("ok"),
+                c["reason"].as_str().map(str::to_owned),
+            )
+        })
+        .collect()
+}
+
+#[test]
+#[cfg_attr(
+    missing_vectors,
+    ignore = "needs the shared attestation vectors (ATTESTCA_VECTORS_DIR); tests/run.sh provides it"
+)]
+fn evidence_verify_explains_the_samples_offline() {
+    let vectors = vectors();
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let vendors = tmp.path().join("vendors");
+    std::fs::create_dir_all(&vendors).expect("dir");
+    let original = sample_csr(&vectors, ORIGINAL);
+    write_sample_root(&original, &vendors.join("tpm-root.pem"));
+    std::fs::write(
+        vendors.join("tpm-test.toml"),
+        "name = \"tpm-test\"\nroots = [\"tpm-root.pem\"]\nformats = [\"tpm-certify\"]\n\
+         reader = \"tpm\"\nhardware_type = \"2.23.133.1.2\"\n",
+    )
+    .expect("vendor file");
+    let vendor_dir = vendors.display().to_string();
+    let original_pem = vectors.join(ORIGINAL).display().to_string();
+
+    // The sample as signed, at a time inside its certificates' validity, with its nonce.
+    let pinned = |nonce: &str| {
+        let (code, out) = evidence_verify(&[
+            "--csr",
+            &original_pem,
+            "--vendors",
+            &vendor_dir,
+            "--at",
+            "2024-11-01T00:00:00Z",
+            "--nonce",
+            nonce,
+        ]);
+        let verdict: serde_json::Value = serde_json::from_str(&out).expect("JSON verdict");
+        (code, out, verdict)
+    };
+    let (code, out, verdict) = pinned("00ff55aa");
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(verdict["verdict"], "pass");
+    assert_eq!(verdict["format"], "tpm-certify");
+    assert_eq!(verdict["vendor"], "tpm-test");
+    assert_eq!(verdict["nonce"], "00ff55aa");
+    assert_eq!(
+        verdict["device_identity"],
+        "tpm-test:test-rootCA/7D7E2873BBB82946F2CFAD55B5037983603640C4"
+    );
+    assert!(checks(&verdict).iter().all(|c| c.1), "{out}");
+
+    // Another nonce than the rig was given; and now, when the AK certificate has expired.
+    let (code, out, verdict) = pinned("00ff55ab");
+    assert_eq!(code, Some(1), "{out}");
+    assert_eq!(
+        checks(&verdict).last(),
+        Some(&(
+            "evidence.nonce".to_owned(),
+            false,
+            Some("attestation.nonce_unknown".to_owned())
+        ))
+    );
+    let (code, out) = evidence_verify(&["--csr", &original_pem, "--vendors", &vendor_dir]);
+    assert_eq!(code, Some(1), "{out}");
+    let verdict: serde_json::Value = serde_json::from_str(&out).expect("JSON verdict");
+    assert_eq!(verdict["verdict"], "fail");
+    assert_eq!(verdict["format"], "tpm-certify");
+    assert_eq!(
+        checks(&verdict).last(),
+        Some(&(
+            "evidence.verify".to_owned(),
+            false,
+            Some("attestation.expired".to_owned())
+        ))
+    );
+
+    // The hand-edited sample: no proof of possession, nothing further is checked.
+    let (code, out) = evidence_verify(&[
+        "--csr",
+        &vectors.join(EDITED).display().to_string(),
+        "--vendors",
+        &vendor_dir,
+        "--at",
+        "2024-11-01T00:00:00Z",
+    ]);
+    assert_eq!(code, Some(1), "{out}");
+    let verdict: serde_json::Value = serde_json::from_str(&out).expect("JSON verdict");
+    assert_eq!(
+        checks(&verdict),
+        [(
+            "csr.possession".to_owned(),
+            false,
+            Some("csr.bad_signature".to_owned())
+        )]
+    );
+
+    // Checks that cannot run are not a verdict: exit 2 and a message.
+    for bad in [
+        vec!["--csr", &original_pem],
+        vec![
+            "--csr",
+            &original_pem,
+            "--vendors",
+            &vendor_dir,
+            "--at",
+            "yesterday",
+        ],
+        vec![
+            "--csr",
+            &original_pem,
+            "--vendors",
+            &vendor_dir,
+            "--nonce",
+            "xyz",
+        ],
+        vec!["--csr", "/nonexistent.csr", "--vendors", &vendor_dir],
+    ] {
+        let (code, out) = evidence_verify(&bad);
+        assert_eq!(code, Some(2), "{bad:?}: {out}");
+        assert!(out.starts_with("attestca: "), "{bad:?}: {out}");
+    }
+}
