@@ -848,6 +848,8 @@ fn ak_identity(vendor: &Vendor, ak: &EvidenceCertificate) -> DeviceIdentity {
     }
 }
 
+pub mod credential;
+
 #[cfg(test)]
 mod windows_hello;
 
