@@ -97,6 +97,12 @@ ensure_base_packages() {
     # The deployment files' checkers: Compose v1 validates without a Docker engine.
     have docker-compose || missing+=(docker-compose)
     have systemd-analyze || missing+=(systemd)
+    # The rig's TPM mode links tpm2-tss (found by pkg-config); the TPM tests run swtpm, whose
+    # swtpm_setup makes EK certificates under a local CA.
+    have pkg-config || missing+=(pkg-config)
+    pkg-config --exists tss2-esys tss2-tctildr 2>/dev/null || missing+=(libtss2-dev)
+    have swtpm || missing+=(swtpm)
+    have swtpm_setup || missing+=(swtpm-tools)
     if ((${#missing[@]})); then apt_install "${missing[@]}"; fi
     have "${CARGO:-cargo}" || [[ -n "${ATTESTCA_TEST_SETUP_ONLY:-}" ]] \
         || die "cargo not found (install Rust with rustup; Debian's cargo may be too old)"

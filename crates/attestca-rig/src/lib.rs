@@ -9,3 +9,5 @@
 pub mod client;
 pub mod load;
 pub mod personalisation;
+#[cfg(target_os = "linux")]
+pub mod tpm;
