@@ -74,7 +74,7 @@ reasons! {
     RequestTimeout = "request.timeout",
     /// Event only: the client went away before the request was decided.
     RequestAbandoned = "request.abandoned",
-    /// EST: the body could not be read (400). Not in the docs' tables.
+    /// EST: the body could not be read (400).
     RequestBody = "request.body",
     /// Operator API: a malformed serial, reason, time, cursor, limit or parameter (400).
     RequestInvalid = "request.invalid",
@@ -126,15 +126,39 @@ reasons! {
     AttestationNonceForeign = "attestation.nonce_foreign",
     AttestationNonceReused = "attestation.nonce_reused",
     AttestationNonceExpired = "attestation.nonce_expired",
-    /// The verification could not be run (its worker failed; 503). Not in the docs' tables.
+    /// The verification could not be run (its worker failed; 503).
     AttestationUnavailable = "attestation.unavailable",
+
+    // Attestation-key certification (the CA as a TPM attestation CA).
+    /// This CA does not certify attestation keys (404).
+    AkDisabled = "ak.disabled",
+    /// The request is not the attestation-key JSON, or a field is not base64 (400).
+    AkRequest = "ak.request",
+    /// The EK certificate does not decode, or its key is not RSA 2048 (400).
+    AkEndorsementMalformed = "ak.endorsement_malformed",
+    /// The EK certificate is not under a trusted TPM vendor's EK root (403).
+    AkEndorsementUntrusted = "ak.endorsement_untrusted",
+    /// The AK public area does not parse, or its name algorithm is not SHA-256 (400).
+    AkPublicMalformed = "ak.public_malformed",
+    /// The AK is not a restricted signing key bound to its TPM (403).
+    AkAttributes = "ak.attributes",
+    /// The secret answers no challenge made for this EK and AK (403).
+    AkCredentialWrong = "ak.credential_wrong",
+    /// The challenge was made for another rig (403).
+    AkCredentialForeign = "ak.credential_foreign",
+    /// The challenge was already answered (403).
+    AkCredentialReused = "ak.credential_reused",
+    /// The challenge expired (403).
+    AkCredentialExpired = "ak.credential_expired",
+    /// The TPM already has an attestation-key certificate and the policy allows one (403).
+    AkAlreadyCertified = "ak.already_certified",
 
     // The nonce endpoint.
     /// A nonce request asked for fewer than 8 or more than 64 bytes (400).
     NonceLength = "nonce.length",
     /// A nonce request body is not the freshness JSON (400).
     NonceRequest = "nonce.request",
-    /// The random generator failed (503). Not in the docs' tables.
+    /// The random generator failed (503).
     NonceUnavailable = "nonce.unavailable",
 
     // Renewal (simplereenroll).
@@ -151,7 +175,7 @@ reasons! {
     ReenrollRekeyNotAllowed = "reenroll.rekey_not_allowed",
     ReenrollRekeyRequiresAttestation = "reenroll.rekey_requires_attestation",
     ReenrollDeviceMismatch = "reenroll.device_mismatch",
-    /// The recorded predecessor certificate does not decode (400). Not in the docs' tables.
+    /// The recorded predecessor certificate does not decode (400).
     ReenrollPredecessor = "reenroll.predecessor",
 
     // Enrollment outcomes.
@@ -187,11 +211,11 @@ reasons! {
     RouteNotFound = "route.not_found",
     RouteMethodNotAllowed = "route.method_not_allowed",
 
-    /// Every freshly drawn serial number was taken (503). Not in the docs' tables.
+    /// Every freshly drawn serial number was taken (503).
     IssuanceSerialCollision = "issuance.serial_collision",
 
     // Other event reasons.
-    /// Event only: the CA issued its own OCSP responder certificate. Not in the docs' tables.
+    /// Event only: the CA issued its own OCSP responder certificate.
     OcspResponderIssued = "ocsp.responder_issued",
 }
 

@@ -269,6 +269,47 @@ enum TpmKey<'a> {
     },
 }
 
+/// TPMA_OBJECT bits, for the registration authority's checks of keys it certifies.
+pub mod object_attributes {
+    pub const FIXED_TPM: u32 = super::FIXED_TPM;
+    pub const FIXED_PARENT: u32 = super::FIXED_PARENT;
+    pub const SENSITIVE_DATA_ORIGIN: u32 = super::SENSITIVE_DATA_ORIGIN;
+    pub const RESTRICTED: u32 = super::RESTRICTED;
+    /// The key may decrypt (an attestation key must not: it would be a storage key too).
+    pub const DECRYPT: u32 = 1 << 17;
+    pub const SIGN: u32 = super::SIGN;
+}
+
+/// A TPMT_PUBLIC, read: its name algorithm, attributes, key and TPM name.
+#[derive(Clone, Debug)]
+pub struct PublicArea {
+    pub name_alg: u16,
+    pub object_attributes: u32,
+    pub public_key: SubjectPublicKeyInfo,
+    /// nameAlg ‖ H_nameAlg(TPMT_PUBLIC): how the TPM names the object (SHA-256 only).
+    pub name: Vec<u8>,
+}
+
+/// Reads a TPMT_PUBLIC with a SHA-256 name algorithm (every bound is checked: the bytes come
+/// from the requester).
+pub fn read_public_area(bytes: &[u8]) -> Result<PublicArea, AttestationError> {
+    let public = TpmtPublic::parse(bytes)?;
+    if public.name_alg != TPM_ALG_SHA256 {
+        return Err(malformed(format!(
+            "TPMT_PUBLIC nameAlg {:#06x} is not SHA-256",
+            public.name_alg
+        )));
+    }
+    let mut name = TPM_ALG_SHA256.to_be_bytes().to_vec();
+    name.extend(Sha256::digest(bytes));
+    Ok(PublicArea {
+        name_alg: public.name_alg,
+        object_attributes: public.object_attributes,
+        public_key: public.key.to_spki()?,
+        name,
+    })
+}
+
 /// The parts of a TPMT_PUBLIC the verifier uses.
 #[derive(Debug)]
 struct TpmtPublic<'a> {
@@ -756,7 +797,7 @@ fn attested_key(
         nonce: Some(attest.extra_data.to_vec()),
         generated_on_device: Some(attributes & SENSITIVE_DATA_ORIGIN != 0),
         exportable: Some(!bound_to_tpm),
-        tpm: TpmDescription::of_ak(ak),
+        tpm: TpmDescription::of_certificate(ak),
     }
 }
 
@@ -779,7 +820,7 @@ pub struct TpmDescription {
 impl TpmDescription {
     /// The description in a certificate's subjectAltName; `None` when it has none (or not
     /// all three attributes).
-    pub fn of_ak(certificate: &EvidenceCertificate) -> Option<Self> {
+    pub fn of_certificate(certificate: &EvidenceCertificate) -> Option<Self> {
         let (_, names) = certificate
             .tbs_certificate()
             .get_extension::<x509_cert::ext::pkix::SubjectAltName>()

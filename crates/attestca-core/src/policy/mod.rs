@@ -19,6 +19,7 @@
 //! - The CSR rules themselves are [`crate::csr::validate`].
 
 pub mod attestation;
+pub mod attestation_key;
 pub mod renewal;
 
 use const_oid::db::rfc5912::{
@@ -162,7 +163,7 @@ pub enum RefusalClass {
 /// order (the CSR rules produce the `csr.*` codes, [`crate::csr::CsrRefusal`]). The codes
 /// themselves are [`Reason`]s; this list is the policy's subset of them, for tests that check
 /// each has a case and for [`class`].
-pub const POLICY_REASONS: [Reason; 26] = [
+pub const POLICY_REASONS: [Reason; 35] = [
     Reason::AuthNotAllowedOnProfile,
     Reason::AttestationRequired,
     Reason::AttestationVendorNotAllowed,
@@ -189,6 +190,15 @@ pub const POLICY_REASONS: [Reason; 26] = [
     Reason::ReenrollRekeyNotAllowed,
     Reason::ReenrollRekeyRequiresAttestation,
     Reason::ReenrollDeviceMismatch,
+    Reason::AkEndorsementMalformed,
+    Reason::AkEndorsementUntrusted,
+    Reason::AkPublicMalformed,
+    Reason::AkAttributes,
+    Reason::AkCredentialWrong,
+    Reason::AkCredentialForeign,
+    Reason::AkCredentialExpired,
+    Reason::AkCredentialReused,
+    Reason::AkAlreadyCertified,
 ];
 
 /// How the wire answers a policy's reason code (the statuses documented beside it): the
@@ -198,7 +208,9 @@ pub fn class(code: Reason) -> RefusalClass {
     match code {
         Reason::ReenrollChangeSubjectName
         | Reason::ReenrollSubjectChanged
-        | Reason::ReenrollSanChanged => RefusalClass::BadRequest,
+        | Reason::ReenrollSanChanged
+        | Reason::AkEndorsementMalformed
+        | Reason::AkPublicMalformed => RefusalClass::BadRequest,
         Reason::ReenrollRateLimited => RefusalClass::TooManyRequests,
         _ => RefusalClass::Forbidden,
     }

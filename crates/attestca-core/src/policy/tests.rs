@@ -8,6 +8,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use der::Decode;
 use x509_cert::Certificate;
@@ -18,6 +19,7 @@ use super::attestation::{
     AttestationDecision, NonceCheck, Renewing, check_attested, clone_verdict, evidence_presence,
     manifest_verdict, nonce_verdict,
 };
+use super::attestation_key::{self, fixtures as ak_fixtures};
 use super::renewal::{self, Predecessor, RenewalPolicy};
 use super::*;
 use crate::attestation::{AttestationFormat, AttestedKey, DeviceIdentity};
@@ -98,7 +100,7 @@ impl Fixture {
         };
         let issued = self
             .ca
-            .issue(&profile, &leaf, std::time::SystemTime::now())
+            .issue(&profile, &leaf, SystemTime::now())
             .expect("issued");
         Certificate::from_der(&issued.der).expect("certificate")
     }
@@ -349,6 +351,52 @@ fn refusal_cases() -> Vec<(Reason, Option<Reason>)> {
             Reason::ReenrollRekeyRequiresAttestation,
             code_of(renewal::check_rekey(&renew, "lab", true, false)),
         ),
+        (
+            Reason::AkEndorsementMalformed,
+            code_of(attestation_key::check_endorsement(
+                b"not DER",
+                &[],
+                SystemTime::now(),
+            )),
+        ),
+        (
+            Reason::AkEndorsementUntrusted,
+            code_of(attestation_key::check_endorsement(
+                &ak_fixtures::endorsement().1,
+                &[],
+                SystemTime::now(),
+            )),
+        ),
+        (
+            Reason::AkPublicMalformed,
+            code_of(attestation_key::check_attestation_key(&[0x00, 0x01])),
+        ),
+        (
+            Reason::AkAttributes,
+            code_of(attestation_key::check_attestation_key(
+                &ak_fixtures::rsa_public_area(ak_fixtures::AK_ATTRIBUTES & !(1 << 16)),
+            )),
+        ),
+        (
+            Reason::AkCredentialWrong,
+            code_of(attestation_key::challenge_verdict(NonceCheck::Unknown)),
+        ),
+        (
+            Reason::AkCredentialForeign,
+            code_of(attestation_key::challenge_verdict(NonceCheck::Foreign)),
+        ),
+        (
+            Reason::AkCredentialExpired,
+            code_of(attestation_key::challenge_verdict(NonceCheck::Expired)),
+        ),
+        (
+            Reason::AkCredentialReused,
+            code_of(attestation_key::challenge_verdict(NonceCheck::Reused)),
+        ),
+        (
+            Reason::AkAlreadyCertified,
+            code_of(attestation_key::reissue_verdict(Some("0a"), false)),
+        ),
     ]
 }
 
@@ -381,7 +429,9 @@ fn reason_codes_keep_their_strings_and_statuses() {
         [
             "reenroll.change_subject_name",
             "reenroll.subject_changed",
-            "reenroll.san_changed"
+            "reenroll.san_changed",
+            "ak.endorsement_malformed",
+            "ak.public_malformed"
         ]
     );
     assert_eq!(
@@ -774,6 +824,11 @@ const NOT_POLICY: &[(&str, &str)] = &[
     ("request.too_large", "the wire: body limit"),
     ("request.timeout", "the wire: body read deadline"),
     ("request.body", "the wire: the body could not be read"),
+    (
+        "ak.disabled",
+        "the server: attestation-key certification is configured off",
+    ),
+    ("ak.request", "the wire: the attestation-key JSON"),
     (
         "nonce.unavailable",
         "I/O: the random generator behind the nonce endpoint",

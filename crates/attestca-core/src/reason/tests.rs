@@ -33,6 +33,7 @@ const PREFIXES: &[&str] = &[
     "route",
     "ocsp",
     "issuance",
+    "ak",
 ];
 
 /// Codes the server produces that no document lists yet, and where they come from. A code

@@ -100,6 +100,9 @@ async fn housekeeping(
         if let Err(e) = store.purge_nonces(before - 3600).await {
             tracing::warn!(error = %e, "could not purge expired nonces");
         }
+        if let Err(e) = store.purge_challenges(before - 3600).await {
+            tracing::warn!(error = %e, "could not purge expired attestation-key challenges");
+        }
         let now = i64::try_from(now).unwrap_or(i64::MAX);
         for (profile, overlap) in &supersede {
             // Audited as system:overlap-expiry, in the transaction that revokes.

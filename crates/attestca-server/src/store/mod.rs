@@ -19,6 +19,7 @@
 pub mod audit;
 pub mod availability;
 pub mod certificates;
+pub mod challenges;
 pub mod crl;
 pub mod events;
 pub mod ledger;

@@ -188,7 +188,7 @@ fn three_real_tpms_certify_their_keys() {
     }
     let codes: Vec<Option<String>> = statements
         .iter()
-        .map(|s| TpmDescription::of_ak(&s.pool[0]).and_then(|t| t.manufacturer_code()))
+        .map(|s| TpmDescription::of_certificate(&s.pool[0]).and_then(|t| t.manufacturer_code()))
         .collect();
     assert_eq!(
         codes,
