@@ -286,7 +286,7 @@ mod tests {
         let (root, ek) = endorsement();
         let later = SystemTime::now() + Duration::from_secs(2 * 365 * 86_400);
         assert_eq!(
-            code(check_endorsement(&ek, &[root.clone()], later)),
+            code(check_endorsement(&ek, std::slice::from_ref(&root), later)),
             Some(Reason::AkEndorsementUntrusted)
         );
         // The root itself is a P-256 certificate: not an EK the CA can encrypt to.
