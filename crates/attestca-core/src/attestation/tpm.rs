@@ -801,6 +801,22 @@ fn attested_key(
     }
 }
 
+/// The hwSerialNum of a hardwareModuleName (RFC 4108) in the certificate's subjectAltName.
+fn hardware_serial(certificate: &EvidenceCertificate) -> Option<Vec<u8>> {
+    use x509_cert::ext::pkix::name::{GeneralName, HardwareModuleName};
+    let (_, names) = certificate
+        .tbs_certificate()
+        .get_extension::<x509_cert::ext::pkix::SubjectAltName>()
+        .ok()??;
+    names.0.iter().find_map(|name| match name {
+        GeneralName::OtherName(other) => HardwareModuleName::from_other_name(other)
+            .ok()
+            .flatten()
+            .map(|m| m.hw_serial_num.as_bytes().to_vec()),
+        _ => None,
+    })
+}
+
 /// tcg-at-tpmManufacturer, tcg-at-tpmModel, tcg-at-tpmVersion: the directoryName attributes
 /// of an AK (or EK) certificate's subjectAltName (TCG EK Credential Profile, 3.1).
 const TCG_AT_TPM_MANUFACTURER: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.23.133.2.1");
@@ -873,9 +889,24 @@ fn directory_string(value: &Any) -> Option<String> {
     }
 }
 
-/// A TPM is known by its AK certificate: issuer and serial number identify it (the subject of
-/// AK certificates is often empty or generic). Display: `<issuer CN>/<serial hex>`.
+/// A TPM is known by its AK certificate: by the hardwareModuleName in it when there is one
+/// (attestca's AK certificates name the TPM by its EK certificate, so that every AK of one
+/// TPM names the same device), else by the certificate's issuer and serial number (the
+/// subject of AK certificates is often empty or generic): `<issuer CN>/<serial hex>`.
 fn ak_identity(vendor: &Vendor, ak: &EvidenceCertificate) -> DeviceIdentity {
+    if let Some(serial) = hardware_serial(ak) {
+        let display = match std::str::from_utf8(&serial) {
+            Ok(text) if !text.is_empty() && text.chars().all(|c| c.is_ascii_graphic()) => {
+                text.to_owned()
+            }
+            _ => hex::encode_upper(&serial),
+        };
+        return DeviceIdentity {
+            hardware_type: vendor.hardware_type,
+            serial,
+            display,
+        };
+    }
     let tbs = ak.tbs_certificate();
     let serial = tbs.serial_number().as_bytes().to_vec();
     let issuer = match tbs.issuer().common_name() {

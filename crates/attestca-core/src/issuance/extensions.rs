@@ -57,6 +57,32 @@ pub fn hardware_module_name(
     Ok(GeneralName::OtherName(OtherName::try_from(&name)?))
 }
 
+/// A directoryName of the TCG TPM attributes (tcg-at-tpmManufacturer, -Model, -Version,
+/// 2.23.133.2.1–3), one RDN each, as EK and AK certificates carry them.
+pub fn tpm_directory_name(
+    tpm: &crate::attestation::tpm::TpmDescription,
+) -> der::Result<GeneralName> {
+    use x509_cert::attr::AttributeTypeAndValue;
+    use x509_cert::name::{RdnSequence, RelativeDistinguishedName};
+    let mut rdns = RdnSequence::default();
+    for (arc, value) in [
+        ("2.23.133.2.1", &tpm.manufacturer),
+        ("2.23.133.2.2", &tpm.model),
+        ("2.23.133.2.3", &tpm.version),
+    ] {
+        let mut rdn = RelativeDistinguishedName::default();
+        rdn.insert(AttributeTypeAndValue {
+            oid: ObjectIdentifier::new(arc)
+                .map_err(|_| der::Tag::ObjectIdentifier.value_error())?,
+            value: der::asn1::Any::encode_from(&der::asn1::Utf8StringRef::new(value)?)?,
+        })?;
+        rdns.push(rdn);
+    }
+    Ok(GeneralName::DirectoryName(
+        x509_cert::name::Name::hazmat_from_rdn_sequence(rdns),
+    ))
+}
+
 /// basicConstraints, always critical.
 pub fn basic_constraints(ca: bool, path_len: Option<u8>) -> der::Result<Extension> {
     extension(

@@ -190,6 +190,46 @@ impl IssuingCa {
         spec.sign(self.signer.as_ref())
     }
 
+    /// Issues a TPM attestation-key certificate (TCG "TPM 2.0 Keys for Device Identity and
+    /// Attestation"): empty subject; a critical subjectAltName with the TPM's manufacturer,
+    /// model and version (when known) and a hardwareModuleName naming the TPM (`tpm`);
+    /// EKU tcg-kp-AIKCertificate (2.23.133.8.3), keyUsage digitalSignature, not a CA.
+    pub fn issue_attestation_key(
+        &self,
+        public_key: &SubjectPublicKeyInfo,
+        description: Option<&crate::attestation::tpm::TpmDescription>,
+        tpm: &DeviceIdentity,
+        validity_secs: u64,
+        now: SystemTime,
+    ) -> Result<IssuedCertificate, IssuanceError> {
+        use x509_cert::ext::pkix::KeyUsages;
+        let now = unix_seconds(now);
+        let mut names = Vec::new();
+        if let Some(description) = description {
+            names.push(extensions::tpm_directory_name(description)?);
+        }
+        names.push(extensions::hardware_module_name(tpm)?);
+        let spec = CertificateSpec {
+            serial: build::random_serial(),
+            issuer: self.certificate.tbs_certificate().subject().clone(),
+            subject: Name::default(),
+            public_key: public_key.clone(),
+            not_before: now.saturating_sub(60),
+            not_after: (now + validity_secs).min(self.not_after),
+            extensions: vec![
+                extensions::basic_constraints(false, None)?,
+                extensions::key_usage(KeyUsages::DigitalSignature.into())?,
+                extensions::extended_key_usage(&[const_oid::ObjectIdentifier::new_unwrap(
+                    "2.23.133.8.3",
+                )])?,
+                extensions::subject_alt_name(&names, true)?,
+                extensions::subject_key_identifier(public_key)?,
+                extensions::authority_key_identifier(&self.key_identifier)?,
+            ],
+        };
+        spec.sign(self.signer.as_ref())
+    }
+
     /// The CA's subject with ` OCSP Responder` appended to its common name (or a CN added).
     fn ocsp_responder_name(&self) -> Result<Name, IssuanceError> {
         use x509_cert::attr::AttributeTypeAndValue;
