@@ -4,6 +4,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, anyhow, bail};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
 use der::{Decode, Encode};
 use rustls::RootCertStore;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
@@ -66,6 +68,8 @@ pub fn tls_config_with_identity(
 /// An EST server, optionally under a label.
 pub struct EstClient {
     http: reqwest::Client,
+    /// `https://host:port`, for the routes beside EST.
+    server: String,
     base: String,
     basic: Option<(String, SecretString)>,
 }
@@ -86,7 +90,12 @@ impl EstClient {
             Some(l) => format!("{}/.well-known/est/{l}", server.trim_end_matches('/')),
             None => format!("{}/.well-known/est", server.trim_end_matches('/')),
         };
-        Ok(Self { http, base, basic })
+        Ok(Self {
+            http,
+            server: server.trim_end_matches('/').to_owned(),
+            base,
+            basic,
+        })
     }
 
     /// `GET cacerts`: the CA chain as DER certificates.
@@ -137,6 +146,88 @@ impl EstClient {
             .decode(encoded)
             .context("nonce: not base64url")?;
         Ok((nonce, json["expiry"].as_u64()))
+    }
+
+    /// `POST /attestation-key/v1/challenge`: a TPM2_MakeCredential challenge for this EK
+    /// certificate and AK public area: `(credential_blob, encrypted_secret)`.
+    pub async fn attestation_key_challenge(
+        &self,
+        endorsement_der: &[u8],
+        ak_public_area: &[u8],
+    ) -> anyhow::Result<(Vec<u8>, Vec<u8>)> {
+        let answer = self
+            .attestation_key_operation(
+                "challenge",
+                serde_json::json!({
+                    "ek_certificate": STANDARD.encode(endorsement_der),
+                    "ak_public": STANDARD.encode(ak_public_area),
+                }),
+            )
+            .await?;
+        Ok((
+            base64_field(&answer, "credential_blob")?,
+            base64_field(&answer, "encrypted_secret")?,
+        ))
+    }
+
+    /// `POST /attestation-key/v1/certificate`: the AK certificate (DER) and its chain, for the
+    /// secret TPM2_ActivateCredential recovered.
+    pub async fn attestation_key_certificate(
+        &self,
+        endorsement_der: &[u8],
+        ak_public_area: &[u8],
+        secret: &[u8],
+    ) -> anyhow::Result<(Vec<u8>, Vec<Vec<u8>>)> {
+        let answer = self
+            .attestation_key_operation(
+                "certificate",
+                serde_json::json!({
+                    "ek_certificate": STANDARD.encode(endorsement_der),
+                    "ak_public": STANDARD.encode(ak_public_area),
+                    "secret": STANDARD.encode(secret),
+                }),
+            )
+            .await?;
+        let chain = answer["chain"]
+            .as_array()
+            .context("attestation-key certificate: no \"chain\"")?
+            .iter()
+            .map(|c| {
+                STANDARD
+                    .decode(c.as_str().unwrap_or_default())
+                    .context("attestation-key certificate: chain is not base64")
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok((base64_field(&answer, "certificate")?, chain))
+    }
+
+    async fn attestation_key_operation(
+        &self,
+        step: &str,
+        body: serde_json::Value,
+    ) -> anyhow::Result<serde_json::Value> {
+        let operation = format!("attestation-key/{step}");
+        let mut request = self
+            .http
+            .post(format!("{}/attestation-key/v1/{step}", self.server))
+            .header("Content-Type", "application/json")
+            .body(body.to_string());
+        if let Some((user, password)) = &self.basic {
+            request = request.basic_auth(user, Some(password.expose_secret()));
+        }
+        let response = request.send().await.context(operation.clone())?;
+        let status = response.status();
+        let body = response.bytes().await?;
+        if !status.is_success() {
+            return Err(Refused {
+                operation,
+                status: status.as_u16(),
+                retry_after: None,
+                message: format!("HTTP {status}: {}", String::from_utf8_lossy(&body).trim()),
+            }
+            .into());
+        }
+        serde_json::from_slice(&body).with_context(|| format!("{operation}: not JSON"))
     }
 
     /// `POST simpleenroll`: returns the issued certificate (DER).
@@ -215,4 +306,15 @@ pub fn certificates_from_pkcs7(der: &[u8]) -> anyhow::Result<Vec<Vec<u8>>> {
         }
     }
     Ok(out)
+}
+
+/// A base64 string field of a JSON answer.
+fn base64_field(answer: &serde_json::Value, field: &str) -> anyhow::Result<Vec<u8>> {
+    STANDARD
+        .decode(
+            answer[field]
+                .as_str()
+                .with_context(|| format!("no \"{field}\" in the answer"))?,
+        )
+        .with_context(|| format!("\"{field}\" is not base64"))
 }

@@ -108,6 +108,11 @@ enum Command {
         /// Send a plain CSR without attestation evidence.
         #[arg(long)]
         no_attestation: bool,
+        /// Enroll a key created inside this TPM (a tpm2-tss TCTI: `swtpm:host=127.0.0.1,port=2321`,
+        /// `device:/dev/tpmrm0`): the CA certifies the TPM's attestation key from its EK
+        /// certificate first, then the key certified by it.
+        #[arg(long, conflicts_with_all = ["vendor", "no_attestation"])]
+        tpm: Option<String>,
     },
     /// Personalise one board as a factory station does: power-on, nonce, secure-element keygen,
     /// attestation, CSR, enroll, import, proof of possession, end-of-line check; prints the
@@ -381,6 +386,47 @@ fn client(server: &Server, auth: Option<&RigAuth>) -> anyhow::Result<EstClient> 
 
 /// Makes the device key and CSR — attested by a simulated secure element when a vendor and an
 /// EST client (for the nonce) are given — and writes OUT/device.key and OUT/device.csr.
+/// `enroll --tpm`: the key stays in the TPM; the certificates and the CSR are written to `out`.
+#[cfg(target_os = "linux")]
+async fn enroll_with_tpm(
+    server: &Server,
+    auth: &RigAuth,
+    out: &Path,
+    cn: &str,
+    tcti: &str,
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let est = client(server, Some(auth))?;
+    let chain = est.cacerts().await.context("fetching cacerts")?;
+    let mut tpm = attestca_rig::tpm::Tpm::open(tcti)?;
+    let enrolled = attestca_rig::tpm::enroll(&mut tpm, &est, cn).await?;
+    chains_to(&enrolled.certificate, &chain)?;
+    attestca_core::pem::write_certificates(&out.join("device.crt"), &[&enrolled.certificate])?;
+    attestca_core::pem::write_certificates(
+        &out.join("attestation-key.crt"),
+        &[&enrolled.attestation_key_certificate],
+    )?;
+    attestca_core::pem::write_file(&out.join("device.csr"), &enrolled.csr, 0o644)?;
+    let cert = Certificate::from_der(&enrolled.certificate)?;
+    println!(
+        "enrolled {cn} (key in the TPM at {tcti}): serial {} written to {}",
+        hex::encode(cert.tbs_certificate().serial_number().as_bytes()),
+        out.join("device.crt").display()
+    );
+    Ok(())
+}
+
+#[cfg(not(target_os = "linux"))]
+async fn enroll_with_tpm(
+    _server: &Server,
+    _auth: &RigAuth,
+    _out: &Path,
+    _cn: &str,
+    _tcti: &str,
+) -> anyhow::Result<()> {
+    bail!("TPM mode needs the TCG software stack (tpm2-tss), which this build links on Linux only")
+}
+
 async fn write_key_and_csr(
     out: &Path,
     cn: &str,
@@ -463,9 +509,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             cn,
             vendor,
             no_attestation,
+            tpm,
         } => {
             if auth.rig_cert.is_none() && auth.basic_file.is_none() {
                 bail!("give --rig-cert/--rig-key or --basic-file");
+            }
+            if let Some(tcti) = tpm {
+                return enroll_with_tpm(&server, &auth, &out, &cn, &tcti).await;
             }
             let vendor = if no_attestation {
                 None

@@ -348,3 +348,82 @@ fn left_pad_32(bytes: &[u8]) -> anyhow::Result<p256::FieldBytes> {
     out[start..].copy_from_slice(bytes);
     Ok(out)
 }
+
+/// What a TPM enrollment produced.
+pub struct TpmEnrollment {
+    /// The device certificate (DER) for the TPM-resident key.
+    pub certificate: Vec<u8>,
+    /// The attestation-key certificate the CA issued for this run's AK.
+    pub attestation_key_certificate: Vec<u8>,
+    /// The CSR that was enrolled.
+    pub csr: Vec<u8>,
+}
+
+/// The whole line on one TPM: the EK certificate and a new AK go to the CA, which answers
+/// with a credential challenge; the TPM activates it and the CA certifies the AK; a device
+/// key is created in the TPM, certified by the AK over the CA's nonce (TPM2_Certify), and
+/// its CSR — signed by the TPM — carries that evidence and the AK's chain.
+pub async fn enroll(
+    tpm: &mut Tpm,
+    est: &crate::client::EstClient,
+    cn: &str,
+) -> anyhow::Result<TpmEnrollment> {
+    use attestca_core::attestation::tpm::TcgAttestCertify;
+    use attestca_core::attestation::{ID_AA_ATTESTATION, ID_STMT_TPM_CERTIFY, bundle};
+    use der::asn1::{Any, OctetString, SetOfVec};
+
+    let endorsement = tpm.endorsement_certificate()?;
+    let ak_public = tpm.create_attestation_key()?;
+    let (blob, encrypted_secret) = est
+        .attestation_key_challenge(&endorsement, &ak_public)
+        .await?;
+    let secret = tpm.activate_credential(&blob, &encrypted_secret)?;
+    let (ak_certificate, chain) = est
+        .attestation_key_certificate(&endorsement, &ak_public, &secret)
+        .await?;
+
+    let nonce = est.nonce().await?;
+    let key = tpm.create_device_key()?;
+    let enrolled = async {
+        let certified = tpm.certify(&key, &nonce)?;
+        let statement = TcgAttestCertify {
+            tpm_s_attest: OctetString::new(certified.attest)?,
+            signature: OctetString::new(certified.signature)?,
+            tpm_t_public: Some(OctetString::new(key.public_area.clone())?),
+        }
+        .to_der()?;
+        // The pool: the AK certificate and the CA certificates above it (the root is the
+        // verifier's own and is left out).
+        let mut pool = vec![ak_certificate.clone()];
+        pool.extend(chain.iter().take(chain.len().saturating_sub(1)).cloned());
+        let evidence = bundle::encode(&[(ID_STMT_TPM_CERTIFY, statement)], &pool)?;
+        let attribute = x509_cert::attr::Attribute {
+            oid: ID_AA_ATTESTATION,
+            values: SetOfVec::try_from(vec![Any::from_der(&evidence)?])?,
+        };
+        let subject = x509_cert::name::Name::from_str(&format!("CN={cn}"))
+            .map_err(|e| anyhow!("CN {cn:?}: {e}"))?;
+        let info = x509_cert::request::CertReqInfo {
+            version: x509_cert::request::Version::V1,
+            subject,
+            public_key: key.public_key.clone(),
+            attributes: SetOfVec::try_from(vec![attribute])?,
+        };
+        let info_der = info.to_der()?;
+        let signature = tpm.sign(&key, &info_der)?;
+        let csr = attestca_core::asn1::SignedEnvelope::assemble(
+            &info_der,
+            CaKeyAlgorithm::EcdsaP256.signature_algorithm(),
+            &signature,
+        )?;
+        let certificate = est.simpleenroll(&csr).await?;
+        anyhow::Ok(TpmEnrollment {
+            certificate,
+            attestation_key_certificate: ak_certificate,
+            csr,
+        })
+    }
+    .await;
+    key.flush(tpm);
+    enrolled
+}

@@ -59,6 +59,8 @@ pub struct Config {
     #[serde(default)]
     pub attestation: AttestationConfig,
     #[serde(default)]
+    pub attestation_keys: AttestationKeysConfig,
+    #[serde(default)]
     pub revocation: RevocationConfig,
     pub profiles: BTreeMap<String, ProfileConfig>,
 }
@@ -127,6 +129,49 @@ impl Default for AttestationConfig {
             verification_time: None,
             vendors: Vec::new(),
         }
+    }
+}
+
+/// `[attestation_keys]`: the CA as a TPM attestation CA (docs/attestation.md, "attestca as
+/// the attestation CA for TPM keys").
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AttestationKeysConfig {
+    /// Certify attestation keys (`/attestation-key/v1/…` on the EST listener).
+    pub enabled: bool,
+    /// PEM files of the TPM vendors' EK roots and intermediates; re-read at each challenge.
+    pub ek_root_files: Vec<PathBuf>,
+    /// A credential challenge must be answered within this many seconds.
+    pub challenge_lifetime_secs: u64,
+    /// Validity of an attestation-key certificate (never beyond the issuing CA's).
+    pub validity_secs: u64,
+    /// Issue another AK certificate to a TPM that has an active one.
+    pub allow_reissue: bool,
+}
+
+impl Default for AttestationKeysConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            ek_root_files: Vec::new(),
+            challenge_lifetime_secs: 300,
+            validity_secs: 10 * 365 * 86_400,
+            allow_reissue: false,
+        }
+    }
+}
+
+impl AttestationKeysConfig {
+    /// The authority the registration authority runs, when enabled.
+    pub fn authority(&self) -> Option<crate::enrollment::attestation_key::AttestationKeyAuthority> {
+        self.enabled.then(
+            || crate::enrollment::attestation_key::AttestationKeyAuthority {
+                ek_root_files: self.ek_root_files.clone(),
+                challenge_lifetime_secs: self.challenge_lifetime_secs,
+                validity_secs: self.validity_secs,
+                allow_reissue: self.allow_reissue,
+            },
+        )
     }
 }
 
@@ -561,6 +606,10 @@ impl Config {
         for vendor in &mut self.attestation.vendors {
             vendor.roots.iter_mut().for_each(resolve);
         }
+        self.attestation_keys
+            .ek_root_files
+            .iter_mut()
+            .for_each(resolve);
         self.rigs.trust_anchor_files.iter_mut().for_each(resolve);
         self.operators
             .trust_anchor_files

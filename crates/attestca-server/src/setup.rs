@@ -342,20 +342,51 @@ pub fn dev_config(data_dir: &Path, est_addr: SocketAddr, http_addr: SocketAddr) 
         },
         revocation: Default::default(),
         attestation: crate::config::AttestationConfig {
-            vendors: vec![crate::attestation::vendors::VendorConfig {
-                name: "simulated-se".into(),
-                roots: vec![vendor.root()],
-                formats: vec![crate::attestation::AttestationFormat::X509Chain],
-                reader: crate::attestation::vendors::VendorReader::SimulatedSe,
-                hardware_type: crate::attestation::ID_HW_SIMULATED_SE.to_string(),
-                denied_serials: Vec::new(),
-                allow_sha1: false,
-            }],
+            vendors: vec![
+                crate::attestation::vendors::VendorConfig {
+                    name: "simulated-se".into(),
+                    roots: vec![vendor.root()],
+                    formats: vec![crate::attestation::AttestationFormat::X509Chain],
+                    reader: crate::attestation::vendors::VendorReader::SimulatedSe,
+                    hardware_type: crate::attestation::ID_HW_SIMULATED_SE.to_string(),
+                    denied_serials: Vec::new(),
+                    allow_sha1: false,
+                },
+                // TPM2_Certify by attestation keys this CA certified itself.
+                crate::attestation::vendors::VendorConfig {
+                    name: DEV_TPM_VENDOR.into(),
+                    roots: vec![layout.chain()],
+                    formats: vec![crate::attestation::AttestationFormat::TpmCertify],
+                    reader: crate::attestation::vendors::VendorReader::Tpm,
+                    hardware_type: "2.23.133.1.2".into(),
+                    denied_serials: Vec::new(),
+                    allow_sha1: false,
+                },
+            ],
+            ..Default::default()
+        },
+        // The CA certifies TPM attestation keys, trusting the EK roots dropped into
+        // DIR/tpm-ek-roots/ and a local swtpm's CA (swtpm_setup --create-ek-cert); a dev rig
+        // makes a new AK at each run, so reissue is allowed.
+        attestation_keys: crate::config::AttestationKeysConfig {
+            enabled: true,
+            ek_root_files: vec![
+                data_dir.join(DEV_EK_ROOTS),
+                PathBuf::from(SWTPM_LOCALCA_DIR),
+            ],
+            allow_reissue: true,
             ..Default::default()
         },
         profiles,
     }
 }
+
+/// The vendor `serve --dev` trusts for TPM2_Certify by attestation keys it certified.
+pub const DEV_TPM_VENDOR: &str = "attestca-tpm";
+/// Under the development data directory: PEM files of TPM vendors' EK roots.
+pub const DEV_EK_ROOTS: &str = "tpm-ek-roots";
+/// Where swtpm_setup's default local CA keeps its certificates (Debian swtpm-tools).
+pub const SWTPM_LOCALCA_DIR: &str = "/var/lib/swtpm-localca";
 
 /// Creates the development PKI on first start (and reuses it after), and the Basic-auth rig
 /// account; returns the configuration with that account added.

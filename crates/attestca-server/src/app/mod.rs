@@ -157,6 +157,7 @@ pub async fn assemble(config: &Config) -> Result<Assembled, ServerError> {
         budgets: Arc::new(crate::access::rate::RequestBudgets::from_config(
             &config.limits,
         )),
+        attestation_keys: config.attestation_keys.authority(),
     }));
     let (tls, tls_certificate) = tls::server_config(config, rigs.client_ca_subjects())?;
     let tls = Arc::new(tls);

@@ -6,6 +6,7 @@
 //! Every outcome, including refusals, becomes an enrollment event.
 
 pub use attestca_core::csr;
+pub mod attestation_key;
 mod evidence;
 mod renewal;
 
@@ -30,6 +31,9 @@ use crate::store::{CertificateRecord, EnrollmentEvent, Store, StoreError};
 pub enum EnrollmentError {
     #[error("no issuance profile is labelled {0:?}")]
     UnknownProfile(String),
+    /// What was asked for does not exist here (a service this CA does not offer).
+    #[error("{detail}")]
+    NotFound { code: Reason, detail: String },
     #[error("{0}")]
     Unauthenticated(AuthError),
     #[error("rig {rig:?} is not allowed to enroll on profile {profile:?}")]
@@ -91,6 +95,7 @@ impl EnrollmentError {
     pub fn reason_code(&self) -> Reason {
         match self {
             EnrollmentError::UnknownProfile(_) => Reason::ProfileUnknown,
+            EnrollmentError::NotFound { code, .. } => *code,
             EnrollmentError::Unauthenticated(AuthError::Missing) => Reason::AuthMissing,
             EnrollmentError::Unauthenticated(AuthError::Invalid) => Reason::AuthInvalid,
             EnrollmentError::Unauthenticated(AuthError::Busy) => Reason::OverloadAuthentication,
@@ -105,7 +110,9 @@ impl EnrollmentError {
     /// How the wire layer should answer.
     pub fn kind(&self) -> RefusalKind {
         match self {
-            EnrollmentError::UnknownProfile(_) => RefusalKind::NotFound,
+            EnrollmentError::UnknownProfile(_) | EnrollmentError::NotFound { .. } => {
+                RefusalKind::NotFound
+            }
             EnrollmentError::Unauthenticated(AuthError::Busy) => RefusalKind::Unavailable,
             EnrollmentError::Unauthenticated(_) => RefusalKind::Unauthenticated,
             EnrollmentError::NotAuthorized { .. } | EnrollmentError::Forbidden { .. } => {
@@ -185,6 +192,8 @@ pub struct EnrollmentService {
     /// Admission control: one permit per enrollment or renewal in progress.
     admission: Arc<tokio::sync::Semaphore>,
     budgets: Arc<crate::access::rate::RequestBudgets>,
+    /// Set when the CA certifies TPM attestation keys.
+    attestation_keys: Option<attestation_key::AttestationKeyAuthority>,
 }
 
 /// Everything the registration authority is built from.
@@ -201,6 +210,8 @@ pub struct EnrollmentParts {
     pub max_concurrent: usize,
     /// Per-rig and per-device request budgets; over budget gets 429 + Retry-After.
     pub budgets: Arc<crate::access::rate::RequestBudgets>,
+    /// `[attestation_keys]`, when enabled.
+    pub attestation_keys: Option<attestation_key::AttestationKeyAuthority>,
 }
 
 /// How long before the wire's deadline the decision gives up, leaving time to record the event
@@ -296,10 +307,10 @@ const OPERATION_ENROLL: &str = "simpleenroll";
 const OPERATION_REENROLL: &str = "simplereenroll";
 
 /// Runs `decision` until `deadline` (less [`DEADLINE_MARGIN`]); past it, 503 `service.timeout`.
-async fn within_deadline(
+async fn within_deadline<T>(
     deadline: Option<std::time::Instant>,
-    decision: impl std::future::Future<Output = Result<Enrolled, EnrollmentError>>,
-) -> Result<Enrolled, EnrollmentError> {
+    decision: impl std::future::Future<Output = Result<T, EnrollmentError>>,
+) -> Result<T, EnrollmentError> {
     let Some(deadline) = deadline else {
         return decision.await;
     };
@@ -380,6 +391,7 @@ impl EnrollmentService {
             issuer_key_id,
             admission: Arc::new(tokio::sync::Semaphore::new(parts.max_concurrent.max(1))),
             budgets: parts.budgets,
+            attestation_keys: parts.attestation_keys,
         }
     }
 
@@ -447,7 +459,7 @@ impl EnrollmentService {
     /// What every enrollment operation goes through around its decision: admission, the
     /// deadline, and the event — recorded for a refusal, or (by [`PendingEvent`]) for a
     /// request abandoned before it was decided.
-    async fn decide_recorded(
+    async fn decide_recorded<T>(
         &self,
         operation: &'static str,
         request: &EnrollRequest,
@@ -455,8 +467,8 @@ impl EnrollmentService {
             SystemTime,
             &mut EnrollmentEvent,
             &Admission,
-        ) -> Result<Enrolled, EnrollmentError>,
-    ) -> Result<Enrolled, EnrollmentError> {
+        ) -> Result<T, EnrollmentError>,
+    ) -> Result<T, EnrollmentError> {
         let now = SystemTime::now();
         let mut pending = PendingEvent::new(
             new_event(
@@ -548,10 +560,10 @@ impl EnrollmentService {
 
     /// Counts the decision in the metrics and records the event of a refused request (an
     /// issued certificate's event is committed with the certificate).
-    async fn record_refusal(
+    async fn record_refusal<T>(
         &self,
         mut event: EnrollmentEvent,
-        result: &Result<Enrolled, EnrollmentError>,
+        result: &Result<T, EnrollmentError>,
         started: SystemTime,
     ) {
         if let Err(refusal) = result {

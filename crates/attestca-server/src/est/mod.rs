@@ -8,6 +8,8 @@ pub use attestca_core::est_codec as codec;
 
 use std::sync::Arc;
 
+mod attestation_key;
+
 use attestca_core::reason::Reason;
 use axum::Router;
 use axum::body::Body;
@@ -80,6 +82,14 @@ pub fn router(state: Arc<EstState>) -> Router {
         )
         .route("/.well-known/est/simpleenroll", post(simpleenroll))
         .route("/.well-known/est/{label}/simpleenroll", post(simpleenroll))
+        .route(
+            "/attestation-key/v1/challenge",
+            post(attestation_key::challenge),
+        )
+        .route(
+            "/attestation-key/v1/certificate",
+            post(attestation_key::certificate),
+        )
         .fallback(not_found)
         .with_state(state)
 }

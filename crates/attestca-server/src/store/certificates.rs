@@ -145,6 +145,23 @@ impl Store {
         .await?)
     }
 
+    /// The serial of an active certificate of this device on `profile`, if any.
+    pub async fn active_certificate_of_device(
+        &self,
+        device_identity: &str,
+        profile: &str,
+    ) -> Result<Option<Serial>, StoreError> {
+        let found: Option<String> = sqlx::query_scalar(
+            "SELECT serial FROM certificates WHERE device_identity = $1 AND profile = $2 \
+             AND status = 'active' LIMIT 1",
+        )
+        .bind(device_identity)
+        .bind(profile)
+        .fetch_optional(self.db()?)
+        .await?;
+        Ok(found.map(Serial::from_stored))
+    }
+
     /// Forgets retry claims older than `before` (Unix seconds): past the retry window they no
     /// longer decide anything, and the table would otherwise grow with every enrollment.
     pub async fn purge_retry_claims(&self, before: i64) -> Result<u64, StoreError> {
