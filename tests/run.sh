@@ -374,6 +374,8 @@ choose_database() {
 export_misc() {
     # Rust tests fail rather than skip when one of the components above is missing.
     export ATTESTCA_TEST_REQUIRE_ALL=1
+    # A real TPM for the TPM tests (swtpm_setup makes its EK certificate under a local CA).
+    if have swtpm && have swtpm_setup; then export ATTESTCA_TEST_SWTPM="$(command -v swtpm)"; fi
     # The real attestation data (Microchip, YubiKey, TPM) is read in place, never copied into
     # the project: ATTESTCA_VECTORS_DIR if set, else ../shared/vectors beside the checkout.
     if [[ -z "${ATTESTCA_VECTORS_DIR:-}" && -d "$REPO_ROOT/../shared/vectors" ]]; then
@@ -391,7 +393,8 @@ print_environment() {
     local var
     for var in ATTESTCA_TEST_PKILINT ATTESTCA_TEST_PROMTOOL ATTESTCA_TEST_SCHEMATHESIS \
                ATTESTCA_TEST_OPENAPI_SPEC_VALIDATOR ATTESTCA_TEST_PKCS11_MODULE \
-               ATTESTCA_TEST_DATABASE_URL ATTESTCA_TEST_PG_BIN ATTESTCA_TEST_REQUIRE_ALL ATTESTCA_VECTORS_DIR; do
+               ATTESTCA_TEST_DATABASE_URL ATTESTCA_TEST_PG_BIN ATTESTCA_TEST_REQUIRE_ALL ATTESTCA_VECTORS_DIR \
+               ATTESTCA_TEST_SWTPM; do
         say "$var=${!var:-<unset>}"
     done
 }

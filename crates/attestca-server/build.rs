@@ -15,6 +15,7 @@ const COMPONENTS: &[(&str, &str)] = &[
     ("promtool", "ATTESTCA_TEST_PROMTOOL"),
     ("openapi_validator", "ATTESTCA_TEST_OPENAPI_SPEC_VALIDATOR"),
     ("vectors", "ATTESTCA_VECTORS_DIR"),
+    ("swtpm", "ATTESTCA_TEST_SWTPM"),
 ];
 
 fn main() {

@@ -8,6 +8,7 @@
 pub mod bench;
 pub mod hostile;
 pub mod simulated_tpm;
+pub mod swtpm;
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};

@@ -30,5 +30,6 @@ mod scale_out_postgres;
 mod store_ledger;
 mod strict_names;
 mod tpm_simulated;
+mod tpm_swtpm;
 mod tpm_vector;
 mod wire_interop;
