@@ -271,6 +271,10 @@ impl EnrollmentService {
                 .map_err(|e| self.storage_failure(e))?;
             match committed {
                 Committed::Stored => {
+                    crate::metrics::METRICS
+                        .certificates_issued
+                        .with_label_values(&[PROFILE])
+                        .inc();
                     tracing::info!(serial = %issued.serial, rig = %requester.id(), tpm = %endorsement.display, "attestation-key certificate issued");
                     Ok(Enrolled {
                         certificate_der: issued.der,
