@@ -285,3 +285,97 @@ async fn attestation_key_refusals_on_a_real_tpm() {
         "403 ak.endorsement_untrusted"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn attestation_key_requests_are_checked_on_the_wire() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    // A CA that does not certify attestation keys says so.
+    let plain = ConfiguredCa::start(&tmp.path().join("plain"), "[profiles.default]\n", &[]).await;
+    let post = |ca: &ConfiguredCa, content_type: &str, body: &str| {
+        let request = ca
+            .rig
+            .post(format!(
+                "{}/attestation-key/v1/challenge",
+                ca.server.est_url()
+            ))
+            .header("content-type", content_type)
+            .body(body.to_owned());
+        async move {
+            let response = request.send().await.expect("send");
+            let status = response.status().as_u16();
+            (status, response.text().await.expect("body"))
+        }
+    };
+    let well_formed = r#"{"ek_certificate":"AA==","ak_public":"AA=="}"#;
+    let (status, text) = post(&plain, "application/json", well_formed).await;
+    assert_eq!(
+        (status, text.split(':').next()),
+        (404, Some("ak.disabled")),
+        "{text}"
+    );
+
+    let ca = attestation_key_ca(&tmp.path().join("ak"), &[], 300, false).await;
+    for (content_type, body, expected) in [
+        (
+            "application/pkcs10",
+            well_formed,
+            (415, "request.content_type"),
+        ),
+        ("application/json", "{", (400, "ak.request")),
+        (
+            "application/json",
+            r#"{"ek_certificate":"AA=="}"#,
+            (400, "ak.request"),
+        ),
+        (
+            "application/json",
+            r#"{"ek_certificate":"AA==","ak_public":"AA==","extra":1}"#,
+            (400, "ak.request"),
+        ),
+        (
+            "application/json",
+            r#"{"ek_certificate":"!!","ak_public":"AA=="}"#,
+            (400, "ak.request"),
+        ),
+        (
+            "application/json",
+            well_formed,
+            (400, "ak.endorsement_malformed"),
+        ),
+    ] {
+        let (status, text) = post(&ca, content_type, body).await;
+        assert_eq!(
+            (status, text.split(':').next().unwrap_or_default()),
+            expected,
+            "{body}: {text}"
+        );
+    }
+    // Anonymous: the rig must authenticate.
+    let anonymous = https_client(&ca.dir.join("pki/ca-chain.pem"), None);
+    let response = anonymous
+        .post(format!(
+            "{}/attestation-key/v1/challenge",
+            ca.server.est_url()
+        ))
+        .header("content-type", "application/json")
+        .body(well_formed)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(response.status().as_u16(), 401);
+    // Refusals are events, like enrollment's.
+    let db = sqlx::SqlitePool::connect(&format!("sqlite://{}?mode=ro", ca.db))
+        .await
+        .expect("db");
+    let reasons: Vec<String> = sqlx::query_scalar(
+        "SELECT reason FROM enrollment_events WHERE operation = 'attestation-key' ORDER BY id",
+    )
+    .fetch_all(&db)
+    .await
+    .expect("events");
+    assert!(
+        reasons.iter().any(|r| r == "ak.endorsement_malformed")
+            && reasons.iter().any(|r| r == "auth.missing"),
+        "{reasons:?}"
+    );
+}
