@@ -110,6 +110,25 @@ async fn the_whole_line_runs_on_a_real_tpm_against_the_dev_server() {
         "{text}"
     );
 
+    // The operator's offline check agrees with the CA about the CSR the TPM signed.
+    let verdict = Command::new(attestca_bin())
+        .args(["evidence", "verify", "--dev", "--data-dir"])
+        .arg(&data_dir)
+        .arg("--csr")
+        .arg(out.join("device.csr"))
+        .output()
+        .expect("run attestca evidence verify");
+    let text = String::from_utf8_lossy(&verdict.stdout);
+    assert!(verdict.status.success(), "{text}");
+    let verdict: serde_json::Value = serde_json::from_str(&text).expect("JSON verdict");
+    assert_eq!(verdict["format"], "tpm-certify");
+    assert_eq!(verdict["vendor"], "attestca-tpm");
+    assert_eq!(
+        verdict["device_identity"],
+        format!("attestca-tpm:{named}").as_str()
+    );
+    assert_eq!(verdict["tpm"]["model"], "swtpm");
+
     // The key never left the TPM: the rig wrote no key file. A second device key on the same
     // TPM gets a new AK certificate (the dev CA allows another AK) naming the same TPM, so the
     // CA sees one device asking for a second key: refused as a clone suspect, as for any
