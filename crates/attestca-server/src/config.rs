@@ -161,20 +161,6 @@ impl Default for AttestationKeysConfig {
     }
 }
 
-impl AttestationKeysConfig {
-    /// The authority the registration authority runs, when enabled.
-    pub fn authority(&self) -> Option<crate::enrollment::attestation_key::AttestationKeyAuthority> {
-        self.enabled.then(
-            || crate::enrollment::attestation_key::AttestationKeyAuthority {
-                ek_root_files: self.ek_root_files.clone(),
-                challenge_lifetime_secs: self.challenge_lifetime_secs,
-                validity_secs: self.validity_secs,
-                allow_reissue: self.allow_reissue,
-            },
-        )
-    }
-}
-
 /// `[server]`: listeners and limits.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]

@@ -157,7 +157,14 @@ pub async fn assemble(config: &Config) -> Result<Assembled, ServerError> {
         budgets: Arc::new(crate::access::rate::RequestBudgets::from_config(
             &config.limits,
         )),
-        attestation_keys: config.attestation_keys.authority(),
+        attestation_keys: config.attestation_keys.enabled.then(|| {
+            crate::enrollment::attestation_key::AttestationKeyAuthority {
+                ek_root_files: config.attestation_keys.ek_root_files.clone(),
+                challenge_lifetime_secs: config.attestation_keys.challenge_lifetime_secs,
+                validity_secs: config.attestation_keys.validity_secs,
+                allow_reissue: config.attestation_keys.allow_reissue,
+            }
+        }),
     }));
     let (tls, tls_certificate) = tls::server_config(config, rigs.client_ca_subjects())?;
     let tls = Arc::new(tls);
