@@ -169,25 +169,13 @@ impl IssuingCa {
         validity_secs: u64,
         now: SystemTime,
     ) -> Result<IssuedCertificate, IssuanceError> {
-        use x509_cert::ext::pkix::KeyUsages;
-        let now = unix_seconds(now);
-        let spec = CertificateSpec {
-            serial: build::random_serial(),
-            issuer: self.certificate.tbs_certificate().subject().clone(),
-            subject: self.ocsp_responder_name()?,
-            public_key: public_key.clone(),
-            not_before: now.saturating_sub(60),
-            not_after: (now + validity_secs).min(self.not_after),
-            extensions: vec![
-                extensions::basic_constraints(false, None)?,
-                extensions::key_usage(KeyUsages::DigitalSignature.into())?,
-                extensions::extended_key_usage(&[const_oid::db::rfc5280::ID_KP_OCSP_SIGNING])?,
-                extensions::ocsp_no_check()?,
-                extensions::subject_key_identifier(public_key)?,
-                extensions::authority_key_identifier(&self.key_identifier)?,
-            ],
-        };
-        spec.sign(self.signer.as_ref())
+        self.issue_purpose(
+            self.ocsp_responder_name()?,
+            public_key,
+            const_oid::db::rfc5280::ID_KP_OCSP_SIGNING,
+            vec![extensions::ocsp_no_check()?],
+            (validity_secs, now),
+        )
     }
 
     /// Issues a TPM attestation-key certificate (TCG "TPM 2.0 Keys for Device Identity and
@@ -202,32 +190,51 @@ impl IssuingCa {
         validity_secs: u64,
         now: SystemTime,
     ) -> Result<IssuedCertificate, IssuanceError> {
-        use x509_cert::ext::pkix::KeyUsages;
-        let now = unix_seconds(now);
         let mut names = Vec::new();
         if let Some(description) = description {
             names.push(extensions::tpm_directory_name(description)?);
         }
         names.push(extensions::hardware_module_name(tpm)?);
-        let spec = CertificateSpec {
+        self.issue_purpose(
+            Name::default(),
+            public_key,
+            const_oid::ObjectIdentifier::new_unwrap("2.23.133.8.3"),
+            vec![extensions::subject_alt_name(&names, true)?],
+            (validity_secs, now),
+        )
+    }
+
+    /// An end-entity certificate of the CA's own making (not from a CSR): digitalSignature,
+    /// one extended key usage, `extra` extensions, SKI and AKI; valid from a minute before
+    /// `now` for `validity_secs`, never beyond the CA.
+    fn issue_purpose(
+        &self,
+        subject: Name,
+        public_key: &SubjectPublicKeyInfo,
+        purpose: const_oid::ObjectIdentifier,
+        extra: Vec<x509_cert::ext::Extension>,
+        (validity_secs, now): (u64, SystemTime),
+    ) -> Result<IssuedCertificate, IssuanceError> {
+        use x509_cert::ext::pkix::KeyUsages;
+        let now = unix_seconds(now);
+        let mut all = vec![
+            extensions::basic_constraints(false, None)?,
+            extensions::key_usage(KeyUsages::DigitalSignature.into())?,
+            extensions::extended_key_usage(&[purpose])?,
+        ];
+        all.extend(extra);
+        all.push(extensions::subject_key_identifier(public_key)?);
+        all.push(extensions::authority_key_identifier(&self.key_identifier)?);
+        CertificateSpec {
             serial: build::random_serial(),
             issuer: self.certificate.tbs_certificate().subject().clone(),
-            subject: Name::default(),
+            subject,
             public_key: public_key.clone(),
             not_before: now.saturating_sub(60),
             not_after: (now + validity_secs).min(self.not_after),
-            extensions: vec![
-                extensions::basic_constraints(false, None)?,
-                extensions::key_usage(KeyUsages::DigitalSignature.into())?,
-                extensions::extended_key_usage(&[const_oid::ObjectIdentifier::new_unwrap(
-                    "2.23.133.8.3",
-                )])?,
-                extensions::subject_alt_name(&names, true)?,
-                extensions::subject_key_identifier(public_key)?,
-                extensions::authority_key_identifier(&self.key_identifier)?,
-            ],
-        };
-        spec.sign(self.signer.as_ref())
+            extensions: all,
+        }
+        .sign(self.signer.as_ref())
     }
 
     /// The CA's subject with ` OCSP Responder` appended to its common name (or a CN added).
