@@ -16,7 +16,7 @@ use super::{EstState, basic_credentials, is_content_type, read_limited, refusal_
 use crate::access::PresentedCredentials;
 use crate::enrollment::EnrollRequest;
 use crate::enrollment::attestation_key::AttestationKeyRequest;
-use crate::http::body::BodyDeadline;
+use crate::http::body::{BodyDeadline, Incoming};
 use crate::http::{ConnectionInfo, RequestDeadline};
 use attestca_core::reason::Reason;
 
@@ -30,16 +30,8 @@ struct AttestationKeyBody {
     secret: Option<String>,
 }
 
-/// What both handlers are given.
-pub(super) struct Incoming {
-    connection: Option<axum::Extension<ConnectionInfo>>,
-    deadline: Option<axum::Extension<RequestDeadline>>,
-    body_deadline: BodyDeadline,
-    headers: HeaderMap,
-    body: Body,
-}
-
-pub(super) async fn challenge(
+/// Both requests: `CERTIFICATE` false for the challenge, true for the certificate.
+pub(super) async fn exchange<const CERTIFICATE: bool>(
     State(state): State<Arc<EstState>>,
     connection: Option<axum::Extension<ConnectionInfo>>,
     deadline: Option<axum::Extension<RequestDeadline>>,
@@ -47,46 +39,21 @@ pub(super) async fn challenge(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let incoming = Incoming {
-        connection,
-        deadline,
-        body_deadline,
-        headers,
-        body,
-    };
-    let (request, _) = match read(&state, incoming).await {
-        Ok(parts) => parts,
-        Err(response) => return response,
-    };
-    match state.enrollment.attestation_key_challenge(&request).await {
-        Ok(challenge) => json(serde_json::json!({
-            "credential_blob": STANDARD.encode(challenge.credential_blob),
-            "encrypted_secret": STANDARD.encode(challenge.encrypted_secret),
-            "expires_in": challenge.expires_in,
-        })),
-        Err(refusal) => refusal_response(&refusal),
+    let (request, secret) =
+        match read(&state, connection, deadline, (headers, body, body_deadline)).await {
+            Ok(parts) => parts,
+            Err(response) => return response,
+        };
+    if !CERTIFICATE {
+        return match state.enrollment.attestation_key_challenge(&request).await {
+            Ok(challenge) => json(serde_json::json!({
+                "credential_blob": STANDARD.encode(challenge.credential_blob),
+                "encrypted_secret": STANDARD.encode(challenge.encrypted_secret),
+                "expires_in": challenge.expires_in,
+            })),
+            Err(refusal) => refusal_response(&refusal),
+        };
     }
-}
-
-pub(super) async fn certificate(
-    State(state): State<Arc<EstState>>,
-    connection: Option<axum::Extension<ConnectionInfo>>,
-    deadline: Option<axum::Extension<RequestDeadline>>,
-    body_deadline: BodyDeadline,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    let incoming = Incoming {
-        connection,
-        deadline,
-        body_deadline,
-        headers,
-        body,
-    };
-    let (request, secret) = match read(&state, incoming).await {
-        Ok(parts) => parts,
-        Err(response) => return response,
-    };
     let Some(secret) = secret else {
         return bad_request("the certificate request carries the recovered secret (\"secret\")");
     };
@@ -112,9 +79,11 @@ pub(super) async fn certificate(
 /// The request, decoded, and the secret when it carries one.
 async fn read(
     state: &EstState,
-    incoming: Incoming,
+    connection: Option<axum::Extension<ConnectionInfo>>,
+    deadline: Option<axum::Extension<RequestDeadline>>,
+    (headers, body, body_deadline): Incoming,
 ) -> Result<(AttestationKeyRequest, Option<Vec<u8>>), Response> {
-    if !is_content_type(&incoming.headers, "application/json") {
+    if !is_content_type(&headers, "application/json") {
         return Err(text(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             format!(
@@ -123,14 +92,9 @@ async fn read(
             ),
         ));
     }
-    let body = read_limited(
-        incoming.body,
-        &incoming.headers,
-        state.max_request_bytes,
-        incoming.body_deadline,
-    )
-    .await
-    .map_err(|(status, code, detail)| text(status, format!("{code}: {detail}")))?;
+    let body = read_limited(body, &headers, state.max_request_bytes, body_deadline)
+        .await
+        .map_err(|(status, code, detail)| text(status, format!("{code}: {detail}")))?;
     let parsed: AttestationKeyBody = serde_json::from_slice(&body)
         .map_err(|e| bad_request(&format!("not the attestation-key JSON: {e}")))?;
     let decoded = (|| {
@@ -145,16 +109,16 @@ async fn read(
         ))
     })();
     let (endorsement_der, ak_public_area, secret) = decoded.map_err(|e| bad_request(&e))?;
-    let connection = incoming.connection.map(|c| c.0).unwrap_or_default();
+    let connection = connection.map(|c| c.0).unwrap_or_default();
     let request = EnrollRequest {
         label: None,
         credentials: PresentedCredentials {
             peer_certificate: connection.peer_certificate,
-            basic: basic_credentials(&incoming.headers),
+            basic: basic_credentials(&headers),
         },
         csr_der: Vec::new(),
         peer: connection.peer_addr.map(|a| a.to_string()),
-        deadline: incoming.deadline.map(|d| d.0.0),
+        deadline: deadline.map(|d| d.0.0),
     };
     Ok((
         AttestationKeyRequest {

@@ -84,11 +84,11 @@ pub fn router(state: Arc<EstState>) -> Router {
         .route("/.well-known/est/{label}/simpleenroll", post(simpleenroll))
         .route(
             "/attestation-key/v1/challenge",
-            post(attestation_key::challenge),
+            post(attestation_key::exchange::<false>),
         )
         .route(
             "/attestation-key/v1/certificate",
-            post(attestation_key::certificate),
+            post(attestation_key::exchange::<true>),
         )
         .fallback(not_found)
         .with_state(state)
