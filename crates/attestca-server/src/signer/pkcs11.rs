@@ -287,7 +287,22 @@ impl Pkcs11Signer {
                 down_since: Mutex::new(None),
             },
         };
-        let first = signer.new_session()?;
+        // The token can vanish again between the opening session and this one (SoftHSM hides
+        // it from a process that reads while another writes to it): at start-up, the first
+        // pooled session waits for it as `open_at_start` does.
+        let started = Instant::now();
+        let mut backoff = FIRST_BACKOFF;
+        let first = loop {
+            match signer.new_session() {
+                Ok(session) => break session,
+                Err(e) if is_token_fault(&e) && started.elapsed() + backoff <= START_WAIT => {
+                    tracing::warn!(token = %config.token_label, error = %e, retry_in_ms = backoff.as_millis() as u64, "waiting for the token");
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+                Err(e) => return Err(e),
+            }
+        };
         signer.pool()?.open = 1;
         signer.checkin(first);
         tracing::info!(token = %config.token_label, key = %config.key_label, sessions = config.sessions.max(1), "PKCS#11 signer ready");
