@@ -199,6 +199,11 @@ struct LoadOutput {
     /// the CA-side enrollment time over the run from its histogram.
     #[arg(long)]
     metrics: Option<String>,
+    /// Also report the CPU these processes use over the measured window, per operation:
+    /// `NAME=PID[,PID…]` or `NAME=comm:COMMAND` (e.g. `ca=4242`, `postgres=comm:postgres`);
+    /// repeatable. The whole machine's busy share is always reported (Linux).
+    #[arg(long = "account", value_name = "NAME=PIDS")]
+    accounts: Vec<load::accounting::Account>,
 }
 
 /// Reads the CA's enrollment histogram when --metrics is given.
@@ -646,6 +651,13 @@ async fn personalise(args: Personalise) -> anyhow::Result<()> {
 }
 
 async fn run_load(mode: LoadMode) -> anyhow::Result<()> {
+    let output = match &mode {
+        LoadMode::Throughput { output, .. }
+        | LoadMode::Factory { output, .. }
+        | LoadMode::Renew { output, .. }
+        | LoadMode::Ocsp { output, .. } => output,
+    };
+    load::accounting::set(output.accounts.clone());
     match mode {
         LoadMode::Throughput {
             connection,

@@ -2,6 +2,7 @@
 //! the CA accepts attested enrollments) and `factory` (open loop, stations starting a board
 //! every takt). Each produces a JSON report, a human summary and, on request, an SVG chart.
 
+pub mod accounting;
 pub mod factory;
 pub mod fleet;
 pub mod ocsp;

@@ -25,6 +25,12 @@ pub struct RunFigures {
     pub client: ClientLoad,
     /// The machine's 1/5/15-minute load averages when the window opened.
     pub load_average_at_start: Option<[f64; 3]>,
+    /// CPU of the accounted processes over the window (`--account`), per operation.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub processes: BTreeMap<String, super::accounting::ProcessCpu>,
+    /// The whole machine over the window.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub machine: Option<super::accounting::MachineCpu>,
     pub timeline: Vec<TimelinePoint>,
 }
 
@@ -51,12 +57,14 @@ pub struct Window {
     progress: Progress,
     cpu_before: Duration,
     load_average: Option<[f64; 3]>,
+    accounted: super::accounting::Reading,
 }
 
 impl Window {
     /// Opens the window now; progress reports `what`.
     pub fn open(what: &'static str, duration: Duration) -> Self {
         let load_average = load_average();
+        let accounted = super::accounting::read();
         let cpu_before = process_cpu_time();
         let start = Instant::now();
         let recorder = Arc::new(Recorder::new(start));
@@ -67,6 +75,7 @@ impl Window {
             recorder,
             cpu_before,
             load_average,
+            accounted,
         }
     }
 
@@ -75,6 +84,8 @@ impl Window {
     pub async fn close(self, starved: u64) -> RunFigures {
         let window = self.start.elapsed();
         let cpu = process_cpu_time().saturating_sub(self.cpu_before);
+        let completed = self.recorder.latency().count;
+        let (processes, machine) = super::accounting::since(&self.accounted, completed);
         self.progress.finish().await;
         let latency = self.recorder.latency();
         let failures = self.recorder.failures();
@@ -87,6 +98,8 @@ impl Window {
             window_seconds: window.as_secs_f64(),
             client: ClientLoad::assess(cpu, window, starved),
             load_average_at_start: self.load_average,
+            processes,
+            machine,
             timeline: self.recorder.timeline(),
         }
     }

@@ -197,7 +197,8 @@ async fn load_modes_write_contract_reports_and_charts() {
     let connection = dev.connection();
     let path = |name: &str| tmp.path().join(name).display().to_string();
 
-    // Contract 1: throughput.
+    // Contract 1: throughput (with the CA's and the machine's CPU over the window).
+    let ca = format!("ca={}", dev.server.pid());
     let (ok, stdout, stderr) = rig(&args(
         &["load", "throughput"],
         &connection,
@@ -212,6 +213,10 @@ async fn load_modes_write_contract_reports_and_charts() {
             &path("throughput.json"),
             "--svg",
             &path("throughput.svg"),
+            "--account",
+            &ca,
+            "--account",
+            "nothing=comm:no-such-command",
         ],
     ));
     assert!(ok, "load throughput failed:\n{stdout}\n{stderr}");
@@ -227,6 +232,19 @@ async fn load_modes_write_contract_reports_and_charts() {
     let per_second = report["per_second"].as_f64().expect("per_second: float");
     assert!(per_second > 0.0, "{report}");
     assert_percentiles(&report["latency_ms"], "latency_ms");
+    let ca_ms = report["processes"]["ca"]["ms_per_operation"]
+        .as_f64()
+        .expect("processes.ca.ms_per_operation");
+    assert!(ca_ms > 0.0 && ca_ms < 1000.0, "{report}");
+    assert_eq!(
+        report["processes"]["nothing"]["cpu_seconds"].as_f64(),
+        Some(0.0),
+        "{report}"
+    );
+    let busy = report["machine"]["busy_share"]
+        .as_f64()
+        .expect("machine.busy_share");
+    assert!(busy > 0.0 && busy <= 1.0, "{report}");
     assert_svg(&tmp.path().join("throughput.svg"));
 
     // Contract 2: factory.
