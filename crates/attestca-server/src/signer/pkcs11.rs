@@ -647,6 +647,16 @@ fn open_logged_in(context: &Pkcs11, config: &Pkcs11SignerConfig) -> Result<Sessi
         Err(P11Error::Pkcs11(rv, _)) if is_connection_fault(rv) => Err(SignerError::TokenFault(
             format!("login to token {:?}: {rv}", config.token_label),
         )),
+        // A token with no user PIN is not usable as it is. SoftHSM's file store also answers
+        // this for a moment while another process rewrites the token (the two-instances test
+        // saw it at start-up): a token fault, waited for at start-up and recovered from later,
+        // and reported as what it is when it lasts.
+        Err(P11Error::Pkcs11(rv @ RvError::UserPinNotInitialized, _)) => {
+            Err(SignerError::TokenFault(format!(
+                "login to token {:?}: {rv} (the token's user PIN is not set)",
+                config.token_label
+            )))
+        }
         Err(P11Error::Pkcs11(
             rv @ (RvError::PinIncorrect
             | RvError::PinInvalid
