@@ -116,27 +116,25 @@ impl Module {
         &self,
         config: &Pkcs11SignerConfig,
     ) -> Result<(Session, std::sync::RwLockReadGuard<'_, ModuleState>), SignerError> {
-        let started = Instant::now();
-        let mut backoff = FIRST_BACKOFF;
-        loop {
-            let state = self.read()?;
-            let generation = state.generation;
-            let error = match state.context.as_ref() {
-                Some(context) => match open_logged_in(context, config) {
-                    Ok(session) => return Ok((session, state)),
-                    Err(e) => e,
-                },
-                None => not_loaded(),
-            };
-            drop(state);
-            if !is_token_fault(&error) || started.elapsed() + backoff > START_WAIT {
-                return Err(error);
+        // The generation whose attempt failed: initialised again before the next attempt.
+        let mut failed: Option<u64> = None;
+        waiting_for_token(&config.token_label, || {
+            if let Some(generation) = failed.take() {
+                self.reinitialize(generation)?;
             }
-            tracing::warn!(token = %config.token_label, error = %error, retry_in_ms = backoff.as_millis() as u64, "waiting for the token");
-            std::thread::sleep(backoff);
-            backoff = (backoff * 2).min(MAX_BACKOFF);
-            self.reinitialize(generation)?;
-        }
+            let state = self.read()?;
+            let opened = match state.context.as_ref() {
+                Some(context) => open_logged_in(context, config),
+                None => Err(not_loaded()),
+            };
+            match opened {
+                Ok(session) => Ok((session, state)),
+                Err(e) => {
+                    failed = Some(state.generation);
+                    Err(e)
+                }
+            }
+        })
     }
 
     /// Finalises and initialises the library again, unless someone already did since
@@ -290,19 +288,7 @@ impl Pkcs11Signer {
         // The token can vanish again between the opening session and this one (SoftHSM hides
         // it from a process that reads while another writes to it): at start-up, the first
         // pooled session waits for it as `open_at_start` does.
-        let started = Instant::now();
-        let mut backoff = FIRST_BACKOFF;
-        let first = loop {
-            match signer.new_session() {
-                Ok(session) => break session,
-                Err(e) if is_token_fault(&e) && started.elapsed() + backoff <= START_WAIT => {
-                    tracing::warn!(token = %config.token_label, error = %e, retry_in_ms = backoff.as_millis() as u64, "waiting for the token");
-                    std::thread::sleep(backoff);
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                }
-                Err(e) => return Err(e),
-            }
-        };
+        let first = waiting_for_token(&config.token_label, || signer.new_session())?;
         signer.pool()?.open = 1;
         signer.checkin(first);
         tracing::info!(token = %config.token_label, key = %config.key_label, sessions = config.sessions.max(1), "PKCS#11 signer ready");
@@ -601,6 +587,27 @@ fn sessions_gauge() -> prometheus::IntGauge {
 
 /// Whether an error opening the token means the token (or the library's view of it) is
 /// gone, so that initialising the module again may help. A wrong PIN or a missing key is not.
+/// Runs `attempt` until it succeeds, fails with something other than a token fault, or
+/// [`START_WAIT`] has passed, sleeping with a doubling backoff between attempts: how start-up
+/// waits for a token the library does not see for a moment.
+fn waiting_for_token<T>(
+    token_label: &str,
+    mut attempt: impl FnMut() -> Result<T, SignerError>,
+) -> Result<T, SignerError> {
+    let started = Instant::now();
+    let mut backoff = FIRST_BACKOFF;
+    loop {
+        match attempt() {
+            Err(e) if is_token_fault(&e) && started.elapsed() + backoff <= START_WAIT => {
+                tracing::warn!(token = %token_label, error = %e, retry_in_ms = backoff.as_millis() as u64, "waiting for the token");
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+            result => return result,
+        }
+    }
+}
+
 fn is_token_fault(error: &SignerError) -> bool {
     matches!(error, SignerError::TokenFault(_))
 }

@@ -73,22 +73,17 @@ impl Store {
         let Some(row) = row else {
             return Ok(NonceCheck::Unknown);
         };
-        let owner: String = row.try_get("requester")?;
         let bound: Vec<u8> = row.try_get("binding")?;
-        let expires_at: i64 = row.try_get("expires_at")?;
-        let consumed_at: Option<i64> = row.try_get("consumed_at")?;
-        Ok(if bound != binding {
-            NonceCheck::Unknown
-        } else if owner != requester {
-            NonceCheck::Foreign
-        } else if consumed_at.is_some() {
-            NonceCheck::Reused
-        } else if expires_at < now {
-            NonceCheck::Expired
-        } else {
-            // Spent concurrently between the two statements.
-            NonceCheck::Reused
-        })
+        if bound != binding {
+            return Ok(NonceCheck::Unknown);
+        }
+        Ok(
+            match super::nonces::single_use_state(&row, requester, now)? {
+                // Spent concurrently between the two statements.
+                NonceCheck::Live => NonceCheck::Reused,
+                other => other,
+            },
+        )
     }
 
     /// Forgets challenges that expired before `before`.

@@ -84,18 +84,7 @@ impl Store {
         let Some(row) = row else {
             return Ok(NonceCheck::Unknown);
         };
-        let owner: String = row.try_get("requester")?;
-        let expires_at: i64 = row.try_get("expires_at")?;
-        let consumed_at: Option<i64> = row.try_get("consumed_at")?;
-        Ok(if owner != requester {
-            NonceCheck::Foreign
-        } else if consumed_at.is_some() {
-            NonceCheck::Reused
-        } else if expires_at < now {
-            NonceCheck::Expired
-        } else {
-            NonceCheck::Live
-        })
+        single_use_state(&row, requester, now)
     }
 
     /// Nonces issued, not spent, and not expired at `now`.
@@ -116,4 +105,25 @@ impl Store {
             .await?;
         Ok(done.rows_affected())
     }
+}
+
+/// What a single-use row (a nonce, a challenge: `requester`, `expires_at`, `consumed_at`) is
+/// for `requester` at `now`.
+pub(super) fn single_use_state(
+    row: &sqlx::any::AnyRow,
+    requester: &str,
+    now: i64,
+) -> Result<NonceCheck, StoreError> {
+    let owner: String = row.try_get("requester")?;
+    let expires_at: i64 = row.try_get("expires_at")?;
+    let consumed_at: Option<i64> = row.try_get("consumed_at")?;
+    Ok(if owner != requester {
+        NonceCheck::Foreign
+    } else if consumed_at.is_some() {
+        NonceCheck::Reused
+    } else if expires_at < now {
+        NonceCheck::Expired
+    } else {
+        NonceCheck::Live
+    })
 }
