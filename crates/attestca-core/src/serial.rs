@@ -128,11 +128,6 @@ impl SerialKey {
         Some(key)
     }
 
-    /// The key of a serial as the store writes it (lower-case hex).
-    pub fn from_hex(serial: &str) -> Option<Self> {
-        Self::new(&hex::decode(serial).ok()?)
-    }
-
     /// The content octets.
     pub fn as_bytes(&self) -> &[u8] {
         &self.octets[..usize::from(self.len)]
