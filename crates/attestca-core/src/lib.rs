@@ -12,6 +12,7 @@
 //! - [`attestation`]: the evidence verifiers (X.509 chains, TPM2_Certify, manifests) and the
 //!   gate that picks one;
 //! - [`issuance`]: profiles (policy and certificate halves) and building/signing certificates;
+//! - [`nonce`]: stateless freshness nonces (minted and checked without the database);
 //! - [`crl`], [`ocsp`], [`est_codec`]: the revocation and EST encodings;
 //! - [`signer`]: the key seam every signature goes through, and the software key;
 //! - [`config`]: the configuration fragments the core interprets;
@@ -26,6 +27,7 @@ pub mod crl;
 pub mod csr;
 pub mod est_codec;
 pub mod issuance;
+pub mod nonce;
 pub mod ocsp;
 pub mod pem;
 pub mod policy;

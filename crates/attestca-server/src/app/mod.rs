@@ -47,6 +47,8 @@ pub enum ServerError {
     Encoding(#[from] der::Error),
     #[error(transparent)]
     Ocsp(#[from] crate::ocsp::OcspError),
+    #[error("the random generator failed")]
+    Random,
 }
 
 /// A CA assembled from configuration, ready to serve.
@@ -144,6 +146,14 @@ pub async fn assemble(config: &Config) -> Result<Assembled, ServerError> {
     } else {
         None
     };
+    let nonce_key = {
+        let mut candidate = [0u8; 32];
+        aws_lc_rs::rand::fill(&mut candidate).map_err(|_| ServerError::Random)?;
+        let secret = store
+            .nonce_secret(&candidate, attestca_core::time::unix_now())
+            .await?;
+        attestca_core::nonce::NonceKey::new(&secret)
+    };
     let enrollment = Arc::new(EnrollmentService::new(crate::enrollment::EnrollmentParts {
         profiles,
         ca: Arc::clone(&ca),
@@ -153,6 +163,7 @@ pub async fn assemble(config: &Config) -> Result<Assembled, ServerError> {
         gate,
         retry_window_secs: config.database.retry_window_secs,
         nonce_lifetime_secs: config.attestation.nonce_lifetime_secs,
+        nonce_key,
         max_concurrent: config.server.max_concurrent_enrollments,
         budgets: Arc::new(crate::access::rate::RequestBudgets::from_config(
             &config.limits,

@@ -266,6 +266,7 @@ impl EnrollmentService {
                     certificate: Box::new(record),
                     event: event.clone(),
                     retry_window_start: event.occurred_at,
+                    nonce: None,
                 })
                 .await
                 .map_err(|e| self.storage_failure(e))?;
@@ -284,7 +285,9 @@ impl EnrollmentService {
                 }
                 // The challenge was spent above: a second commit for it cannot happen, and a
                 // colliding random serial is astronomically rare. Nothing was stored.
-                Committed::AlreadyIssued { .. } | Committed::SerialCollision => {
+                Committed::AlreadyIssued { .. }
+                | Committed::SerialCollision
+                | Committed::NonceReused => {
                     Err(EnrollmentError::Unavailable {
                         code: Reason::IssuanceSerialCollision,
                         detail: "the certificate could not be recorded; ask for a new challenge"

@@ -30,6 +30,22 @@ impl From<AttestationError> for EnrollmentError {
     }
 }
 
+/// Evidence that passed the gate and the profile's policy.
+pub(super) struct CheckedEvidence {
+    /// What the evidence attests.
+    pub(super) key: AttestedKey,
+    /// A stateless nonce the evidence carried: spent by committing the certificate with it
+    /// (`None` when there was none, or a stored one, already spent here).
+    pub(super) spent_at_commit: Option<Vec<u8>>,
+}
+
+impl CheckedEvidence {
+    /// The hardware identity to certify, and its record form `<vendor>:<serial>`.
+    pub(super) fn device(&self) -> (crate::attestation::DeviceIdentity, String) {
+        (self.key.device.clone(), self.key.device_key())
+    }
+}
+
 impl EnrollmentService {
     /// Verifies the evidence (if any) and applies the profile's attestation policy. Returns
     /// what the evidence attests, for the certificate and the records.
@@ -45,7 +61,7 @@ impl EnrollmentService {
         evidence: Option<Evidence>,
         renewing: Option<&crate::store::CertificateRecord>,
         event: &mut EnrollmentEvent,
-    ) -> Result<Option<AttestedKey>, EnrollmentError> {
+    ) -> Result<Option<CheckedEvidence>, EnrollmentError> {
         let super::Admitted {
             requester,
             admission,
@@ -58,12 +74,16 @@ impl EnrollmentService {
         // Cheap before expensive: every nonce the statements claim must be live and this
         // requester's before a single signature over the requester's certificates is checked.
         // (It is spent only at the end, when everything else has passed.)
+        // A stateless nonce is checked without the database; only a stored one is looked up.
         for nonce in self.gate.claimed_nonces(&evidence) {
-            let state = self
-                .store
-                .nonce_state(&nonce, &requester.id(), event.occurred_at)
-                .await
-                .map_err(|e| self.storage_failure(e))?;
+            let state = match self.stateless_nonce(&nonce, &requester.id(), event) {
+                Some(state) => state,
+                None => self
+                    .store
+                    .nonce_state(&nonce, &requester.id(), event.occurred_at)
+                    .await
+                    .map_err(|e| self.storage_failure(e))?,
+            };
             policy::nonce_verdict(state, NonceCheck::Live)?;
         }
         let gate = std::sync::Arc::clone(&self.gate);
@@ -116,15 +136,37 @@ impl EnrollmentService {
             }
             policy::clone_verdict(&attested, existing.as_deref())?;
         }
+        let mut spent_at_commit = None;
         if let Some(nonce) = &attested.nonce {
-            let check = self
-                .store
-                .consume_nonce(nonce, &requester.id(), event.occurred_at)
-                .await
-                .map_err(|e| self.storage_failure(e))?;
-            policy::nonce_verdict(check, NonceCheck::Consumed)?;
+            if self
+                .stateless_nonce(nonce, &requester.id(), event)
+                .is_some()
+            {
+                // Spent by the certificate's commit (a unique index on the row it writes).
+                spent_at_commit = Some(nonce.clone());
+            } else {
+                let check = self
+                    .store
+                    .consume_nonce(nonce, &requester.id(), event.occurred_at)
+                    .await
+                    .map_err(|e| self.storage_failure(e))?;
+                policy::nonce_verdict(check, NonceCheck::Consumed)?;
+            }
         }
-        Ok(Some(attested))
+        Ok(Some(CheckedEvidence {
+            key: attested,
+            spent_at_commit,
+        }))
+    }
+
+    /// What a stateless nonce is for `requester` now; `None` for a stored one.
+    fn stateless_nonce(
+        &self,
+        nonce: &[u8],
+        requester: &str,
+        event: &EnrollmentEvent,
+    ) -> Option<NonceCheck> {
+        self.nonce_key.check(nonce, requester, event.occurred_at)
     }
 
     /// Issues a freshness nonce to an authenticated rig (draft-ietf-lamps-attestation-freshness).
@@ -167,15 +209,26 @@ impl EnrollmentService {
                 detail: "a nonce is 8 to 64 bytes long".into(),
             });
         }
-        let mut nonce = vec![0u8; length];
-        aws_lc_rs::rand::fill(&mut nonce).map_err(|_| EnrollmentError::Unavailable {
+        let unavailable = |detail: String| EnrollmentError::Unavailable {
             code: Reason::NonceUnavailable,
-            detail: "the random generator failed".into(),
-        })?;
+            detail,
+        };
         let now = attestca_core::time::unix_now();
         let lifetime = self.nonce_lifetime_secs;
+        let expires_at = now.saturating_add(i64::try_from(lifetime).unwrap_or(i64::MAX));
+        if length >= attestca_core::nonce::MIN_STATELESS_LEN {
+            // Nothing to store: the nonce says who it is for and until when.
+            let nonce = self
+                .nonce_key
+                .mint(length, expires_at, &requester.id())
+                .map_err(|e| unavailable(e.to_string()))?;
+            return Ok((nonce, lifetime));
+        }
+        let mut nonce = vec![0u8; length];
+        aws_lc_rs::rand::fill(&mut nonce)
+            .map_err(|_| unavailable("the random generator failed".into()))?;
         self.store
-            .insert_nonce(&nonce, &requester.id(), now, now + lifetime as i64)
+            .insert_nonce(&nonce, &requester.id(), now, expires_at)
             .await
             .map_err(|e| self.storage_failure(e))?;
         Ok((nonce, lifetime))

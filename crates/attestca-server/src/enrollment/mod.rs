@@ -188,6 +188,8 @@ pub struct EnrollmentService {
     gate: Arc<crate::attestation::gate::AttestationGate>,
     retry_window_secs: i64,
     nonce_lifetime_secs: u64,
+    /// Mints and checks stateless nonces (shared by the instances on one database).
+    nonce_key: attestca_core::nonce::NonceKey,
     issuer_key_id: Vec<u8>,
     /// Admission control: one permit per enrollment or renewal in progress.
     admission: Arc<tokio::sync::Semaphore>,
@@ -206,6 +208,8 @@ pub struct EnrollmentParts {
     pub gate: Arc<crate::attestation::gate::AttestationGate>,
     pub retry_window_secs: u64,
     pub nonce_lifetime_secs: u64,
+    /// The key stateless nonces are minted with ([`crate::store::Store::nonce_secret`]).
+    pub nonce_key: attestca_core::nonce::NonceKey,
     /// Enrollments and renewals in progress at once; more get 503 + Retry-After.
     pub max_concurrent: usize,
     /// Per-rig and per-device request budgets; over budget gets 429 + Retry-After.
@@ -372,6 +376,8 @@ struct Approved<'a> {
     csr_sha256: Vec<u8>,
     /// The certificate being renewed (simplereenroll).
     predecessor_serial: Option<Serial>,
+    /// A stateless nonce, spent by committing the certificate.
+    nonce: Option<Vec<u8>>,
 }
 
 impl EnrollmentService {
@@ -388,6 +394,7 @@ impl EnrollmentService {
             gate: parts.gate,
             retry_window_secs: i64::try_from(parts.retry_window_secs).unwrap_or(i64::MAX),
             nonce_lifetime_secs: parts.nonce_lifetime_secs,
+            nonce_key: parts.nonce_key,
             issuer_key_id,
             admission: Arc::new(tokio::sync::Semaphore::new(parts.max_concurrent.max(1))),
             budgets: parts.budgets,
@@ -650,7 +657,7 @@ impl EnrollmentService {
         {
             return Ok(earlier);
         }
-        let attested = self
+        let checked = self
             .check_attestation(
                 profile,
                 Admitted {
@@ -663,18 +670,20 @@ impl EnrollmentService {
                 event,
             )
             .await?;
+        let (device, nonce) = match checked {
+            Some(checked) => (Some(checked.device()), checked.spent_at_commit),
+            None => (None, None),
+        };
         self.issue(
             profile,
             &requester,
             admission,
             Approved {
                 csr: &csr,
-                device: attested.map(|a| {
-                    let key = a.device_key();
-                    (a.device, key)
-                }),
+                device,
                 csr_sha256,
                 predecessor_serial: None,
+                nonce,
             },
             now,
             event,
@@ -742,6 +751,7 @@ impl EnrollmentService {
             device,
             csr_sha256,
             predecessor_serial,
+            nonce,
         } = approved;
         let window_start = event.occurred_at - self.retry_window_secs;
         let (device, device_key) = device.unzip();
@@ -799,6 +809,7 @@ impl EnrollmentService {
                     certificate: Box::new(record),
                     event: event.clone(),
                     retry_window_start: window_start,
+                    nonce: nonce.clone(),
                 })
                 .await
                 .map_err(|e| self.storage_failure(e))?;
@@ -831,6 +842,14 @@ impl EnrollmentService {
                     });
                 }
                 Committed::SerialCollision => continue,
+                Committed::NonceReused => {
+                    // Nothing was stored; the refusal is recorded as such.
+                    event.serial = None;
+                    return Err(EnrollmentError::Forbidden {
+                        code: Reason::AttestationNonceReused,
+                        detail: "the evidence's nonce has already been used".into(),
+                    });
+                }
             }
         }
         Err(EnrollmentError::Unavailable {

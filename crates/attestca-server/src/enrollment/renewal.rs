@@ -112,12 +112,12 @@ impl EnrollmentService {
             }
             None => None,
         };
-        let device = match attested {
-            Some(a) => {
-                let key = a.device_key();
-                Some((a.device, key))
-            }
-            None => policy::hardware_identity(&previous).zip(predecessor.device_identity.clone()),
+        let (device, nonce) = match attested {
+            Some(checked) => (Some(checked.device()), checked.spent_at_commit),
+            None => (
+                policy::hardware_identity(&previous).zip(predecessor.device_identity.clone()),
+                None,
+            ),
         };
         let enrolled = self
             .issue(
@@ -129,6 +129,7 @@ impl EnrollmentService {
                     device,
                     csr_sha256,
                     predecessor_serial: Some(predecessor.serial.clone()),
+                    nonce,
                 },
                 now,
                 event,

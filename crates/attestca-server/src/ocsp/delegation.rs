@@ -213,6 +213,7 @@ async fn issue(
                 certificate: Box::new(record),
                 event,
                 retry_window_start: issued_at,
+                nonce: None,
             })
             .await?;
         if committed == Committed::SerialCollision {

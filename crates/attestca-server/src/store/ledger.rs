@@ -37,6 +37,9 @@ pub enum LedgerEntry {
         certificate: Box<CertificateRecord>,
         event: EnrollmentEvent,
         retry_window_start: i64,
+        /// The stateless nonce the evidence carried ([`attestca_core::nonce`]): recorded on
+        /// the certificate row under a unique index, which is what makes it single use.
+        nonce: Option<Vec<u8>>,
     },
     /// An event without a certificate (a refusal, a retry, a failure).
     Event(EnrollmentEvent),
@@ -52,6 +55,9 @@ pub enum Committed {
     AlreadyIssued { serial: Serial },
     /// The random serial already exists (astronomically rare): nothing was stored; issue again.
     SerialCollision,
+    /// Another certificate was committed with the same stateless nonce (on this instance or
+    /// another), for another CSR: nothing was stored; the request is refused.
+    NonceReused,
 }
 
 struct Job {
@@ -179,14 +185,19 @@ async fn write_batch(store: &Store, jobs: &[Job]) -> Result<Vec<Committed>, Stor
                 certificate,
                 event,
                 retry_window_start,
-            } => match store.engine() {
-                Engine::Postgres => {
-                    write_issued_postgres(&mut tx, certificate, event, *retry_window_start).await?
+                nonce,
+            } => {
+                let issued = Issued {
+                    c: certificate,
+                    event,
+                    retry_window_start: *retry_window_start,
+                    nonce: nonce.as_deref(),
+                };
+                match store.engine() {
+                    Engine::Postgres => write_issued_postgres(&mut tx, issued).await?,
+                    Engine::Sqlite => write_issued(&mut tx, issued).await?,
                 }
-                Engine::Sqlite => {
-                    write_issued(&mut tx, certificate, event, *retry_window_start).await?
-                }
-            },
+            }
         };
         outcomes.push(outcome);
     }
@@ -200,18 +211,22 @@ async fn write_batch(store: &Store, jobs: &[Job]) -> Result<Vec<Committed>, Stor
 /// database. Same outcomes, same rows.
 async fn write_issued_postgres(
     tx: &mut Transaction<'static, Any>,
-    c: &CertificateRecord,
-    event: &EnrollmentEvent,
-    retry_window_start: i64,
+    issued: Issued<'_>,
 ) -> Result<Committed, sqlx::Error> {
+    let Issued {
+        c,
+        event,
+        retry_window_start,
+        nonce,
+    } = issued;
     use sqlx::Row;
     let query = sqlx::query(
         "WITH cert AS ( \
            INSERT INTO certificates (serial, der, issuer_key_id, subject, sans, spki_sha256, \
              profile, not_before, not_after, status, requester, device_identity, csr_sha256, \
-             issued_at, predecessor_serial) \
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'active', $10, $11, $12, $13, $14) \
-           ON CONFLICT (serial) DO NOTHING RETURNING serial), \
+             issued_at, predecessor_serial, nonce) \
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'active', $10, $11, $12, $13, $14, $31) \
+           ON CONFLICT DO NOTHING RETURNING serial), \
          claim AS ( \
            INSERT INTO issued_requests (requester, profile, csr_sha256, serial, issued_at) \
            SELECT $10, $7, $12, serial, $13 FROM cert \
@@ -227,12 +242,13 @@ async fn write_issued_postgres(
          SELECT (SELECT count(*) FROM cert) AS stored, (SELECT count(*) FROM claim) AS claimed",
     );
     let row = bind_event(bind_certificate(query, c).bind(retry_window_start), event)
+        .bind(nonce)
         .fetch_one(&mut **tx)
         .await?;
     let stored: i64 = row.try_get("stored")?;
     let claimed: i64 = row.try_get("claimed")?;
     if stored == 0 {
-        return Ok(Committed::SerialCollision);
+        return not_stored(tx, c, event, retry_window_start).await;
     }
     if claimed == 1 {
         return Ok(Committed::Stored);
@@ -242,20 +258,27 @@ async fn write_issued_postgres(
 
 async fn write_issued(
     tx: &mut Transaction<'static, Any>,
-    c: &CertificateRecord,
-    event: &EnrollmentEvent,
-    retry_window_start: i64,
+    issued: Issued<'_>,
 ) -> Result<Committed, sqlx::Error> {
+    let Issued {
+        c,
+        event,
+        retry_window_start,
+        nonce,
+    } = issued;
     let inserted = sqlx::query(
         "INSERT INTO certificates (serial, der, issuer_key_id, subject, sans, spki_sha256, \
          profile, not_before, not_after, status, requester, device_identity, csr_sha256, issued_at, \
-         predecessor_serial) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'active', $10, $11, $12, $13, $14) \
-         ON CONFLICT (serial) DO NOTHING",
+         predecessor_serial, nonce) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'active', $10, $11, $12, $13, $14, $15) \
+         ON CONFLICT DO NOTHING",
     );
-    let inserted = bind_certificate(inserted, c).execute(&mut **tx).await?;
+    let inserted = bind_certificate(inserted, c)
+        .bind(nonce)
+        .execute(&mut **tx)
+        .await?;
     if inserted.rows_affected() == 0 {
-        return Ok(Committed::SerialCollision);
+        return not_stored(tx, c, event, retry_window_start).await;
     }
     let claimed = sqlx::query(
         "INSERT INTO issued_requests (requester, profile, csr_sha256, serial, issued_at) \
@@ -277,6 +300,47 @@ async fn write_issued(
         return Ok(Committed::Stored);
     }
     keep_the_earlier_issue(tx, c, event).await
+}
+
+/// A certificate with its event, as the writers commit it.
+struct Issued<'a> {
+    c: &'a CertificateRecord,
+    event: &'a EnrollmentEvent,
+    retry_window_start: i64,
+    nonce: Option<&'a [u8]>,
+}
+
+/// The certificate insert did nothing: either its serial exists (issue again), or its nonce was
+/// spent — by a concurrent request for the same CSR (then that one's certificate is this
+/// request's answer, as for any retry) or by another CSR (refused).
+async fn not_stored(
+    tx: &mut Transaction<'static, Any>,
+    c: &CertificateRecord,
+    event: &EnrollmentEvent,
+    retry_window_start: i64,
+) -> Result<Committed, sqlx::Error> {
+    let serial_taken: Option<i32> =
+        sqlx::query_scalar("SELECT 1 FROM certificates WHERE serial = $1")
+            .bind(c.serial.as_str())
+            .fetch_optional(&mut **tx)
+            .await?;
+    if serial_taken.is_some() {
+        return Ok(Committed::SerialCollision);
+    }
+    let same_request: Option<i32> = sqlx::query_scalar(
+        "SELECT 1 FROM issued_requests \
+         WHERE requester = $1 AND profile = $2 AND csr_sha256 = $3 AND issued_at >= $4",
+    )
+    .bind(&c.requester)
+    .bind(&c.profile)
+    .bind(&c.csr_sha256)
+    .bind(retry_window_start)
+    .fetch_optional(&mut **tx)
+    .await?;
+    if same_request.is_some() {
+        return keep_the_earlier_issue(tx, c, event).await;
+    }
+    Ok(Committed::NonceReused)
 }
 
 /// Someone (a concurrent request, another instance) issued for this CSR first: keep theirs,

@@ -1,6 +1,7 @@
-//! Attestation nonces: issued to one requester, spent once, in a conditional UPDATE so that
-//! two concurrent uses cannot both succeed; expired ones are kept a while (a late use is
-//! reported as expired) and then purged.
+//! Stored attestation nonces (those too short to be stateless, see [`attestca_core::nonce`]):
+//! issued to one requester, spent once, in a conditional UPDATE so that two concurrent uses
+//! cannot both succeed; expired ones are kept a while (a late use is reported as expired) and
+//! then purged. Also the shared secret stateless nonces are minted with.
 //!
 //! Both engines take the same SQL.
 
@@ -13,6 +14,25 @@ use super::{Store, StoreError, timed};
 pub use attestca_core::policy::attestation::NonceCheck;
 
 impl Store {
+    /// The secret stateless nonces are minted with ([`attestca_core::nonce`]): created by the
+    /// first instance to start on this database (`candidate`, 32 random bytes), read by every
+    /// other, so that a nonce one instance issued verifies on all of them.
+    pub async fn nonce_secret(&self, candidate: &[u8], now: i64) -> Result<Vec<u8>, StoreError> {
+        sqlx::query(
+            "INSERT INTO nonce_keys (id, secret, created_at) VALUES (1, $1, $2) \
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(candidate)
+        .bind(now)
+        .execute(self.db()?)
+        .await?;
+        Ok(
+            sqlx::query_scalar("SELECT secret FROM nonce_keys WHERE id = 1")
+                .fetch_one(self.db()?)
+                .await?,
+        )
+    }
+
     /// Records a freshly issued nonce.
     pub async fn insert_nonce(
         &self,

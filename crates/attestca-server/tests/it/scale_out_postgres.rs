@@ -5,12 +5,15 @@ use attestca_testkit as common;
 
 use common::*;
 
-#[tokio::test(flavor = "multi_thread")]
-#[cfg_attr(
-    missing_postgres,
-    ignore = "needs PostgreSQL (ATTESTCA_TEST_DATABASE_URL); tests/run.sh provides it"
-)]
-async fn two_instances_on_one_database_issue_once() {
+/// Two instances of one install on a fresh database, with `extra` configuration appended.
+struct TwoInstances {
+    _tmp: tempfile::TempDir,
+    data: std::path::PathBuf,
+    db: TestDatabase,
+    servers: Vec<ServerProcess>,
+}
+
+async fn two_instances(extra: &str) -> TwoInstances {
     let admin_url = require("PostgreSQL", "ATTESTCA_TEST_DATABASE_URL");
     let tmp = tempfile::tempdir().expect("temp dir");
     let data = tmp.path().join("data");
@@ -34,7 +37,7 @@ key_file = "pki/issuing.key"
 chain_file = "pki/ca-chain.pem"
 [rigs]
 trust_anchor_files = ["pki/rig-ca.crt"]
-[profiles.default]
+{extra}
 "#,
             data = data.display(),
             url = db.url,
@@ -60,6 +63,26 @@ trust_anchor_files = ["pki/rig-ca.crt"]
         server.wait_ready().await;
         servers.push(server);
     }
+    TwoInstances {
+        _tmp: tmp,
+        data,
+        db,
+        servers,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    missing_postgres,
+    ignore = "needs PostgreSQL (ATTESTCA_TEST_DATABASE_URL); tests/run.sh provides it"
+)]
+async fn two_instances_on_one_database_issue_once() {
+    let TwoInstances {
+        _tmp,
+        data,
+        db,
+        servers,
+    } = two_instances("[profiles.default]").await;
 
     let pki = data.join("pki");
     let chain = pki.join("ca-chain.pem");
@@ -115,6 +138,130 @@ trust_anchor_files = ["pki/rig-ca.crt"]
         events.iter().filter(|o| *o == "retried").count(),
         5,
         "{events:?}"
+    );
+    pool.close().await;
+    drop(servers);
+    db.drop_database().await;
+}
+
+/// A stateless nonce (`attestca_core::nonce`) minted by one instance is good on the other (they
+/// share the key through the database), and buys exactly one certificate across both: eight
+/// CSRs for eight devices, all carrying one nonce, posted at once to the two instances, give one
+/// certificate and seven refusals (403 `attestation.nonce_reused`) — and no second certificate
+/// row. The same CSR posted again is a retry, answered with the one certificate.
+#[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    missing_postgres,
+    ignore = "needs PostgreSQL (ATTESTCA_TEST_DATABASE_URL); tests/run.sh provides it"
+)]
+async fn a_nonce_is_single_use_across_instances() {
+    let vendor_root = tempfile::tempdir().expect("vendor dir");
+    let vendor = attestca_sim::secure_element::SimulatedVendor::create(vendor_root.path())
+        .expect("simulated vendor");
+    let TwoInstances {
+        _tmp,
+        data,
+        db,
+        servers,
+    } = two_instances(&format!(
+        r#"
+[[attestation.vendors]]
+name = "simulated-se"
+roots = ["{root}"]
+formats = ["x509-chain"]
+reader = "simulated-se"
+hardware_type = "{hw}"
+[profiles.default]
+attestation_required = true
+key_algorithms = ["p256"]
+"#,
+        root = vendor_root.path().join("vendor-root.crt").display(),
+        hw = attestca::attestation::ID_HW_SIMULATED_SE,
+    ))
+    .await;
+    let pki = data.join("pki");
+    let rig = || {
+        https_client(
+            &pki.join("ca-chain.pem"),
+            Some((&pki.join("rig.crt"), &pki.join("rig.key"))),
+        )
+    };
+    let nonce = nonce_via(
+        &rig(),
+        &format!("{}/.well-known/est/nonce", servers[0].est_url()),
+    )
+    .await;
+    assert_eq!(nonce.len(), 32, "the default nonce is stateless");
+    let mut csrs = Vec::new();
+    for i in 0..8 {
+        // Eight devices (one device with eight keys would be refused as a clone instead).
+        let device = vendor.manufacture().expect("device");
+        let (_, csr) = device
+            .enroll_key(&format!("nonce-race-{i}"), &nonce)
+            .expect("attested CSR");
+        csrs.push(csr);
+    }
+    let post = |i: usize, csr: &[u8]| {
+        rig()
+            .post(format!(
+                "{}/.well-known/est/simpleenroll",
+                servers[i % 2].est_url()
+            ))
+            .header("Content-Type", "application/pkcs10")
+            .body(body(csr))
+            .send()
+    };
+    let responses =
+        futures::future::join_all(csrs.iter().enumerate().map(|(i, csr)| post(i, csr))).await;
+    let mut issued = Vec::new();
+    let mut refused = 0;
+    for (i, response) in responses.into_iter().enumerate() {
+        let response = response.expect("post");
+        let status = response.status().as_u16();
+        let text = response.text().await.expect("body");
+        match status {
+            200 => issued.push(i),
+            403 => {
+                assert!(text.starts_with("attestation.nonce_reused"), "{text}");
+                refused += 1;
+            }
+            other => panic!(
+                "unexpected {other}: {text}\n{}\n{}",
+                servers[0].log_text(),
+                servers[1].log_text()
+            ),
+        }
+    }
+    assert_eq!(issued.len(), 1, "one nonce, one certificate");
+    assert_eq!(refused, 7);
+
+    // The winning CSR again, on the other instance: the same certificate, as a retry.
+    let winner = issued[0];
+    let again = post(winner + 1, &csrs[winner]).await.expect("post");
+    assert_eq!(again.status(), 200);
+
+    let pool = db.pool().await;
+    let rows: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM certificates WHERE profile <> 'ocsp-responder' AND nonce = $1",
+    )
+    .bind(&nonce)
+    .fetch_one(&pool)
+    .await
+    .expect("count");
+    assert_eq!(rows, 1, "one certificate row carries the nonce");
+    let reasons: Vec<String> = sqlx::query_scalar(
+        "SELECT reason FROM enrollment_events WHERE operation = 'simpleenroll' ORDER BY id",
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("events");
+    assert_eq!(
+        reasons
+            .iter()
+            .filter(|r| *r == "attestation.nonce_reused")
+            .count(),
+        7,
+        "{reasons:?}"
     );
     pool.close().await;
     drop(servers);

@@ -51,7 +51,22 @@ fn issued(serial: &str, csr: &[u8], issued_at: i64, window_start: i64) -> Ledger
             ..Default::default()
         },
         retry_window_start: window_start,
+        nonce: None,
     }
+}
+
+/// [`issued`] carrying a stateless nonce.
+fn issued_with_nonce(
+    serial: &str,
+    csr: &[u8],
+    issued_at: i64,
+    nonce: &[u8],
+) -> LedgerEntry {
+    let mut entry = issued(serial, csr, issued_at, issued_at - 600);
+    if let LedgerEntry::Issued { nonce: n, .. } = &mut entry {
+        *n = Some(nonce.to_vec());
+    }
+    entry
 }
 
 async fn exercise(store: Store) {
@@ -131,6 +146,34 @@ async fn exercise(store: Store) {
             .is_none()
     );
 
+    // A nonce buys one certificate: another CSR with it stores nothing (refused), the same
+    // CSR with it is a retry answered with the first certificate. (Issued after the purges
+    // below, which must not see these claims.)
+    let (csr_c, csr_d, nonce) = ([0xc1; 32], [0xd1; 32], [0x5a; 32]);
+    assert_eq!(
+        ledger
+            .commit(issued_with_nonce("06", &csr_c, t + 710, &nonce))
+            .await
+            .expect("commit"),
+        Committed::Stored
+    );
+    assert_eq!(
+        ledger
+            .commit(issued_with_nonce("07", &csr_d, t + 711, &nonce))
+            .await
+            .expect("commit"),
+        Committed::NonceReused
+    );
+    assert!(store.certificate(&sn("07")).await.expect("lookup").is_none());
+    assert_eq!(
+        ledger
+            .commit(issued_with_nonce("08", &csr_c, t + 711, &nonce))
+            .await
+            .expect("commit"),
+        Committed::AlreadyIssued { serial: sn("06") }
+    );
+    assert!(store.certificate(&sn("08")).await.expect("lookup").is_none());
+
     // After the window, the same CSR may be issued again.
     let later = t + 700;
     assert_eq!(
@@ -180,6 +223,7 @@ async fn exercise(store: Store) {
             ..Default::default()
         },
         retry_window_start: later - 600,
+        nonce: None,
     };
     assert_eq!(
         ledger.commit(entry).await.expect("commit"),
@@ -254,8 +298,10 @@ async fn exercise(store: Store) {
     let outcomes: Vec<&str> = events.iter().rev().map(|e| e.outcome.as_str()).collect();
     assert_eq!(
         outcomes,
-        ["issued", "retried", "issued", "issued", "issued"],
-        "a collision records nothing"
+        [
+            "issued", "retried", "issued", "issued", "retried", "issued", "issued"
+        ],
+        "a collision and a spent nonce record nothing (the refusal is recorded by the caller)"
     );
 }
 
