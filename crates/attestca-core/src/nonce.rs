@@ -190,11 +190,7 @@ mod tests {
         for i in 0..nonce.len() - TAG_LEN {
             let mut edited = nonce.clone();
             edited[i] ^= 0x01;
-            assert_eq!(
-                key().check(&edited, "tls:rig-a", 10),
-                None,
-                "byte {i}"
-            );
+            assert_eq!(key().check(&edited, "tls:rig-a", 10), None, "byte {i}");
         }
         assert_eq!(key().check(&[0, 0xff, 0x55, 0xaa], "x", 10), None);
         assert_eq!(key().check(&nonce[..28], "x", 10), None);

@@ -15,11 +15,13 @@
 //! store, signed through the signer.
 //!
 //! [`config`], [`setup`] and [`rig`] sit beside the layers: configuration, CA set-up, and the
-//! factory-rig client.
+//! factory-rig client; [`activity`] is the enrollment admission limit, which background work
+//! reads to yield to enrollments.
 
 pub use attestca_core::{asn1, attestation, issuance, pem, reason, verify};
 
 pub mod access;
+pub mod activity;
 pub mod api;
 pub mod app;
 pub mod config;

@@ -132,6 +132,7 @@ pub async fn assemble(config: &Config) -> Result<Assembled, ServerError> {
         config.revocation.crl_validity_secs,
         config.revocation.crl_expired_grace_secs,
     ));
+    let load = crate::activity::EnrollmentLoad::new(config.server.max_concurrent_enrollments);
     let ocsp = if config.revocation.ocsp_enabled {
         Some(
             crate::ocsp::OcspResponder::start(
@@ -140,6 +141,7 @@ pub async fn assemble(config: &Config) -> Result<Assembled, ServerError> {
                 store.clone(),
                 ledger.clone(),
                 &config.revocation,
+                load.clone(),
             )
             .await?,
         )
@@ -164,7 +166,7 @@ pub async fn assemble(config: &Config) -> Result<Assembled, ServerError> {
         retry_window_secs: config.database.retry_window_secs,
         nonce_lifetime_secs: config.attestation.nonce_lifetime_secs,
         nonce_key,
-        max_concurrent: config.server.max_concurrent_enrollments,
+        load: load.clone(),
         budgets: Arc::new(crate::access::rate::RequestBudgets::from_config(
             &config.limits,
         )),

@@ -192,7 +192,7 @@ pub struct EnrollmentService {
     nonce_key: attestca_core::nonce::NonceKey,
     issuer_key_id: Vec<u8>,
     /// Admission control: one permit per enrollment or renewal in progress.
-    admission: Arc<tokio::sync::Semaphore>,
+    admission: crate::activity::EnrollmentLoad,
     budgets: Arc<crate::access::rate::RequestBudgets>,
     /// Set when the CA certifies TPM attestation keys.
     attestation_keys: Option<attestation_key::AttestationKeyAuthority>,
@@ -211,7 +211,7 @@ pub struct EnrollmentParts {
     /// The key stateless nonces are minted with ([`crate::store::Store::nonce_secret`]).
     pub nonce_key: attestca_core::nonce::NonceKey,
     /// Enrollments and renewals in progress at once; more get 503 + Retry-After.
-    pub max_concurrent: usize,
+    pub load: crate::activity::EnrollmentLoad,
     /// Per-rig and per-device request budgets; over budget gets 429 + Retry-After.
     pub budgets: Arc<crate::access::rate::RequestBudgets>,
     /// `[attestation_keys]`, when enabled.
@@ -396,7 +396,7 @@ impl EnrollmentService {
             nonce_lifetime_secs: parts.nonce_lifetime_secs,
             nonce_key: parts.nonce_key,
             issuer_key_id,
-            admission: Arc::new(tokio::sync::Semaphore::new(parts.max_concurrent.max(1))),
+            admission: parts.load,
             budgets: parts.budgets,
             attestation_keys: parts.attestation_keys,
         }
@@ -523,8 +523,8 @@ impl EnrollmentService {
 
     /// A permit to do enrollment work, or 503 when the CA is at its configured concurrency.
     fn admit(&self) -> Result<Admission, EnrollmentError> {
-        Arc::clone(&self.admission)
-            .try_acquire_owned()
+        self.admission
+            .try_admit()
             .map(|permit| Admission {
                 _permit: Arc::new(permit),
             })

@@ -149,6 +149,11 @@ pub struct OcspResponder {
     confirmed_at: AtomicI64,
     resign_everything: AtomicBool,
     sweep_now: Notify,
+    /// Enrollments in progress: new certificates' responses are pre-signed when there are
+    /// none (see [`cache`]).
+    enrollments: crate::activity::EnrollmentLoad,
+    /// New certificates whose "good" response waits for a pause in enrollments.
+    deferred: std::sync::Mutex<cache::Deferred>,
 }
 
 impl OcspResponder {
@@ -160,6 +165,7 @@ impl OcspResponder {
         store: Store,
         ledger: Ledger,
         config: &RevocationConfig,
+        enrollments: crate::activity::EnrollmentLoad,
     ) -> Result<Arc<Self>, OcspError> {
         // Two instances starting at once would each generate a key (PKCS#11 has no "create
         // unless it exists") and issue a certificate: one at a time, the second finds the
@@ -196,6 +202,8 @@ impl OcspResponder {
             confirmed_at: AtomicI64::new(0),
             resign_everything: AtomicBool::new(false),
             sweep_now: Notify::new(),
+            enrollments,
+            deferred: std::sync::Mutex::default(),
         }))
     }
 

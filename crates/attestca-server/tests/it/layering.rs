@@ -94,6 +94,7 @@ fn the_core_has_no_http_database_or_network() {
 const LAYERS: &[(&str, u8)] = &[
     ("metrics", 0),
     ("config", 1),
+    ("activity", 1),
     ("store", 2),
     ("signer", 2),
     ("revocation", 3),

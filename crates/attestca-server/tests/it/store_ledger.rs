@@ -56,12 +56,7 @@ fn issued(serial: &str, csr: &[u8], issued_at: i64, window_start: i64) -> Ledger
 }
 
 /// [`issued`] carrying a stateless nonce.
-fn issued_with_nonce(
-    serial: &str,
-    csr: &[u8],
-    issued_at: i64,
-    nonce: &[u8],
-) -> LedgerEntry {
+fn issued_with_nonce(serial: &str, csr: &[u8], issued_at: i64, nonce: &[u8]) -> LedgerEntry {
     let mut entry = issued(serial, csr, issued_at, issued_at - 600);
     if let LedgerEntry::Issued { nonce: n, .. } = &mut entry {
         *n = Some(nonce.to_vec());
@@ -164,7 +159,13 @@ async fn exercise(store: Store) {
             .expect("commit"),
         Committed::NonceReused
     );
-    assert!(store.certificate(&sn("07")).await.expect("lookup").is_none());
+    assert!(
+        store
+            .certificate(&sn("07"))
+            .await
+            .expect("lookup")
+            .is_none()
+    );
     assert_eq!(
         ledger
             .commit(issued_with_nonce("08", &csr_c, t + 711, &nonce))
@@ -172,7 +173,13 @@ async fn exercise(store: Store) {
             .expect("commit"),
         Committed::AlreadyIssued { serial: sn("06") }
     );
-    assert!(store.certificate(&sn("08")).await.expect("lookup").is_none());
+    assert!(
+        store
+            .certificate(&sn("08"))
+            .await
+            .expect("lookup")
+            .is_none()
+    );
 
     // After the window, the same CSR may be issued again.
     let later = t + 700;
