@@ -195,7 +195,7 @@ mod tests {
         assert_eq!(key().check(&[0, 0xff, 0x55, 0xaa], "x", 10), None);
         assert_eq!(key().check(&nonce[..28], "x", 10), None);
         // A flipped bit of the owner tag: ours, but not this rig's.
-        let mut owner = nonce.clone();
+        let mut owner = nonce;
         owner[63] ^= 0x80;
         assert_eq!(
             key().check(&owner, "tls:rig-a", 10),

@@ -321,6 +321,11 @@ pub struct SignerSection {
     /// PKCS#11 backend: file holding the user PIN (alternative: `ATTESTCA_SIGNER_PIN`).
     #[serde(default)]
     pub pin_file: Option<PathBuf>,
+    /// PKCS#11 backend, for benchmarks: hold each session this many milliseconds longer per
+    /// signature, as a network HSM's round trip would (0: off). Shows how many sessions a
+    /// slow HSM needs (docs/performance.md); never set in production.
+    #[serde(default)]
+    pub simulated_latency_ms: u64,
 }
 
 fn default_algorithm() -> CaKeyAlgorithm {
@@ -355,6 +360,8 @@ pub struct Pkcs11SignerConfig {
     pub algorithm: CaKeyAlgorithm,
     pub sessions: usize,
     pub pin: SecretString,
+    /// `signer.simulated_latency_ms`: added to every signature (benchmarks only).
+    pub simulated_latency: std::time::Duration,
 }
 
 /// `[ca]`: the issuing CA's certificates.
@@ -651,6 +658,7 @@ impl Config {
                 algorithm: s.algorithm,
                 sessions: s.sessions,
                 pin: read_secret("token PIN", "ATTESTCA_SIGNER_PIN", s.pin_file.as_deref())?,
+                simulated_latency: std::time::Duration::from_millis(s.simulated_latency_ms),
             })),
         }
     }

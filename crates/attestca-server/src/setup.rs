@@ -320,6 +320,7 @@ pub fn dev_config(data_dir: &Path, est_addr: SocketAddr, http_addr: SocketAddr) 
             key_label: None,
             sessions: 1,
             pin_file: None,
+            simulated_latency_ms: 0,
         },
         ca: CaConfig {
             chain_file: layout.chain(),

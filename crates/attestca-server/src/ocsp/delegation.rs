@@ -257,6 +257,7 @@ mod tests {
             algorithm: crate::signer::CaKeyAlgorithm::EcdsaP384,
             sessions: 2,
             pin: "1234".to_owned().into(),
+            simulated_latency: std::time::Duration::ZERO,
         });
         match responder_key_config(&hsm) {
             SignerConfig::Pkcs11(p) => {

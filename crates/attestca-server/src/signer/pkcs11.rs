@@ -462,6 +462,10 @@ impl Pkcs11Signer {
     fn sign_with_pool(&self, digest: &[u8]) -> Result<Vec<u8>, SignerError> {
         for _ in 0..3 {
             let pooled = self.checkout()?;
+            if !self.config.simulated_latency.is_zero() {
+                // A network HSM's round trip: the session is busy, this thread waits.
+                std::thread::sleep(self.config.simulated_latency);
+            }
             let signed = {
                 let state = self.module.read()?;
                 (state.generation == pooled.generation).then(|| {

@@ -50,6 +50,7 @@ fn the_pool_stays_within_its_size_and_a_token_that_comes_back_is_used_again() {
         algorithm: CaKeyAlgorithm::EcdsaP256,
         sessions: 3,
         pin: "1234".to_owned().into(),
+        simulated_latency: std::time::Duration::ZERO,
     };
     let signer: Arc<dyn Signer> = Arc::new(Pkcs11Signer::generate(&config).expect("key"));
 

@@ -62,5 +62,6 @@ pub fn signer_config(module: &str, key_label: &str, sessions: usize) -> Pkcs11Si
         algorithm: CaKeyAlgorithm::EcdsaP256,
         sessions,
         pin: USER_PIN.to_owned().into(),
+        simulated_latency: std::time::Duration::ZERO,
     }
 }
