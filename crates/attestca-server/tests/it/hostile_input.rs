@@ -316,7 +316,9 @@ async fn a_request_cut_off_by_the_deadline_is_answered_and_recorded() {
 
     let pool = db.pool().await;
     let mut stall = pool.begin().await.expect("begin");
-    sqlx::query("LOCK TABLE nonces IN ACCESS EXCLUSIVE MODE")
+    // The request's first database statement is the retry look-up (the nonce is stateless
+    // and checked without the database): it waits on this lock until the deadline.
+    sqlx::query("LOCK TABLE issued_requests IN ACCESS EXCLUSIVE MODE")
         .execute(&mut *stall)
         .await
         .expect("lock");
