@@ -40,9 +40,16 @@ pub(super) struct CheckedEvidence {
 }
 
 impl CheckedEvidence {
-    /// The hardware identity to certify, and its record form `<vendor>:<serial>`.
-    pub(super) fn device(&self) -> (crate::attestation::DeviceIdentity, String) {
-        (self.key.device.clone(), self.key.device_key())
+    /// The hardware identity to certify with its record form `<vendor>:<serial>`, and the
+    /// nonce to spend at commit.
+    pub(super) fn into_parts(
+        self,
+    ) -> (
+        (crate::attestation::DeviceIdentity, String),
+        Option<Vec<u8>>,
+    ) {
+        let device_key = self.key.device_key();
+        ((self.key.device, device_key), self.spent_at_commit)
     }
 }
 
@@ -75,12 +82,20 @@ impl EnrollmentService {
         // requester's before a single signature over the requester's certificates is checked.
         // (It is spent only at the end, when everything else has passed.)
         // A stateless nonce is checked without the database; only a stored one is looked up.
+        let requester_id = requester.id();
+        let mut stateless = Vec::new();
         for nonce in self.gate.claimed_nonces(&evidence) {
-            let state = match self.stateless_nonce(&nonce, &requester.id(), event) {
-                Some(state) => state,
+            let state = match self
+                .nonce_key
+                .check(&nonce, &requester_id, event.occurred_at)
+            {
+                Some(state) => {
+                    stateless.push(nonce);
+                    state
+                }
                 None => self
                     .store
-                    .nonce_state(&nonce, &requester.id(), event.occurred_at)
+                    .nonce_state(&nonce, &requester_id, event.occurred_at)
                     .await
                     .map_err(|e| self.storage_failure(e))?,
             };
@@ -138,16 +153,13 @@ impl EnrollmentService {
         }
         let mut spent_at_commit = None;
         if let Some(nonce) = &attested.nonce {
-            if self
-                .stateless_nonce(nonce, &requester.id(), event)
-                .is_some()
-            {
+            if stateless.contains(nonce) {
                 // Spent by the certificate's commit (a unique index on the row it writes).
                 spent_at_commit = Some(nonce.clone());
             } else {
                 let check = self
                     .store
-                    .consume_nonce(nonce, &requester.id(), event.occurred_at)
+                    .consume_nonce(nonce, &requester_id, event.occurred_at)
                     .await
                     .map_err(|e| self.storage_failure(e))?;
                 policy::nonce_verdict(check, NonceCheck::Consumed)?;
@@ -157,16 +169,6 @@ impl EnrollmentService {
             key: attested,
             spent_at_commit,
         }))
-    }
-
-    /// What a stateless nonce is for `requester` now; `None` for a stored one.
-    fn stateless_nonce(
-        &self,
-        nonce: &[u8],
-        requester: &str,
-        event: &EnrollmentEvent,
-    ) -> Option<NonceCheck> {
-        self.nonce_key.check(nonce, requester, event.occurred_at)
     }
 
     /// Issues a freshness nonce to an authenticated rig (draft-ietf-lamps-attestation-freshness).

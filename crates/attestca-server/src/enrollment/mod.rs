@@ -671,7 +671,10 @@ impl EnrollmentService {
             )
             .await?;
         let (device, nonce) = match checked {
-            Some(checked) => (Some(checked.device()), checked.spent_at_commit),
+            Some(checked) => {
+                let (device, nonce) = checked.into_parts();
+                (Some(device), nonce)
+            }
             None => (None, None),
         };
         self.issue(

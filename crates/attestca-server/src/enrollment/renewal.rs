@@ -113,7 +113,10 @@ impl EnrollmentService {
             None => None,
         };
         let (device, nonce) = match attested {
-            Some(checked) => (Some(checked.device()), checked.spent_at_commit),
+            Some(checked) => {
+                let (device, nonce) = checked.into_parts();
+                (Some(device), nonce)
+            }
             None => (
                 policy::hardware_identity(&previous).zip(predecessor.device_identity.clone()),
                 None,

@@ -178,21 +178,21 @@ impl Deferred {
 
     /// Whether to sign now: something waits, and enrollments pause or it waited long enough.
     fn is_due(&self, enrollments_idle: bool, now: i64) -> bool {
-        let Some((oldest, _)) = self.batches.first() else {
-            return false;
-        };
-        enrollments_idle || now - oldest >= DEFER_MAX_SECS || self.count >= DEFER_MAX_COUNT
+        !self.batches.is_empty() && (enrollments_idle || self.overdue(now))
+    }
+
+    /// The oldest waited [`DEFER_MAX_SECS`], or [`DEFER_MAX_COUNT`] wait.
+    fn overdue(&self, now: i64) -> bool {
+        self.batches
+            .first()
+            .is_some_and(|(oldest, _)| now - oldest >= DEFER_MAX_SECS)
+            || self.count >= DEFER_MAX_COUNT
     }
 
     /// The oldest waiting certificates: everything when enrollments are not pausing (the
     /// wait or the queue reached its bound), else at most [`DEFER_SLICE`].
     fn take(&mut self, enrollments_idle: bool, now: i64) -> Vec<(i64, Vec<Candidate>)> {
-        let overdue = self
-            .batches
-            .first()
-            .is_some_and(|(oldest, _)| now - oldest >= DEFER_MAX_SECS)
-            || self.count >= DEFER_MAX_COUNT;
-        if overdue || !enrollments_idle || self.count <= DEFER_SLICE {
+        if self.overdue(now) || !enrollments_idle || self.count <= DEFER_SLICE {
             self.count = 0;
             return std::mem::take(&mut self.batches);
         }
