@@ -26,57 +26,13 @@ set -euo pipefail
 
 root=$(cd "$(dirname "$0")/../.." && pwd)
 out=${1:-$root/target/measure-$(date -u +%Y%m%dT%H%M%SZ)}
-duration=${DURATION:-15}
-concurrency=${CONCURRENCY:-32}
-sessions=${SESSIONS:-16}
-bin=$root/target/release
-mkdir -p "$out"
-out=$(cd "$out" && pwd)
+# shellcheck source=benches/load/lib.sh
+source "$root/benches/load/lib.sh"
 
 for tool in openssl wrk curl psql python3 softhsm2-util; do
     command -v "$tool" >/dev/null || { echo "measure.sh: $tool is missing" >&2; exit 2; }
 done
 (cd "$root" && cargo build --release --bins)
-
-server_pid=
-stop_server() {
-    if [[ -n $server_pid ]]; then
-        kill "$server_pid" 2>/dev/null || true
-        wait "$server_pid" 2>/dev/null || true
-        server_pid=
-    fi
-}
-trap stop_server EXIT
-
-wait_for() { # URL
-    for _ in $(seq 1 200); do
-        curl -sf -o /dev/null "$1" && return 0
-        sleep 0.2
-    done
-    echo "measure.sh: $1 never answered" >&2
-    exit 1
-}
-
-# The CA's process: the child of the script that ran it (pg-softhsm.sh execs the server).
-start_pg() { # NAME, then environment assignments for the server
-    local name=$1
-    shift
-    env "$@" ATTESTCA_SIGNER__SESSIONS="$sessions" \
-        "$root/benches/load/pg-softhsm.sh" "$out/$name" >"$out/$name.server.log" 2>&1 &
-    server_pid=$!
-    wait_for http://127.0.0.1:${HTTP_PORT:-28080}/metrics
-}
-
-flags() { cat "$out/$1/flags"; }
-
-throughput() { # NAME: a window against the running server
-    # shellcheck disable=SC2046
-    "$bin/attestca-rig" load throughput $(flags "$1") --concurrency "$concurrency" \
-        --duration "$duration" --account "ca=$server_pid" --account postgres=comm:postgres \
-        --metrics "http://127.0.0.1:${HTTP_PORT:-28080}/metrics" \
-        --json "$out/$1.json" >"$out/$1.txt" 2>&1
-    tail -4 "$out/$1.txt"
-}
 
 echo "== 1. crypto reference (openssl speed, one core)"
 openssl speed -seconds 3 ecdsap256 2>/dev/null | tee "$out/openssl-speed.txt" | tail -2

@@ -2,7 +2,8 @@
 -- enrollment event and its issued_requests claim, copied from a certificate the CA issued (so
 -- row sizes are real) with unique serials, keys, devices and CSR hashes: what a line's
 -- database looks like after a year of production. For "throughput with 1,000,000 stored
--- certificates vs an empty database" (docs/performance.md).
+-- certificates vs an empty database" (docs/performance.md; benches/load/stored-rows.sh runs
+-- the whole comparison).
 --
 --   psql "$DATABASE_URL" -v n=1000000 -f benches/load/stored-certificates.sql
 --
@@ -30,8 +31,9 @@ SELECT md5('serial' || g),
        t.issued_at - (g % 31536000)
 FROM generate_series(1, :n) AS g, template AS t;
 
-INSERT INTO issued_requests (requester, csr_sha256, serial, issued_at)
-SELECT t.requester, sha256(('csr' || g)::bytea), md5('serial' || g), t.issued_at - (g % 31536000)
+INSERT INTO issued_requests (requester, profile, csr_sha256, serial, issued_at)
+SELECT t.requester, t.profile, sha256(('csr' || g)::bytea), md5('serial' || g),
+       t.issued_at - (g % 31536000)
 FROM generate_series(1, :n) AS g, template AS t;
 
 INSERT INTO enrollment_events (occurred_at, requester, operation, profile, outcome, reason,

@@ -46,7 +46,7 @@ pub enum LedgerEntry {
 }
 
 /// What the commit decided.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Committed {
     /// Everything in the entry is durably stored.
     Stored,
@@ -161,12 +161,22 @@ fn is_transient(e: &StoreError) -> bool {
 impl LedgerEntry {
     /// The `issued_requests` row this entry claims, if any (the order writers lock in).
     fn claim(&self) -> Option<(&str, &str, &[u8])> {
+        self.issued().map(|issued| issued.claim())
+    }
+
+    fn issued(&self) -> Option<Issued<'_>> {
         match self {
-            LedgerEntry::Issued { certificate, .. } => Some((
-                certificate.requester.as_str(),
-                certificate.profile.as_str(),
-                certificate.csr_sha256.as_slice(),
-            )),
+            LedgerEntry::Issued {
+                certificate,
+                event,
+                retry_window_start,
+                nonce,
+            } => Some(Issued {
+                c: certificate,
+                event,
+                retry_window_start: *retry_window_start,
+                nonce: nonce.as_deref(),
+            }),
             LedgerEntry::Event(_) => None,
         }
     }
@@ -174,93 +184,169 @@ impl LedgerEntry {
 
 async fn write_batch(store: &Store, jobs: &[Job]) -> Result<Vec<Committed>, StoreError> {
     let mut tx = store.db()?.begin().await?;
-    let mut outcomes = Vec::with_capacity(jobs.len());
-    for job in jobs {
-        let outcome = match &job.entry {
-            LedgerEntry::Event(event) => {
-                insert_event(&mut tx, event).await?;
-                Committed::Stored
+    let mut outcomes = vec![Committed::Stored; jobs.len()];
+    let events: Vec<&EnrollmentEvent> = jobs
+        .iter()
+        .filter_map(|job| match &job.entry {
+            LedgerEntry::Event(event) => Some(event),
+            LedgerEntry::Issued { .. } => None,
+        })
+        .collect();
+    insert_events(&mut tx, &events).await?;
+    let issued: Vec<(usize, Issued<'_>)> = jobs
+        .iter()
+        .enumerate()
+        .filter_map(|(i, job)| job.entry.issued().map(|issued| (i, issued)))
+        .collect();
+    match store.engine() {
+        Engine::Postgres => write_issued_postgres(&mut tx, &issued, &mut outcomes).await?,
+        Engine::Sqlite => {
+            for (i, entry) in &issued {
+                outcomes[*i] = write_issued(&mut tx, entry).await?;
             }
-            LedgerEntry::Issued {
-                certificate,
-                event,
-                retry_window_start,
-                nonce,
-            } => {
-                let issued = Issued {
-                    c: certificate,
-                    event,
-                    retry_window_start: *retry_window_start,
-                    nonce: nonce.as_deref(),
-                };
-                match store.engine() {
-                    Engine::Postgres => write_issued_postgres(&mut tx, issued).await?,
-                    Engine::Sqlite => write_issued(&mut tx, issued).await?,
-                }
-            }
-        };
-        outcomes.push(outcome);
+        }
     }
     tx.commit().await?;
     Ok(outcomes)
 }
 
-/// [`write_issued`] in one statement on PostgreSQL: the certificate insert, the claim and the
-/// event are one round trip instead of three (data-modifying CTEs; SQLite has none). Under load
-/// a batch's time was mostly these round trips, each waiting for a core shared with the
-/// database. Same outcomes, same rows.
+/// Statements hold at most this many rows, and their sizes are powers of two: a batch of any
+/// size is a handful of statements, and each connection prepares at most a few shapes of each.
+const ROWS_PER_STATEMENT_MAX: usize = 64;
+
+/// Splits `rows` into chunks of power-of-two sizes, largest first.
+fn statement_chunks<T>(mut rows: &[T]) -> impl Iterator<Item = &[T]> {
+    std::iter::from_fn(move || {
+        if rows.is_empty() {
+            return None;
+        }
+        let size = ROWS_PER_STATEMENT_MAX.min(1 << rows.len().ilog2());
+        let (chunk, rest) = rows.split_at(size);
+        rows = rest;
+        Some(chunk)
+    })
+}
+
+/// `($first, …), (…)`: `rows` rows of `columns` placeholders, numbered from `first`.
+fn placeholders(rows: usize, columns: usize, first: usize) -> String {
+    let mut text = String::with_capacity(rows * columns * 5);
+    for row in 0..rows {
+        text.push_str(if row == 0 { "(" } else { ", (" });
+        for column in 0..columns {
+            if column > 0 {
+                text.push_str(", ");
+            }
+            text.push_str(&format!("${}", first + row * columns + column));
+        }
+        text.push(')');
+    }
+    text
+}
+
+/// [`write_issued`] for many certificates in one statement on PostgreSQL: the certificate
+/// inserts, the claims and the events of up to [`ROWS_PER_STATEMENT_MAX`] enrollments are one
+/// round trip and one executor run (data-modifying CTEs; SQLite has none). Under load a batch's
+/// time was mostly per-statement work, each statement waiting for a core shared with the
+/// database. What the statement cannot settle — a certificate not stored (serial or nonce
+/// taken) or a claim held by an earlier issue — goes through the same per-entry steps as on
+/// SQLite, in the same transaction. Same outcomes, same rows.
+///
+/// The batch is sorted by claim; a second entry for the same claim (a rig's retry racing its
+/// first request) is written after the statement, so one statement never claims a key twice.
 async fn write_issued_postgres(
     tx: &mut Transaction<'static, Any>,
-    issued: Issued<'_>,
-) -> Result<Committed, sqlx::Error> {
-    let Issued {
-        c,
-        event,
-        retry_window_start,
-        nonce,
-    } = issued;
+    issued: &[(usize, Issued<'_>)],
+    outcomes: &mut [Committed],
+) -> Result<(), sqlx::Error> {
+    let (first, repeats): (Vec<_>, Vec<_>) = issued
+        .iter()
+        .enumerate()
+        .partition(|(k, (_, entry))| *k == 0 || issued[k - 1].1.claim() != entry.claim());
+    let first: Vec<&(usize, Issued<'_>)> = first.into_iter().map(|(_, e)| e).collect();
+    for chunk in statement_chunks(&first) {
+        let settled = insert_issued_rows(tx, chunk).await?;
+        for ((i, entry), (stored, claimed)) in chunk.iter().map(|e| (e.0, &e.1)).zip(settled) {
+            outcomes[i] = if !stored {
+                not_stored(tx, entry).await?
+            } else if claimed {
+                Committed::Stored
+            } else {
+                keep_the_earlier_issue(tx, entry.c, entry.event).await?
+            };
+        }
+    }
+    for (_, (i, entry)) in repeats {
+        outcomes[*i] = write_issued(tx, entry).await?;
+    }
+    Ok(())
+}
+
+/// One multi-row statement: inserts the certificates (those whose serial and nonce are free),
+/// claims their (requester, profile, CSR) unless an issue within its retry window holds the
+/// claim, and records the events of those claimed. Returns (stored, claimed) per row.
+async fn insert_issued_rows(
+    tx: &mut Transaction<'static, Any>,
+    rows: &[&(usize, Issued<'_>)],
+) -> Result<Vec<(bool, bool)>, sqlx::Error> {
     use sqlx::Row;
-    let query = sqlx::query(
-        "WITH cert AS ( \
+    const COLUMNS: usize = 32;
+    let sql = format!(
+        "WITH input (n, serial, der, issuer_key_id, subject, sans, spki_sha256, profile, \
+           not_before, not_after, requester, device_identity, csr_sha256, issued_at, \
+           predecessor_serial, nonce, window_start, e_occurred_at, e_requester, e_operation, \
+           e_profile, e_outcome, e_reason, e_detail, e_serial, e_csr_sha256, e_peer, \
+           e_evidence_sha256, e_attestation_format, e_vendor, e_device_identity, \
+           e_predecessor_serial) AS (VALUES {}), \
+         cert AS ( \
            INSERT INTO certificates (serial, der, issuer_key_id, subject, sans, spki_sha256, \
              profile, not_before, not_after, status, requester, device_identity, csr_sha256, \
              issued_at, predecessor_serial, nonce) \
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'active', $10, $11, $12, $13, $14, $31) \
-           ON CONFLICT DO NOTHING RETURNING serial), \
+           SELECT serial, der, issuer_key_id, subject, sans, spki_sha256, profile, not_before, \
+             not_after, 'active', requester, device_identity, csr_sha256, issued_at, \
+             predecessor_serial, nonce FROM input ORDER BY n \
+           ON CONFLICT DO NOTHING \
+           RETURNING serial, requester, profile, csr_sha256, issued_at), \
          claim AS ( \
            INSERT INTO issued_requests (requester, profile, csr_sha256, serial, issued_at) \
-           SELECT $10, $7, $12, serial, $13 FROM cert \
+           SELECT requester, profile, csr_sha256, serial, issued_at FROM cert \
            ON CONFLICT (requester, profile, csr_sha256) DO UPDATE \
            SET serial = excluded.serial, issued_at = excluded.issued_at \
-           WHERE issued_requests.issued_at < $15 RETURNING serial), \
+           WHERE issued_requests.issued_at < \
+             (SELECT window_start FROM input WHERE input.serial = excluded.serial) \
+           RETURNING serial), \
          event AS ( \
            INSERT INTO enrollment_events (occurred_at, requester, operation, profile, outcome, \
              reason, detail, serial, csr_sha256, peer, evidence_sha256, attestation_format, \
              vendor, device_identity, predecessor_serial) \
-           SELECT $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30 \
-           FROM claim) \
-         SELECT (SELECT count(*) FROM cert) AS stored, (SELECT count(*) FROM claim) AS claimed",
+           SELECT e_occurred_at, e_requester, e_operation, e_profile, e_outcome, e_reason, \
+             e_detail, e_serial, e_csr_sha256, e_peer, e_evidence_sha256, \
+             e_attestation_format, e_vendor, e_device_identity, e_predecessor_serial \
+           FROM input JOIN claim USING (serial) ORDER BY n) \
+         SELECT n, EXISTS (SELECT 1 FROM cert WHERE cert.serial = input.serial) AS stored, \
+           EXISTS (SELECT 1 FROM claim WHERE claim.serial = input.serial) AS claimed \
+         FROM input ORDER BY n",
+        placeholders(rows.len(), COLUMNS, 1)
     );
-    let row = bind_event(bind_certificate(query, c).bind(retry_window_start), event)
-        .bind(nonce)
-        .fetch_one(&mut **tx)
-        .await?;
-    let stored: i64 = row.try_get("stored")?;
-    let claimed: i64 = row.try_get("claimed")?;
-    if stored == 0 {
-        return not_stored(tx, c, event, retry_window_start).await;
+    // The text holds only placeholders: every value is bound.
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for (n, (_, entry)) in rows.iter().copied().enumerate() {
+        query = bind_certificate(query.bind(n as i64), entry.c)
+            .bind(entry.nonce)
+            .bind(entry.retry_window_start);
+        query = bind_event(query, entry.event);
     }
-    if claimed == 1 {
-        return Ok(Committed::Stored);
-    }
-    keep_the_earlier_issue(tx, c, event).await
+    let settled = query.fetch_all(&mut **tx).await?;
+    settled
+        .iter()
+        .map(|row| Ok((row.try_get("stored")?, row.try_get("claimed")?)))
+        .collect()
 }
 
 async fn write_issued(
     tx: &mut Transaction<'static, Any>,
-    issued: Issued<'_>,
+    issued: &Issued<'_>,
 ) -> Result<Committed, sqlx::Error> {
-    let Issued {
+    let &Issued {
         c,
         event,
         retry_window_start,
@@ -278,7 +364,7 @@ async fn write_issued(
         .execute(&mut **tx)
         .await?;
     if inserted.rows_affected() == 0 {
-        return not_stored(tx, c, event, retry_window_start).await;
+        return not_stored(tx, issued).await;
     }
     let claimed = sqlx::query(
         "INSERT INTO issued_requests (requester, profile, csr_sha256, serial, issued_at) \
@@ -310,15 +396,30 @@ struct Issued<'a> {
     nonce: Option<&'a [u8]>,
 }
 
+impl<'a> Issued<'a> {
+    /// The `issued_requests` key: (requester, profile, CSR hash).
+    fn claim(&self) -> (&'a str, &'a str, &'a [u8]) {
+        (
+            self.c.requester.as_str(),
+            self.c.profile.as_str(),
+            self.c.csr_sha256.as_slice(),
+        )
+    }
+}
+
 /// The certificate insert did nothing: either its serial exists (issue again), or its nonce was
 /// spent — by a concurrent request for the same CSR (then that one's certificate is this
 /// request's answer, as for any retry) or by another CSR (refused).
 async fn not_stored(
     tx: &mut Transaction<'static, Any>,
-    c: &CertificateRecord,
-    event: &EnrollmentEvent,
-    retry_window_start: i64,
+    issued: &Issued<'_>,
 ) -> Result<Committed, sqlx::Error> {
+    let &Issued {
+        c,
+        event,
+        retry_window_start,
+        ..
+    } = issued;
     let serial_taken: Option<i32> =
         sqlx::query_scalar("SELECT 1 FROM certificates WHERE serial = $1")
             .bind(c.serial.as_str())
@@ -372,17 +473,34 @@ async fn keep_the_earlier_issue(
     Ok(Committed::AlreadyIssued { serial })
 }
 
+const EVENT_COLUMNS: &str = "occurred_at, requester, operation, profile, outcome, reason, \
+    detail, serial, csr_sha256, peer, evidence_sha256, attestation_format, vendor, \
+    device_identity, predecessor_serial";
+
 async fn insert_event(
     tx: &mut Transaction<'static, Any>,
     e: &EnrollmentEvent,
 ) -> Result<(), sqlx::Error> {
-    let query = sqlx::query(
-        "INSERT INTO enrollment_events (occurred_at, requester, operation, profile, outcome, \
-         reason, detail, serial, csr_sha256, peer, evidence_sha256, attestation_format, vendor, \
-         device_identity, predecessor_serial) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
-    );
-    bind_event(query, e).execute(&mut **tx).await?;
+    insert_events(tx, &[e]).await
+}
+
+/// Events in multi-row inserts (one per [`statement_chunks`] chunk).
+async fn insert_events(
+    tx: &mut Transaction<'static, Any>,
+    events: &[&EnrollmentEvent],
+) -> Result<(), sqlx::Error> {
+    for chunk in statement_chunks(events) {
+        let sql = format!(
+            "INSERT INTO enrollment_events ({EVENT_COLUMNS}) VALUES {}",
+            placeholders(chunk.len(), 15, 1)
+        );
+        // The text holds only placeholders: every value is bound.
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for e in chunk {
+            query = bind_event(query, e);
+        }
+        query.execute(&mut **tx).await?;
+    }
     Ok(())
 }
 

@@ -312,14 +312,131 @@ async fn exercise(store: Store) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn ledger_on_sqlite() {
+/// Many commits at once, so that writers take them in batches of many rows (on PostgreSQL, one
+/// multi-row statement per chunk): distinct CSRs, a retry racing its first request, a nonce
+/// spent twice and a serial collision in the same batch get the same answers as one by one.
+async fn batched(store: Store) {
+    let ledger = Ledger::start(store.clone(), 64, 1);
+    let t = 2_000_000;
+    let nonce = [0x6b; 32];
+    assert_eq!(
+        ledger
+            .commit(issued("e0", &[0x50; 32], t, t - 600))
+            .await
+            .expect("commit"),
+        Committed::Stored
+    );
+    let mut entries: Vec<LedgerEntry> = (0..20u8)
+        .map(|i| issued(&format!("a{i:02x}"), &[0x10 + i; 32], t + 1, t - 599))
+        .collect();
+    entries.push(issued("c0", &[0x10; 32], t + 1, t - 599));
+    entries.push(issued_with_nonce("d0", &[0x40; 32], t + 1, &nonce));
+    entries.push(issued_with_nonce("d1", &[0x41; 32], t + 1, &nonce));
+    entries.push(issued("e0", &[0x51; 32], t + 1, t - 599));
+    entries.push(LedgerEntry::Event(EnrollmentEvent {
+        occurred_at: t + 1,
+        operation: "simpleenroll".into(),
+        profile: "default".into(),
+        outcome: EventOutcome::Refused,
+        reason: "csr.invalid".into(),
+        ..Default::default()
+    }));
+    let outcomes = futures::future::join_all(entries.into_iter().map(|entry| {
+        let ledger = ledger.clone();
+        async move { ledger.commit(entry).await.expect("commit") }
+    }))
+    .await;
+
+    for (i, outcome) in outcomes[1..20].iter().enumerate() {
+        assert_eq!(outcome, &Committed::Stored, "distinct CSR {}", i + 1);
+    }
+    // The first request for CSR 0x10 and its retry: one certificate, the other is told about it.
+    let (first, retry) = (&outcomes[0], &outcomes[20]);
+    let winner = match (first, retry) {
+        (Committed::Stored, Committed::AlreadyIssued { serial }) if serial == &sn("a00") => "a00",
+        (Committed::AlreadyIssued { serial }, Committed::Stored) if serial == &sn("c0") => "c0",
+        other => panic!("a retry in the same batch: {other:?}"),
+    };
+    let loser = if winner == "a00" { "c0" } else { "a00" };
+    assert!(
+        store
+            .certificate(&sn(winner))
+            .await
+            .expect("lookup")
+            .is_some()
+    );
+    assert!(
+        store
+            .certificate(&sn(loser))
+            .await
+            .expect("lookup")
+            .is_none()
+    );
+    // One nonce, two CSRs: one certificate, one refusal.
+    let mut spent = [&outcomes[21], &outcomes[22]];
+    spent.sort_by_key(|o| matches!(o, Committed::NonceReused));
+    assert_eq!(spent, [&Committed::Stored, &Committed::NonceReused]);
+    assert_eq!(outcomes[23], Committed::SerialCollision);
+    assert_eq!(outcomes[24], Committed::Stored);
+
+    for i in 1..20u8 {
+        let serial = sn(&format!("a{i:02x}"));
+        assert!(
+            store.certificate(&serial).await.expect("lookup").is_some(),
+            "{serial}"
+        );
+    }
+    let events = store.recent_events(100).await.expect("events");
+    let count = |outcome: &str| {
+        events
+            .iter()
+            .filter(|e| e.outcome.as_str() == outcome)
+            .count()
+    };
+    // 1 + 20 + 1 issued (e0 before, the CSRs, the nonce's winner); one retry; one refusal.
+    assert_eq!(
+        (count("issued"), count("retried"), count("refused")),
+        (22, 1, 1)
+    );
+}
+
+async fn on_sqlite<F: std::future::Future<Output = ()>>(run: impl FnOnce(Store) -> F) {
     let tmp = tempfile::tempdir().expect("temp dir");
     let url = SecretString::from(format!(
         "sqlite://{}",
         tmp.path().join("ledger.db").display()
     ));
-    exercise(Store::connect(&url, 4).await.expect("sqlite store")).await;
+    run(Store::connect(&url, 4).await.expect("sqlite store")).await;
+}
+
+async fn on_postgres<F: std::future::Future<Output = ()>>(run: impl FnOnce(Store) -> F) {
+    let admin_url = require("PostgreSQL", "ATTESTCA_TEST_DATABASE_URL");
+    let db = TestDatabase::create(&admin_url).await;
+    let store = Store::connect(&SecretString::from(db.url.clone()), 4)
+        .await
+        .expect("postgres store");
+    run(store.clone()).await;
+    store.pool().close().await;
+    db.drop_database().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ledger_batched_on_sqlite() {
+    on_sqlite(batched).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    missing_postgres,
+    ignore = "needs PostgreSQL (ATTESTCA_TEST_DATABASE_URL); tests/run.sh provides it"
+)]
+async fn ledger_batched_on_postgres() {
+    on_postgres(batched).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ledger_on_sqlite() {
+    on_sqlite(exercise).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -328,12 +445,5 @@ async fn ledger_on_sqlite() {
     ignore = "needs PostgreSQL (ATTESTCA_TEST_DATABASE_URL); tests/run.sh provides it"
 )]
 async fn ledger_on_postgres() {
-    let admin_url = require("PostgreSQL", "ATTESTCA_TEST_DATABASE_URL");
-    let db = TestDatabase::create(&admin_url).await;
-    let store = Store::connect(&SecretString::from(db.url.clone()), 4)
-        .await
-        .expect("postgres store");
-    exercise(store.clone()).await;
-    store.pool().close().await;
-    db.drop_database().await;
+    on_postgres(exercise).await;
 }
