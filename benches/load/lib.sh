@@ -41,6 +41,17 @@ start_pg() { # NAME, then environment assignments for the server
     wait_for http://127.0.0.1:${HTTP_PORT:-28080}/metrics
 }
 
+# Stops the running server and starts BIN (another build, for an A/B comparison on the same
+# database) on the install NAME that start_pg prepared.
+restart_pg() { # NAME BIN
+    stop_server
+    SOFTHSM2_CONF=$out/$1/softhsm/softhsm2.conf ATTESTCA_SIGNER_PIN=123456 \
+        ATTESTCA_SIGNER__SESSIONS="$sessions" \
+        "$2" serve --config "$out/$1/attestca.toml" >>"$out/$1.server.log" 2>&1 &
+    server_pid=$!
+    wait_for http://127.0.0.1:${HTTP_PORT:-28080}/metrics
+}
+
 flags() { cat "$out/$1/flags"; }
 
 throughput() { # SERVER [WINDOW]: a window against the running server, written to WINDOW.json

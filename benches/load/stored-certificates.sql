@@ -13,6 +13,11 @@
 -- least one enrollment (the template row).
 \set ON_ERROR_STOP on
 BEGIN;
+-- A serial as the CA issues them (crates/attestca-core/src/issuance/build.rs, serial_at):
+-- 01 ‖ issue time / 16 as 4 octets ‖ 15 octets that differ per row.
+CREATE FUNCTION pg_temp.serial_of(issued_at BIGINT, g BIGINT) RETURNS TEXT
+    LANGUAGE SQL IMMUTABLE
+    AS $$ SELECT '01' || lpad(to_hex(issued_at / 16), 8, '0') || substr(md5('serial' || g), 1, 30) $$;
 CREATE TEMP TABLE template AS
     SELECT * FROM certificates WHERE profile <> 'ocsp-responder' ORDER BY issued_at LIMIT 1;
 DO $$ BEGIN
@@ -23,7 +28,7 @@ END $$;
 
 INSERT INTO certificates (serial, der, issuer_key_id, subject, sans, spki_sha256, profile,
     not_before, not_after, status, requester, device_identity, csr_sha256, issued_at)
-SELECT md5('serial' || g),
+SELECT pg_temp.serial_of(t.issued_at - (g % 31536000), g),
        t.der, sha256('previous CA key'::bytea), t.subject, t.sans,
        sha256(('spki' || g)::bytea), t.profile,
        t.not_before - (g % 31536000), t.not_after - (g % 31536000), 'active', t.requester,
@@ -32,7 +37,7 @@ SELECT md5('serial' || g),
 FROM generate_series(1, :n) AS g, template AS t;
 
 INSERT INTO issued_requests (requester, profile, csr_sha256, serial, issued_at)
-SELECT t.requester, t.profile, sha256(('csr' || g)::bytea), md5('serial' || g),
+SELECT t.requester, t.profile, sha256(('csr' || g)::bytea), pg_temp.serial_of(t.issued_at - (g % 31536000), g),
        t.issued_at - (g % 31536000)
 FROM generate_series(1, :n) AS g, template AS t;
 
@@ -40,7 +45,7 @@ INSERT INTO enrollment_events (occurred_at, requester, operation, profile, outco
     detail, serial, csr_sha256, peer, evidence_sha256, attestation_format, vendor,
     device_identity)
 SELECT t.issued_at - (g % 31536000), t.requester, 'simpleenroll', t.profile, 'issued',
-       'enroll.issued', '', md5('serial' || g), sha256(('csr' || g)::bytea), '127.0.0.1',
+       'enroll.issued', '', pg_temp.serial_of(t.issued_at - (g % 31536000), g), sha256(('csr' || g)::bytea), '127.0.0.1',
        sha256(('evidence' || g)::bytea), 'x509-chain', 'simulated-se',
        'simulated-se:' || upper(md5('device' || g))
 FROM generate_series(1, :n) AS g, template AS t;

@@ -8,6 +8,9 @@
 #
 #   benches/load/stored-rows.sh [OUT]
 #
+# With COMPARE=path/to/another/attestca, every window is a pair: this build, then the other,
+# restarted on the same database (an interleaved A/B comparison, empty and stored).
+#
 # Environment: ROWS (default 10000000; the fill takes tens of minutes and ~2.3 GB of disk per
 # million rows), WINDOWS (default 3), DURATION (default 15 s), CONCURRENCY (default 32),
 # SESSIONS (default 16), and what benches/load/pg-softhsm.sh reads.
@@ -29,39 +32,47 @@ start_pg server
 db_url=$(sed -n 's/^database: *//p' "$out/server.server.log")
 size() { psql -qAt "$db_url" -c "SELECT pg_database_size(current_database())"; }
 
-for i in $(seq 1 "$windows"); do
-    echo "== empty database, window $i"
-    throughput server "empty-$i"
-    sleep 5
-done
+builds=(a)
+[[ -n ${COMPARE:-} ]] && builds+=(b)
+windows_of() { # PHASE
+    for i in $(seq 1 "$windows"); do
+        for build in "${builds[@]}"; do
+            if [[ ${#builds[@]} -gt 1 ]]; then
+                if [[ $build == a ]]; then restart_pg server "$bin/attestca"; else restart_pg server "$COMPARE"; fi
+            fi
+            echo "== $1 database, window $i, build $build"
+            throughput server "$1-$i-$build"
+            sleep 5
+        done
+    done
+}
+windows_of empty
 echo "== filling with $rows certificates"
 fill_started=$(date +%s)
 psql -q "$db_url" -v n="$rows" -f "$root/benches/load/stored-certificates.sql" | tee "$out/fill.txt"
 psql -q "$db_url" -c CHECKPOINT
 echo "fill: $(($(date +%s) - fill_started)) s, database $(size) bytes" | tee -a "$out/fill.txt"
-for i in $(seq 1 "$windows"); do
-    echo "== $rows certificates stored, window $i"
-    throughput server "stored-$i"
-    sleep 5
-done
+windows_of stored
 stop_server
 
-python3 - "$out" "$windows" "$rows" <<'PY'
+python3 - "$out" "$windows" "$rows" "${builds[@]}" <<'PY'
 import json, sys
 from pathlib import Path
-out, windows, rows = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+out, windows, rows, builds = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4:]
 result = {"rows": rows, "windows": []}
 for kind in ("empty", "stored"):
     for i in range(1, windows + 1):
-        r = json.loads((out / f"{kind}-{i}.json").read_text())
-        p = r.get("processes", {})
-        w = {
-            "database": kind, "window": i,
-            "per_second": r.get("per_second"),
-            "ca_ms": p.get("ca", {}).get("ms_per_operation"),
-            "postgres_ms": p.get("postgres", {}).get("ms_per_operation"),
-        }
-        result["windows"].append(w)
-        print(f"{kind:6} {i}: {w['per_second']:.0f} /s, CA {w['ca_ms']} ms, PostgreSQL {w['postgres_ms']} ms")
+        for build in builds:
+            r = json.loads((out / f"{kind}-{i}-{build}.json").read_text())
+            p = r.get("processes", {})
+            w = {
+                "database": kind, "window": i, "build": build,
+                "per_second": r.get("per_second"),
+                "ca_ms": p.get("ca", {}).get("ms_per_operation"),
+                "postgres_ms": p.get("postgres", {}).get("ms_per_operation"),
+            }
+            result["windows"].append(w)
+            print(f"{kind:6} {i} {build}: {w['per_second']:.0f} /s, CA {w['ca_ms']:.3f} ms, "
+                  f"PostgreSQL {w['postgres_ms']:.3f} ms")
 (out / "stored-rows.json").write_text(json.dumps(result, indent=2))
 PY

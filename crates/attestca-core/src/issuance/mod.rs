@@ -149,7 +149,7 @@ impl IssuingCa {
             request.subject.is_empty(),
         )?;
         let spec = CertificateSpec {
-            serial: build::random_serial(),
+            serial: build::serial_at(now),
             issuer: self.certificate.tbs_certificate().subject().clone(),
             subject: request.subject.clone(),
             public_key: request.public_key.clone(),
@@ -226,7 +226,7 @@ impl IssuingCa {
         all.push(extensions::subject_key_identifier(public_key)?);
         all.push(extensions::authority_key_identifier(&self.key_identifier)?);
         CertificateSpec {
-            serial: build::random_serial(),
+            serial: build::serial_at(now),
             issuer: self.certificate.tbs_certificate().subject().clone(),
             subject,
             public_key: public_key.clone(),
