@@ -121,11 +121,18 @@ mod tests {
     fn serials_are_positive_twenty_octets_ordered_by_time_and_unpredictable() {
         let now = 1_796_000_000;
         let (a, b) = (serial_at(now), serial_at(now));
-        assert_eq!((a.len(), a[0]), (20, 0x01), "20 octets, positive, no leading zero");
+        assert_eq!(
+            (a.len(), a[0]),
+            (20, 0x01),
+            "20 octets, positive, no leading zero"
+        );
         assert_eq!(a[..5], b[..5], "one time step, one prefix");
         assert_ne!(a[5..], b[5..], "the random part differs");
         let later = serial_at(now + SERIAL_TIME_STEP_SECS);
-        assert!(later > a && later > b, "later steps sort after earlier ones");
+        assert!(
+            later > a && later > b,
+            "later steps sort after earlier ones"
+        );
         // The encoding the certificate carries is the same 20 octets.
         let encoded: SerialNumber = SerialNumber::new(&a).expect("serial");
         assert_eq!(encoded.as_bytes(), a.as_slice());

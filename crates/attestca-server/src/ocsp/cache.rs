@@ -294,16 +294,21 @@ impl OcspResponder {
     /// Walks every unexpired certificate of the CA in the store, in batches, signing what is
     /// missing, changed, or older than `refresh_age_secs`; then drops expired entries.
     pub(super) async fn sweep(&self, refresh_age_secs: i64) -> Result<usize, OcspError> {
-        let mut after = String::new();
+        let mut after = None;
         let mut signed = 0;
         loop {
             let observed_at = unix_now();
             let rows = self
                 .store
-                .certificate_statuses_page(&self.issuer_key_id, observed_at, &after, SWEEP_BATCH)
+                .certificate_statuses_page(
+                    &self.issuer_key_id,
+                    observed_at,
+                    after.as_ref(),
+                    SWEEP_BATCH,
+                )
                 .await?;
             let Some(last) = rows.last() else { break };
-            after = last.serial.as_str().to_owned();
+            after = Some(last.clone());
             let candidates = self.candidates(&rows, observed_at, observed_at - refresh_age_secs);
             signed += self.presign(candidates, observed_at).await?;
             if (rows.len() as i64) < SWEEP_BATCH {

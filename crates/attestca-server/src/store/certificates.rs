@@ -60,6 +60,7 @@ pub struct StatusRecord {
     pub revoked_at: Option<i64>,
     pub revocation_reason: Option<String>,
     pub not_after: i64,
+    pub issued_at: i64,
 }
 
 /// The columns of `certificates`, in [`certificate_from_row`] order, as a literal so that
@@ -75,7 +76,7 @@ macro_rules! certificate_columns {
 /// The columns of `certificates` in [`status_from_row`], as a literal (see above).
 macro_rules! status_columns {
     () => {
-        "serial, issuer_key_id, status, revoked_at, revocation_reason, not_after"
+        "serial, issuer_key_id, status, revoked_at, revocation_reason, not_after, issued_at"
     };
 }
 
@@ -251,25 +252,29 @@ impl Store {
         Ok(found.into_iter().next())
     }
 
-    /// Up to `limit` certificates of one issuer still valid at `valid_at`, in serial order
-    /// after `after` (keyset paging over the primary key).
+    /// Up to `limit` certificates of one issuer still valid at `valid_at`, in (issued_at,
+    /// serial) order after `after` (keyset paging over `certificates_issued`, so a page reads
+    /// only this issuer's rows; `None` starts at the beginning).
     pub async fn certificate_statuses_page(
         &self,
         issuer_key_id: &[u8],
         valid_at: i64,
-        after: &str,
+        after: Option<&StatusRecord>,
         limit: i64,
     ) -> Result<Vec<StatusRecord>, StoreError> {
+        let (issued_at, serial) =
+            after.map_or((i64::MIN, ""), |a| (a.issued_at, a.serial.as_str()));
         self.statuses(
             sqlx::query(concat!(
                 "SELECT ",
                 status_columns!(),
-                " FROM certificates WHERE serial > $3 AND issuer_key_id = $1 AND not_after > $2 \
-                 ORDER BY serial LIMIT $4"
+                " FROM certificates WHERE issuer_key_id = $1 AND (issued_at, serial) > ($3, $4) \
+                 AND not_after > $2 ORDER BY issued_at, serial LIMIT $5"
             ))
             .bind(issuer_key_id)
             .bind(valid_at)
-            .bind(after)
+            .bind(issued_at)
+            .bind(serial)
             .bind(limit),
         )
         .await
@@ -379,6 +384,7 @@ fn status_from_row(r: &sqlx::any::AnyRow) -> Result<StatusRecord, StoreError> {
         revoked_at: r.try_get("revoked_at")?,
         revocation_reason: r.try_get("revocation_reason")?,
         not_after: r.try_get("not_after")?,
+        issued_at: r.try_get("issued_at")?,
     })
 }
 

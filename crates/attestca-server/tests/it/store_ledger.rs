@@ -1,5 +1,6 @@
 //! The durable write path on both engines: the ledger's decisions (stored, already issued,
-//! serial collision, re-issue after the retry window) and the purge of expired retry claims.
+//! serial collision, re-issue after the retry window), the purge of expired retry claims, and
+//! the OCSP sweep's paging over what the ledger wrote.
 
 use attestca_testkit as common;
 
@@ -398,6 +399,64 @@ async fn batched(store: Store) {
         (count("issued"), count("retried"), count("refused")),
         (22, 1, 1)
     );
+}
+
+/// The OCSP sweep's keyset paging: every unexpired certificate of one issuer exactly once, in
+/// (issued_at, serial) order, across pages that split a second's certificates, and nothing of
+/// another issuer (whose rows the page must not even read: `certificates_issued`).
+async fn sweep_pages(store: Store) {
+    let ledger = Ledger::start(store.clone(), 16, 1);
+    let t = 3_000_000;
+    let mut expected = Vec::new();
+    for i in 0..11u8 {
+        let serial = format!("{:02x}", 0x80 - i);
+        let mut entry = issued(&serial, &[0x20 + i; 32], t + i64::from(i / 4), t - 600);
+        if let LedgerEntry::Issued { certificate, .. } = &mut entry {
+            if i % 3 == 2 {
+                certificate.issuer_key_id = vec![9; 20];
+            } else if i == 7 {
+                certificate.not_after = t - 1;
+            } else {
+                expected.push((certificate.issued_at, serial.clone()));
+            }
+        }
+        assert_eq!(
+            ledger.commit(entry).await.expect("commit"),
+            Committed::Stored
+        );
+    }
+    expected.sort();
+    let mut seen = Vec::new();
+    let mut after: Option<attestca::store::StatusRecord> = None;
+    loop {
+        let page = store
+            .certificate_statuses_page(&[1; 20], t, after.as_ref(), 3)
+            .await
+            .expect("page");
+        seen.extend(
+            page.iter()
+                .map(|r| (r.issued_at, r.serial.as_str().to_owned())),
+        );
+        match page.last() {
+            Some(last) if page.len() == 3 => after = Some(last.clone()),
+            _ => break,
+        }
+    }
+    assert_eq!(seen, expected);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sweep_pages_on_sqlite() {
+    on_sqlite(sweep_pages).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    missing_postgres,
+    ignore = "needs PostgreSQL (ATTESTCA_TEST_DATABASE_URL); tests/run.sh provides it"
+)]
+async fn sweep_pages_on_postgres() {
+    on_postgres(sweep_pages).await;
 }
 
 async fn on_sqlite<F: std::future::Future<Output = ()>>(run: impl FnOnce(Store) -> F) {
