@@ -15,6 +15,7 @@
 //! - [`nonce`]: stateless freshness nonces (minted and checked without the database);
 //! - [`crl`], [`ocsp`], [`est_codec`]: the revocation and EST encodings;
 //! - [`signer`]: the key seam every signature goes through, and the software key;
+//! - [`transparency`]: the issuance log's entries, tiles and checkpoints;
 //! - [`config`]: the configuration fragments the core interprets;
 //! - [`reason`]: every documented reason code, as one enum;
 //! - [`revocation`], [`record`], [`serial`], [`time`]: shared vocabulary (revocation reasons,
@@ -37,4 +38,5 @@ pub mod revocation;
 pub mod serial;
 pub mod signer;
 pub mod time;
+pub mod transparency;
 pub mod verify;
