@@ -62,7 +62,33 @@ pub struct Config {
     pub attestation_keys: AttestationKeysConfig,
     #[serde(default)]
     pub revocation: RevocationConfig,
+    #[serde(default)]
+    pub transparency: TransparencyConfig,
     pub profiles: BTreeMap<String, ProfileConfig>,
+}
+
+/// `[transparency]`: the issuance log (docs/transparency.md).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TransparencyConfig {
+    /// Every issued certificate gets a log entry in its commit, and the log is served at
+    /// `/log/<ca.name>/` on the plain-HTTP listener.
+    pub enabled: bool,
+    /// Appended to `ca.name` to form the log's origin (the checkpoint's first line, and the
+    /// name of its key), e.g. `".ca.example.com/log"`.
+    pub origin_suffix: String,
+    /// How often pending entries are integrated into the tree and a checkpoint signed.
+    pub integrate_interval_ms: u64,
+}
+
+impl Default for TransparencyConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            origin_suffix: String::new(),
+            integrate_interval_ms: 500,
+        }
+    }
 }
 
 /// `[revocation]`: CRL publication and the OCSP responder.

@@ -342,6 +342,7 @@ pub fn dev_config(data_dir: &Path, est_addr: SocketAddr, http_addr: SocketAddr) 
             tokens: Vec::new(),
         },
         revocation: Default::default(),
+        transparency: Default::default(),
         attestation: crate::config::AttestationConfig {
             vendors: vec![
                 crate::attestation::vendors::VendorConfig {

@@ -88,7 +88,12 @@ pub async fn assemble(config: &Config) -> Result<Assembled, ServerError> {
         crate::store::Engine::Postgres => config.database.writers,
         crate::store::Engine::Sqlite => 1,
     };
-    let ledger = Ledger::start(store.clone(), config.database.write_batch_max, writers);
+    let ledger = Ledger::start(
+        store.clone(),
+        config.database.write_batch_max,
+        writers,
+        config.transparency.enabled,
+    );
     // Devices of the current issuing CA, and of earlier ones after a rollover, may renew.
     let mut device_issuers = vec![ca.certificate().clone()];
     for path in &config.ca.previous_certificate_files {

@@ -62,6 +62,8 @@ pub enum Committed {
 
 struct Job {
     entry: LedgerEntry,
+    /// The transparency log entry of an issued certificate (when the log is on).
+    log_entry: Option<Vec<u8>>,
     /// The failure as text, and whether it was the database's (connection, server) rather
     /// than the batch's.
     reply: oneshot::Sender<Result<Committed, (String, bool)>>,
@@ -71,11 +73,14 @@ struct Job {
 #[derive(Clone)]
 pub struct Ledger {
     sender: mpsc::Sender<Job>,
+    log_issuance: bool,
 }
 
 impl Ledger {
-    /// Starts `writers` writer tasks (at least one) sharing one queue.
-    pub fn start(store: Store, batch_max: usize, writers: usize) -> Self {
+    /// Starts `writers` writer tasks (at least one) sharing one queue. With `log_issuance`,
+    /// every issued certificate's transparency log entry is written in its commit
+    /// (`log_pending`, docs/transparency.md).
+    pub fn start(store: Store, batch_max: usize, writers: usize, log_issuance: bool) -> Self {
         let batch_max = batch_max.max(1);
         let writers = writers.max(1);
         let (sender, receiver) = mpsc::channel(batch_max * 4 * writers);
@@ -83,14 +88,25 @@ impl Ledger {
         for _ in 0..writers {
             tokio::spawn(run_writer(store.clone(), Arc::clone(&queue), batch_max));
         }
-        Self { sender }
+        Self {
+            sender,
+            log_issuance,
+        }
     }
 
     /// Commits an entry and waits until it is durable.
     pub async fn commit(&self, entry: LedgerEntry) -> Result<Committed, StoreError> {
+        let log_entry = match entry.issued() {
+            Some(issued) if self.log_issuance => Some(log_entry(issued.c, issued.event)?),
+            _ => None,
+        };
         let (reply, answer) = oneshot::channel();
         self.sender
-            .send(Job { entry, reply })
+            .send(Job {
+                entry,
+                log_entry,
+                reply,
+            })
             .await
             .map_err(|_| StoreError::WriterGone)?;
         match answer.await {
@@ -176,6 +192,7 @@ impl LedgerEntry {
                 event,
                 retry_window_start: *retry_window_start,
                 nonce: nonce.as_deref(),
+                log_entry: None,
             }),
             LedgerEntry::Event(_) => None,
         }
@@ -196,7 +213,18 @@ async fn write_batch(store: &Store, jobs: &[Job]) -> Result<Vec<Committed>, Stor
     let issued: Vec<(usize, Issued<'_>)> = jobs
         .iter()
         .enumerate()
-        .filter_map(|(i, job)| job.entry.issued().map(|issued| (i, issued)))
+        .filter_map(|(i, job)| {
+            job.entry.issued().map(|issued| {
+                let log_entry = job.log_entry.as_deref();
+                (
+                    i,
+                    Issued {
+                        log_entry,
+                        ..issued
+                    },
+                )
+            })
+        })
         .collect();
     match store.engine() {
         Engine::Postgres => write_issued_postgres(&mut tx, &issued, &mut outcomes).await?,
@@ -289,14 +317,14 @@ async fn insert_issued_rows(
     rows: &[&(usize, Issued<'_>)],
 ) -> Result<Vec<(bool, bool)>, sqlx::Error> {
     use sqlx::Row;
-    const COLUMNS: usize = 32;
+    const COLUMNS: usize = 33;
     let sql = format!(
         "WITH input (n, serial, der, issuer_key_id, subject, sans, spki_sha256, profile, \
            not_before, not_after, requester, device_identity, csr_sha256, issued_at, \
            predecessor_serial, nonce, window_start, e_occurred_at, e_requester, e_operation, \
            e_profile, e_outcome, e_reason, e_detail, e_serial, e_csr_sha256, e_peer, \
            e_evidence_sha256, e_attestation_format, e_vendor, e_device_identity, \
-           e_predecessor_serial) AS (VALUES {}), \
+           e_predecessor_serial, log_entry) AS (VALUES {}), \
          cert AS ( \
            INSERT INTO certificates (serial, der, issuer_key_id, subject, sans, spki_sha256, \
              profile, not_before, not_after, status, requester, device_identity, csr_sha256, \
@@ -321,7 +349,11 @@ async fn insert_issued_rows(
            SELECT e_occurred_at, e_requester, e_operation, e_profile, e_outcome, e_reason, \
              e_detail, e_serial, e_csr_sha256, e_peer, e_evidence_sha256, \
              e_attestation_format, e_vendor, e_device_identity, e_predecessor_serial \
-           FROM input JOIN claim USING (serial) ORDER BY n) \
+           FROM input JOIN claim USING (serial) ORDER BY n), \
+         logged AS ( \
+           INSERT INTO log_pending (serial, entry) \
+           SELECT serial, log_entry FROM input JOIN claim USING (serial) \
+           WHERE log_entry IS NOT NULL ORDER BY n) \
          SELECT n, EXISTS (SELECT 1 FROM cert WHERE cert.serial = input.serial) AS stored, \
            EXISTS (SELECT 1 FROM claim WHERE claim.serial = input.serial) AS claimed \
          FROM input ORDER BY n",
@@ -333,7 +365,7 @@ async fn insert_issued_rows(
         query = bind_certificate(query.bind(n as i64), entry.c)
             .bind(entry.nonce)
             .bind(entry.retry_window_start);
-        query = bind_event(query, entry.event);
+        query = bind_event(query, entry.event).bind(entry.log_entry);
     }
     let settled = query.fetch_all(&mut **tx).await?;
     settled
@@ -351,6 +383,7 @@ async fn write_issued(
         event,
         retry_window_start,
         nonce,
+        ..
     } = issued;
     let inserted = sqlx::query(
         "INSERT INTO certificates (serial, der, issuer_key_id, subject, sans, spki_sha256, \
@@ -383,9 +416,41 @@ async fn write_issued(
     .await?;
     if claimed.rows_affected() == 1 {
         insert_event(tx, event).await?;
+        if let Some(log_entry) = issued.log_entry {
+            sqlx::query("INSERT INTO log_pending (serial, entry) VALUES ($1, $2)")
+                .bind(c.serial.as_str())
+                .bind(log_entry)
+                .execute(&mut **tx)
+                .await?;
+        }
         return Ok(Committed::Stored);
     }
     keep_the_earlier_issue(tx, c, event).await
+}
+
+/// The transparency log entry of a certificate the ledger commits: the certificate and the
+/// attestation record its event carries (docs/transparency.md).
+fn log_entry(c: &CertificateRecord, e: &EnrollmentEvent) -> Result<Vec<u8>, StoreError> {
+    use attestca_core::transparency::entry::{AttestationRecord, IssuanceEntry};
+    let entry = IssuanceEntry {
+        logged_at: u64::try_from(c.issued_at).unwrap_or(0),
+        certificate: c.der.clone(),
+        attestation: AttestationRecord {
+            attested: e.attestation_format.is_some(),
+            operation: e.operation.clone(),
+            profile: c.profile.clone(),
+            requester: c.requester.clone(),
+            format: e.attestation_format.clone().unwrap_or_default(),
+            vendor: e.vendor.clone().unwrap_or_default(),
+            device_identity: c
+                .device_identity
+                .clone()
+                .or_else(|| e.device_identity.clone())
+                .unwrap_or_default(),
+            evidence_sha256: e.evidence_sha256.clone().unwrap_or_default(),
+        },
+    };
+    Ok(entry.encode()?)
 }
 
 /// A certificate with its event, as the writers commit it.
@@ -394,6 +459,7 @@ struct Issued<'a> {
     event: &'a EnrollmentEvent,
     retry_window_start: i64,
     nonce: Option<&'a [u8]>,
+    log_entry: Option<&'a [u8]>,
 }
 
 impl<'a> Issued<'a> {

@@ -54,6 +54,10 @@ pub enum StoreError {
     /// every request in the batch).
     #[error("database commit failed: {0}")]
     Commit(String),
+    /// A certificate whose transparency log entry cannot be encoded (a field over its
+    /// limit): it is not committed, since nothing is issued without its entry.
+    #[error("transparency log entry: {0}")]
+    LogEntry(#[from] attestca_core::transparency::entry::EntryError),
     /// The circuit is open: the database did not answer, and is not asked until it does.
     #[error("the database has been unavailable for {down_secs} s")]
     Unavailable { down_secs: u64 },

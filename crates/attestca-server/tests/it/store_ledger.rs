@@ -66,7 +66,7 @@ fn issued_with_nonce(serial: &str, csr: &[u8], issued_at: i64, nonce: &[u8]) -> 
 }
 
 async fn exercise(store: Store) {
-    let ledger = Ledger::start(store.clone(), 16, 4);
+    let ledger = Ledger::start(store.clone(), 16, 4, true);
     let (csr_a, csr_b) = ([0xaa; 32], [0xbb; 32]);
     let t = 1_000_000;
 
@@ -317,7 +317,7 @@ async fn exercise(store: Store) {
 /// multi-row statement per chunk): distinct CSRs, a retry racing its first request, a nonce
 /// spent twice and a serial collision in the same batch get the same answers as one by one.
 async fn batched(store: Store) {
-    let ledger = Ledger::start(store.clone(), 64, 1);
+    let ledger = Ledger::start(store.clone(), 64, 1, true);
     let t = 2_000_000;
     let nonce = [0x6b; 32];
     assert_eq!(
@@ -399,13 +399,36 @@ async fn batched(store: Store) {
         (count("issued"), count("retried"), count("refused")),
         (22, 1, 1)
     );
+    // Every stored certificate, and nothing else, has its transparency log entry, decodable
+    // and naming that certificate.
+    let pending: Vec<(String, Vec<u8>)> = sqlx::query_as(
+        "SELECT p.serial, p.entry FROM log_pending p JOIN certificates c ON c.serial = p.serial",
+    )
+    .fetch_all(store.pool())
+    .await
+    .expect("log entries");
+    let all: i64 = sqlx::query_scalar("SELECT count(*) FROM log_pending")
+        .fetch_one(store.pool())
+        .await
+        .expect("count");
+    let certificates: i64 = sqlx::query_scalar("SELECT count(*) FROM certificates")
+        .fetch_one(store.pool())
+        .await
+        .expect("count");
+    assert_eq!((pending.len() as i64, all), (certificates, certificates));
+    for (serial, entry) in pending {
+        let entry = attestca_core::transparency::entry::IssuanceEntry::decode(&entry)
+            .expect("a log entry decodes");
+        assert_eq!(entry.attestation.requester, "tls:rig-1", "{serial}");
+        assert_eq!(entry.certificate, vec![0x30, 0x00]);
+    }
 }
 
 /// The OCSP sweep's keyset paging: every unexpired certificate of one issuer exactly once, in
 /// (issued_at, serial) order, across pages that split a second's certificates, and nothing of
 /// another issuer (whose rows the page must not even read: `certificates_issued`).
 async fn sweep_pages(store: Store) {
-    let ledger = Ledger::start(store.clone(), 16, 1);
+    let ledger = Ledger::start(store.clone(), 16, 1, true);
     let t = 3_000_000;
     let mut expected = Vec::new();
     for i in 0..11u8 {
