@@ -126,6 +126,7 @@ async fn main() -> anyhow::Result<()> {
         Arc::clone(&assembled.crl),
         &config.ca,
         Some(Arc::clone(&responder)),
+        None,
         Arc::new(attestca::server::health::HealthSources::new(
             assembled.store.clone(),
             Arc::clone(&assembled.ca),

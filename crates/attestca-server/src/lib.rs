@@ -37,3 +37,4 @@ pub mod server;
 pub mod setup;
 pub mod signer;
 pub mod store;
+pub mod transparency;

@@ -57,6 +57,13 @@ pub struct Metrics {
     pub ocsp_responses: IntCounterVec,
     /// `attestca_ocsp_cached_responses`
     pub ocsp_cached_responses: IntGauge,
+    /// `attestca_log_size`: entries in the issuance log's newest checkpoint
+    pub log_size: IntGauge,
+    /// `attestca_log_pending_entries`: committed certificates not yet integrated into the log
+    pub log_pending: IntGauge,
+    /// `attestca_log_checkpoint_timestamp_seconds`: when this instance last signed a
+    /// checkpoint (the alert on a stale checkpoint compares it with pending entries)
+    pub log_checkpoint_timestamp: Gauge,
     /// `attestca_ocsp_next_update_earliest_timestamp_seconds`: the soonest nextUpdate among
     /// cached responses (an alert fires when it comes near: the refresher is stuck)
     pub ocsp_earliest_next_update: Gauge,
@@ -236,6 +243,26 @@ impl Metrics {
                 "attestca_ocsp_cached_responses",
                 "Pre-signed OCSP responses held in memory.",
             ),
+            log_size: int_gauge(
+                &r,
+                "attestca_log_size",
+                "Entries in the issuance log's newest checkpoint signed by this instance.",
+            ),
+            log_pending: int_gauge(
+                &r,
+                "attestca_log_pending_entries",
+                "Committed certificates whose log entries are not yet integrated into the tree.",
+            ),
+            log_checkpoint_timestamp: {
+                let g = Gauge::new(
+                    "attestca_log_checkpoint_timestamp_seconds",
+                    "When this instance last signed an issuance-log checkpoint (Unix time).",
+                )
+                .expect("valid metric");
+                r.register(Box::new(g.clone()))
+                    .expect("metric registered once");
+                g
+            },
             ocsp_earliest_next_update: {
                 let g = Gauge::new(
                     "attestca_ocsp_next_update_earliest_timestamp_seconds",

@@ -8,8 +8,10 @@
 //!
 //! - [`entry`]: the log entry (certificate + [`entry::AttestationRecord`]) and its leaf hash;
 //! - [`tiles`]: tile paths, entry bundles, and integrating leaves into the stored tree edge;
-//! - [`checkpoint`]: checkpoint bodies and their Ed25519 signed notes.
+//! - [`checkpoint`]: checkpoint bodies and their Ed25519 signed notes;
+//! - [`key`]: the checkpoint key seam and its software backend.
 
 pub mod checkpoint;
 pub mod entry;
+pub mod key;
 pub mod tiles;

@@ -33,6 +33,9 @@ impl Jobs {
                 Arc::clone(ocsp).run(Duration::from_secs(config.revocation.ocsp_poll_secs.max(1))),
             ));
         }
+        if let Some(log) = &assembled.log {
+            tasks.push(tokio::spawn(Arc::clone(log).run()));
+        }
         tasks.push(tokio::spawn({
             let store = assembled.store.clone();
             async move { store.monitor_availability().await }

@@ -47,6 +47,8 @@ pub enum ServerError {
     Encoding(#[from] der::Error),
     #[error(transparent)]
     Ocsp(#[from] crate::ocsp::OcspError),
+    #[error("transparency log: {0}")]
+    Transparency(#[from] crate::transparency::TransparencyError),
     #[error("the random generator failed")]
     Random,
 }
@@ -64,6 +66,8 @@ pub struct Assembled {
     pub tls: Arc<rustls::ServerConfig>,
     /// The TLS server certificate, reloadable (SIGHUP).
     pub tls_certificate: Arc<tls::ServerCertificate>,
+    /// `None` when `transparency.enabled` is off.
+    pub log: Option<Arc<crate::transparency::IssuanceLog>>,
 }
 
 /// Opens the signer, the store and the CA certificates, and assembles the services.
@@ -186,6 +190,32 @@ pub async fn assemble(config: &Config) -> Result<Assembled, ServerError> {
     }));
     let (tls, tls_certificate) = tls::server_config(config, rigs.client_ca_subjects())?;
     let tls = Arc::new(tls);
+    let log = if config.transparency.enabled {
+        // The software checkpoint key, in the data directory. (The PKCS#11 backend, the key
+        // under its own label on the CA's token, is the production form: docs/transparency.md.)
+        let key = attestca_core::transparency::key::SoftwareCheckpointKey::load_or_create(
+            &config
+                .server
+                .data_dir
+                .join("pki")
+                .join("log-checkpoint.key"),
+        )?;
+        let log = crate::transparency::IssuanceLog::new(
+            store.clone(),
+            &config.ca.name,
+            &config.transparency,
+            Arc::new(key),
+        )?;
+        // What a relying party or a witness configures to verify checkpoints.
+        let vkey = config.server.data_dir.join("pki").join("log.vkey");
+        if let Err(e) = std::fs::write(&vkey, format!("{}\n", log.verifier_key())) {
+            tracing::warn!(error = %e, path = %vkey.display(), "could not write the log's verifier key");
+        }
+        tracing::info!(origin = log.origin(), verifier_key = %log.verifier_key(), "transparency log");
+        Some(Arc::new(log))
+    } else {
+        None
+    };
     Ok(Assembled {
         ca,
         crl,
@@ -196,6 +226,7 @@ pub async fn assemble(config: &Config) -> Result<Assembled, ServerError> {
         store,
         tls,
         tls_certificate,
+        log,
     })
 }
 
@@ -257,6 +288,7 @@ pub async fn serve(
             Arc::clone(&assembled.crl),
             &config.ca,
             assembled.ocsp.clone(),
+            assembled.log.clone(),
             Arc::clone(&health),
         ),
         "http",

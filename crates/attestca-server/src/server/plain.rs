@@ -17,6 +17,8 @@ use crate::http::body::{BodyDeadline, BodyError, read_limited};
 use crate::ocsp::{OcspError, OcspReply, OcspResponder};
 use crate::revocation::crl::CrlPublisher;
 use crate::revocation::root_crl::CrlFile;
+use crate::transparency::IssuanceLog;
+use attestca_core::transparency::tiles::TilePath;
 
 /// Largest OCSP request body read; a larger one is answered `malformedRequest`.
 pub const MAX_OCSP_REQUEST_BYTES: usize = 16 * 1024;
@@ -31,12 +33,14 @@ struct PlainState {
     root_crl: Option<(String, CrlFile)>,
 }
 
-/// `/healthz`, `/readyz`, `/metrics`, `/crl/<ca-name>.crl`, `/crl/<root-crl-name>.crl` when configured, and, with a
-/// responder, `POST /ocsp` and `GET /ocsp/<request>`.
+/// `/healthz`, `/readyz`, `/metrics`, `/crl/<ca-name>.crl`, `/crl/<root-crl-name>.crl` when configured, with a
+/// responder `POST /ocsp` and `GET /ocsp/<request>`, and with the issuance log
+/// `/log/<ca-name>/checkpoint` and `/log/<ca-name>/tile/…` (C2SP tlog-tiles).
 pub fn router(
     crl: Arc<CrlPublisher>,
     config: &crate::config::CaConfig,
     ocsp: Option<Arc<OcspResponder>>,
+    log: Option<Arc<IssuanceLog>>,
     health: Arc<HealthSources>,
 ) -> Router {
     let router = Router::new()
@@ -54,7 +58,7 @@ pub fn router(
                 )
             }),
         }));
-    match ocsp {
+    let router = match ocsp {
         Some(responder) => router.merge(
             Router::new()
                 .route("/ocsp", post(ocsp_post))
@@ -62,7 +66,87 @@ pub fn router(
                 .with_state(responder),
         ),
         None => router,
+    };
+    match log {
+        Some(log) => router.merge(
+            Router::new()
+                .route(
+                    &format!("/log/{}/checkpoint", log.name()),
+                    get(log_checkpoint),
+                )
+                .route(
+                    &format!("/log/{}/tile/{{*path}}", log.name()),
+                    get(log_tile),
+                )
+                .with_state(log),
+        ),
+        None => router,
     }
+}
+
+/// `GET /log/<ca-name>/checkpoint`: the newest signed checkpoint (C2SP tlog-tiles: mutable,
+/// cached for a second at most).
+async fn log_checkpoint(State(log): State<Arc<IssuanceLog>>) -> Response {
+    match log.checkpoint().await {
+        Ok(Some(note)) => (
+            StatusCode::OK,
+            [
+                (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+                (header::CACHE_CONTROL, "public, max-age=1"),
+            ],
+            note,
+        )
+            .into_response(),
+        Ok(None) => log_not_found("log.no_checkpoint: no checkpoint signed yet"),
+        Err(e) => log_unavailable(&e),
+    }
+}
+
+/// `GET /log/<ca-name>/tile/…`: a hash tile or entry bundle, full or partial. Both are
+/// immutable once served (a partial tile `.p/W` is always the same W hashes), so a CDN or a
+/// static mirror may keep them forever.
+async fn log_tile(State(log): State<Arc<IssuanceLog>>, Path(path): Path<String>) -> Response {
+    let Ok(tile) = TilePath::parse(&format!("tile/{path}")) else {
+        return log_not_found("log.bad_path: not a C2SP tlog-tiles tile path");
+    };
+    match log.tile(&tile).await {
+        Ok(Some(data)) => (
+            StatusCode::OK,
+            [
+                (header::CONTENT_TYPE, "application/octet-stream"),
+                (header::CACHE_CONTROL, "public, max-age=31536000, immutable"),
+            ],
+            data,
+        )
+            .into_response(),
+        Ok(None) => log_not_found("log.no_tile: no such tile (yet)"),
+        Err(e) => log_unavailable(&e),
+    }
+}
+
+fn log_not_found(reason: &'static str) -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        [
+            (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        format!("{reason}\n"),
+    )
+        .into_response()
+}
+
+fn log_unavailable(error: &crate::transparency::TransparencyError) -> Response {
+    tracing::warn!(error = %error, "transparency log read failed");
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [
+            (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+            (header::RETRY_AFTER, "5"),
+        ],
+        "storage.unavailable: the log's storage did not answer\n",
+    )
+        .into_response()
 }
 
 /// `/readyz`: 200 when the database answers and the signer signs; 503 naming the component

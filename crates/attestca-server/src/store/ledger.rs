@@ -243,7 +243,7 @@ async fn write_batch(store: &Store, jobs: &[Job]) -> Result<Vec<Committed>, Stor
 const ROWS_PER_STATEMENT_MAX: usize = 64;
 
 /// Splits `rows` into chunks of power-of-two sizes, largest first.
-fn statement_chunks<T>(mut rows: &[T]) -> impl Iterator<Item = &[T]> {
+pub(super) fn statement_chunks<T>(mut rows: &[T]) -> impl Iterator<Item = &[T]> {
     std::iter::from_fn(move || {
         if rows.is_empty() {
             return None;
@@ -256,7 +256,7 @@ fn statement_chunks<T>(mut rows: &[T]) -> impl Iterator<Item = &[T]> {
 }
 
 /// `($first, …), (…)`: `rows` rows of `columns` placeholders, numbered from `first`.
-fn placeholders(rows: usize, columns: usize, first: usize) -> String {
+pub(super) fn placeholders(rows: usize, columns: usize, first: usize) -> String {
     let mut text = String::with_capacity(rows * columns * 5);
     for row in 0..rows {
         text.push_str(if row == 0 { "(" } else { ", (" });

@@ -23,6 +23,7 @@ pub mod challenges;
 pub mod crl;
 pub mod events;
 pub mod ledger;
+pub mod log;
 pub mod manifests;
 pub mod nonces;
 

@@ -99,6 +99,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("signer", 2),
     ("revocation", 3),
     ("ocsp", 3),
+    ("transparency", 3),
     ("access", 4),
     ("registry", 4),
     ("enrollment", 4),

@@ -32,4 +32,5 @@ mod strict_names;
 mod tpm_simulated;
 mod tpm_swtpm;
 mod tpm_vector;
+mod transparency;
 mod wire_interop;

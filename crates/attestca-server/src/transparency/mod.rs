@@ -1,0 +1,162 @@
+//! The issuance log (docs/transparency.md): integrates the entries the ledger commits into the
+//! Merkle tree, signs checkpoints, and serves the log as C2SP tlog-tiles.
+//!
+//! The ledger writes each certificate's entry in the certificate's own commit (`log_pending`),
+//! so nothing is issued without its entry. This integrator, one instance at a time, appends
+//! what is pending every `transparency.integrate_interval_ms`: one transaction reads the tree's
+//! right edge, stores the changed tiles and entry bundles, records where each certificate
+//! landed, signs the new checkpoint and deletes what it integrated.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use attestca_core::transparency::checkpoint::{self, LogKey};
+use attestca_core::transparency::entry::leaf_hash;
+use attestca_core::transparency::key::CheckpointSigner;
+use attestca_core::transparency::tiles::{self, TileKind, TilePath};
+
+use crate::store::log::{LogState, LogUpdate};
+use crate::store::{Store, StoreError};
+
+/// Entries integrated per transaction at most (a backlog takes several rounds).
+const INTEGRATE_MAX: i64 = 16_384;
+
+/// Errors of the issuance log.
+#[derive(Debug, thiserror::Error)]
+pub enum TransparencyError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("checkpoint key: {0}")]
+    Key(String),
+}
+
+/// One CA's issuance log.
+pub struct IssuanceLog {
+    store: Store,
+    /// `ca.name` (the path component `/log/<name>/`).
+    name: String,
+    /// The checkpoint origin: `ca.name` + `transparency.origin_suffix`.
+    origin: String,
+    key: LogKey,
+    signer: Arc<dyn CheckpointSigner>,
+    interval: Duration,
+}
+
+impl IssuanceLog {
+    pub fn new(
+        store: Store,
+        ca_name: &str,
+        config: &crate::config::TransparencyConfig,
+        signer: Arc<dyn CheckpointSigner>,
+    ) -> Result<Self, TransparencyError> {
+        let origin = format!("{ca_name}{}", config.origin_suffix);
+        let key = LogKey::new(&origin, signer.public_key())
+            .map_err(|e| TransparencyError::Key(e.to_string()))?;
+        Ok(Self {
+            store,
+            name: ca_name.to_owned(),
+            origin,
+            key,
+            signer,
+            interval: Duration::from_millis(config.integrate_interval_ms.max(10)),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    /// The verifier key a relying party configures (`<origin>+<id>+<key>`).
+    pub fn verifier_key(&self) -> String {
+        self.key.verifier_key()
+    }
+
+    /// Integrates what is pending; returns the new tree size, or `None` when there was
+    /// nothing to do or another instance holds the integrator lock.
+    pub async fn integrate_once(&self) -> Result<Option<u64>, TransparencyError> {
+        let origin = self.origin.clone();
+        let key = self.key.clone();
+        let signer = Arc::clone(&self.signer);
+        let integrated = self
+            .store
+            .integrate_log(INTEGRATE_MAX, tiles::edge_tiles, move |state| {
+                build(state, &origin, &key, signer.as_ref())
+            })
+            .await?;
+        if let Some(size) = integrated {
+            crate::metrics::METRICS.log_size.set(size as i64);
+            crate::metrics::METRICS
+                .log_checkpoint_timestamp
+                .set(attestca_core::time::unix_now() as f64);
+        }
+        Ok(integrated)
+    }
+
+    /// Integrates every interval until the task is dropped.
+    pub async fn run(self: Arc<Self>) {
+        loop {
+            match self.integrate_once().await {
+                // A full round: more may be waiting.
+                Ok(Some(_)) => {}
+                Ok(None) => tokio::time::sleep(self.interval).await,
+                Err(e) => {
+                    tracing::warn!(error = %e, "transparency log integration failed");
+                    tokio::time::sleep(self.interval).await;
+                }
+            }
+            if let Ok(pending) = self.store.log_pending_count().await {
+                crate::metrics::METRICS.log_pending.set(pending);
+            }
+        }
+    }
+
+    /// The newest signed checkpoint.
+    pub async fn checkpoint(&self) -> Result<Option<Vec<u8>>, TransparencyError> {
+        Ok(self.store.log_checkpoint().await?)
+    }
+
+    /// A tile or entry bundle by its path below the log prefix (`tile/…`): full tiles only
+    /// once full, partial ones as the first W hashes or entries of what is stored.
+    pub async fn tile(&self, path: &TilePath) -> Result<Option<Vec<u8>>, TransparencyError> {
+        let Some(stored) = self.store.log_tile(path.kind, path.index).await? else {
+            return Ok(None);
+        };
+        Ok(
+            tiles::prefix_of(path.kind, &stored, path.width).filter(|data| match path.kind {
+                TileKind::Hashes(_) => data.len() == usize::from(path.width) * 32,
+                TileKind::Entries => true,
+            }),
+        )
+    }
+}
+
+/// Computes the appended tree and signs its checkpoint (inside the integration transaction).
+fn build(
+    state: &LogState,
+    origin: &str,
+    key: &LogKey,
+    signer: &dyn CheckpointSigner,
+) -> Result<LogUpdate, String> {
+    let leaves: Vec<[u8; 32]> = state.pending.iter().map(|p| leaf_hash(&p.entry)).collect();
+    let integrated =
+        tiles::integrate(state.size, &state.edge, &leaves).map_err(|e| e.to_string())?;
+    let entries: Vec<Vec<u8>> = state.pending.iter().map(|p| p.entry.clone()).collect();
+    let bundles = tiles::append_to_bundles(state.size, state.partial_bundle.as_deref(), &entries)
+        .map_err(|e| e.to_string())?;
+    let text = checkpoint::checkpoint_text(origin, integrated.size, &integrated.root)
+        .map_err(|e| e.to_string())?;
+    let signature = signer.sign(&text).map_err(|e| e.to_string())?;
+    let note = checkpoint::signed_checkpoint(&text, key, &signature).map_err(|e| e.to_string())?;
+    let mut all_tiles = integrated.tiles;
+    all_tiles.extend(bundles);
+    Ok(LogUpdate {
+        size: integrated.size,
+        root: integrated.root,
+        note,
+        tiles: all_tiles,
+    })
+}
