@@ -9,8 +9,10 @@
 //! - [`entry`]: the log entry (certificate + [`entry::AttestationRecord`]) and its leaf hash;
 //! - [`tiles`]: tile paths, entry bundles, and integrating leaves into the stored tree edge;
 //! - [`checkpoint`]: checkpoint bodies and their Ed25519 signed notes;
-//! - [`key`]: the checkpoint key seam and its software backend.
+//! - [`key`]: the checkpoint key seam and its software backend;
+//! - [`audit`]: re-deriving a served log from its entries (what `attestca log verify` runs).
 
+pub mod audit;
 pub mod checkpoint;
 pub mod entry;
 pub mod key;

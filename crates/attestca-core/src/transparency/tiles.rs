@@ -140,6 +140,29 @@ pub fn edge_tiles(size: u64) -> Vec<(u8, u64)> {
     tiles
 }
 
+/// Every hash tile of a tree of `size` leaves (full tiles, then the partial ones).
+pub fn hash_tiles_of(size: u64) -> Vec<TilePath> {
+    Tile::new_tiles(TILE_HEIGHT, 0, size)
+        .into_iter()
+        .map(|tile| TilePath {
+            kind: TileKind::Hashes(tile.level()),
+            index: tile.level_index(),
+            width: tile.width() as u16,
+        })
+        .collect()
+}
+
+/// Every entry bundle of a log of `size` entries.
+pub fn bundles_of(size: u64) -> Vec<TilePath> {
+    let mut bundles: Vec<TilePath> = (0..size / TILE_WIDTH)
+        .map(|index| bundle_path(index, TILE_WIDTH))
+        .collect();
+    if !size.is_multiple_of(TILE_WIDTH) {
+        bundles.push(bundle_path(size / TILE_WIDTH, size % TILE_WIDTH));
+    }
+    bundles
+}
+
 /// The result of integrating leaves: the new size and root, and every tile (full or partial,
 /// with its data) that changed.
 #[derive(Debug)]

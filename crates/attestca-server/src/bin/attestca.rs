@@ -111,6 +111,46 @@ enum Command {
         #[command(subcommand)]
         command: EvidenceCommand,
     },
+    /// The issuance transparency log (docs/transparency.md).
+    Log {
+        #[command(subcommand)]
+        command: LogCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum LogCommand {
+    /// Fetch the log at --url as a monitor would and re-derive it: the checkpoint's signature,
+    /// every entry re-hashed, every hash tile and the root recomputed, consistency with a
+    /// checkpoint saved earlier (--since), and, with the CA's configuration, every logged
+    /// certificate recorded by the CA and every recorded one logged. One JSON line per check;
+    /// exits 0 when all pass, 1 when one fails.
+    Verify {
+        /// The log's prefix, e.g. http://ca.example:8080/log/issuing-ca/
+        #[arg(long)]
+        url: String,
+        /// The log's verifier key (`<origin>+<id>+<key>`, as in pki/log.vkey).
+        #[arg(long, conflicts_with = "key_file")]
+        key: Option<String>,
+        /// A file holding the verifier key.
+        #[arg(long)]
+        key_file: Option<PathBuf>,
+        /// A checkpoint saved by an earlier run (--save): this log must extend it.
+        #[arg(long)]
+        since: Option<PathBuf>,
+        /// Where to save the checkpoint verified now, for the next run's --since.
+        #[arg(long)]
+        save: Option<PathBuf>,
+        /// The CA's configuration: compare the log with its database (and read the key from
+        /// its pki/log.vkey when neither --key nor --key-file is given).
+        #[arg(long, conflicts_with = "dev")]
+        config: Option<PathBuf>,
+        /// Use the development installation in --data-dir.
+        #[arg(long)]
+        dev: bool,
+        #[arg(long, default_value = "attestca-dev", requires = "dev")]
+        data_dir: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -346,6 +386,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Evidence { command } => Ok(verify_evidence(command)),
+        Command::Log { command } => verify_log(command).await,
         Command::HashPassword => {
             let mut password = String::new();
             std::io::stdin().read_to_string(&mut password)?;
@@ -354,6 +395,63 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `attestca log verify`: one JSON line per check; 0 all pass, 1 one fails.
+async fn verify_log(command: LogCommand) -> anyhow::Result<ExitCode> {
+    let LogCommand::Verify {
+        url,
+        key,
+        key_file,
+        since,
+        save,
+        config,
+        dev,
+        data_dir,
+    } = command;
+    let config = if config.is_some() || dev {
+        Some(load_or_dev(config, dev, &data_dir)?)
+    } else {
+        None
+    };
+    let key_text = match (key, key_file, &config) {
+        (Some(key), _, _) => key,
+        (None, Some(file), _) => std::fs::read_to_string(file)?,
+        (None, None, Some(config)) => {
+            std::fs::read_to_string(config.server.data_dir.join("pki").join("log.vkey"))?
+        }
+        (None, None, None) => {
+            anyhow::bail!("give the log's verifier key: --key, --key-file or --config")
+        }
+    };
+    let key = attestca_core::transparency::checkpoint::LogKey::from_verifier_key(&key_text)?;
+    let since = since.map(std::fs::read).transpose()?;
+    let store = match &config {
+        Some(config) => Some(
+            attestca::store::Store::connect(
+                &config.resolve_database_url()?,
+                config.database.max_connections,
+            )
+            .await?,
+        ),
+        None => None,
+    };
+    let verification =
+        attestca::transparency::verify::verify_log(&url, &key, since.as_deref(), store.as_ref())
+            .await;
+    for check in &verification.checks {
+        println!("{}", serde_json::to_string(check)?);
+    }
+    if verification.ok()
+        && let (Some(path), Some(note)) = (save, &verification.checkpoint)
+    {
+        std::fs::write(path, note)?;
+    }
+    Ok(if verification.ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 /// The configuration file, or the development configuration of `data_dir`.

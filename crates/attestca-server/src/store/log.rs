@@ -213,6 +213,34 @@ impl Store {
     }
 }
 
+/// What `attestca log verify` compares the log with: every certificate serial the CA
+/// recorded, those issued at or after `since`, and those pending integration.
+pub struct RecordedSerials {
+    pub all: std::collections::BTreeSet<String>,
+    pub since: Vec<String>,
+    pub pending: std::collections::BTreeSet<String>,
+}
+
+impl Store {
+    pub async fn log_cross_check(&self, since: i64) -> Result<RecordedSerials, StoreError> {
+        let rows: Vec<(String, i64)> = sqlx::query_as("SELECT serial, issued_at FROM certificates")
+            .fetch_all(self.db()?)
+            .await?;
+        let pending: Vec<String> = sqlx::query_scalar("SELECT serial FROM log_pending")
+            .fetch_all(self.db()?)
+            .await?;
+        Ok(RecordedSerials {
+            since: rows
+                .iter()
+                .filter(|(_, at)| *at >= since)
+                .map(|(s, _)| s.clone())
+                .collect(),
+            all: rows.into_iter().map(|(s, _)| s).collect(),
+            pending: pending.into_iter().collect(),
+        })
+    }
+}
+
 async fn tile(
     tx: &mut sqlx::Transaction<'static, sqlx::Any>,
     level: i32,

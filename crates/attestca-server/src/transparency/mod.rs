@@ -7,6 +7,8 @@
 //! right edge, stores the changed tiles and entry bundles, records where each certificate
 //! landed, signs the new checkpoint and deletes what it integrated.
 
+pub mod verify;
+
 use std::sync::Arc;
 use std::time::Duration;
 

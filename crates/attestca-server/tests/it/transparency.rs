@@ -57,16 +57,169 @@ fn parse_note(note: &str) -> (String, u64, [u8; 32], String, Vec<String>) {
     )
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn every_issued_certificate_is_in_the_log_within_a_second_and_the_log_verifies() {
-    let tmp = tempfile::tempdir().expect("temp dir");
-    let dir = tmp.path().join("data");
+/// `serve --dev` with the log on, and its data directory.
+async fn logged_dev_server(tmp: &std::path::Path) -> (ServerProcess, std::path::PathBuf) {
+    let dir = tmp.join("data");
     let mut server = ServerProcess::dev_with(
         &dir,
-        &tmp.path().join("server.log"),
+        &tmp.join("server.log"),
         &[("ATTESTCA_TRANSPARENCY__ENABLED", "true".into())],
     );
     server.wait_ready().await;
+    (server, dir)
+}
+
+/// `attestca log verify` against the dev server's log: passes on the log as served, and
+/// finds a tampered tile, a dropped entry, a forked earlier checkpoint and a certificate the
+/// CA recorded that is not in the log.
+#[tokio::test(flavor = "multi_thread")]
+async fn log_verify_passes_on_the_log_and_finds_each_tampering() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let (server, dir) = logged_dev_server(tmp.path()).await;
+    let pki = dir.join("pki");
+    let rig = https_client(
+        &pki.join("ca-chain.pem"),
+        Some((&pki.join("rig.crt"), &pki.join("rig.key"))),
+    );
+    let url = format!("{}/.well-known/est/lab/simpleenroll", server.est_url());
+    for i in 0..3 {
+        enroll(&rig, &url, &format!("verified-device-{i}")).await;
+    }
+    let db = sqlx::SqlitePool::connect(&format!("sqlite://{}", dir.join("attestca.db").display()))
+        .await
+        .expect("sqlite");
+    let integrated = Instant::now();
+    loop {
+        let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM log_pending")
+            .fetch_one(&db)
+            .await
+            .expect("pending");
+        if pending == 0 {
+            break;
+        }
+        assert!(
+            integrated.elapsed() < Duration::from_secs(2),
+            "never integrated"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let log_url = format!("http://{}/log/issuing-ca/", server.http);
+    let data_dir = dir.display().to_string();
+    let saved = tmp.path().join("checkpoint");
+    let verify = |extra: Vec<String>| {
+        let mut args = vec![
+            "log".to_owned(),
+            "verify".into(),
+            "--url".into(),
+            log_url.clone(),
+            "--dev".into(),
+            "--data-dir".into(),
+            data_dir.clone(),
+        ];
+        args.extend(extra);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run(&attestca_bin(), &args, &[])
+    };
+    let (ok, out) = verify(vec!["--save".into(), saved.display().to_string()]);
+    assert!(ok, "a consistent log verifies:\n{out}");
+    for check in ["checkpoint", "tree", "database", "completeness"] {
+        assert!(
+            out.contains(&format!("\"check\":\"{check}\",\"ok\":true")),
+            "{check} passes:\n{out}"
+        );
+    }
+    let (ok, out) = verify(vec!["--since".into(), saved.display().to_string()]);
+    assert!(
+        ok && out.contains("\"check\":\"consistency\",\"ok\":true"),
+        "{out}"
+    );
+
+    // A tampered tile: one bit of the level-0 tile.
+    let tile: Vec<u8> =
+        sqlx::query_scalar("SELECT data FROM log_tiles WHERE level = 0 AND idx = 0")
+            .fetch_one(&db)
+            .await
+            .expect("tile");
+    let mut flipped = tile.clone();
+    flipped[40] ^= 1;
+    set_tile(&db, 0, &flipped).await;
+    let (ok, out) = verify(vec![]);
+    assert!(
+        !ok && out.contains("served hashes differ"),
+        "tampered tile:\n{out}"
+    );
+    set_tile(&db, 0, &tile).await;
+
+    // A dropped entry: the first entry cut out of the bundle.
+    let bundle: Vec<u8> =
+        sqlx::query_scalar("SELECT data FROM log_tiles WHERE level = -1 AND idx = 0")
+            .fetch_one(&db)
+            .await
+            .expect("bundle");
+    let first = 2 + usize::from(u16::from_be_bytes([bundle[0], bundle[1]]));
+    set_tile(&db, -1, &bundle[first..]).await;
+    let (ok, out) = verify(vec![]);
+    // The bundle is now one entry short of the checkpoint: not served at that width, or (from a
+    // server that serves it anyway) fewer entries than the checkpoint counts.
+    assert!(
+        !ok && (out.contains("\"check\":\"entries\",\"ok\":false")
+            || out.contains("entry bundles hold")),
+        "dropped entry:\n{out}"
+    );
+    set_tile(&db, -1, &bundle).await;
+
+    // A forked history: an earlier checkpoint, signed by the log's key, with another root.
+    let key_der = std::fs::read(pki.join("log-checkpoint.key")).expect("key");
+    let pair = aws_lc_rs::signature::Ed25519KeyPair::from_pkcs8(&key_der).expect("key");
+    let text = format!("issuing-ca\n2\n{}\n", STANDARD.encode([9u8; 32]));
+    let vkey = std::fs::read_to_string(pki.join("log.vkey")).expect("vkey");
+    let key_id = &STANDARD
+        .decode(vkey.trim().splitn(3, '+').nth(2).expect("key"))
+        .expect("b64")[..];
+    let mut id = Sha256::new();
+    id.update(b"issuing-ca\n");
+    id.update(key_id);
+    let mut sig = id.finalize()[..4].to_vec();
+    sig.extend_from_slice(pair.sign(text.as_bytes()).as_ref());
+    let forked = tmp.path().join("forked");
+    std::fs::write(
+        &forked,
+        format!("{text}\n— issuing-ca {}\n", STANDARD.encode(sig)),
+    )
+    .expect("write");
+    let (ok, out) = verify(vec!["--since".into(), forked.display().to_string()]);
+    assert!(!ok && out.contains("a fork"), "forked checkpoint:\n{out}");
+
+    // A certificate recorded by the CA (issued now) that the log does not have.
+    sqlx::query(
+        "INSERT INTO certificates (serial, der, issuer_key_id, subject, spki_sha256, profile, \
+         not_before, not_after, requester, csr_sha256, issued_at) \
+         VALUES ('0badc0de', x'3000', x'00', 'CN=outside', x'00', 'lab', 0, 4000000000, \
+         'tls:insider', x'00', strftime('%s', 'now') + 60)",
+    )
+    .execute(&db)
+    .await
+    .expect("insert");
+    let (ok, out) = verify(vec![]);
+    assert!(
+        !ok && out.contains("not in the log: 0badc0de"),
+        "certificate outside the log:\n{out}"
+    );
+}
+
+async fn set_tile(db: &sqlx::SqlitePool, level: i32, data: &[u8]) {
+    sqlx::query("UPDATE log_tiles SET data = $1 WHERE level = $2 AND idx = 0")
+        .bind(data)
+        .bind(level)
+        .execute(db)
+        .await
+        .expect("update tile");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_issued_certificate_is_in_the_log_within_a_second_and_the_log_verifies() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let (server, dir) = logged_dev_server(tmp.path()).await;
     let pki = dir.join("pki");
     let chain = pki.join("ca-chain.pem");
     let rig = https_client(&chain, Some((&pki.join("rig.crt"), &pki.join("rig.key"))));
