@@ -79,6 +79,17 @@ pub struct TransparencyConfig {
     pub origin_suffix: String,
     /// How often pending entries are integrated into the tree and a checkpoint signed.
     pub integrate_interval_ms: u64,
+    /// The checkpoint key's label on the PKCS#11 token (default `attestca-log-<ca.name>`);
+    /// with the software backend the key is `<data_dir>/pki/log-checkpoint.key`.
+    pub key_label: Option<String>,
+}
+
+impl TransparencyConfig {
+    pub fn key_label_for(&self, ca_name: &str) -> String {
+        self.key_label
+            .clone()
+            .unwrap_or_else(|| format!("attestca-log-{ca_name}"))
+    }
 }
 
 impl Default for TransparencyConfig {
@@ -87,6 +98,7 @@ impl Default for TransparencyConfig {
             enabled: false,
             origin_suffix: String::new(),
             integrate_interval_ms: 500,
+            key_label: None,
         }
     }
 }

@@ -191,20 +191,37 @@ pub async fn assemble(config: &Config) -> Result<Assembled, ServerError> {
     let (tls, tls_certificate) = tls::server_config(config, rigs.client_ca_subjects())?;
     let tls = Arc::new(tls);
     let log = if config.transparency.enabled {
-        // The software checkpoint key, in the data directory. (The PKCS#11 backend, the key
-        // under its own label on the CA's token, is the production form: docs/transparency.md.)
-        let key = attestca_core::transparency::key::SoftwareCheckpointKey::load_or_create(
-            &config
-                .server
-                .data_dir
-                .join("pki")
-                .join("log-checkpoint.key"),
-        )?;
+        // The checkpoint key in the CA key's backend, under its own label: on the token
+        // (created there once, under a lock, when two instances start together), or a
+        // software key file beside the CA's.
+        let key: Arc<dyn attestca_core::transparency::key::CheckpointSigner> = match config
+            .resolve_signer()?
+        {
+            crate::config::SignerConfig::Pkcs11(pkcs11) => {
+                let _creating = store.exclusive("transparency-key").await?;
+                let label = config.transparency.key_label_for(&config.ca.name);
+                let opened = tokio::task::spawn_blocking(move || {
+                    crate::signer::pkcs11::Pkcs11CheckpointKey::open_or_generate(&pkcs11, &label)
+                })
+                .await
+                .map_err(|e| crate::signer::SignerError::Pkcs11(e.to_string()))?;
+                Arc::new(opened?)
+            }
+            crate::config::SignerConfig::Software(_) => Arc::new(
+                attestca_core::transparency::key::SoftwareCheckpointKey::load_or_create(
+                    &config
+                        .server
+                        .data_dir
+                        .join("pki")
+                        .join("log-checkpoint.key"),
+                )?,
+            ),
+        };
         let log = crate::transparency::IssuanceLog::new(
             store.clone(),
             &config.ca.name,
             &config.transparency,
-            Arc::new(key),
+            key,
         )?;
         // What a relying party or a witness configures to verify checkpoints.
         let vkey = config.server.data_dir.join("pki").join("log.vkey");

@@ -722,24 +722,7 @@ fn generate_key_pair(
         .curve()
         .to_der()
         .map_err(|e| SignerError::Config(e.to_string()))?;
-    let label = config.key_label.as_bytes().to_vec();
-    let public_template = [
-        Attribute::Token(true),
-        Attribute::Private(false),
-        Attribute::Verify(true),
-        Attribute::EcParams(params),
-        Attribute::Label(label.clone()),
-        Attribute::Id(label.clone()),
-    ];
-    let private_template = [
-        Attribute::Token(true),
-        Attribute::Private(true),
-        Attribute::Sensitive(true),
-        Attribute::Extractable(false),
-        Attribute::Sign(true),
-        Attribute::Label(label.clone()),
-        Attribute::Id(label),
-    ];
+    let (public_template, private_template) = key_templates(&config.key_label, params);
     let (public, _private) = session
         .generate_key_pair(
             &Mechanism::EccKeyPairGen,
@@ -750,14 +733,49 @@ fn generate_key_pair(
     read_public_key(session, public, config.algorithm)
 }
 
+/// The templates of a key pair generated in the token: a public token object, and a private
+/// one that is sensitive, never extractable and signs; both labelled (and identified) `label`.
+fn key_templates(label: &str, ec_params: Vec<u8>) -> ([Attribute; 6], [Attribute; 7]) {
+    let label = label.as_bytes().to_vec();
+    (
+        [
+            Attribute::Token(true),
+            Attribute::Private(false),
+            Attribute::Verify(true),
+            Attribute::EcParams(ec_params),
+            Attribute::Label(label.clone()),
+            Attribute::Id(label.clone()),
+        ],
+        [
+            Attribute::Token(true),
+            Attribute::Private(true),
+            Attribute::Sensitive(true),
+            Attribute::Extractable(false),
+            Attribute::Sign(true),
+            Attribute::Label(label.clone()),
+            Attribute::Id(label),
+        ],
+    )
+}
+
 fn find_key(
     session: &Session,
     config: &Pkcs11SignerConfig,
     class: ObjectClass,
 ) -> Result<Option<ObjectHandle>, SignerError> {
+    find_key_of_type(session, config, class, KeyType::EC)
+}
+
+/// The one key of `class` and `key_type` labelled `config.key_label` (an error when several).
+fn find_key_of_type(
+    session: &Session,
+    config: &Pkcs11SignerConfig,
+    class: ObjectClass,
+    key_type: KeyType,
+) -> Result<Option<ObjectHandle>, SignerError> {
     let template = [
         Attribute::Class(class),
-        Attribute::KeyType(KeyType::EC),
+        Attribute::KeyType(key_type),
         Attribute::Label(config.key_label.as_bytes().to_vec()),
     ];
     let found = session.find_objects(&template).map_err(p11("find key"))?;
@@ -789,6 +807,12 @@ fn read_public_key(
     public: ObjectHandle,
     algorithm: CaKeyAlgorithm,
 ) -> Result<SubjectPublicKeyInfo, SignerError> {
+    algorithm.spki_from_point(&read_ec_point(session, public)?)
+}
+
+/// `CKA_EC_POINT` of a public key: DER, an OCTET STRING wrapping the point (some tokens give
+/// the point bare).
+fn read_ec_point(session: &Session, public: ObjectHandle) -> Result<Vec<u8>, SignerError> {
     let attrs = session
         .get_attributes(public, &[AttributeType::EcPoint])
         .map_err(p11("read CKA_EC_POINT"))?;
@@ -799,11 +823,123 @@ fn read_public_key(
             _ => None,
         })
         .ok_or_else(|| SignerError::Pkcs11("public key has no CKA_EC_POINT".into()))?;
-    // CKA_EC_POINT is DER: an OCTET STRING wrapping the uncompressed point.
-    let point = <der::asn1::OctetString as der::Decode>::from_der(&wrapped)
+    Ok(<der::asn1::OctetString as der::Decode>::from_der(&wrapped)
         .map(|o| o.as_bytes().to_vec())
-        .unwrap_or(wrapped);
-    algorithm.spki_from_point(&point)
+        .unwrap_or(wrapped))
+}
+
+/// The transparency log's checkpoint key on the CA's token: Ed25519 (`CKK_EC_EDWARDS`,
+/// `CKM_EDDSA`) under its own label, generated inside the token (sensitive, non-extractable)
+/// when absent. Checkpoints are signed at most a few times a second, so one session serves;
+/// after a failure the next signature opens a new one (a token restart recovers by itself).
+pub struct Pkcs11CheckpointKey {
+    module: Arc<Module>,
+    config: Pkcs11SignerConfig,
+    public_key: [u8; 32],
+    session: Mutex<Option<(Session, u64)>>,
+}
+
+/// DER of the Ed25519 curve OID (1.3.101.112), as `CKA_EC_PARAMS`.
+const ED25519_PARAMS: [u8; 5] = [0x06, 0x03, 0x2b, 0x65, 0x70];
+
+impl Pkcs11CheckpointKey {
+    /// Opens the key labelled `label` on the token of `config`, generating it if absent.
+    pub fn open_or_generate(config: &Pkcs11SignerConfig, label: &str) -> Result<Self, SignerError> {
+        let mut config = config.clone();
+        config.key_label = label.to_owned();
+        let module = Module::get(&config.module)?;
+        let public_key = {
+            let (session, state) = module.open_at_start(&config)?;
+            let public = match find_edwards(&session, &config, ObjectClass::PUBLIC_KEY)? {
+                Some(public) => public,
+                None => generate_edwards(&session, &config)?,
+            };
+            let key = read_edwards_point(&session, public)?;
+            drop((session, state));
+            key
+        };
+        tracing::info!(token = %config.token_label, key = %config.key_label, "transparency log checkpoint key ready (Ed25519, in the token)");
+        Ok(Self {
+            module,
+            config,
+            public_key,
+            session: Mutex::new(None),
+        })
+    }
+
+    fn sign_once(&self, message: &[u8]) -> Result<Vec<u8>, SignerError> {
+        let state = self.module.read()?;
+        let context = state.context.as_ref().ok_or_else(not_loaded)?;
+        let mut cached = self
+            .session
+            .lock()
+            .map_err(|_| SignerError::Pkcs11("checkpoint session poisoned".into()))?;
+        if cached.as_ref().is_none_or(|(_, g)| *g != state.generation) {
+            *cached = Some((open_logged_in(context, &self.config)?, state.generation));
+        }
+        let Some((session, _)) = cached.as_ref() else {
+            return Err(not_loaded());
+        };
+        let signed = find_edwards(session, &self.config, ObjectClass::PRIVATE_KEY)
+            .and_then(|key| {
+                key.ok_or_else(|| SignerError::KeyNotFound(self.config.key_label.clone()))
+            })
+            .and_then(|key| {
+                let params = cryptoki::mechanism::eddsa::EddsaParams::new(
+                    cryptoki::mechanism::eddsa::EddsaSignatureScheme::Pure,
+                );
+                session
+                    .sign(&Mechanism::Eddsa(params), key, message)
+                    .map_err(p11("sign checkpoint"))
+            });
+        if signed.is_err() {
+            *cached = None;
+        }
+        signed
+    }
+}
+
+impl attestca_core::transparency::key::CheckpointSigner for Pkcs11CheckpointKey {
+    fn public_key(&self) -> [u8; 32] {
+        self.public_key
+    }
+
+    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, SignerError> {
+        // One retry on a fresh session: the cached one may have died with a token restart.
+        self.sign_once(message).or_else(|_| self.sign_once(message))
+    }
+}
+
+fn find_edwards(
+    session: &Session,
+    config: &Pkcs11SignerConfig,
+    class: ObjectClass,
+) -> Result<Option<ObjectHandle>, SignerError> {
+    find_key_of_type(session, config, class, KeyType::EC_EDWARDS)
+}
+
+fn generate_edwards(
+    session: &Session,
+    config: &Pkcs11SignerConfig,
+) -> Result<ObjectHandle, SignerError> {
+    let (public_template, private_template) =
+        key_templates(&config.key_label, ED25519_PARAMS.to_vec());
+    let (public, _) = session
+        .generate_key_pair(
+            &Mechanism::EccEdwardsKeyPairGen,
+            &public_template,
+            &private_template,
+        )
+        .map_err(p11("generate the checkpoint key"))?;
+    tracing::info!(token = %config.token_label, key = %config.key_label, "generated the transparency log's checkpoint key inside the token");
+    Ok(public)
+}
+
+/// The 32-octet Ed25519 public key (`CKA_EC_POINT`, raw or wrapped in an OCTET STRING).
+fn read_edwards_point(session: &Session, public: ObjectHandle) -> Result<[u8; 32], SignerError> {
+    read_ec_point(session, public)?
+        .try_into()
+        .map_err(|_| SignerError::Pkcs11("the checkpoint key is not a 32-octet Ed25519 key".into()))
 }
 
 impl Signer for Pkcs11Signer {

@@ -40,6 +40,7 @@ async fn example_production_config_on_postgres_and_softhsm() {
         ("ATTESTCA_DATABASE__URL", db.url.clone()),
         ("ATTESTCA_SIGNER__MODULE", module.clone()),
         ("ATTESTCA_SIGNER__TOKEN_LABEL", TOKEN.to_owned()),
+        ("ATTESTCA_TRANSPARENCY__ENABLED", "true".to_owned()),
         (
             "ATTESTCA_RIG_PASSWORD_LINE_1_BASIC",
             BASIC_PASSWORD.to_owned(),
@@ -409,6 +410,32 @@ async fn example_production_config_on_postgres_and_softhsm() {
         }
     }
 
+    // The transparency log's checkpoint key is in the token too (Ed25519, under its own label,
+    // not on disk), and the log as served verifies against the database.
+    assert!(objects.contains("attestca-log-issuing-ca"), "{objects}");
+    assert!(!data.join("pki/log-checkpoint.key").exists());
+    let log_url = format!("http://{http}/log/issuing-ca/");
+    let saved = tmp.path().join("checkpoint");
+    let verify = |extra: &[&str]| {
+        let mut args = vec!["log", "verify", "--url", &log_url, "--config", &config];
+        args.extend(extra);
+        run(env!("CARGO_BIN_EXE_attestca"), &args, &env)
+    };
+    let saved_arg = saved.display().to_string();
+    let integrated = std::time::Instant::now();
+    loop {
+        let (ok, out) = verify(&["--save", &saved_arg]);
+        if ok {
+            break;
+        }
+        assert!(
+            integrated.elapsed() < std::time::Duration::from_secs(3),
+            "log verify:\n{out}\n{}",
+            server.log_text()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+
     // A restart finds the key in the token again by label.
     server.stop();
     let mut server = ServerProcess::spawn(
@@ -428,6 +455,14 @@ async fn example_production_config_on_postgres_and_softhsm() {
         .await
         .expect("enroll after restart");
     assert_eq!(after_restart.status(), 200, "{}", server.log_text());
+    // The same checkpoint key after the restart: the grown log verifies and extends the one
+    // saved before it.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let (ok, out) = verify(&["--since", &saved_arg]);
+    assert!(
+        ok && out.contains("\"check\":\"consistency\",\"ok\":true"),
+        "{out}"
+    );
     drop(server);
     pool.close().await;
     db.drop_database().await;

@@ -267,3 +267,85 @@ key_algorithms = ["p256"]
     drop(servers);
     db.drop_database().await;
 }
+
+/// Two instances on one database keep one issuance log: certificates issued through both are
+/// integrated by whichever holds the integrator lock, both serve the same checkpoint, and
+/// `attestca log verify` finds every certificate of the database in the log and nothing else.
+#[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    missing_postgres,
+    ignore = "needs PostgreSQL (ATTESTCA_TEST_DATABASE_URL); tests/run.sh provides it"
+)]
+async fn two_instances_keep_one_consistent_log() {
+    let TwoInstances {
+        _tmp,
+        data,
+        db,
+        servers,
+    } = two_instances("[transparency]\nenabled = true\n[profiles.default]").await;
+    let pki = data.join("pki");
+    let rig = https_client(
+        &pki.join("ca-chain.pem"),
+        Some((&pki.join("rig.crt"), &pki.join("rig.key"))),
+    );
+    let posts = (0..24).map(|i| {
+        let url = format!("{}/.well-known/est/simpleenroll", servers[i % 2].est_url());
+        let rig = rig.clone();
+        async move { enroll(&rig, &url, &format!("logged-{i}")).await }
+    });
+    futures::future::join_all(posts).await;
+
+    let pool = db.pool().await;
+    let started = std::time::Instant::now();
+    loop {
+        let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM log_pending")
+            .fetch_one(&pool)
+            .await
+            .expect("pending");
+        if pending == 0 {
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(3),
+            "never integrated"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let certificates: i64 = sqlx::query_scalar("SELECT count(*) FROM certificates")
+        .fetch_one(&pool)
+        .await
+        .expect("count");
+    let checkpoints: Vec<String> = futures::future::join_all(servers.iter().map(|s| async move {
+        reqwest::get(format!("http://{}/log/issuing-ca/checkpoint", s.http))
+            .await
+            .expect("checkpoint")
+            .text()
+            .await
+            .expect("note")
+    }))
+    .await;
+    assert_eq!(checkpoints[0], checkpoints[1], "one log, one checkpoint");
+    assert!(
+        checkpoints[0].starts_with(&format!("issuing-ca\n{certificates}\n")),
+        "{} certificates, checkpoint:\n{}",
+        certificates,
+        checkpoints[0]
+    );
+    let config = data.parent().expect("tmp").join("attestca.toml");
+    let (ok, out) = run(
+        &attestca_bin(),
+        &[
+            "log",
+            "verify",
+            "--url",
+            &format!("http://{}/log/issuing-ca/", servers[1].http),
+            "--config",
+            &config.display().to_string(),
+        ],
+        &[],
+    );
+    assert!(ok, "{out}");
+    pool.close().await;
+    drop(servers);
+    db.drop_database().await;
+}
