@@ -95,7 +95,7 @@ impl TransparencyConfig {
 impl Default for TransparencyConfig {
     fn default() -> Self {
         Self {
-            enabled: false,
+            enabled: true,
             origin_suffix: String::new(),
             integrate_interval_ms: 500,
             key_label: None,

@@ -70,14 +70,8 @@ pub fn router(
     match log {
         Some(log) => router.merge(
             Router::new()
-                .route(
-                    &format!("/log/{}/checkpoint", log.name()),
-                    get(log_checkpoint),
-                )
-                .route(
-                    &format!("/log/{}/tile/{{*path}}", log.name()),
-                    get(log_tile),
-                )
+                .route("/log/{name}/checkpoint", get(log_checkpoint))
+                .route("/log/{name}/tile/{*path}", get(log_tile))
                 .with_state(log),
         ),
         None => router,
@@ -86,7 +80,10 @@ pub fn router(
 
 /// `GET /log/<ca-name>/checkpoint`: the newest signed checkpoint (C2SP tlog-tiles: mutable,
 /// cached for a second at most).
-async fn log_checkpoint(State(log): State<Arc<IssuanceLog>>) -> Response {
+async fn log_checkpoint(State(log): State<Arc<IssuanceLog>>, Path(name): Path<String>) -> Response {
+    if name != log.name() {
+        return log_not_found("log.no_such_log: this CA keeps no log of that name");
+    }
     match log.checkpoint().await {
         Ok(Some(note)) => (
             StatusCode::OK,
@@ -105,7 +102,13 @@ async fn log_checkpoint(State(log): State<Arc<IssuanceLog>>) -> Response {
 /// `GET /log/<ca-name>/tile/…`: a hash tile or entry bundle, full or partial. Both are
 /// immutable once served (a partial tile `.p/W` is always the same W hashes), so a CDN or a
 /// static mirror may keep them forever.
-async fn log_tile(State(log): State<Arc<IssuanceLog>>, Path(path): Path<String>) -> Response {
+async fn log_tile(
+    State(log): State<Arc<IssuanceLog>>,
+    Path((name, path)): Path<(String, String)>,
+) -> Response {
+    if name != log.name() {
+        return log_not_found("log.no_such_log: this CA keeps no log of that name");
+    }
     let Ok(tile) = TilePath::parse(&format!("tile/{path}")) else {
         return log_not_found("log.bad_path: not a C2SP tlog-tiles tile path");
     };

@@ -602,16 +602,18 @@ async fn simultaneous_start_round(round: usize, admin_url: &str, module: &str, r
     }
     let both_ready = started.elapsed();
 
-    // One responder key in the token (next to the CA key), one responder certificate.
+    // One responder key and one log checkpoint key in the token (next to the CA key), one
+    // responder certificate: two instances starting at once create each key once.
     let objects = token.private_keys(module);
     let responder_label = format!("label:      {KEY_LABEL}-ocsp");
     assert_eq!(
         (
             objects.matches(&responder_label).count(),
+            objects.matches("label:      attestca-log-").count(),
             objects.matches("Private Key Object").count()
         ),
-        (1, 2),
-        "round {round}: one responder key and the CA key expected:\n{objects}"
+        (1, 1, 3),
+        "round {round}: one responder key, one log key and the CA key expected:\n{objects}"
     );
     let pool = db.pool().await;
     let responder_rows: i64 =

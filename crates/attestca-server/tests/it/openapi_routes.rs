@@ -503,6 +503,8 @@ async fn every_spec_route_is_served() {
         ("file", "issuing-ca.crl".to_owned()),
         ("request", ocsp_get),
         ("device_identity", urlencode(&device_identity)),
+        ("name", "issuing-ca".to_owned()),
+        ("path", "0/000.p/1".to_owned()),
     ]
     .into_iter()
     .collect();

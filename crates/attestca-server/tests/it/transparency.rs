@@ -328,6 +328,20 @@ async fn every_issued_certificate_is_in_the_log_within_a_second_and_the_log_veri
             "the lab profile requires no evidence"
         );
     }
+    // Another CA's log is not here.
+    let other = plain
+        .get(format!("http://{}/log/other-ca/checkpoint", server.http))
+        .send()
+        .await
+        .expect("checkpoint");
+    assert_eq!(other.status(), 404);
+    assert!(
+        other
+            .text()
+            .await
+            .expect("body")
+            .starts_with("log.no_such_log")
+    );
     // A tile beyond the tree is not there.
     let missing = plain
         .get(format!("{base}/tile/0/001"))
