@@ -350,3 +350,114 @@ async fn every_issued_certificate_is_in_the_log_within_a_second_and_the_log_veri
         .expect("tile");
     assert_eq!(missing.status(), 404);
 }
+
+/// The CA killed (`kill -9`) in the middle of a burst of enrollments: every certificate row
+/// has its log entry (pending or integrated) and every entry its certificate — the two are
+/// one transaction — and after a restart the log integrates what was pending and verifies
+/// against the database (every certificate issued is in the log).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_ca_killed_mid_burst_leaves_every_certificate_with_its_entry() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let (mut server, dir) = logged_dev_server(tmp.path()).await;
+    let pki = dir.join("pki");
+    let rig = https_client(
+        &pki.join("ca-chain.pem"),
+        Some((&pki.join("rig.crt"), &pki.join("rig.key"))),
+    );
+    let url = format!("{}/.well-known/est/lab/simpleenroll", server.est_url());
+    // Rigs enrolling in a loop; the CA is killed while they are at it.
+    let burst: Vec<_> = (0..8)
+        .map(|rig_no| {
+            let (rig, url) = (rig.clone(), url.clone());
+            tokio::spawn(async move {
+                let mut issued = 0;
+                for i in 0..200 {
+                    let sent = rig
+                        .post(&url)
+                        .header("Content-Type", "application/pkcs10")
+                        .body(body(&csr(&format!("killed-{rig_no}-{i}"))))
+                        .send()
+                        .await;
+                    match sent {
+                        Ok(r) if r.status() == 200 => issued += 1,
+                        _ => break,
+                    }
+                }
+                issued
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    server.signal("KILL");
+    let mut received = 0;
+    for task in burst {
+        received += task.await.expect("rig");
+    }
+    assert!(received > 0, "nothing was issued before the kill");
+    assert!(server.exit_within(Duration::from_secs(5)).await.is_some());
+
+    let db_path = format!("sqlite://{}", dir.join("attestca.db").display());
+    {
+        let db = sqlx::SqlitePool::connect(&db_path).await.expect("sqlite");
+        let orphans: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM certificates c WHERE NOT EXISTS \
+             (SELECT 1 FROM log_pending p WHERE p.serial = c.serial) AND NOT EXISTS \
+             (SELECT 1 FROM log_leaves l WHERE l.serial = c.serial)",
+        )
+        .fetch_one(&db)
+        .await
+        .expect("orphans");
+        let unbacked: i64 = sqlx::query_scalar(
+            "SELECT (SELECT count(*) FROM log_pending p WHERE NOT EXISTS \
+               (SELECT 1 FROM certificates c WHERE c.serial = p.serial)) + \
+             (SELECT count(*) FROM log_leaves l WHERE NOT EXISTS \
+               (SELECT 1 FROM certificates c WHERE c.serial = l.serial))",
+        )
+        .fetch_one(&db)
+        .await
+        .expect("unbacked");
+        let certificates: i64 = sqlx::query_scalar("SELECT count(*) FROM certificates")
+            .fetch_one(&db)
+            .await
+            .expect("count");
+        assert!(
+            certificates >= received,
+            "{certificates} rows, {received} received"
+        );
+        assert_eq!(
+            (orphans, unbacked),
+            (0, 0),
+            "certificates without entries, entries without certificates"
+        );
+        db.close().await;
+    }
+
+    // Restarted: what was pending is integrated, and the log matches the database.
+    let (restarted, _) = logged_dev_server(tmp.path()).await;
+    let log_url = format!("http://{}/log/issuing-ca/", restarted.http);
+    let data_dir = dir.display().to_string();
+    let started = Instant::now();
+    loop {
+        let (ok, out) = run(
+            &attestca_bin(),
+            &[
+                "log",
+                "verify",
+                "--url",
+                &log_url,
+                "--dev",
+                "--data-dir",
+                &data_dir,
+            ],
+            &[],
+        );
+        if ok && out.contains("(0 pending)") {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the log does not verify after the restart:\n{out}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
