@@ -453,6 +453,159 @@ mod tests {
         assert_eq!(root.0, mth(&leaves));
     }
 
+    fn node(left: &[u8; 32], right: &[u8; 32]) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update([1u8]);
+        h.update(left);
+        h.update(right);
+        h.finalize().into()
+    }
+
+    /// RFC 9162 §2.1.3.2, written from the RFC for this test.
+    fn verify_inclusion(
+        index: u64,
+        size: u64,
+        leaf: [u8; 32],
+        path: &[[u8; 32]],
+        root: [u8; 32],
+    ) -> bool {
+        if index >= size {
+            return false;
+        }
+        let (mut f, mut s) = (index, size - 1);
+        let mut r = leaf;
+        for p in path {
+            if s == 0 {
+                return false;
+            }
+            if f & 1 == 1 || f == s {
+                r = node(p, &r);
+                if f & 1 == 0 {
+                    while f & 1 == 0 && f != 0 {
+                        f >>= 1;
+                        s >>= 1;
+                    }
+                }
+            } else {
+                r = node(&r, p);
+            }
+            f >>= 1;
+            s >>= 1;
+        }
+        s == 0 && r == root
+    }
+
+    /// RFC 9162 §2.1.4.2, written from the RFC for this test (first < second).
+    fn verify_consistency(
+        first: u64,
+        second: u64,
+        first_root: [u8; 32],
+        second_root: [u8; 32],
+        proof: &[[u8; 32]],
+    ) -> bool {
+        let mut path = proof.to_vec();
+        if path.is_empty() {
+            return false;
+        }
+        if first.is_power_of_two() {
+            path.insert(0, first_root);
+        }
+        let (mut f, mut s) = (first - 1, second - 1);
+        while f & 1 == 1 {
+            f >>= 1;
+            s >>= 1;
+        }
+        let (mut fr, mut sr) = (path[0], path[0]);
+        for c in &path[1..] {
+            if s == 0 {
+                return false;
+            }
+            if f & 1 == 1 || f == s {
+                fr = node(c, &fr);
+                sr = node(c, &sr);
+                if f & 1 == 0 {
+                    while f & 1 == 0 && f != 0 {
+                        f >>= 1;
+                        s >>= 1;
+                    }
+                }
+            } else {
+                sr = node(&sr, c);
+            }
+            f >>= 1;
+            s >>= 1;
+        }
+        fr == first_root && sr == second_root && s == 0
+    }
+
+    /// Proofs computed from the served tiles alone (what a verifier has) verify under RFC
+    /// 9162's algorithms, and fail for a wrong leaf or root.
+    #[test]
+    fn proofs_from_the_tiles_verify_under_rfc_9162() {
+        let leaves: Vec<[u8; 32]> = (0..1_000u32)
+            .map(|i| super::super::entry::leaf_hash(&i.to_be_bytes()))
+            .collect();
+        let built = integrate(0, &HashMap::new(), &leaves).expect("tree");
+        let tiles: HashMap<(u8, u64), Vec<u8>> = built
+            .tiles
+            .into_iter()
+            .map(|(p, d)| match p.kind {
+                TileKind::Hashes(level) => ((level, p.index), d),
+                TileKind::Entries => unreachable!("hash tiles only"),
+            })
+            .collect();
+        let set = TileSet::new(tiles);
+        for (n, t) in [
+            (0u64, 1u64),
+            (0, 1000),
+            (255, 256),
+            (256, 1000),
+            (999, 1000),
+            (5, 7),
+            (600, 777),
+        ] {
+            let root = mth(&leaves[..t as usize]);
+            let proof: Vec<[u8; 32]> = tlog_tiles::prove_record(t, n, &set)
+                .expect("inclusion proof")
+                .into_iter()
+                .map(|h| h.0)
+                .collect();
+            assert!(
+                verify_inclusion(n, t, leaves[n as usize], &proof, root),
+                "{n} in {t}"
+            );
+            assert!(!verify_inclusion(
+                n,
+                t,
+                leaves[(n as usize + 1) % 1000],
+                &proof,
+                root
+            ));
+        }
+        for (m, t) in [
+            (1u64, 2u64),
+            (3, 7),
+            (4, 1000),
+            (256, 1000),
+            (511, 777),
+            (999, 1000),
+        ] {
+            let (old, new) = (mth(&leaves[..m as usize]), mth(&leaves[..t as usize]));
+            let proof: Vec<[u8; 32]> = tlog_tiles::prove_tree(t, m, &set)
+                .expect("consistency proof")
+                .into_iter()
+                .map(|h| h.0)
+                .collect();
+            assert!(verify_consistency(m, t, old, new, &proof), "{m} -> {t}");
+            let mut forked = old;
+            forked[0] ^= 1;
+            assert!(
+                !verify_consistency(m, t, forked, new, &proof),
+                "{m} -> {t} forked"
+            );
+        }
+    }
+
     #[test]
     fn bundles_grow_split_at_256_and_serve_their_prefixes() {
         let entries: Vec<Vec<u8>> = (0..300u32)
