@@ -72,7 +72,10 @@ pub fn router(
             Router::new()
                 .route("/log/{name}/checkpoint", get(log_checkpoint))
                 .route("/log/{name}/tile/{*path}", get(log_tile))
-                .with_state(log),
+                .with_state(log)
+                // C2SP tlog-tiles: entry bundles SHOULD be compressed (gzip when the client
+                // accepts it; a certificate's DER and its record compress by about half).
+                .layer(tower_http::compression::CompressionLayer::new()),
         ),
         None => router,
     }

@@ -293,6 +293,31 @@ async fn every_issued_certificate_is_in_the_log_within_a_second_and_the_log_veri
     };
     let hashes = get(format!("{base}/tile/0/000.p/{size}")).await;
     let bundle = get(format!("{base}/tile/entries/000.p/{size}")).await;
+    // Entry bundles are gzip-compressed for a client that accepts it (curl decompresses).
+    let headers = tmp.path().join("headers");
+    let gunzipped = tmp.path().join("bundle");
+    let (ok, out) = run(
+        "curl",
+        &[
+            "-sf",
+            "--compressed",
+            "-D",
+            &headers.display().to_string(),
+            "-o",
+            &gunzipped.display().to_string(),
+            &format!("{base}/tile/entries/000.p/{size}"),
+        ],
+        &[],
+    );
+    assert!(ok, "curl: {out}");
+    let headers = std::fs::read_to_string(&headers).expect("headers");
+    assert!(
+        headers
+            .to_ascii_lowercase()
+            .contains("content-encoding: gzip"),
+        "{headers}"
+    );
+    assert_eq!(std::fs::read(&gunzipped).expect("bundle"), bundle);
     let mut entries = Vec::new();
     let mut rest = bundle.as_slice();
     while !rest.is_empty() {
