@@ -205,7 +205,7 @@ impl Store {
         Ok(index.map(|i| i as u64))
     }
 
-    /// Entries not yet integrated, and the age in seconds of the oldest (for the metrics).
+    /// Entries not yet integrated (the metric, and the integrator's backlog test).
     pub async fn log_pending_count(&self) -> Result<i64, StoreError> {
         Ok(sqlx::query_scalar("SELECT count(*) FROM log_pending")
             .fetch_one(self.db()?)

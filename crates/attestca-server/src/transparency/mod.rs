@@ -15,7 +15,7 @@ use std::time::Duration;
 use attestca_core::transparency::checkpoint::{self, LogKey};
 use attestca_core::transparency::entry::leaf_hash;
 use attestca_core::transparency::key::CheckpointSigner;
-use attestca_core::transparency::tiles::{self, TileKind, TilePath};
+use attestca_core::transparency::tiles::{self, TilePath};
 
 use crate::store::log::{LogState, LogUpdate};
 use crate::store::{Store, StoreError};
@@ -98,20 +98,20 @@ impl IssuanceLog {
         Ok(integrated)
     }
 
-    /// Integrates every interval until the task is dropped.
+    /// Integrates every interval until the task is dropped. A round takes everything pending
+    /// (up to [`INTEGRATE_MAX`]), so under load one checkpoint covers an interval's
+    /// enrollments; only a backlog of more than a round is worked off without waiting.
     pub async fn run(self: Arc<Self>) {
         loop {
-            match self.integrate_once().await {
-                // A full round: more may be waiting.
-                Ok(Some(_)) => {}
-                Ok(None) => tokio::time::sleep(self.interval).await,
-                Err(e) => {
-                    tracing::warn!(error = %e, "transparency log integration failed");
-                    tokio::time::sleep(self.interval).await;
-                }
+            if let Err(e) = self.integrate_once().await {
+                tracing::warn!(error = %e, "transparency log integration failed");
             }
-            if let Ok(pending) = self.store.log_pending_count().await {
+            let pending = self.store.log_pending_count().await;
+            if let Ok(pending) = pending {
                 crate::metrics::METRICS.log_pending.set(pending);
+            }
+            if !pending.is_ok_and(|p| p >= INTEGRATE_MAX) {
+                tokio::time::sleep(self.interval).await;
             }
         }
     }
@@ -127,12 +127,7 @@ impl IssuanceLog {
         let Some(stored) = self.store.log_tile(path.kind, path.index).await? else {
             return Ok(None);
         };
-        Ok(
-            tiles::prefix_of(path.kind, &stored, path.width).filter(|data| match path.kind {
-                TileKind::Hashes(_) => data.len() == usize::from(path.width) * 32,
-                TileKind::Entries => true,
-            }),
-        )
+        Ok(tiles::prefix_of(path.kind, &stored, path.width))
     }
 }
 
