@@ -415,8 +415,10 @@ run_cargo_tests() {
 run_shell_tests() {
     local timeout_s="${ATTESTCA_SHELL_TEST_TIMEOUT:-900}" t name rc
     local passed=0 failed=0 failed_names=()
-    export ATTESTCA_BIN="$REPO_ROOT/target/debug/attestca"
-    export ATTESTCA_RIG_BIN="$REPO_ROOT/target/debug/attestca-rig"
+    # Where `cargo test` just built them (CARGO_TARGET_DIR moves cargo's output).
+    local bin="${CARGO_TARGET_DIR:-$REPO_ROOT/target}/debug"
+    export ATTESTCA_BIN="$bin/attestca"
+    export ATTESTCA_RIG_BIN="$bin/attestca-rig"
     shopt -s nullglob
     for t in tests/shell/*.sh; do
         name="$(basename "$t")"

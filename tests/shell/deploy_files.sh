@@ -278,18 +278,10 @@ t_init_ca() {
     mv "$W/chain.aside" "$W/data/pki/ca-chain.pem"
 }
 
-# A port no one listens on, below the kernel's ephemeral range (32768 and up here): a port in
-# that range can be taken by an outgoing connection between this check and the server's bind
-# (seen once: "Address already in use" on a port that answered no connect).
-free_port() {
-    local p i
-    for ((i = 0; i < 500; i++)); do
-        p=$((20000 + RANDOM % 12000))
-        [[ "$p" == "${1:-}" ]] && continue
-        (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return 0; }
-    done
-    return 1
-}
+# free_port: the shared one (below the kernel's ephemeral range, where an outgoing
+# connection can take a port between the check and the server's bind).
+# shellcheck source=tests/shell/lib/dev_server.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/dev_server.sh"
 
 # Serves deploy/attestca.example.toml with the attestca service's compose environment through
 # the compose entry point. Differences from the container, and why: SQLite instead of the
