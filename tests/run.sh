@@ -124,18 +124,19 @@ fresh_venv() {
 
 # ---------------------------------------------------------------- pkilint
 # A private venv, cached under target/ so that later runs skip the download. pkilint depends
-# on Python `cryptography`, which crates/attestca-server/tests/it/strict_names.rs uses as a strict certificate parser.
+# on Python `cryptography`, which crates/attestca-server/tests/it/strict_names.rs uses as a strict certificate parser;
+# with `requests` it also runs the Python example of docs/relying-parties.md (tests/it/relying_party.rs).
 ensure_pkilint() {
     local venv="$TOOLS_DIR/venv"
     local lint="$venv/bin/lint_pkix_cert"
     # Reuse the cache only if its interpreter still works (the python it was
     # made from may have been removed or upgraded since).
-    if [[ -x "$lint" ]] && "$venv/bin/python" -c 'import pkilint, cryptography' >/dev/null 2>&1; then
+    if [[ -x "$lint" ]] && "$venv/bin/python" -c 'import pkilint, cryptography, requests' >/dev/null 2>&1; then
         say "pkilint: cached in $venv"
     else
         fresh_venv "$venv"
         say "pkilint: pip install into $venv"
-        "$venv/bin/pip" install --quiet pkilint || { rm -rf "$venv"; die "pip install pkilint failed"; }
+        "$venv/bin/pip" install --quiet pkilint requests || { rm -rf "$venv"; die "pip install pkilint failed"; }
         [[ -x "$lint" ]] || die "pkilint installed but $lint is missing"
         "$venv/bin/python" -c 'import cryptography' \
             || die "pkilint installed but its venv has no cryptography"

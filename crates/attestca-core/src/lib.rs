@@ -34,6 +34,7 @@ pub mod pem;
 pub mod policy;
 pub mod reason;
 pub mod record;
+pub mod relying_party;
 pub mod revocation;
 pub mod serial;
 pub mod signer;

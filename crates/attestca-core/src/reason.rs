@@ -214,6 +214,20 @@ reasons! {
     /// Every freshly drawn serial number was taken (503).
     IssuanceSerialCollision = "issuance.serial_collision",
 
+    // The issuance log (docs/transparency.md), on its plain-HTTP paths and the operator API.
+    /// The log path names a log this CA does not keep (404).
+    LogNoSuchLog = "log.no_such_log",
+    /// Not a C2SP tlog-tiles tile path (404).
+    LogBadPath = "log.bad_path",
+    /// No such tile or entry bundle yet (404).
+    LogNoTile = "log.no_tile",
+    /// No checkpoint has been signed yet (404).
+    LogNoCheckpoint = "log.no_checkpoint",
+    /// The certificate is not in the log: issued before it, or not integrated yet (404).
+    LogNotLogged = "log.not_logged",
+    /// This CA keeps no issuance log (`transparency.enabled = false`) (404).
+    LogDisabled = "log.disabled",
+
     // Other event reasons.
     /// Event only: the CA issued its own OCSP responder certificate.
     OcspResponderIssued = "ocsp.responder_issued",

@@ -1113,3 +1113,20 @@ impl Drop for ThrowawayPostgres {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// Waits until the issuance log of the dev SQLite database `db` has nothing pending
+/// integration; fails after `limit`.
+pub async fn wait_log_integrated(db: &sqlx::SqlitePool, limit: Duration) {
+    let started = std::time::Instant::now();
+    loop {
+        let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM log_pending")
+            .fetch_one(db)
+            .await
+            .expect("pending");
+        if pending == 0 {
+            return;
+        }
+        assert!(started.elapsed() < limit, "never integrated");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -11,6 +11,7 @@ const ATTESTATION: &str = include_str!("../../../../docs/attestation.md");
 const RENEWAL: &str = include_str!("../../../../docs/renewal.md");
 const OPERATOR_API: &str = include_str!("../../../../docs/operator-api.md");
 const OPERATIONS: &str = include_str!("../../../../docs/operations.md");
+const TRANSPARENCY: &str = include_str!("../../../../docs/transparency.md");
 const OPENAPI: &str = include_str!("../../../../openapi/attestca.yaml");
 
 /// The namespaces of reason codes, to tell a code (`csr.malformed`) from a configuration key
@@ -34,6 +35,7 @@ const PREFIXES: &[&str] = &[
     "ocsp",
     "issuance",
     "ak",
+    "log",
 ];
 
 /// Codes the server produces that no document lists yet, and where they come from. A code
@@ -124,9 +126,16 @@ fn documented_codes() -> BTreeSet<String> {
 /// Whether the docs mention `code` anywhere (tables, prose, OpenAPI).
 fn mentioned(code: &str) -> bool {
     let quoted = format!("`{code}`");
-    [EST_PROFILE, ATTESTATION, RENEWAL, OPERATOR_API, OPERATIONS]
-        .iter()
-        .any(|doc| doc.contains(&quoted))
+    [
+        EST_PROFILE,
+        ATTESTATION,
+        RENEWAL,
+        OPERATOR_API,
+        OPERATIONS,
+        TRANSPARENCY,
+    ]
+    .iter()
+    .any(|doc| doc.contains(&quoted))
         || openapi_codes().contains(code)
 }
 

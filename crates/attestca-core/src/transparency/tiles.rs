@@ -270,6 +270,94 @@ impl HashReader for TileSet {
     }
 }
 
+/// The hash tiles, at their width in a tree of `size` leaves, that an inclusion proof of leaf
+/// `index` reads: fetch these (from the log or its database), then [`prove_inclusion`].
+/// Why two steps: the fetching is asynchronous and the caller's; the arithmetic is not.
+pub fn inclusion_tiles(index: u64, size: u64) -> Result<Vec<TilePath>, TreeError> {
+    let wanted = WantedHashes::default();
+    tlog_tiles::prove_record(size, index, &wanted)
+        .map_err(|e| TreeError(format!("leaf {index} of {size}: {e}")))?;
+    let mut tiles: Vec<TilePath> = wanted
+        .tiles
+        .into_inner()
+        .into_iter()
+        .map(|(level, index)| TilePath {
+            kind: TileKind::Hashes(level),
+            index,
+            width: width_at(level, index, size),
+        })
+        .collect();
+    tiles.sort_by_key(|t| (t.kind, t.index));
+    Ok(tiles)
+}
+
+/// The RFC 9162 §2.1.3 inclusion proof of leaf `index` in the tree of `size` leaves, read
+/// from `tiles` (at least those [`inclusion_tiles`] names, keyed by (level, index)).
+pub fn prove_inclusion(
+    index: u64,
+    size: u64,
+    tiles: &HashMap<(u8, u64), Vec<u8>>,
+) -> Result<Vec<[u8; 32]>, TreeError> {
+    let reader = EdgeReader {
+        edge: tiles,
+        new: HashMap::new(),
+    };
+    Ok(tlog_tiles::prove_record(size, index, &reader)
+        .map_err(|e| TreeError(format!("leaf {index} of {size}: {e}")))?
+        .into_iter()
+        .map(|h| h.0)
+        .collect())
+}
+
+/// Whether `proof` shows the leaf hash `leaf` at `index` in the tree of `size` leaves whose
+/// root is `root`.
+pub fn inclusion_holds(
+    index: u64,
+    size: u64,
+    leaf: [u8; 32],
+    proof: &[[u8; 32]],
+    root: [u8; 32],
+) -> bool {
+    let proof: Vec<tlog_tiles::Hash> = proof.iter().map(|h| tlog_tiles::Hash(*h)).collect();
+    tlog_tiles::check_record(
+        &proof,
+        size,
+        tlog_tiles::Hash(root),
+        index,
+        tlog_tiles::Hash(leaf),
+    )
+    .is_ok()
+}
+
+/// The width of hash tile (`level`, `index`) in a tree of `size` leaves.
+fn width_at(level: u8, index: u64, size: u64) -> u16 {
+    let hashes = size >> (u32::from(level) * u32::from(TILE_HEIGHT));
+    hashes.saturating_sub(index * TILE_WIDTH).min(TILE_WIDTH) as u16
+}
+
+/// The entry bundle holding leaf `index` of a log of `size` entries, at its width there.
+pub fn bundle_of(index: u64, size: u64) -> TilePath {
+    let tile = index / TILE_WIDTH;
+    bundle_path(tile, (size - tile * TILE_WIDTH).min(TILE_WIDTH))
+}
+
+/// A hash reader that answers zeros and notes which tiles the hashes asked for live in.
+#[derive(Default)]
+struct WantedHashes {
+    tiles: std::cell::RefCell<std::collections::BTreeSet<(u8, u64)>>,
+}
+
+impl HashReader for WantedHashes {
+    fn read_hashes(&self, indexes: &[u64]) -> Result<Vec<tlog_tiles::Hash>, tlog_tiles::Error> {
+        let mut tiles = self.tiles.borrow_mut();
+        for index in indexes {
+            let tile = Tile::from_index(TILE_HEIGHT, *index);
+            tiles.insert((tile.level(), tile.level_index()));
+        }
+        Ok(vec![tlog_tiles::Hash([0; 32]); indexes.len()])
+    }
+}
+
 /// Appends entries to the entry bundles of a log of `size` entries, whose rightmost bundle, if
 /// partial, is `partial` (its data). Returns every bundle that changed, with its data.
 pub fn append_to_bundles(
@@ -554,6 +642,7 @@ mod tests {
                 TileKind::Entries => unreachable!("hash tiles only"),
             })
             .collect();
+        let built_tiles = tiles.clone();
         let set = TileSet::new(tiles);
         for (n, t) in [
             (0u64, 1u64),
@@ -574,6 +663,31 @@ mod tests {
                 verify_inclusion(n, t, leaves[n as usize], &proof, root),
                 "{n} in {t}"
             );
+            // What a relying party does: only the named tiles, at their width in tree t.
+            let wanted: HashMap<(u8, u64), Vec<u8>> = inclusion_tiles(n, t)
+                .expect("tiles")
+                .into_iter()
+                .map(|p| {
+                    let TileKind::Hashes(level) = p.kind else {
+                        unreachable!("hash tiles only")
+                    };
+                    let data = &built_tiles[&(level, p.index)];
+                    let data = prefix_of(p.kind, data, p.width).expect("within the widest");
+                    ((level, p.index), data)
+                })
+                .collect();
+            let narrow = prove_inclusion(n, t, &wanted).expect("proof from the named tiles");
+            assert_eq!(narrow, proof);
+            assert!(inclusion_holds(n, t, leaves[n as usize], &narrow, root));
+            let mut wrong_root = root;
+            wrong_root[31] ^= 1;
+            assert!(!inclusion_holds(
+                n,
+                t,
+                leaves[n as usize],
+                &narrow,
+                wrong_root
+            ));
             assert!(!verify_inclusion(
                 n,
                 t,

@@ -34,6 +34,73 @@ impl ErrorBody {
     }
 }
 
+/// `GET /certificates/{serial}/attestation`: the certificate's log entry and its inclusion
+/// proof, enough to check offline with the log's verifier key (docs/relying-parties.md).
+#[derive(Serialize)]
+pub struct LoggedAttestation {
+    serial: Serial,
+    /// The checkpoint origin (the log's name).
+    log: String,
+    index: u64,
+    tree_size: u64,
+    /// The tree's root at `tree_size`, base64 (as in the checkpoint).
+    root: String,
+    /// The signed checkpoint note the proof is against.
+    checkpoint: String,
+    /// RFC 9162 §2.1.3 inclusion proof, base64 hashes, leaf to root.
+    inclusion_proof: Vec<String>,
+    /// The entry's bytes (docs/transparency.md), base64; its leaf hash is SHA-256(0x00 ‖ entry).
+    entry: String,
+    attestation: LoggedRecord,
+}
+
+#[derive(Serialize)]
+struct LoggedRecord {
+    attested: bool,
+    operation: String,
+    profile: String,
+    requester: String,
+    format: String,
+    vendor: String,
+    device_identity: String,
+    /// Lower-case hex; empty when there was no evidence.
+    evidence_sha256: String,
+    logged_at: String,
+}
+
+impl LoggedAttestation {
+    pub fn new(
+        serial: Serial,
+        origin: &str,
+        logged: crate::transparency::LoggedCertificate,
+    ) -> Self {
+        use base64::Engine;
+        let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+        let a = logged.entry.attestation;
+        Self {
+            serial,
+            log: origin.to_owned(),
+            index: logged.index,
+            tree_size: logged.tree_size,
+            root: b64(&logged.root),
+            checkpoint: logged.checkpoint,
+            inclusion_proof: logged.inclusion_proof.iter().map(|h| b64(h)).collect(),
+            entry: b64(&logged.entry_bytes),
+            attestation: LoggedRecord {
+                attested: a.attested,
+                operation: a.operation,
+                profile: a.profile,
+                requester: a.requester,
+                format: a.format,
+                vendor: a.vendor,
+                device_identity: a.device_identity,
+                evidence_sha256: hex::encode(&a.evidence_sha256),
+                logged_at: rfc3339(logged.entry.logged_at as i64),
+            },
+        }
+    }
+}
+
 /// `{"items": [...], "next_cursor": "..." | null}`
 #[derive(Serialize)]
 struct PageBody<T> {

@@ -26,6 +26,8 @@ use crate::http::ConnectionInfo;
 use crate::http::body::{BodyDeadline, BodyError, Incoming};
 use crate::registry::{Actor, Listing, Registry, RegistryError};
 use crate::store::{AuditQuery, CertificateQuery, EventQuery};
+use crate::transparency::{IssuanceLog, TransparencyError};
+use attestca_core::serial::Serial;
 
 /// Largest request body the API reads (a revocation reason is a few bytes).
 const MAX_BODY_BYTES: usize = 16 * 1024;
@@ -34,13 +36,20 @@ const MAX_BODY_BYTES: usize = 16 * 1024;
 pub struct ApiState {
     registry: Registry,
     operators: Arc<OperatorAuthenticator>,
+    /// The issuance log, when the CA keeps one (`transparency.enabled`).
+    log: Option<Arc<IssuanceLog>>,
 }
 
 impl ApiState {
-    pub fn new(registry: Registry, operators: Arc<OperatorAuthenticator>) -> Self {
+    pub fn new(
+        registry: Registry,
+        operators: Arc<OperatorAuthenticator>,
+        log: Option<Arc<IssuanceLog>>,
+    ) -> Self {
         Self {
             registry,
             operators,
+            log,
         }
     }
 }
@@ -51,6 +60,10 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/certificates", get(list_certificates))
         .route("/certificates/{serial}", get(get_certificate))
         .route("/certificates/{serial}/revoke", post(revoke_certificate))
+        .route(
+            "/certificates/{serial}/attestation",
+            get(get_certificate_attestation),
+        )
         .route("/devices/{device_identity}/revoke", post(revoke_device))
         .route("/events", get(list_events))
         .route("/audit-events", get(list_audit_events))
@@ -79,6 +92,14 @@ pub enum ApiError {
     RouteNotFound,
     #[error("method not allowed on this route")]
     MethodNotAllowed,
+    #[error(
+        "certificate {0} is not in the issuance log (issued before the log, or not integrated yet)"
+    )]
+    NotLogged(Serial),
+    #[error("this CA keeps no issuance log (transparency.enabled = false)")]
+    LogDisabled,
+    #[error(transparent)]
+    Log(#[from] TransparencyError),
 }
 
 impl ApiError {
@@ -114,6 +135,12 @@ impl ApiError {
             ApiError::MethodNotAllowed => (
                 StatusCode::METHOD_NOT_ALLOWED,
                 Reason::RouteMethodNotAllowed,
+            ),
+            ApiError::NotLogged(_) => (StatusCode::NOT_FOUND, Reason::LogNotLogged),
+            ApiError::LogDisabled => (StatusCode::NOT_FOUND, Reason::LogDisabled),
+            ApiError::Log(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Reason::ServiceDatabaseUnavailable,
             ),
         }
     }
@@ -246,6 +273,23 @@ async fn get_certificate(
 ) -> Result<Response, ApiError> {
     let detail = state.registry.certificate(&path(serial)?).await?;
     Ok(axum::Json(json::Certificate::from_detail(detail)).into_response())
+}
+
+/// `GET /certificates/{serial}/attestation`: the certificate's log entry (its attestation
+/// record) and the inclusion proof under the newest checkpoint.
+async fn get_certificate_attestation(
+    _operator: AuthenticatedOperator,
+    State(state): State<Arc<ApiState>>,
+    serial: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let detail = state.registry.certificate(&path(serial)?).await?;
+    let log = state.log.as_ref().ok_or(ApiError::LogDisabled)?;
+    let serial = detail.record.serial.clone();
+    let logged = log
+        .logged(&serial)
+        .await?
+        .ok_or(ApiError::NotLogged(serial.clone()))?;
+    Ok(axum::Json(json::LoggedAttestation::new(serial, log.origin(), logged)).into_response())
 }
 
 /// The body of a revocation: `{"reason": "<RFC 5280 name>"}`, or empty (`unspecified`).

@@ -284,6 +284,7 @@ pub async fn serve(
         .merge(crate::api::router(Arc::new(crate::api::ApiState::new(
             crate::registry::Registry::new(assembled.store.clone()),
             Arc::clone(&assembled.operators),
+            assembled.log.clone(),
         )))),
         "est",
         deadlines,

@@ -116,6 +116,55 @@ enum Command {
         #[command(subcommand)]
         command: LogCommand,
     },
+    /// Check a device certificate as a relying party does (docs/relying-parties.md): it chains
+    /// to the roots, is not revoked (--ocsp or --crl), is in the issuance log under a checkpoint
+    /// signed by the log key, and its log entry records verified attestation evidence. One
+    /// JSON line per check; exits 0 when all pass, 1 when one fails, 2 when it could not run.
+    VerifyDevice(Box<VerifyDeviceArgs>),
+}
+
+#[derive(clap::Args)]
+struct VerifyDeviceArgs {
+    /// The device certificate (PEM or DER).
+    #[arg(long)]
+    cert: PathBuf,
+    /// Intermediate certificates (PEM), as the device presented them. Default with --config
+    /// or --dev: the CA's chain file.
+    #[arg(long)]
+    chain: Option<PathBuf>,
+    /// The log's prefix, e.g. http://ca.example:8080/log/issuing-ca/
+    #[arg(long)]
+    log: String,
+    /// Check revocation with OCSP: at URL, or at the certificate's authorityInfoAccess.
+    #[arg(long, value_name = "URL", num_args = 0..=1, default_missing_value = "", conflicts_with = "crl")]
+    ocsp: Option<String>,
+    /// Check revocation with the CRL at URL, or at the certificate's cRLDistributionPoints.
+    #[arg(long, value_name = "URL", num_args = 0..=1, default_missing_value = "")]
+    crl: Option<String>,
+    /// Trust anchors (PEM). Default with --config or --dev: the self-signed certificates of
+    /// the CA's chain file.
+    #[arg(long)]
+    roots: Option<PathBuf>,
+    /// The log's verifier key (`<origin>+<id>+<key>`, as in pki/log.vkey).
+    #[arg(long, conflicts_with = "key_file")]
+    key: Option<String>,
+    /// A file holding the log's verifier key.
+    #[arg(long)]
+    key_file: Option<PathBuf>,
+    /// The CA's configuration: roots, chain and log key from its files.
+    #[arg(long, conflicts_with = "dev")]
+    config: Option<PathBuf>,
+    /// Use the development installation in --data-dir.
+    #[arg(long)]
+    dev: bool,
+    #[arg(long, default_value = "attestca-dev", requires = "dev")]
+    data_dir: PathBuf,
+    /// Check as of this time (RFC 3339 UTC) instead of now.
+    #[arg(long)]
+    at: Option<String>,
+    /// Accept a certificate whose log entry records no attestation (a profile without one).
+    #[arg(long)]
+    allow_unattested: bool,
 }
 
 #[derive(Subcommand)]
@@ -387,6 +436,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Evidence { command } => Ok(verify_evidence(command)),
         Command::Log { command } => verify_log(command).await,
+        Command::VerifyDevice(args) => Ok(verify_device(*args).await),
         Command::HashPassword => {
             let mut password = String::new();
             std::io::stdin().read_to_string(&mut password)?;
@@ -452,6 +502,130 @@ async fn verify_log(command: LogCommand) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
+}
+
+/// `attestca verify-device`: one JSON line per check; 0 all pass, 1 one fails, 2 could not run.
+async fn verify_device(args: VerifyDeviceArgs) -> ExitCode {
+    use attestca_core::relying_party::{self, DeviceQuery, RelyingPartyTrust, RevocationCheck};
+    let prepared = (|| -> anyhow::Result<_> {
+        let config = if args.config.is_some() || args.dev {
+            Some(load_or_dev(args.config.clone(), args.dev, &args.data_dir)?)
+        } else {
+            None
+        };
+        let read_certs = |path: &std::path::Path| -> anyhow::Result<Vec<Vec<u8>>> {
+            let bytes = std::fs::read(path).with_context(|| format!("{}", path.display()))?;
+            relying_party::certificates_of(&bytes)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+        };
+        let ca_chain = match &config {
+            Some(c) => read_certs(&c.ca.chain_file)?,
+            None => Vec::new(),
+        };
+        let self_signed = |der: &Vec<u8>| {
+            <x509_cert::Certificate as der::Decode>::from_der(der)
+                .is_ok_and(|c| c.tbs_certificate().issuer() == c.tbs_certificate().subject())
+        };
+        let roots = match &args.roots {
+            Some(path) => read_certs(path)?,
+            None if config.is_some() => ca_chain
+                .iter()
+                .filter(|c| self_signed(c))
+                .cloned()
+                .collect(),
+            None => anyhow::bail!("give the trust anchors: --roots, --config or --dev"),
+        };
+        let chain = match &args.chain {
+            Some(path) => read_certs(path)?,
+            None => ca_chain
+                .iter()
+                .filter(|c| !self_signed(c))
+                .cloned()
+                .collect(),
+        };
+        let key_text = match (&args.key, &args.key_file, &config) {
+            (Some(key), _, _) => key.clone(),
+            (None, Some(file), _) => {
+                std::fs::read_to_string(file).with_context(|| format!("{}", file.display()))?
+            }
+            (None, None, Some(config)) => {
+                std::fs::read_to_string(config.server.data_dir.join("pki").join("log.vkey"))?
+            }
+            (None, None, None) => {
+                anyhow::bail!("give the log's verifier key: --key, --key-file, --config or --dev")
+            }
+        };
+        let log_key =
+            attestca_core::transparency::checkpoint::LogKey::from_verifier_key(&key_text)?;
+        let certificate = read_certs(&args.cert)?
+            .into_iter()
+            .next()
+            .context("no certificate")?;
+        let now = match &args.at {
+            Some(text) => attestca_core::time::parse_rfc3339(text).with_context(|| {
+                format!("--at {text:?}: give an RFC 3339 UTC time like 2024-11-01T00:00:00Z")
+            })? as u64,
+            None => attestca_core::time::unix_now() as u64,
+        };
+        let nonempty = |url: &String| (!url.is_empty()).then(|| url.clone());
+        let revocation = match (&args.ocsp, &args.crl) {
+            (Some(url), _) => RevocationCheck::Ocsp(nonempty(url)),
+            (None, Some(url)) => RevocationCheck::Crl(nonempty(url)),
+            (None, None) => RevocationCheck::Skip,
+        };
+        Ok((
+            RelyingPartyTrust { roots, log_key },
+            certificate,
+            chain,
+            now,
+            revocation,
+        ))
+    })();
+    let (trust, certificate, chain, now, revocation) = match prepared {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("attestca: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = tokio::runtime::Handle::current();
+    let report = tokio::task::spawn_blocking(move || {
+        let query = DeviceQuery {
+            certificate: &certificate,
+            chain: &chain,
+            log_url: &args.log,
+            revocation,
+            now,
+            allow_unattested: args.allow_unattested,
+        };
+        let mut net = attestca::transparency::client::BlockingFetch::new(
+            attestca::transparency::client::BoundedClient::new(),
+            runtime,
+        );
+        relying_party::verify_device(&query, &trust, &mut net)
+    })
+    .await;
+    let report = match report {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("attestca: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    for check in &report.checks {
+        match serde_json::to_string(check) {
+            Ok(line) => println!("{line}"),
+            Err(e) => {
+                eprintln!("attestca: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    if report.ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 /// The configuration file, or the development configuration of `data_dir`.

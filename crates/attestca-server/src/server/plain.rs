@@ -18,6 +18,8 @@ use crate::ocsp::{OcspError, OcspReply, OcspResponder};
 use crate::revocation::crl::CrlPublisher;
 use crate::revocation::root_crl::CrlFile;
 use crate::transparency::IssuanceLog;
+use attestca_core::reason::Reason;
+use attestca_core::serial::Serial;
 use attestca_core::transparency::tiles::TilePath;
 
 /// Largest OCSP request body read; a larger one is answered `malformedRequest`.
@@ -72,6 +74,7 @@ pub fn router(
             Router::new()
                 .route("/log/{name}/checkpoint", get(log_checkpoint))
                 .route("/log/{name}/tile/{*path}", get(log_tile))
+                .route("/log/{name}/index/{serial}", get(log_index))
                 .with_state(log)
                 // C2SP tlog-tiles: entry bundles SHOULD be compressed (gzip when the client
                 // accepts it; a certificate's DER and its record compress by about half).
@@ -85,7 +88,7 @@ pub fn router(
 /// cached for a second at most).
 async fn log_checkpoint(State(log): State<Arc<IssuanceLog>>, Path(name): Path<String>) -> Response {
     if name != log.name() {
-        return log_not_found("log.no_such_log: this CA keeps no log of that name");
+        return log_not_found(Reason::LogNoSuchLog, "this CA keeps no log of that name");
     }
     match log.checkpoint().await {
         Ok(Some(note)) => (
@@ -97,7 +100,7 @@ async fn log_checkpoint(State(log): State<Arc<IssuanceLog>>, Path(name): Path<St
             note,
         )
             .into_response(),
-        Ok(None) => log_not_found("log.no_checkpoint: no checkpoint signed yet"),
+        Ok(None) => log_not_found(Reason::LogNoCheckpoint, "no checkpoint signed yet"),
         Err(e) => log_unavailable(&e),
     }
 }
@@ -110,10 +113,10 @@ async fn log_tile(
     Path((name, path)): Path<(String, String)>,
 ) -> Response {
     if name != log.name() {
-        return log_not_found("log.no_such_log: this CA keeps no log of that name");
+        return log_not_found(Reason::LogNoSuchLog, "this CA keeps no log of that name");
     }
     let Ok(tile) = TilePath::parse(&format!("tile/{path}")) else {
-        return log_not_found("log.bad_path: not a C2SP tlog-tiles tile path");
+        return log_not_found(Reason::LogBadPath, "not a C2SP tlog-tiles tile path");
     };
     match log.tile(&tile).await {
         Ok(Some(data)) => (
@@ -125,19 +128,51 @@ async fn log_tile(
             data,
         )
             .into_response(),
-        Ok(None) => log_not_found("log.no_tile: no such tile (yet)"),
+        Ok(None) => log_not_found(Reason::LogNoTile, "no such tile (yet)"),
         Err(e) => log_unavailable(&e),
     }
 }
 
-fn log_not_found(reason: &'static str) -> Response {
+/// `GET /log/<ca-name>/index/<serial>`: where a certificate is in the log (its leaf index,
+/// decimal), so that a relying party can fetch its entry bundle and prove its inclusion from
+/// the tiles. Not part of C2SP tlog-tiles and not trusted: a wrong answer fails the
+/// verifier's inclusion proof. Immutable once answered; 404 `log.not_logged` until then.
+async fn log_index(
+    State(log): State<Arc<IssuanceLog>>,
+    Path((name, serial)): Path<(String, String)>,
+) -> Response {
+    if name != log.name() {
+        return log_not_found(Reason::LogNoSuchLog, "this CA keeps no log of that name");
+    }
+    let Ok(serial) = Serial::parse(&serial) else {
+        return log_not_found(Reason::LogBadPath, "not a hex serial number");
+    };
+    match log.index_of(&serial).await {
+        Ok(Some(index)) => (
+            StatusCode::OK,
+            [
+                (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+                (header::CACHE_CONTROL, "public, max-age=31536000, immutable"),
+            ],
+            format!("{index}\n"),
+        )
+            .into_response(),
+        Ok(None) => log_not_found(
+            Reason::LogNotLogged,
+            "no certificate with this serial is in the log (yet)",
+        ),
+        Err(e) => log_unavailable(&e),
+    }
+}
+
+fn log_not_found(reason: Reason, detail: &str) -> Response {
     (
         StatusCode::NOT_FOUND,
         [
             (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
             (header::CACHE_CONTROL, "no-store"),
         ],
-        format!("{reason}\n"),
+        format!("{reason}: {detail}\n"),
     )
         .into_response()
 }
@@ -150,7 +185,10 @@ fn log_unavailable(error: &crate::transparency::TransparencyError) -> Response {
             (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
             (header::RETRY_AFTER, "5"),
         ],
-        "storage.unavailable: the log's storage did not answer\n",
+        format!(
+            "{}: the log's storage did not answer\n",
+            Reason::StorageUnavailable
+        ),
     )
         .into_response()
 }

@@ -7,15 +7,17 @@
 //! right edge, stores the changed tiles and entry bundles, records where each certificate
 //! landed, signs the new checkpoint and deletes what it integrated.
 
+pub mod client;
 pub mod verify;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use attestca_core::serial::Serial;
 use attestca_core::transparency::checkpoint::{self, LogKey};
-use attestca_core::transparency::entry::leaf_hash;
+use attestca_core::transparency::entry::{IssuanceEntry, leaf_hash};
 use attestca_core::transparency::key::CheckpointSigner;
-use attestca_core::transparency::tiles::{self, TilePath};
+use attestca_core::transparency::tiles::{self, TileKind, TilePath};
 
 use crate::store::log::{LogState, LogUpdate};
 use crate::store::{Store, StoreError};
@@ -30,6 +32,9 @@ pub enum TransparencyError {
     Store(#[from] StoreError),
     #[error("checkpoint key: {0}")]
     Key(String),
+    /// What the log stores does not fit together (a tile or entry missing under a checkpoint).
+    #[error("the stored log is inconsistent: {0}")]
+    Inconsistent(String),
 }
 
 /// One CA's issuance log.
@@ -128,6 +133,84 @@ impl IssuanceLog {
             return Ok(None);
         };
         Ok(tiles::prefix_of(path.kind, &stored, path.width))
+    }
+}
+
+/// A certificate's place in the log, proven: what `GET /api/v1/certificates/{serial}/attestation`
+/// answers. Anyone holding the log's verifier key can check it offline.
+#[derive(Debug)]
+pub struct LoggedCertificate {
+    pub index: u64,
+    pub entry: IssuanceEntry,
+    /// The entry's bytes as the log hashes them.
+    pub entry_bytes: Vec<u8>,
+    /// The signed checkpoint the proof is against (the note's text).
+    pub checkpoint: String,
+    pub tree_size: u64,
+    pub root: [u8; 32],
+    /// RFC 9162 §2.1.3 inclusion proof of `index` in the tree of `tree_size`.
+    pub inclusion_proof: Vec<[u8; 32]>,
+}
+
+impl IssuanceLog {
+    /// Where a certificate landed in the log, once integrated.
+    pub async fn index_of(&self, serial: &Serial) -> Result<Option<u64>, TransparencyError> {
+        Ok(self.store.log_index_of(serial.as_str()).await?)
+    }
+
+    /// A certificate's entry with its inclusion proof under the newest checkpoint; `None` when
+    /// the certificate is not (yet) in the log.
+    pub async fn logged(
+        &self,
+        serial: &Serial,
+    ) -> Result<Option<LoggedCertificate>, TransparencyError> {
+        // The index before the checkpoint: the integrator records both in one transaction,
+        // so the checkpoint read after covers the index.
+        let Some(index) = self.index_of(serial).await? else {
+            return Ok(None);
+        };
+        let note = self
+            .checkpoint()
+            .await?
+            .ok_or_else(|| TransparencyError::Inconsistent("no checkpoint".into()))?;
+        let checkpoint = checkpoint::verify_checkpoint(&note, &self.key, &self.origin)
+            .map_err(|e| TransparencyError::Inconsistent(format!("checkpoint: {e}")))?;
+        let inconsistent = |e: String| TransparencyError::Inconsistent(e);
+        let bundle_path = tiles::bundle_of(index, checkpoint.size);
+        let bundle = self
+            .tile(&bundle_path)
+            .await?
+            .ok_or_else(|| inconsistent(format!("{} missing", bundle_path.to_path())))?;
+        let entry_bytes = tiles::bundle_entries(&bundle)
+            .map_err(|e| inconsistent(e.to_string()))?
+            .get((index % tiles::TILE_WIDTH) as usize)
+            .map(|e| e.to_vec())
+            .ok_or_else(|| inconsistent(format!("entry {index} missing")))?;
+        let entry = IssuanceEntry::decode(&entry_bytes).map_err(|e| inconsistent(e.to_string()))?;
+        let mut hashes = std::collections::HashMap::new();
+        for path in tiles::inclusion_tiles(index, checkpoint.size)
+            .map_err(|e| inconsistent(e.to_string()))?
+        {
+            let TileKind::Hashes(level) = path.kind else {
+                continue;
+            };
+            let data = self
+                .tile(&path)
+                .await?
+                .ok_or_else(|| inconsistent(format!("{} missing", path.to_path())))?;
+            hashes.insert((level, path.index), data);
+        }
+        let inclusion_proof = tiles::prove_inclusion(index, checkpoint.size, &hashes)
+            .map_err(|e| inconsistent(e.to_string()))?;
+        Ok(Some(LoggedCertificate {
+            index,
+            entry,
+            entry_bytes,
+            checkpoint: String::from_utf8_lossy(&note).into_owned(),
+            tree_size: checkpoint.size,
+            root: checkpoint.root,
+            inclusion_proof,
+        }))
     }
 }
 

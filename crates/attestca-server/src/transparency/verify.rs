@@ -11,6 +11,7 @@ use attestca_core::transparency::tiles::{self, TilePath};
 use der::Decode;
 use serde::Serialize;
 
+use super::client::BoundedClient;
 use crate::store::Store;
 
 /// One check of the verification, as printed (one JSON line each).
@@ -59,7 +60,7 @@ pub async fn verify_log(
     } else {
         format!("{url}/")
     };
-    let client = reqwest::Client::new();
+    let client = BoundedClient::new();
     let note = match fetch(&client, &format!("{base}checkpoint")).await {
         Ok(note) => note,
         Err(e) => {
@@ -237,18 +238,6 @@ fn list(serials: &[&String]) -> String {
     }
 }
 
-async fn fetch(client: &reqwest::Client, url: &str) -> Result<Vec<u8>, String> {
-    let response = client
-        .get(url)
-        .send()
-        .await
-        .map_err(|e| format!("{url}: {e}"))?;
-    if !response.status().is_success() {
-        return Err(format!("{url}: HTTP {}", response.status()));
-    }
-    response
-        .bytes()
-        .await
-        .map(|b| b.to_vec())
-        .map_err(|e| format!("{url}: {e}"))
+async fn fetch(client: &BoundedClient, url: &str) -> Result<Vec<u8>, String> {
+    client.get_found(url).await
 }

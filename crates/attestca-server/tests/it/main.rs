@@ -24,6 +24,7 @@ mod operations;
 mod operator_api;
 mod pkcs11_recovery;
 mod production_postgres_softhsm;
+mod relying_party;
 mod renewal;
 mod rollover;
 mod scale_out_postgres;

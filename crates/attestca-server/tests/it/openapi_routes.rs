@@ -493,6 +493,20 @@ async fn every_spec_route_is_served() {
     );
     assert!(ok, "openssl ocsp -reqout: {out}");
     let ocsp_der = std::fs::read(&ocsp_request).expect("OCSP request");
+    // The log's routes answer for s1 once it is integrated (within a second).
+    let integrated = std::time::Instant::now();
+    while reqwest::get(format!("http://{}/log/issuing-ca/index/{s1}", server.http))
+        .await
+        .expect("log index")
+        .status()
+        != 200
+    {
+        assert!(
+            integrated.elapsed() < std::time::Duration::from_secs(3),
+            "{s1} never reached the log"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     let ocsp_get = {
         use base64::Engine;
         urlencode(&base64::engine::general_purpose::STANDARD.encode(&ocsp_der))

@@ -88,21 +88,7 @@ async fn log_verify_passes_on_the_log_and_finds_each_tampering() {
     let db = sqlx::SqlitePool::connect(&format!("sqlite://{}", dir.join("attestca.db").display()))
         .await
         .expect("sqlite");
-    let integrated = Instant::now();
-    loop {
-        let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM log_pending")
-            .fetch_one(&db)
-            .await
-            .expect("pending");
-        if pending == 0 {
-            break;
-        }
-        assert!(
-            integrated.elapsed() < Duration::from_secs(2),
-            "never integrated"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_log_integrated(&db, Duration::from_secs(2)).await;
     let log_url = format!("http://{}/log/issuing-ca/", server.http);
     let data_dir = dir.display().to_string();
     let saved = tmp.path().join("checkpoint");

@@ -1,0 +1,111 @@
+//! The HTTP client of the log's verifiers (`attestca log verify`, `attestca verify-device`):
+//! what they fetch comes from a server they do not trust, so every answer is bounded in size
+//! and time.
+
+use std::time::Duration;
+
+/// The largest answer read: a full entry bundle of 256 entries at their 64 KiB limit.
+pub const MAX_ANSWER_BYTES: usize = 256 * (2 + 65_535);
+
+/// How long one request may take, connection included.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A bounded HTTP client.
+#[derive(Clone)]
+pub struct BoundedClient {
+    client: reqwest::Client,
+}
+
+impl Default for BoundedClient {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl BoundedClient {
+    pub fn new() -> Self {
+        Self {
+            client: reqwest::Client::builder()
+                .timeout(REQUEST_TIMEOUT)
+                .build()
+                .unwrap_or_default(),
+        }
+    }
+
+    /// The body of a GET; `Ok(None)` on 404.
+    pub async fn get(&self, url: &str) -> Result<Option<Vec<u8>>, String> {
+        let response = self
+            .client
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| format!("{url}: {e}"))?;
+        if response.status() == reqwest::StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        read(url, response).await.map(Some)
+    }
+
+    /// The body of a GET that must succeed.
+    pub async fn get_found(&self, url: &str) -> Result<Vec<u8>, String> {
+        self.get(url)
+            .await?
+            .ok_or_else(|| format!("{url}: HTTP 404 Not Found"))
+    }
+
+    /// The body of a POST.
+    pub async fn post(
+        &self,
+        url: &str,
+        content_type: &str,
+        body: &[u8],
+    ) -> Result<Vec<u8>, String> {
+        let response = self
+            .client
+            .post(url)
+            .header(reqwest::header::CONTENT_TYPE, content_type)
+            .body(body.to_vec())
+            .send()
+            .await
+            .map_err(|e| format!("{url}: {e}"))?;
+        read(url, response).await
+    }
+}
+
+async fn read(url: &str, mut response: reqwest::Response) -> Result<Vec<u8>, String> {
+    if !response.status().is_success() {
+        return Err(format!("{url}: HTTP {}", response.status()));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| format!("{url}: {e}"))? {
+        if body.len() + chunk.len() > MAX_ANSWER_BYTES {
+            return Err(format!("{url}: answer over {MAX_ANSWER_BYTES} bytes"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// The core's [`attestca_core::relying_party::Fetch`] over a [`BoundedClient`], for code that
+/// runs on a blocking thread of a Tokio runtime (`spawn_blocking`).
+pub struct BlockingFetch {
+    client: BoundedClient,
+    runtime: tokio::runtime::Handle,
+}
+
+impl BlockingFetch {
+    pub fn new(client: BoundedClient, runtime: tokio::runtime::Handle) -> Self {
+        Self { client, runtime }
+    }
+}
+
+impl attestca_core::relying_party::Fetch for BlockingFetch {
+    fn get(&mut self, url: &str) -> Result<Option<Vec<u8>>, String> {
+        self.runtime.block_on(self.client.get(url))
+    }
+
+    fn post(&mut self, url: &str, content_type: &str, body: &[u8]) -> Result<Vec<u8>, String> {
+        self.runtime
+            .block_on(self.client.post(url, content_type, body))
+    }
+}
