@@ -82,6 +82,19 @@ pub struct TransparencyConfig {
     /// The checkpoint key's label on the PKCS#11 token (default `attestca-log-<ca.name>`);
     /// with the software backend the key is `<data_dir>/pki/log-checkpoint.key`.
     pub key_label: Option<String>,
+    /// Witnesses asked to cosign every new checkpoint (C2SP tlog-witness); their
+    /// cosignatures are served with the checkpoint.
+    pub witnesses: Vec<WitnessConfig>,
+}
+
+/// `[[transparency.witnesses]]`: one witness.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WitnessConfig {
+    /// The witness's submission prefix: the log POSTs to `<url>/add-checkpoint`.
+    pub url: String,
+    /// Its cosigner verifier key, `<name>+<key id>+<base64(0x04 ‖ Ed25519 key)>`.
+    pub key: String,
 }
 
 impl TransparencyConfig {
@@ -99,6 +112,7 @@ impl Default for TransparencyConfig {
             origin_suffix: String::new(),
             integrate_interval_ms: 500,
             key_label: None,
+            witnesses: Vec::new(),
         }
     }
 }

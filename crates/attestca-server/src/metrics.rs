@@ -64,6 +64,9 @@ pub struct Metrics {
     /// `attestca_log_checkpoint_timestamp_seconds`: when this instance last signed a
     /// checkpoint (the alert on a stale checkpoint compares it with pending entries)
     pub log_checkpoint_timestamp: Gauge,
+    /// `attestca_log_cosignature_requests_total{witness, outcome}`: checkpoints sent to a
+    /// witness, by outcome (`cosigned`, `refused`, `unreachable`)
+    pub log_cosignature_requests: IntCounterVec,
     /// `attestca_ocsp_next_update_earliest_timestamp_seconds`: the soonest nextUpdate among
     /// cached responses (an alert fires when it comes near: the refresher is stuck)
     pub ocsp_earliest_next_update: Gauge,
@@ -242,6 +245,12 @@ impl Metrics {
                 &r,
                 "attestca_ocsp_cached_responses",
                 "Pre-signed OCSP responses held in memory.",
+            ),
+            log_cosignature_requests: counter(
+                &r,
+                "attestca_log_cosignature_requests_total",
+                "Checkpoints sent to a witness for cosigning, by witness and outcome (cosigned, refused, unreachable).",
+                &["witness", "outcome"],
             ),
             log_size: int_gauge(
                 &r,

@@ -1130,3 +1130,65 @@ pub async fn wait_log_integrated(db: &sqlx::SqlitePool, limit: Duration) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// The issuance log's entry for `certificate` (DER), read over `server`'s plain-HTTP log
+/// `/log/issuing-ca/` (the default `ca.name`; docs/transparency.md) as a monitor reads it:
+/// waits up to 5 s until `index/<serial>` answers, then decodes every entry bundle of the
+/// newest checkpoint and asserts that exactly one entry is for the certificate's serial, at
+/// that index, and holds the certificate itself.
+pub async fn logged_entry(
+    server: &ServerProcess,
+    certificate: &[u8],
+) -> attestca_core::transparency::entry::IssuanceEntry {
+    use attestca_core::transparency::entry::IssuanceEntry;
+    use attestca_core::transparency::tiles::{TILE_WIDTH, bundle_entries, bundles_of};
+    let serial = serial_of(certificate);
+    let client = reqwest::Client::new();
+    let get = async |path: &str| {
+        let url = format!("http://{}/log/issuing-ca/{path}", server.http);
+        let response = client.get(&url).send().await.expect("log request");
+        let status = response.status().as_u16();
+        (status, response.bytes().await.expect("log body").to_vec())
+    };
+    let started = Instant::now();
+    let index: u64 = loop {
+        let (status, body) = get(&format!("index/{serial}")).await;
+        let text = String::from_utf8_lossy(&body).into_owned();
+        if status == 200 {
+            break text.trim().parse().expect("a decimal leaf index");
+        }
+        assert!(
+            status == 404 && started.elapsed() < Duration::from_secs(5),
+            "{serial} not logged within 5 s: HTTP {status} {text}\n{}",
+            server.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let (status, note) = get("checkpoint").await;
+    assert_eq!(status, 200, "checkpoint");
+    let size: u64 = String::from_utf8_lossy(&note)
+        .lines()
+        .nth(1)
+        .and_then(|line| line.parse().ok())
+        .expect("the checkpoint's size line");
+    let mut found = Vec::new();
+    for bundle in bundles_of(size) {
+        let (status, data) = get(&bundle.to_path()).await;
+        assert_eq!(status, 200, "{}", bundle.to_path());
+        for (i, bytes) in bundle_entries(&data)
+            .expect("bundle")
+            .into_iter()
+            .enumerate()
+        {
+            let entry = IssuanceEntry::decode(bytes).expect("entry");
+            if serial_of(&entry.certificate) == serial {
+                found.push((bundle.index * TILE_WIDTH + i as u64, entry));
+            }
+        }
+    }
+    let at: Vec<u64> = found.iter().map(|(i, _)| *i).collect();
+    assert_eq!(at, [index], "the log's entries for {serial}");
+    let (_, entry) = found.remove(0);
+    assert_eq!(entry.certificate, certificate, "the logged certificate");
+    entry
+}

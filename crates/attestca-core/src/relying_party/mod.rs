@@ -32,7 +32,7 @@ use x509_cert::Certificate;
 use crate::serial::Serial;
 use crate::transparency::checkpoint::{self, LogKey, VerifiedCheckpoint};
 use crate::transparency::entry::{IssuanceEntry, leaf_hash};
-use crate::transparency::tiles::{self, TileKind};
+use crate::transparency::tiles::{self, ProofRequest, TileKind};
 
 /// The relying party's network: plain GETs and POSTs, as its HTTP client does them.
 pub trait Fetch {
@@ -427,8 +427,12 @@ fn prove(
     if entry.certificate != certificate {
         return Err(format!("entry {index} holds another certificate"));
     }
+    let request = ProofRequest::Inclusion {
+        index,
+        size: checkpoint.size,
+    };
     let mut hashes = HashMap::new();
-    for path in tiles::inclusion_tiles(index, checkpoint.size).map_err(|e| e.to_string())? {
+    for path in request.tiles().map_err(|e| e.to_string())? {
         let TileKind::Hashes(level) = path.kind else {
             continue;
         };
@@ -437,8 +441,7 @@ fn prove(
             .ok_or_else(|| format!("{} is not served", path.to_path()))?;
         hashes.insert((level, path.index), data);
     }
-    let proof =
-        tiles::prove_inclusion(index, checkpoint.size, &hashes).map_err(|e| e.to_string())?;
+    let proof = request.prove(&hashes).map_err(|e| e.to_string())?;
     if !tiles::inclusion_holds(
         index,
         checkpoint.size,

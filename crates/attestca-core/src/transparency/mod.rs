@@ -10,6 +10,7 @@
 //! - [`tiles`]: tile paths, entry bundles, and integrating leaves into the stored tree edge;
 //! - [`checkpoint`]: checkpoint bodies and their Ed25519 signed notes;
 //! - [`key`]: the checkpoint key seam and its software backend;
+//! - [`witness`]: asking witnesses to cosign checkpoints (C2SP tlog-witness);
 //! - [`audit`]: re-deriving a served log from its entries (what `attestca log verify` runs).
 
 pub mod audit;
@@ -17,3 +18,4 @@ pub mod checkpoint;
 pub mod entry;
 pub mod key;
 pub mod tiles;
+pub mod witness;

@@ -270,43 +270,55 @@ impl HashReader for TileSet {
     }
 }
 
-/// The hash tiles, at their width in a tree of `size` leaves, that an inclusion proof of leaf
-/// `index` reads: fetch these (from the log or its database), then [`prove_inclusion`].
-/// Why two steps: the fetching is asynchronous and the caller's; the arithmetic is not.
-pub fn inclusion_tiles(index: u64, size: u64) -> Result<Vec<TilePath>, TreeError> {
-    let wanted = WantedHashes::default();
-    tlog_tiles::prove_record(size, index, &wanted)
-        .map_err(|e| TreeError(format!("leaf {index} of {size}: {e}")))?;
-    let mut tiles: Vec<TilePath> = wanted
-        .tiles
-        .into_inner()
-        .into_iter()
-        .map(|(level, index)| TilePath {
-            kind: TileKind::Hashes(level),
-            index,
-            width: width_at(level, index, size),
-        })
-        .collect();
-    tiles.sort_by_key(|t| (t.kind, t.index));
-    Ok(tiles)
+/// A Merkle proof the log's hash tiles answer: an RFC 9162 §2.1.3 inclusion proof of leaf
+/// `index` in the tree of `size` leaves, or a §2.1.4 consistency proof from the tree of `old`
+/// leaves to the tree of `new`.
+///
+/// Why two steps ([`ProofRequest::tiles`], then [`ProofRequest::prove`]): the fetching is the
+/// caller's (HTTP for a relying party, the database for the CA) and asynchronous; the
+/// arithmetic is not.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProofRequest {
+    Inclusion { index: u64, size: u64 },
+    Consistency { old: u64, new: u64 },
 }
 
-/// The RFC 9162 §2.1.3 inclusion proof of leaf `index` in the tree of `size` leaves, read
-/// from `tiles` (at least those [`inclusion_tiles`] names, keyed by (level, index)).
-pub fn prove_inclusion(
-    index: u64,
-    size: u64,
-    tiles: &HashMap<(u8, u64), Vec<u8>>,
-) -> Result<Vec<[u8; 32]>, TreeError> {
-    let reader = EdgeReader {
-        edge: tiles,
-        new: HashMap::new(),
-    };
-    Ok(tlog_tiles::prove_record(size, index, &reader)
-        .map_err(|e| TreeError(format!("leaf {index} of {size}: {e}")))?
-        .into_iter()
-        .map(|h| h.0)
-        .collect())
+impl ProofRequest {
+    fn run<R: HashReader>(self, reader: &R) -> Result<Vec<tlog_tiles::Hash>, TreeError> {
+        match self {
+            ProofRequest::Inclusion { index, size } => {
+                tlog_tiles::prove_record(size, index, reader)
+                    .map_err(|e| TreeError(format!("leaf {index} of {size}: {e}")))
+            }
+            ProofRequest::Consistency { old, new } => tlog_tiles::prove_tree(new, old, reader)
+                .map_err(|e| TreeError(format!("{old} to {new}: {e}"))),
+        }
+    }
+
+    /// The size of the tree the proof is in.
+    fn size(self) -> u64 {
+        match self {
+            ProofRequest::Inclusion { size, .. } => size,
+            ProofRequest::Consistency { new, .. } => new,
+        }
+    }
+
+    /// The hash tiles the proof reads, at their width in the tree it is in.
+    pub fn tiles(self) -> Result<Vec<TilePath>, TreeError> {
+        let wanted = WantedHashes::default();
+        self.run(&wanted)?;
+        Ok(wanted.paths(self.size()))
+    }
+
+    /// The proof's hashes, read from `tiles` (at least those [`ProofRequest::tiles`] names,
+    /// keyed by (level, index)).
+    pub fn prove(self, tiles: &HashMap<(u8, u64), Vec<u8>>) -> Result<Vec<[u8; 32]>, TreeError> {
+        let reader = EdgeReader {
+            edge: tiles,
+            new: HashMap::new(),
+        };
+        Ok(self.run(&reader)?.into_iter().map(|h| h.0).collect())
+    }
 }
 
 /// Whether `proof` shows the leaf hash `leaf` at `index` in the tree of `size` leaves whose
@@ -345,6 +357,24 @@ pub fn bundle_of(index: u64, size: u64) -> TilePath {
 #[derive(Default)]
 struct WantedHashes {
     tiles: std::cell::RefCell<std::collections::BTreeSet<(u8, u64)>>,
+}
+
+impl WantedHashes {
+    /// The tiles asked for, at their width in a tree of `size` leaves.
+    fn paths(self, size: u64) -> Vec<TilePath> {
+        let mut tiles: Vec<TilePath> = self
+            .tiles
+            .into_inner()
+            .into_iter()
+            .map(|(level, index)| TilePath {
+                kind: TileKind::Hashes(level),
+                index,
+                width: width_at(level, index, size),
+            })
+            .collect();
+        tiles.sort_by_key(|t| (t.kind, t.index));
+        tiles
+    }
 }
 
 impl HashReader for WantedHashes {
@@ -664,7 +694,9 @@ mod tests {
                 "{n} in {t}"
             );
             // What a relying party does: only the named tiles, at their width in tree t.
-            let wanted: HashMap<(u8, u64), Vec<u8>> = inclusion_tiles(n, t)
+            let request = ProofRequest::Inclusion { index: n, size: t };
+            let wanted: HashMap<(u8, u64), Vec<u8>> = request
+                .tiles()
                 .expect("tiles")
                 .into_iter()
                 .map(|p| {
@@ -676,7 +708,7 @@ mod tests {
                     ((level, p.index), data)
                 })
                 .collect();
-            let narrow = prove_inclusion(n, t, &wanted).expect("proof from the named tiles");
+            let narrow = request.prove(&wanted).expect("proof from the named tiles");
             assert_eq!(narrow, proof);
             assert!(inclusion_holds(n, t, leaves[n as usize], &narrow, root));
             let mut wrong_root = root;
@@ -711,6 +743,21 @@ mod tests {
                 .map(|h| h.0)
                 .collect();
             assert!(verify_consistency(m, t, old, new, &proof), "{m} -> {t}");
+            let request = ProofRequest::Consistency { old: m, new: t };
+            let wanted: HashMap<(u8, u64), Vec<u8>> = request
+                .tiles()
+                .expect("tiles")
+                .into_iter()
+                .map(|p| {
+                    let TileKind::Hashes(level) = p.kind else {
+                        unreachable!("hash tiles only")
+                    };
+                    let data = &built_tiles[&(level, p.index)];
+                    let data = prefix_of(p.kind, data, p.width).expect("within the widest");
+                    ((level, p.index), data)
+                })
+                .collect();
+            assert_eq!(request.prove(&wanted).expect("from the named tiles"), proof);
             let mut forked = old;
             forked[0] ^= 1;
             assert!(

@@ -181,6 +181,17 @@ impl Store {
         )
     }
 
+    /// Replaces the note of the checkpoint of `size` with `note` (the same checkpoint with
+    /// witness cosignatures appended).
+    pub async fn log_cosign_checkpoint(&self, size: u64, note: &[u8]) -> Result<(), StoreError> {
+        sqlx::query("UPDATE log_checkpoints SET note = $1 WHERE size = $2")
+            .bind(note)
+            .bind(size as i64)
+            .execute(self.db()?)
+            .await?;
+        Ok(())
+    }
+
     /// A tile or entry bundle as stored (its widest data), with its width.
     pub async fn log_tile(
         &self,

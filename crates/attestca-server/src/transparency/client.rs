@@ -24,9 +24,14 @@ impl Default for BoundedClient {
 
 impl BoundedClient {
     pub fn new() -> Self {
+        Self::with_timeout(REQUEST_TIMEOUT)
+    }
+
+    /// A client whose requests each take `timeout` at most.
+    pub fn with_timeout(timeout: Duration) -> Self {
         Self {
             client: reqwest::Client::builder()
-                .timeout(REQUEST_TIMEOUT)
+                .timeout(timeout)
                 .build()
                 .unwrap_or_default(),
         }
@@ -60,6 +65,20 @@ impl BoundedClient {
         content_type: &str,
         body: &[u8],
     ) -> Result<Vec<u8>, String> {
+        let (status, answer) = self.post_answer(url, content_type, body).await?;
+        if !(200..300).contains(&status) {
+            return Err(format!("{url}: HTTP {status}"));
+        }
+        Ok(answer)
+    }
+
+    /// The status and body of a POST, whatever the status.
+    pub async fn post_answer(
+        &self,
+        url: &str,
+        content_type: &str,
+        body: &[u8],
+    ) -> Result<(u16, Vec<u8>), String> {
         let response = self
             .client
             .post(url)
@@ -68,14 +87,19 @@ impl BoundedClient {
             .send()
             .await
             .map_err(|e| format!("{url}: {e}"))?;
-        read(url, response).await
+        let status = response.status().as_u16();
+        Ok((status, read_body(url, response).await?))
     }
 }
 
-async fn read(url: &str, mut response: reqwest::Response) -> Result<Vec<u8>, String> {
+async fn read(url: &str, response: reqwest::Response) -> Result<Vec<u8>, String> {
     if !response.status().is_success() {
         return Err(format!("{url}: HTTP {}", response.status()));
     }
+    read_body(url, response).await
+}
+
+async fn read_body(url: &str, mut response: reqwest::Response) -> Result<Vec<u8>, String> {
     let mut body = Vec::new();
     while let Some(chunk) = response.chunk().await.map_err(|e| format!("{url}: {e}"))? {
         if body.len() + chunk.len() > MAX_ANSWER_BYTES {

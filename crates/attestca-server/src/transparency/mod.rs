@@ -11,16 +11,21 @@ pub mod client;
 pub mod verify;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use attestca_core::serial::Serial;
 use attestca_core::transparency::checkpoint::{self, LogKey};
 use attestca_core::transparency::entry::{IssuanceEntry, leaf_hash};
 use attestca_core::transparency::key::CheckpointSigner;
-use attestca_core::transparency::tiles::{self, TileKind, TilePath};
+use attestca_core::transparency::tiles::{self, ProofRequest, TileKind, TilePath};
+use attestca_core::transparency::witness::{self, WitnessKey};
 
 use crate::store::log::{LogState, LogUpdate};
 use crate::store::{Store, StoreError};
+
+/// How long a witness may take to answer (C2SP tlog-witness: synchronous, low latency).
+const WITNESS_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Entries integrated per transaction at most (a backlog takes several rounds).
 const INTEGRATE_MAX: i64 = 16_384;
@@ -32,6 +37,8 @@ pub enum TransparencyError {
     Store(#[from] StoreError),
     #[error("checkpoint key: {0}")]
     Key(String),
+    #[error("witness {0}")]
+    Witness(String),
     /// What the log stores does not fit together (a tile or entry missing under a checkpoint).
     #[error("the stored log is inconsistent: {0}")]
     Inconsistent(String),
@@ -47,6 +54,18 @@ pub struct IssuanceLog {
     key: LogKey,
     signer: Arc<dyn CheckpointSigner>,
     interval: Duration,
+    witnesses: Vec<Witness>,
+    client: client::BoundedClient,
+    /// The size of the newest checkpoint signed, for the cosigner task.
+    cosign_next: tokio::sync::watch::Sender<u64>,
+}
+
+/// A witness asked to cosign each checkpoint, and the size this instance believes it last
+/// cosigned (0 at start; a 409 answer tells the real one).
+struct Witness {
+    key: WitnessKey,
+    url: String,
+    cosigned: AtomicU64,
 }
 
 impl IssuanceLog {
@@ -59,6 +78,18 @@ impl IssuanceLog {
         let origin = format!("{ca_name}{}", config.origin_suffix);
         let key = LogKey::new(&origin, signer.public_key())
             .map_err(|e| TransparencyError::Key(e.to_string()))?;
+        let witnesses = config
+            .witnesses
+            .iter()
+            .map(|w| {
+                Ok(Witness {
+                    key: WitnessKey::from_verifier_key(&w.key)
+                        .map_err(|e| TransparencyError::Witness(format!("{}: {e}", w.url)))?,
+                    url: format!("{}/add-checkpoint", w.url.trim_end_matches('/')),
+                    cosigned: AtomicU64::new(0),
+                })
+            })
+            .collect::<Result<Vec<_>, TransparencyError>>()?;
         Ok(Self {
             store,
             name: ca_name.to_owned(),
@@ -66,6 +97,9 @@ impl IssuanceLog {
             key,
             signer,
             interval: Duration::from_millis(config.integrate_interval_ms.max(10)),
+            witnesses,
+            client: client::BoundedClient::with_timeout(WITNESS_TIMEOUT),
+            cosign_next: tokio::sync::watch::Sender::new(0),
         })
     }
 
@@ -99,14 +133,160 @@ impl IssuanceLog {
             crate::metrics::METRICS
                 .log_checkpoint_timestamp
                 .set(attestca_core::time::unix_now() as f64);
+            // The witnesses are asked by the cosigner task (`run`), so that a slow or absent
+            // witness never delays integration.
+            self.cosign_next.send_replace(size);
         }
         Ok(integrated)
+    }
+
+    /// Asks the witnesses to cosign each new checkpoint, the newest first when several
+    /// were signed while a round of requests was under way.
+    async fn cosigner(self: Arc<Self>) {
+        let mut next = self.cosign_next.subscribe();
+        while next.changed().await.is_ok() {
+            let size = *next.borrow_and_update();
+            if let Err(e) = self.cosign(size).await {
+                tracing::warn!(error = %e, size, "cosigning the checkpoint failed");
+            }
+        }
+    }
+
+    /// Asks every witness to cosign the checkpoint of `size` just signed, and stores it with
+    /// the cosignatures that verify. A witness that refuses or does not answer is counted
+    /// and logged; the checkpoint is served without its cosignature.
+    async fn cosign(&self, size: u64) -> Result<(), TransparencyError> {
+        if self.witnesses.is_empty() {
+            return Ok(());
+        }
+        let Some(note) = self.checkpoint().await? else {
+            return Ok(());
+        };
+        let checkpoint = checkpoint::verify_checkpoint(&note, &self.key, &self.origin)
+            .map_err(|e| TransparencyError::Inconsistent(format!("checkpoint: {e}")))?;
+        if checkpoint.size != size {
+            // Another instance integrated since: it asks the witnesses.
+            return Ok(());
+        }
+        let mut cosigned = note.clone();
+        for witness in &self.witnesses {
+            let outcome = match self.ask(witness, &note, size).await {
+                Ok(line) => {
+                    cosigned.extend_from_slice(line.as_bytes());
+                    "cosigned"
+                }
+                Err(WitnessRefusal::Refused(why)) => {
+                    tracing::warn!(witness = witness.key.name(), size, reason = %why, "witness refused the checkpoint");
+                    "refused"
+                }
+                Err(WitnessRefusal::Unreachable(why)) => {
+                    tracing::warn!(witness = witness.key.name(), size, reason = %why, "witness unreachable");
+                    "unreachable"
+                }
+            };
+            crate::metrics::METRICS
+                .log_cosignature_requests
+                .with_label_values(&[witness.key.name(), outcome])
+                .inc();
+        }
+        if cosigned.len() > note.len() {
+            self.store.log_cosign_checkpoint(size, &cosigned).await?;
+        }
+        Ok(())
+    }
+
+    /// One witness's cosignature line for the checkpoint `note` of `size` (C2SP tlog-witness
+    /// `add-checkpoint`), proving consistency from the size it last cosigned.
+    async fn ask(
+        &self,
+        witness: &Witness,
+        note: &[u8],
+        size: u64,
+    ) -> Result<String, WitnessRefusal> {
+        let text = witness::note_text(note)
+            .ok_or_else(|| WitnessRefusal::Refused("the checkpoint has no body".into()))?;
+        // Twice at most: a 409 tells the size the witness holds, and the second request
+        // proves consistency from there.
+        for _ in 0..2 {
+            let old = witness.cosigned.load(Ordering::Relaxed);
+            if old > size {
+                return Err(WitnessRefusal::Refused(format!(
+                    "the witness holds a larger checkpoint ({old}) than this instance's ({size})"
+                )));
+            }
+            let proof = if old == 0 || old == size {
+                Vec::new()
+            } else {
+                self.prove(ProofRequest::Consistency { old, new: size })
+                    .await
+                    .map_err(|e| WitnessRefusal::Refused(e.to_string()))?
+            };
+            let body = witness::add_checkpoint_body(old, &proof, note);
+            let (status, answer) = self
+                .client
+                .post_answer(&witness.url, "text/plain; charset=utf-8", &body)
+                .await
+                .map_err(WitnessRefusal::Unreachable)?;
+            let answer = String::from_utf8_lossy(&answer);
+            match status {
+                200 => {
+                    let line = answer
+                        .lines()
+                        .find(|line| witness.key.verify_line(line, text).is_ok())
+                        .ok_or_else(|| {
+                            WitnessRefusal::Refused("no cosignature that verifies".into())
+                        })?;
+                    witness.cosigned.store(size, Ordering::Relaxed);
+                    return Ok(format!(
+                        "{line}
+"
+                    ));
+                }
+                409 => match answer.trim().parse::<u64>() {
+                    Ok(held) if held != old => witness.cosigned.store(held, Ordering::Relaxed),
+                    _ => {
+                        return Err(WitnessRefusal::Refused(format!("409: {}", answer.trim())));
+                    }
+                },
+                _ => {
+                    return Err(WitnessRefusal::Refused(format!(
+                        "HTTP {status}: {}",
+                        answer.trim()
+                    )));
+                }
+            }
+        }
+        Err(WitnessRefusal::Refused(
+            "the witness's size kept changing".into(),
+        ))
+    }
+
+    /// A proof's hashes, from the stored tiles.
+    async fn prove(&self, request: ProofRequest) -> Result<Vec<[u8; 32]>, TransparencyError> {
+        let inconsistent = |e: String| TransparencyError::Inconsistent(e);
+        let mut hashes = std::collections::HashMap::new();
+        for path in request.tiles().map_err(|e| inconsistent(e.to_string()))? {
+            let TileKind::Hashes(level) = path.kind else {
+                continue;
+            };
+            let data = self
+                .tile(&path)
+                .await?
+                .ok_or_else(|| inconsistent(format!("{} missing", path.to_path())))?;
+            hashes.insert((level, path.index), data);
+        }
+        request
+            .prove(&hashes)
+            .map_err(|e| inconsistent(e.to_string()))
     }
 
     /// Integrates every interval until the task is dropped. A round takes everything pending
     /// (up to [`INTEGRATE_MAX`]), so under load one checkpoint covers an interval's
     /// enrollments; only a backlog of more than a round is worked off without waiting.
     pub async fn run(self: Arc<Self>) {
+        if !self.witnesses.is_empty() {
+            tokio::spawn(Arc::clone(&self).cosigner());
+        }
         loop {
             if let Err(e) = self.integrate_once().await {
                 tracing::warn!(error = %e, "transparency log integration failed");
@@ -134,6 +314,14 @@ impl IssuanceLog {
         };
         Ok(tiles::prefix_of(path.kind, &stored, path.width))
     }
+}
+
+/// Why a witness gave no cosignature.
+enum WitnessRefusal {
+    /// It answered, but not with a cosignature that verifies (or the log could not ask).
+    Refused(String),
+    /// No answer.
+    Unreachable(String),
 }
 
 /// A certificate's place in the log, proven: what `GET /api/v1/certificates/{serial}/attestation`
@@ -187,21 +375,12 @@ impl IssuanceLog {
             .map(|e| e.to_vec())
             .ok_or_else(|| inconsistent(format!("entry {index} missing")))?;
         let entry = IssuanceEntry::decode(&entry_bytes).map_err(|e| inconsistent(e.to_string()))?;
-        let mut hashes = std::collections::HashMap::new();
-        for path in tiles::inclusion_tiles(index, checkpoint.size)
-            .map_err(|e| inconsistent(e.to_string()))?
-        {
-            let TileKind::Hashes(level) = path.kind else {
-                continue;
-            };
-            let data = self
-                .tile(&path)
-                .await?
-                .ok_or_else(|| inconsistent(format!("{} missing", path.to_path())))?;
-            hashes.insert((level, path.index), data);
-        }
-        let inclusion_proof = tiles::prove_inclusion(index, checkpoint.size, &hashes)
-            .map_err(|e| inconsistent(e.to_string()))?;
+        let inclusion_proof = self
+            .prove(ProofRequest::Inclusion {
+                index,
+                size: checkpoint.size,
+            })
+            .await?;
         Ok(Some(LoggedCertificate {
             index,
             entry,

@@ -35,3 +35,4 @@ mod tpm_swtpm;
 mod tpm_vector;
 mod transparency;
 mod wire_interop;
+mod witness;

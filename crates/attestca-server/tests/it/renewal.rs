@@ -205,6 +205,13 @@ async fn renewal_rekey_and_every_refusal() {
     let (status, text, _) = fleet.reenroll(&device.client, "default", &csr).await;
     assert_eq!(status, 200);
     assert_eq!(certificate_from_response(text.as_bytes()), renewed);
+    // Logged once (the retry appended nothing), as a renewal by the device.
+    let logged = logged_entry(&fleet.ca.server, &renewed).await.attestation;
+    assert_eq!(logged.operation, "simplereenroll");
+    assert_eq!(
+        logged.requester,
+        format!("device:{}", serial_of(&device.cert))
+    );
 
     // Rekey: a new key for the same names.
     let new_key = DeviceKey::generate().expect("key");
@@ -213,11 +220,14 @@ async fn renewal_rekey_and_every_refusal() {
         .expect("csr");
     let (status, text, _) = fleet.reenroll(&device.client, "default", &csr).await;
     assert_eq!(status, 200, "{text}");
-    let rekeyed = cert_of(&certificate_from_response(text.as_bytes()));
+    let rekeyed_der = certificate_from_response(text.as_bytes());
+    let rekeyed = cert_of(&rekeyed_der);
     assert!(attestca::attestation::same_key(
         rekeyed.tbs_certificate().subject_public_key_info(),
         &new_key.public_key().expect("key")
     ));
+    let logged = logged_entry(&fleet.ca.server, &rekeyed_der).await;
+    assert_eq!(logged.attestation.operation, "simplereenroll");
 
     // No client certificate; a certificate from another CA; the rig's own certificate.
     let anonymous = https_client(&fleet.chain(), None);

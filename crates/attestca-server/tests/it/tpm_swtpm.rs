@@ -238,6 +238,17 @@ async fn attestation_key_refusals_on_a_real_tpm() {
         refused(est.attestation_key_certificate(&ek, &ak, &recovered).await),
         "403 ak.credential_reused"
     );
+    // The AK certificate is logged once, as an attestation-key certificate of this TPM.
+    let logged = logged_entry(&ca.server, &certificate).await.attestation;
+    assert_eq!(
+        (logged.operation.as_str(), logged.profile.as_str()),
+        ("attestation-key", "attestation-key")
+    );
+    let (_, tpm_name) = hardware_module_name(&certificate).expect("hardwareModuleName");
+    assert_eq!(
+        logged.device_identity.into_bytes(),
+        [b"tpm:".as_slice(), &tpm_name].concat()
+    );
     // A secret recovered for this AK does not certify another AK of the same TPM.
     let other_ak = tpm.create_attestation_key().expect("AK");
     assert_eq!(
