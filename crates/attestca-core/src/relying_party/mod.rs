@@ -33,6 +33,7 @@ use crate::serial::Serial;
 use crate::transparency::checkpoint::{self, LogKey, VerifiedCheckpoint};
 use crate::transparency::entry::{IssuanceEntry, leaf_hash};
 use crate::transparency::tiles::{self, ProofRequest, TileKind};
+use crate::transparency::witness::{self, WitnessKey};
 
 /// The relying party's network: plain GETs and POSTs, as its HTTP client does them.
 pub trait Fetch {
@@ -48,6 +49,9 @@ pub struct RelyingPartyTrust {
     pub roots: Vec<Vec<u8>>,
     /// The log's checkpoint key (its `pki/log.vkey`).
     pub log_key: LogKey,
+    /// Witnesses whose cosignature the checkpoint must carry (C2SP tlog-cosignature): a
+    /// split view needs them all to lie.
+    pub witnesses: Vec<WitnessKey>,
 }
 
 /// How to check revocation.
@@ -110,6 +114,9 @@ pub enum DeviceFinding {
     /// The log or its checkpoint could not be fetched or verified.
     #[serde(rename = "log.checkpoint_invalid")]
     CheckpointInvalid,
+    /// A required witness's cosignature is missing from the checkpoint or does not verify.
+    #[serde(rename = "log.not_witnessed")]
+    NotWitnessed,
     /// The log does not hold this certificate.
     #[serde(rename = "log.not_in_log")]
     NotInLog,
@@ -328,14 +335,24 @@ fn check_log(
     let index = net.get(&format!("{base}index/{serial}"));
     let checkpoint = match fetch_checkpoint(&base, trust, net) {
         Ok(c) => {
+            let witnessed: Vec<&str> = trust.witnesses.iter().map(WitnessKey::name).collect();
             report.pass(
                 CheckKind::Checkpoint,
-                format!("{} entries, signed by {}", c.size, trust.log_key.name()),
+                if witnessed.is_empty() {
+                    format!("{} entries, signed by {}", c.size, trust.log_key.name())
+                } else {
+                    format!(
+                        "{} entries, signed by {} and cosigned by {}",
+                        c.size,
+                        trust.log_key.name(),
+                        witnessed.join(", ")
+                    )
+                },
             );
             c
         }
-        Err(e) => {
-            report.fail(CheckKind::Checkpoint, DeviceFinding::CheckpointInvalid, e);
+        Err((reason, e)) => {
+            report.fail(CheckKind::Checkpoint, reason, e);
             return;
         }
     };
@@ -388,16 +405,27 @@ fn check_log(
     }
 }
 
+/// The log's checkpoint, signed by its key and cosigned by every required witness.
 fn fetch_checkpoint(
     base: &str,
     trust: &RelyingPartyTrust,
     net: &mut dyn Fetch,
-) -> Result<VerifiedCheckpoint, String> {
+) -> Result<VerifiedCheckpoint, (DeviceFinding, String)> {
+    let invalid = |e: String| (DeviceFinding::CheckpointInvalid, e);
     let note = net
-        .get(&format!("{base}checkpoint"))?
-        .ok_or_else(|| "the log serves no checkpoint".to_owned())?;
-    checkpoint::verify_checkpoint(&note, &trust.log_key, trust.log_key.name())
-        .map_err(|e| e.to_string())
+        .get(&format!("{base}checkpoint"))
+        .map_err(invalid)?
+        .ok_or_else(|| invalid("the log serves no checkpoint".into()))?;
+    let verified = checkpoint::verify_checkpoint(&note, &trust.log_key, trust.log_key.name())
+        .map_err(|e| invalid(e.to_string()))?;
+    let missing = witness::missing_cosigners(&note, &verified, &trust.witnesses);
+    if !missing.is_empty() {
+        return Err((
+            DeviceFinding::NotWitnessed,
+            format!("no valid cosignature by {}", missing.join(", ")),
+        ));
+    }
+    Ok(verified)
 }
 
 /// The entry at `index`, shown under `checkpoint` by an inclusion proof from the served tiles.

@@ -129,6 +129,26 @@ impl WitnessKey {
     }
 }
 
+/// The names of the `witnesses` none of whose cosignatures on the checkpoint `note`
+/// (verified as `checkpoint`) verifies.
+pub fn missing_cosigners<'a>(
+    note: &[u8],
+    checkpoint: &super::checkpoint::VerifiedCheckpoint,
+    witnesses: &'a [WitnessKey],
+) -> Vec<&'a str> {
+    let text = note_text(note).unwrap_or_default();
+    witnesses
+        .iter()
+        .filter(|w| {
+            !checkpoint
+                .other_signatures
+                .iter()
+                .any(|line| w.verify_line(line, text).is_ok())
+        })
+        .map(WitnessKey::name)
+        .collect()
+}
+
 /// What a cosignature/v1 signs: `cosignature/v1\ntime <t>\n` and the checkpoint body.
 pub fn cosigned_message(timestamp: u64, text: &[u8]) -> Vec<u8> {
     let mut message = format!("cosignature/v1\ntime {timestamp}\n").into_bytes();

@@ -165,6 +165,10 @@ struct VerifyDeviceArgs {
     /// Accept a certificate whose log entry records no attestation (a profile without one).
     #[arg(long)]
     allow_unattested: bool,
+    /// Require a valid cosignature on the checkpoint by this witness (its cosigner vkey,
+    /// `<name>+<id>+<base64(0x04 ‖ key)>`); repeat for a quorum of all given.
+    #[arg(long = "witness", value_name = "VKEY")]
+    witnesses: Vec<String>,
 }
 
 #[derive(Subcommand)]
@@ -190,6 +194,10 @@ enum LogCommand {
         /// Where to save the checkpoint verified now, for the next run's --since.
         #[arg(long)]
         save: Option<PathBuf>,
+        /// Require a valid cosignature on the checkpoint by this witness (its cosigner vkey);
+        /// repeatable.
+        #[arg(long = "witness", value_name = "VKEY")]
+        witnesses: Vec<String>,
         /// The CA's configuration: compare the log with its database (and read the key from
         /// its pki/log.vkey when neither --key nor --key-file is given).
         #[arg(long, conflicts_with = "dev")]
@@ -455,10 +463,12 @@ async fn verify_log(command: LogCommand) -> anyhow::Result<ExitCode> {
         key_file,
         since,
         save,
+        witnesses,
         config,
         dev,
         data_dir,
     } = command;
+    let witnesses = witness_keys(&witnesses)?;
     let config = if config.is_some() || dev {
         Some(load_or_dev(config, dev, &data_dir)?)
     } else {
@@ -486,9 +496,14 @@ async fn verify_log(command: LogCommand) -> anyhow::Result<ExitCode> {
         ),
         None => None,
     };
-    let verification =
-        attestca::transparency::verify::verify_log(&url, &key, since.as_deref(), store.as_ref())
-            .await;
+    let verification = attestca::transparency::verify::verify_log(
+        &url,
+        &key,
+        &witnesses,
+        since.as_deref(),
+        store.as_ref(),
+    )
+    .await;
     for check in &verification.checks {
         println!("{}", serde_json::to_string(check)?);
     }
@@ -573,8 +588,13 @@ async fn verify_device(args: VerifyDeviceArgs) -> ExitCode {
             (None, Some(url)) => RevocationCheck::Crl(nonempty(url)),
             (None, None) => RevocationCheck::Skip,
         };
+        let witnesses = witness_keys(&args.witnesses)?;
         Ok((
-            RelyingPartyTrust { roots, log_key },
+            RelyingPartyTrust {
+                roots,
+                log_key,
+                witnesses,
+            },
             certificate,
             chain,
             now,
@@ -628,7 +648,18 @@ async fn verify_device(args: VerifyDeviceArgs) -> ExitCode {
     }
 }
 
-/// The configuration file, or the development configuration of `data_dir`.
+/// Witness cosigner keys given as `--witness VKEY`.
+fn witness_keys(
+    keys: &[String],
+) -> anyhow::Result<Vec<attestca_core::transparency::witness::WitnessKey>> {
+    keys.iter()
+        .map(|k| {
+            attestca_core::transparency::witness::WitnessKey::from_verifier_key(k)
+                .with_context(|| format!("--witness {k:?}"))
+        })
+        .collect()
+}
+
 /// `attestca evidence verify`: prints the verdict; 0 pass, 1 fail, 2 could not run.
 fn verify_evidence(command: EvidenceCommand) -> ExitCode {
     let EvidenceCommand::Verify {
@@ -700,6 +731,7 @@ fn verify_evidence(command: EvidenceCommand) -> ExitCode {
     }
 }
 
+/// The configuration file, or the development configuration of `data_dir`.
 fn load_or_dev(
     config: Option<PathBuf>,
     dev: bool,

@@ -8,6 +8,7 @@ use attestca_core::serial::Serial;
 use attestca_core::transparency::audit;
 use attestca_core::transparency::checkpoint::{self, LogKey, VerifiedCheckpoint};
 use attestca_core::transparency::tiles::{self, TilePath};
+use attestca_core::transparency::witness::{self, WitnessKey};
 use der::Decode;
 use serde::Serialize;
 
@@ -48,6 +49,7 @@ impl Verification {
 pub async fn verify_log(
     url: &str,
     key: &LogKey,
+    witnesses: &[WitnessKey],
     since: Option<&[u8]>,
     store: Option<&Store>,
 ) -> Verification {
@@ -80,6 +82,22 @@ pub async fn verify_log(
         true,
         format!("{} entries, signed by {}", current.size, key.name()),
     );
+    if !witnesses.is_empty() {
+        let missing = witness::missing_cosigners(&note, &current, witnesses);
+        if missing.is_empty() {
+            v.push(
+                "witness",
+                true,
+                format!("cosigned by {} witness(es)", witnesses.len()),
+            );
+        } else {
+            v.push(
+                "witness",
+                false,
+                format!("no valid cosignature by {}", missing.join(", ")),
+            );
+        }
+    }
     let earlier: Option<VerifiedCheckpoint> = match since {
         Some(old) => match checkpoint::verify_checkpoint(old, key, key.name()) {
             Ok(old) => Some(old),

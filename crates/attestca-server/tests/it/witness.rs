@@ -341,6 +341,7 @@ async fn checkpoints_are_cosigned_by_a_configured_witness() {
     );
     let log_url = format!("http://{}/log/issuing-ca/", server.http);
     let data_dir = data.display().to_string();
+    let vkey = witness.vkey();
     let (ok, out) = run(
         &attestca_bin(),
         &[
@@ -351,10 +352,43 @@ async fn checkpoints_are_cosigned_by_a_configured_witness() {
             "--dev",
             "--data-dir",
             &data_dir,
+            "--witness",
+            &vkey,
         ],
         &[],
     );
     assert!(ok, "log verify on a cosigned log: {out}");
+    assert!(out.contains("\"check\":\"witness\",\"ok\":true"), "{out}");
+    // A relying party that requires the witness: the device's checkpoint is cosigned.
+    let device = tmp.path().join("device.crt");
+    write_pem(
+        &device,
+        &enroll(&rig, &enroll_url, "witnessed-device").await,
+    );
+    size += 1;
+    cosigned_at_least(size).await;
+    let verify_device = |log_url: &str| {
+        run(
+            &attestca_bin(),
+            &[
+                "verify-device",
+                "--cert",
+                &device.display().to_string(),
+                "--log",
+                log_url,
+                "--dev",
+                "--data-dir",
+                &data_dir,
+                "--allow-unattested",
+                "--witness",
+                &vkey,
+            ],
+            &[],
+        )
+    };
+    let (ok, out) = verify_device(&log_url);
+    assert!(ok, "verify-device with the witness required: {out}");
+    assert!(out.contains("cosigned by witness.test/w1"), "{out}");
 
     // A restarted CA does not know what the witness holds: the 409 tells it.
     drop(server);
@@ -407,6 +441,27 @@ async fn checkpoints_are_cosigned_by_a_configured_witness() {
         assert!(started.elapsed() < Duration::from_secs(3), "{note}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // Whoever requires the witness now refuses the log's uncosigned checkpoint.
+    let log_url = format!("http://{}/log/issuing-ca/", server.http);
+    let (ok, out) = run(
+        &attestca_bin(),
+        &[
+            "log",
+            "verify",
+            "--url",
+            &log_url,
+            "--dev",
+            "--data-dir",
+            &data_dir,
+            "--witness",
+            &vkey,
+        ],
+        &[],
+    );
+    assert!(!ok, "{out}");
+    assert!(out.contains("\"check\":\"witness\",\"ok\":false"), "{out}");
+    let (ok, out) = verify_device(&log_url);
+    assert!(!ok && out.contains("log.not_witnessed"), "{out}");
     let started = Instant::now();
     loop {
         let metrics = plain
