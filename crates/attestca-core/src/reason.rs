@@ -195,6 +195,9 @@ reasons! {
     OverloadRigRate = "overload.rig_rate",
     /// A device certificate is over its request budget (429).
     OverloadDeviceRate = "overload.device_rate",
+    /// As many public issuance-log reads as `transparency.max_concurrent_reads` are in
+    /// progress (503).
+    OverloadLogReads = "overload.log_reads",
 
     // The service and its dependencies (503).
     ServiceTimeout = "service.timeout",

@@ -85,6 +85,9 @@ pub struct TransparencyConfig {
     /// Witnesses asked to cosign every new checkpoint (C2SP tlog-witness); their
     /// cosignatures are served with the checkpoint.
     pub witnesses: Vec<WitnessConfig>,
+    /// Database reads for the public log routes (`checkpoint`, tiles, `index/`) at once,
+    /// per instance; beyond, `503 overload.log_reads` (put a CDN or a mirror in front).
+    pub max_concurrent_reads: usize,
 }
 
 /// `[[transparency.witnesses]]`: one witness.
@@ -113,6 +116,7 @@ impl Default for TransparencyConfig {
             integrate_interval_ms: 500,
             key_label: None,
             witnesses: Vec::new(),
+            max_concurrent_reads: 8,
         }
     }
 }

@@ -90,6 +90,9 @@ async fn log_checkpoint(State(log): State<Arc<IssuanceLog>>, Path(name): Path<St
     if name != log.name() {
         return log_not_found(Reason::LogNoSuchLog, "this CA keeps no log of that name");
     }
+    let Some(_permit) = log.public_read() else {
+        return log_busy();
+    };
     match log.checkpoint().await {
         Ok(Some(note)) => (
             StatusCode::OK,
@@ -117,6 +120,9 @@ async fn log_tile(
     }
     let Ok(tile) = TilePath::parse(&format!("tile/{path}")) else {
         return log_not_found(Reason::LogBadPath, "not a C2SP tlog-tiles tile path");
+    };
+    let Some(_permit) = log.public_read() else {
+        return log_busy();
     };
     match log.tile(&tile).await {
         Ok(Some(data)) => (
@@ -147,6 +153,9 @@ async fn log_index(
     let Ok(serial) = Serial::parse(&serial) else {
         return log_not_found(Reason::LogBadPath, "not a hex serial number");
     };
+    let Some(_permit) = log.public_read() else {
+        return log_busy();
+    };
     match log.index_of(&serial).await {
         Ok(Some(index)) => (
             StatusCode::OK,
@@ -173,6 +182,21 @@ fn log_not_found(reason: Reason, detail: &str) -> Response {
             (header::CACHE_CONTROL, "no-store"),
         ],
         format!("{reason}: {detail}\n"),
+    )
+        .into_response()
+}
+
+fn log_busy() -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [
+            (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+            (header::RETRY_AFTER, "1"),
+        ],
+        format!(
+            "{}: as many log reads as transparency.max_concurrent_reads are in progress\n",
+            Reason::OverloadLogReads
+        ),
     )
         .into_response()
 }

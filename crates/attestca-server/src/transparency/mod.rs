@@ -58,6 +58,9 @@ pub struct IssuanceLog {
     client: client::BoundedClient,
     /// The size of the newest checkpoint signed, for the cosigner task.
     cosign_next: tokio::sync::watch::Sender<u64>,
+    /// Database reads for the public log routes in progress: anyone can ask for tiles, and
+    /// they must not take the connections enrollments need.
+    public_reads: tokio::sync::Semaphore,
 }
 
 /// A witness asked to cosign each checkpoint, and the size this instance believes it last
@@ -100,6 +103,7 @@ impl IssuanceLog {
             witnesses,
             client: client::BoundedClient::with_timeout(WITNESS_TIMEOUT),
             cosign_next: tokio::sync::watch::Sender::new(0),
+            public_reads: tokio::sync::Semaphore::new(config.max_concurrent_reads.max(1)),
         })
     }
 
@@ -299,6 +303,12 @@ impl IssuanceLog {
                 tokio::time::sleep(self.interval).await;
             }
         }
+    }
+
+    /// A permit for one public read (the plain-HTTP log routes), if fewer than
+    /// `transparency.max_concurrent_reads` are in progress.
+    pub fn public_read(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        self.public_reads.try_acquire().ok()
     }
 
     /// The newest signed checkpoint.

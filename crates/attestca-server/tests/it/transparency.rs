@@ -472,3 +472,64 @@ async fn a_ca_killed_mid_burst_leaves_every_certificate_with_its_entry() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// Anyone can read the log: beyond `transparency.max_concurrent_reads` database reads at once
+/// the public routes answer `503 overload.log_reads` with `Retry-After`, never an error or a
+/// hang, and enrollments go on meanwhile.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_flood_of_log_reads_is_bounded() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let dir = tmp.path().join("data");
+    let mut server = ServerProcess::dev_with(
+        &dir,
+        &tmp.path().join("server.log"),
+        &[("ATTESTCA_TRANSPARENCY__MAX_CONCURRENT_READS", "1".into())],
+    );
+    server.wait_ready().await;
+    let pki = dir.join("pki");
+    let rig = https_client(
+        &pki.join("ca-chain.pem"),
+        Some((&pki.join("rig.crt"), &pki.join("rig.key"))),
+    );
+    let enroll_url = format!("{}/.well-known/est/lab/simpleenroll", server.est_url());
+    enroll(&rig, &enroll_url, "flooded-1").await;
+    let base = format!("http://{}/log/issuing-ca", server.http);
+    let plain = reqwest::Client::new();
+    let mut busy = 0;
+    for _ in 0..10 {
+        let answers = futures::future::join_all((0..300).map(|i| {
+            let url = if i % 2 == 0 {
+                format!("{base}/checkpoint")
+            } else {
+                format!("{base}/tile/0/000.p/1")
+            };
+            let plain = plain.clone();
+            async move {
+                let response = plain.get(url).send().await.expect("answer");
+                let status = response.status().as_u16();
+                let retry = response.headers().get("retry-after").cloned();
+                (status, retry, response.text().await.expect("body"))
+            }
+        }))
+        .await;
+        for (status, retry, body) in answers {
+            match status {
+                200 => {}
+                503 => {
+                    assert!(body.starts_with("overload.log_reads"), "{body}");
+                    assert_eq!(retry.expect("Retry-After"), "1");
+                    busy += 1;
+                }
+                other => panic!("{other}: {body}"),
+            }
+        }
+        if busy > 0 {
+            break;
+        }
+    }
+    assert!(
+        busy > 0,
+        "300 concurrent reads never exceeded one at a time"
+    );
+    enroll(&rig, &enroll_url, "flooded-2").await;
+}
