@@ -122,7 +122,11 @@ fn ocsp(
                 "revoked at {}{} (OCSP, {url})",
                 crate::time::rfc3339(unix(&info.revocation_time) as i64),
                 info.revocation_reason
-                    .map(|r| format!(", reason {r:?}"))
+                    .and_then(|r| crate::revocation::RevocationReason::OPERATOR
+                        .into_iter()
+                        .chain([crate::revocation::RevocationReason::CertificateHold])
+                        .find(|known| known.crl_reason() == Some(r)))
+                    .map(|r| format!(", reason {r}"))
                     .unwrap_or_default()
             ),
         )),
