@@ -463,6 +463,44 @@ async fn example_production_config_on_postgres_and_softhsm() {
         ok && out.contains("\"check\":\"consistency\",\"ok\":true"),
         "{out}"
     );
+    // A relying party with the production files (roots and chain from ca.chain_file, the
+    // log key from pki/log.vkey): the certificate chains, is not on the CRL, and is in the log
+    // with a record saying its profile required no evidence.
+    let device = tmp.path().join("device-0003.crt");
+    write_pem(
+        &device,
+        &certificate_from_response(&after_restart.bytes().await.expect("body")),
+    );
+    let crl_url = format!("http://{http}/crl/issuing-ca.crl");
+    let (ok, out) = run(
+        env!("CARGO_BIN_EXE_attestca"),
+        &[
+            "verify-device",
+            "--cert",
+            &device.display().to_string(),
+            "--log",
+            &log_url,
+            "--config",
+            &config,
+            "--crl",
+            &crl_url,
+            "--allow-unattested",
+        ],
+        &env,
+    );
+    assert!(ok, "verify-device on production files:\n{out}");
+    for check in [
+        "chain",
+        "revocation",
+        "checkpoint",
+        "inclusion",
+        "attestation",
+    ] {
+        assert!(
+            out.contains(&format!("\"check\":\"{check}\",\"ok\":true")),
+            "{check}: {out}"
+        );
+    }
     drop(server);
     pool.close().await;
     db.drop_database().await;
