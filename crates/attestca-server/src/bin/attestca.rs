@@ -198,6 +198,10 @@ enum LogCommand {
         /// repeatable.
         #[arg(long = "witness", value_name = "VKEY")]
         witnesses: Vec<String>,
+        /// Refuse to fetch a log whose checkpoint claims more entries than this (every entry
+        /// is fetched and held in memory, ~1 KB each).
+        #[arg(long, default_value_t = 100_000_000)]
+        max_entries: u64,
         /// The CA's configuration: compare the log with its database (and read the key from
         /// its pki/log.vkey when neither --key nor --key-file is given).
         #[arg(long, conflicts_with = "dev")]
@@ -464,6 +468,7 @@ async fn verify_log(command: LogCommand) -> anyhow::Result<ExitCode> {
         since,
         save,
         witnesses,
+        max_entries,
         config,
         dev,
         data_dir,
@@ -500,6 +505,7 @@ async fn verify_log(command: LogCommand) -> anyhow::Result<ExitCode> {
         &url,
         &key,
         &witnesses,
+        max_entries,
         since.as_deref(),
         store.as_ref(),
     )

@@ -50,6 +50,7 @@ pub async fn verify_log(
     url: &str,
     key: &LogKey,
     witnesses: &[WitnessKey],
+    max_entries: u64,
     since: Option<&[u8]>,
     store: Option<&Store>,
 ) -> Verification {
@@ -97,6 +98,19 @@ pub async fn verify_log(
                 format!("no valid cosignature by {}", missing.join(", ")),
             );
         }
+    }
+    // The size is the log's word: a log that claims more entries than the monitor is
+    // prepared to fetch is reported, not followed.
+    if current.size > max_entries {
+        v.push(
+            "tree",
+            false,
+            format!(
+                "the checkpoint claims {} entries, more than --max-entries {max_entries}",
+                current.size
+            ),
+        );
+        return v;
     }
     let earlier: Option<VerifiedCheckpoint> = match since {
         Some(old) => match checkpoint::verify_checkpoint(old, key, key.name()) {

@@ -114,6 +114,9 @@ async fn log_verify_passes_on_the_log_and_finds_each_tampering() {
             "{check} passes:\n{out}"
         );
     }
+    // A log claiming more entries than the monitor will fetch is reported, not followed.
+    let (ok, out) = verify(vec!["--max-entries".into(), "2".into()]);
+    assert!(!ok && out.contains("more than --max-entries 2"), "{out}");
     let (ok, out) = verify(vec!["--since".into(), saved.display().to_string()]);
     assert!(
         ok && out.contains("\"check\":\"consistency\",\"ok\":true"),
