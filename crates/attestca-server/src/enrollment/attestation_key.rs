@@ -28,6 +28,11 @@ use crate::store::{CertificateRecord, EnrollmentEvent};
 
 /// The event operation of attestation-key certification.
 pub const OPERATION: &str = "attestation-key";
+
+/// The evidence format events and log entries record for an AK certificate: an EK
+/// certificate chained to a vendor root, and TPM2_ActivateCredential for the AK. The evidence
+/// hash is SHA-256 of the EK certificate.
+pub const EVIDENCE_FORMAT: &str = "tpm-credential-activation";
 /// hwType of the TPM in the hardwareModuleName of AK certificates (TCG: a TPM 2.0).
 const TPM_HARDWARE_TYPE: const_oid::ObjectIdentifier =
     const_oid::ObjectIdentifier::new_unwrap("2.23.133.1.2");
@@ -210,6 +215,12 @@ impl EnrollmentService {
                 .await
                 .map_err(|e| self.storage_failure(e))?;
             policy::challenge_verdict(found)?;
+            // The evidence behind this certificate, as the event and the issuance log record
+            // it: the EK certificate chained to a TPM vendor's root, and the credential the
+            // TPM activated for this AK.
+            event.attestation_format = Some(EVIDENCE_FORMAT.into());
+            event.vendor = endorsement.tpm.as_ref().map(|t| t.manufacturer.clone());
+            event.evidence_sha256 = Some(Sha256::digest(&ak.endorsement_der).to_vec());
 
             let tpm = DeviceIdentity {
                 hardware_type: TPM_HARDWARE_TYPE,

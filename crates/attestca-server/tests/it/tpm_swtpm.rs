@@ -244,6 +244,11 @@ async fn attestation_key_refusals_on_a_real_tpm() {
         (logged.operation.as_str(), logged.profile.as_str()),
         ("attestation-key", "attestation-key")
     );
+    // Issued after credential activation for an EK that chains to a vendor root: attested,
+    // with the EK certificate's hash as the evidence hash.
+    assert!(logged.attested);
+    assert_eq!(logged.format, "tpm-credential-activation");
+    assert_eq!(logged.evidence_sha256.len(), 32);
     let (_, tpm_name) = hardware_module_name(&certificate).expect("hardwareModuleName");
     assert_eq!(
         logged.device_identity.into_bytes(),
