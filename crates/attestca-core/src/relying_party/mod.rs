@@ -35,6 +35,10 @@ use crate::transparency::entry::{IssuanceEntry, leaf_hash};
 use crate::transparency::tiles::{self, ProofRequest, TileKind};
 use crate::transparency::witness::{self, WitnessKey};
 
+/// The most entries a log may claim (2^40): the tree arithmetic stays far from overflow, and
+/// no issuing CA comes near it.
+pub const MAX_LOG_SIZE: u64 = 1 << 40;
+
 /// The relying party's network: plain GETs and POSTs, as its HTTP client does them.
 pub trait Fetch {
     /// The body of `url`; `Ok(None)` when the server answers 404 Not Found.
@@ -120,6 +124,10 @@ pub enum DeviceFinding {
     /// The log does not hold this certificate.
     #[serde(rename = "log.not_in_log")]
     NotInLog,
+    /// The log names an entry past the checkpoint it serves: integrated after it was
+    /// signed (a cached checkpoint, or one waiting for its cosignatures); retry.
+    #[serde(rename = "log.not_yet_integrated")]
+    NotYetIntegrated,
     /// The log's entry or proof does not show this certificate under the checkpoint.
     #[serde(rename = "log.inclusion_failed")]
     InclusionFailed,
@@ -163,9 +171,18 @@ pub struct DeviceReport {
 }
 
 impl DeviceReport {
-    /// Every check passed: the device may be trusted.
+    /// Every check was made and passed: the device may be trusted.
     pub fn ok(&self) -> bool {
-        self.checks.iter().all(|c| c.ok)
+        const ALL: [CheckKind; 5] = [
+            CheckKind::Chain,
+            CheckKind::Revocation,
+            CheckKind::Checkpoint,
+            CheckKind::Inclusion,
+            CheckKind::Attestation,
+        ];
+        ALL.iter()
+            .all(|kind| self.checks.iter().any(|c| c.check == *kind))
+            && self.checks.iter().all(|c| c.ok)
     }
 
     fn pass(&mut self, check: CheckKind, detail: String) {
@@ -390,6 +407,17 @@ fn check_log(
             return;
         }
     };
+    if index >= checkpoint.size {
+        report.fail(
+            CheckKind::Inclusion,
+            DeviceFinding::NotYetIntegrated,
+            format!(
+                "the log names entry {index}, past its checkpoint of {} entries: retry shortly",
+                checkpoint.size
+            ),
+        );
+        return;
+    }
     match prove(&base, query.certificate, index, &checkpoint, net) {
         Ok((entry, proof_len)) => {
             report.pass(
@@ -418,6 +446,12 @@ fn fetch_checkpoint(
         .ok_or_else(|| invalid("the log serves no checkpoint".into()))?;
     let verified = checkpoint::verify_checkpoint(&note, &trust.log_key, trust.log_key.name())
         .map_err(|e| invalid(e.to_string()))?;
+    if verified.size > MAX_LOG_SIZE {
+        return Err(invalid(format!(
+            "the checkpoint claims {} entries, beyond any log this verifier follows",
+            verified.size
+        )));
+    }
     let missing = witness::missing_cosigners(&note, &verified, &trust.witnesses);
     if !missing.is_empty() {
         return Err((
@@ -436,12 +470,6 @@ fn prove(
     checkpoint: &VerifiedCheckpoint,
     net: &mut dyn Fetch,
 ) -> Result<(IssuanceEntry, usize), String> {
-    if index >= checkpoint.size {
-        return Err(format!(
-            "the log names entry {index}, past its checkpoint of {} entries",
-            checkpoint.size
-        ));
-    }
     let bundle_path = tiles::bundle_of(index, checkpoint.size);
     let bundle = net
         .get(&format!("{base}{}", bundle_path.to_path()))?

@@ -21,6 +21,10 @@ use crate::serial::SerialKey;
 /// How far a responder's clock may run ahead of ours.
 const CLOCK_SKEW_SECS: u64 = 300;
 
+/// The oldest response without a nextUpdate that is believed (a captured "good" must not be
+/// replayable after a revocation for ever).
+const MAX_AGE_WITHOUT_NEXT_UPDATE_SECS: u64 = 7 * 24 * 3600;
+
 pub(super) fn check(
     report: &mut DeviceReport,
     query: &DeviceQuery<'_>,
@@ -103,13 +107,19 @@ fn ocsp(
             "{url}: the response is from the future"
         )));
     }
-    if let Some(next) = &single.next_update
-        && unix(next) < query.now
-    {
-        return Err(unavailable(format!(
-            "{url}: the response expired at {}",
-            crate::time::rfc3339(unix(next) as i64)
-        )));
+    match &single.next_update {
+        Some(next) if unix(next) < query.now => {
+            return Err(unavailable(format!(
+                "{url}: the response expired at {}",
+                crate::time::rfc3339(unix(next) as i64)
+            )));
+        }
+        None if query.now.saturating_sub(this_update) > MAX_AGE_WITHOUT_NEXT_UPDATE_SECS => {
+            return Err(unavailable(format!(
+                "{url}: the response has no nextUpdate and is older than 7 days"
+            )));
+        }
+        _ => {}
     }
     match &single.cert_status {
         CertStatus::Good(_) => Ok(format!(

@@ -172,8 +172,9 @@ pub fn add_checkpoint_body(old_size: u64, proof: &[[u8; 32]], note: &[u8]) -> Ve
 /// The note's body (what the log and the witnesses sign): everything before the blank line
 /// that ends it, with its final newline.
 pub fn note_text(note: &[u8]) -> Option<&[u8]> {
+    // The last blank line, as signed-note parses a note.
     note.windows(2)
-        .position(|w| w == b"\n\n")
+        .rposition(|w| w == b"\n\n")
         .map(|end| &note[..=end])
 }
 

@@ -614,6 +614,13 @@ async fn verify_device(args: VerifyDeviceArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let client = match attestca::transparency::client::BoundedClient::new() {
+        Ok(client) => client,
+        Err(e) => {
+            eprintln!("attestca: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let runtime = tokio::runtime::Handle::current();
     let report = tokio::task::spawn_blocking(move || {
         let query = DeviceQuery {
@@ -624,10 +631,7 @@ async fn verify_device(args: VerifyDeviceArgs) -> ExitCode {
             now,
             allow_unattested: args.allow_unattested,
         };
-        let mut net = attestca::transparency::client::BlockingFetch::new(
-            attestca::transparency::client::BoundedClient::new(),
-            runtime,
-        );
+        let mut net = attestca::transparency::client::BlockingFetch::new(client, runtime);
         relying_party::verify_device(&query, &trust, &mut net)
     })
     .await;

@@ -192,6 +192,7 @@ fn log_busy() -> Response {
         [
             (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
             (header::RETRY_AFTER, "1"),
+            (header::CACHE_CONTROL, "no-store"),
         ],
         format!(
             "{}: as many log reads as transparency.max_concurrent_reads are in progress\n",
@@ -208,6 +209,7 @@ fn log_unavailable(error: &crate::transparency::TransparencyError) -> Response {
         [
             (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
             (header::RETRY_AFTER, "5"),
+            (header::CACHE_CONTROL, "no-store"),
         ],
         format!(
             "{}: the log's storage did not answer\n",

@@ -181,15 +181,34 @@ impl Store {
         )
     }
 
-    /// Replaces the note of the checkpoint of `size` with `note` (the same checkpoint with
-    /// witness cosignatures appended).
-    pub async fn log_cosign_checkpoint(&self, size: u64, note: &[u8]) -> Result<(), StoreError> {
-        sqlx::query("UPDATE log_checkpoints SET note = $1 WHERE size = $2")
+    /// Replaces the note `old` of the checkpoint of `size` with `note` (the same checkpoint
+    /// with witness cosignatures appended); nothing when another writer changed it since.
+    pub async fn log_cosign_checkpoint(
+        &self,
+        size: u64,
+        old: &[u8],
+        note: &[u8],
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE log_checkpoints SET note = $1 WHERE size = $2 AND note = $3")
             .bind(note)
             .bind(size as i64)
+            .bind(old)
             .execute(self.db()?)
             .await?;
         Ok(())
+    }
+
+    /// The newest `limit` checkpoints (note, Unix time signed), newest first.
+    pub async fn log_recent_checkpoints(
+        &self,
+        limit: i64,
+    ) -> Result<Vec<(Vec<u8>, i64)>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT note, created_at FROM log_checkpoints ORDER BY size DESC LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(self.db()?)
+        .await?)
     }
 
     /// A tile or entry bundle as stored (its widest data), with its width.

@@ -14,27 +14,24 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Clone)]
 pub struct BoundedClient {
     client: reqwest::Client,
-}
-
-impl Default for BoundedClient {
-    fn default() -> Self {
-        Self::new()
-    }
+    max_bytes: usize,
 }
 
 impl BoundedClient {
-    pub fn new() -> Self {
-        Self::with_timeout(REQUEST_TIMEOUT)
+    /// A client for a log's tiles and entry bundles: [`MAX_ANSWER_BYTES`], 30 s a request.
+    pub fn new() -> Result<Self, String> {
+        Self::with_limits(REQUEST_TIMEOUT, MAX_ANSWER_BYTES)
     }
 
-    /// A client whose requests each take `timeout` at most.
-    pub fn with_timeout(timeout: Duration) -> Self {
-        Self {
+    /// A client whose requests each take `timeout` and read `max_bytes` at most.
+    pub fn with_limits(timeout: Duration, max_bytes: usize) -> Result<Self, String> {
+        Ok(Self {
             client: reqwest::Client::builder()
                 .timeout(timeout)
                 .build()
-                .unwrap_or_default(),
-        }
+                .map_err(|e| format!("HTTP client: {e}"))?,
+            max_bytes,
+        })
     }
 
     /// The body of a GET; `Ok(None)` on 404.
@@ -48,7 +45,7 @@ impl BoundedClient {
         if response.status() == reqwest::StatusCode::NOT_FOUND {
             return Ok(None);
         }
-        read(url, response).await.map(Some)
+        read(url, response, self.max_bytes).await.map(Some)
     }
 
     /// The body of a GET that must succeed.
@@ -88,22 +85,26 @@ impl BoundedClient {
             .await
             .map_err(|e| format!("{url}: {e}"))?;
         let status = response.status().as_u16();
-        Ok((status, read_body(url, response).await?))
+        Ok((status, read_body(url, response, self.max_bytes).await?))
     }
 }
 
-async fn read(url: &str, response: reqwest::Response) -> Result<Vec<u8>, String> {
+async fn read(url: &str, response: reqwest::Response, max_bytes: usize) -> Result<Vec<u8>, String> {
     if !response.status().is_success() {
         return Err(format!("{url}: HTTP {}", response.status()));
     }
-    read_body(url, response).await
+    read_body(url, response, max_bytes).await
 }
 
-async fn read_body(url: &str, mut response: reqwest::Response) -> Result<Vec<u8>, String> {
+async fn read_body(
+    url: &str,
+    mut response: reqwest::Response,
+    max_bytes: usize,
+) -> Result<Vec<u8>, String> {
     let mut body = Vec::new();
     while let Some(chunk) = response.chunk().await.map_err(|e| format!("{url}: {e}"))? {
-        if body.len() + chunk.len() > MAX_ANSWER_BYTES {
-            return Err(format!("{url}: answer over {MAX_ANSWER_BYTES} bytes"));
+        if body.len() + chunk.len() > max_bytes {
+            return Err(format!("{url}: answer over {max_bytes} bytes"));
         }
         body.extend_from_slice(&chunk);
     }

@@ -27,6 +27,16 @@ use crate::store::{Store, StoreError};
 /// How long a witness may take to answer (C2SP tlog-witness: synchronous, low latency).
 const WITNESS_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How often a missing cosignature is asked for again.
+const WITNESS_RETRY: Duration = Duration::from_secs(5);
+
+/// How much older than the newest checkpoint the served, fully cosigned one may be before
+/// the newest is served without them.
+const WITNESS_WAIT: Duration = Duration::from_secs(10);
+
+/// The largest answer read from a witness (a few signature lines).
+const WITNESS_ANSWER_MAX: usize = 16 * 1024;
+
 /// Entries integrated per transaction at most (a backlog takes several rounds).
 const INTEGRATE_MAX: i64 = 16_384;
 
@@ -101,7 +111,8 @@ impl IssuanceLog {
             signer,
             interval: Duration::from_millis(config.integrate_interval_ms.max(10)),
             witnesses,
-            client: client::BoundedClient::with_timeout(WITNESS_TIMEOUT),
+            client: client::BoundedClient::with_limits(WITNESS_TIMEOUT, WITNESS_ANSWER_MAX)
+                .map_err(TransparencyError::Witness)?,
             cosign_next: tokio::sync::watch::Sender::new(0),
             public_reads: tokio::sync::Semaphore::new(config.max_concurrent_reads.max(1)),
         })
@@ -144,47 +155,58 @@ impl IssuanceLog {
         Ok(integrated)
     }
 
-    /// Asks the witnesses to cosign each new checkpoint, the newest first when several
-    /// were signed while a round of requests was under way.
-    async fn cosigner(self: Arc<Self>) {
+    /// Asks the witnesses to cosign the newest checkpoint: at start, after each new one
+    /// (the newest only, when several were signed during a round), and every
+    /// [`WITNESS_RETRY`] while a witness's cosignature is missing.
+    async fn cosigner(&self) {
+        if self.witnesses.is_empty() {
+            return;
+        }
         let mut next = self.cosign_next.subscribe();
-        while next.changed().await.is_ok() {
-            let size = *next.borrow_and_update();
-            if let Err(e) = self.cosign(size).await {
-                tracing::warn!(error = %e, size, "cosigning the checkpoint failed");
+        loop {
+            if let Err(e) = self.cosign().await {
+                tracing::warn!(error = %e, "cosigning the checkpoint failed");
+            }
+            tokio::select! {
+                changed = next.changed() => if changed.is_err() { return },
+                () = tokio::time::sleep(WITNESS_RETRY) => {}
             }
         }
     }
 
-    /// Asks every witness to cosign the checkpoint of `size` just signed, and stores it with
-    /// the cosignatures that verify. A witness that refuses or does not answer is counted
-    /// and logged; the checkpoint is served without its cosignature.
-    async fn cosign(&self, size: u64) -> Result<(), TransparencyError> {
-        if self.witnesses.is_empty() {
-            return Ok(());
-        }
-        let Some(note) = self.checkpoint().await? else {
+    /// Asks the witnesses whose cosignature the newest checkpoint lacks, all at once, and
+    /// stores it with the cosignatures that verify. A witness that refuses or does not answer
+    /// is counted and logged, and asked again later.
+    async fn cosign(&self) -> Result<(), TransparencyError> {
+        let Some(note) = self.store.log_checkpoint().await? else {
             return Ok(());
         };
         let checkpoint = checkpoint::verify_checkpoint(&note, &self.key, &self.origin)
             .map_err(|e| TransparencyError::Inconsistent(format!("checkpoint: {e}")))?;
-        if checkpoint.size != size {
-            // Another instance integrated since: it asks the witnesses.
-            return Ok(());
-        }
+        let missing: Vec<&Witness> = self
+            .witnesses
+            .iter()
+            .filter(|w| !cosigned_by(&note, w.key.name()))
+            .collect();
+        let answers = futures::future::join_all(
+            missing
+                .iter()
+                .map(|witness| self.ask(witness, &note, checkpoint.size)),
+        )
+        .await;
         let mut cosigned = note.clone();
-        for witness in &self.witnesses {
-            let outcome = match self.ask(witness, &note, size).await {
+        for (witness, answer) in missing.iter().zip(answers) {
+            let outcome = match answer {
                 Ok(line) => {
                     cosigned.extend_from_slice(line.as_bytes());
                     "cosigned"
                 }
                 Err(WitnessRefusal::Refused(why)) => {
-                    tracing::warn!(witness = witness.key.name(), size, reason = %why, "witness refused the checkpoint");
+                    tracing::warn!(witness = witness.key.name(), size = checkpoint.size, reason = %why, "witness refused the checkpoint");
                     "refused"
                 }
                 Err(WitnessRefusal::Unreachable(why)) => {
-                    tracing::warn!(witness = witness.key.name(), size, reason = %why, "witness unreachable");
+                    tracing::warn!(witness = witness.key.name(), size = checkpoint.size, reason = %why, "witness unreachable");
                     "unreachable"
                 }
             };
@@ -194,7 +216,9 @@ impl IssuanceLog {
                 .inc();
         }
         if cosigned.len() > note.len() {
-            self.store.log_cosign_checkpoint(size, &cosigned).await?;
+            self.store
+                .log_cosign_checkpoint(checkpoint.size, &note, &cosigned)
+                .await?;
         }
         Ok(())
     }
@@ -288,9 +312,12 @@ impl IssuanceLog {
     /// (up to [`INTEGRATE_MAX`]), so under load one checkpoint covers an interval's
     /// enrollments; only a backlog of more than a round is worked off without waiting.
     pub async fn run(self: Arc<Self>) {
-        if !self.witnesses.is_empty() {
-            tokio::spawn(Arc::clone(&self).cosigner());
-        }
+        // The cosigner runs beside the integrator in this task, so that stopping the task
+        // (the CA's jobs at shutdown) stops both.
+        tokio::join!(self.cosigner(), self.integrator());
+    }
+
+    async fn integrator(&self) {
         loop {
             if let Err(e) = self.integrate_once().await {
                 tracing::warn!(error = %e, "transparency log integration failed");
@@ -311,9 +338,27 @@ impl IssuanceLog {
         self.public_reads.try_acquire().ok()
     }
 
-    /// The newest signed checkpoint.
+    /// The checkpoint to serve: the newest one; with witnesses configured, the newest one
+    /// every witness has cosigned, unless that was signed more than [`WITNESS_WAIT`] ago
+    /// (witnesses down: the newest, with the log's own signature only).
     pub async fn checkpoint(&self) -> Result<Option<Vec<u8>>, TransparencyError> {
-        Ok(self.store.log_checkpoint().await?)
+        if self.witnesses.is_empty() {
+            return Ok(self.store.log_checkpoint().await?);
+        }
+        let recent = self.store.log_recent_checkpoints(64).await?;
+        let Some((newest, _)) = recent.first().cloned() else {
+            return Ok(None);
+        };
+        let witnessed = recent.into_iter().find(|(note, _)| {
+            self.witnesses
+                .iter()
+                .all(|w| cosigned_by(note, w.key.name()))
+        });
+        let now = attestca_core::time::unix_now();
+        Ok(Some(match witnessed {
+            Some((note, at)) if note == newest || now - at <= WITNESS_WAIT.as_secs() as i64 => note,
+            _ => newest,
+        }))
     }
 
     /// A tile or entry bundle by its path below the log prefix (`tile/…`): full tiles only
@@ -324,6 +369,15 @@ impl IssuanceLog {
         };
         Ok(tiles::prefix_of(path.kind, &stored, path.width))
     }
+}
+
+/// Whether `note` carries a signature line by `name` (the cosigner stores only lines that
+/// verified).
+fn cosigned_by(note: &[u8], name: &str) -> bool {
+    let prefix = format!("\u{2014} {name} ");
+    String::from_utf8_lossy(note)
+        .lines()
+        .any(|line| line.starts_with(&prefix))
 }
 
 /// Why a witness gave no cosignature.
@@ -373,6 +427,10 @@ impl IssuanceLog {
             .ok_or_else(|| TransparencyError::Inconsistent("no checkpoint".into()))?;
         let checkpoint = checkpoint::verify_checkpoint(&note, &self.key, &self.origin)
             .map_err(|e| TransparencyError::Inconsistent(format!("checkpoint: {e}")))?;
+        if index >= checkpoint.size {
+            // Integrated, but the served checkpoint (one every witness cosigned) is older.
+            return Ok(None);
+        }
         let inconsistent = |e: String| TransparencyError::Inconsistent(e);
         let bundle_path = tiles::bundle_of(index, checkpoint.size);
         let bundle = self

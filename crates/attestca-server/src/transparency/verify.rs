@@ -63,7 +63,13 @@ pub async fn verify_log(
     } else {
         format!("{url}/")
     };
-    let client = BoundedClient::new();
+    let client = match BoundedClient::new() {
+        Ok(client) => client,
+        Err(e) => {
+            v.push("checkpoint", false, e);
+            return v;
+        }
+    };
     let note = match fetch(&client, &format!("{base}checkpoint")).await {
         Ok(note) => note,
         Err(e) => {
