@@ -199,7 +199,7 @@ enum LogCommand {
         #[arg(long = "witness", value_name = "VKEY")]
         witnesses: Vec<String>,
         /// Refuse to fetch a log whose checkpoint claims more entries than this (every entry
-        /// is fetched and held in memory, ~1 KB each).
+        /// is fetched and held in memory, ~2.2 KB each).
         #[arg(long, default_value_t = 100_000_000)]
         max_entries: u64,
         /// The CA's configuration: compare the log with its database (and read the key from
