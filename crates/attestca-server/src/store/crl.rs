@@ -131,7 +131,7 @@ impl Store {
         revocation_counter: i64,
         make: impl FnOnce(i64) -> Result<(Vec<u8>, i64, i64), String>,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.db()?.begin().await?;
+        let mut tx = self.begin_write().await?;
         if self.engine == Engine::Postgres {
             // The lock key: the first 8 bytes of the issuer's key identifier.
             let mut key = [0u8; 8];

@@ -67,7 +67,7 @@ impl Store {
         edge_of: impl Fn(u64) -> Vec<(u8, u64)>,
         build: impl FnOnce(&LogState) -> Result<LogUpdate, String>,
     ) -> Result<Option<u64>, StoreError> {
-        let mut tx = self.db()?.begin().await?;
+        let mut tx = self.begin_write().await?;
         if self.engine == Engine::Postgres {
             let elected: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
                 .bind(INTEGRATOR_LOCK)

@@ -372,6 +372,20 @@ impl Store {
         Ok(ExclusiveLock { _held: Some(tx) })
     }
 
+    /// A transaction that reads and then writes. On SQLite it begins `IMMEDIATE`: it takes
+    /// the write lock first (waiting out the busy timeout) rather than reading a snapshot that
+    /// another writer's commit makes stale before it writes (SQLITE_BUSY_SNAPSHOT, "database
+    /// is locked", at once and without waiting). PostgreSQL needs nothing of the kind.
+    pub(crate) async fn begin_write(
+        &self,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Any>, StoreError> {
+        let pool = self.db()?;
+        Ok(match self.engine {
+            Engine::Postgres => pool.begin().await?,
+            _ => pool.begin_with("BEGIN IMMEDIATE").await?,
+        })
+    }
+
     /// Opens a transaction (see [`StoreTransaction`]).
     pub async fn begin(&self) -> Result<StoreTransaction, StoreError> {
         Ok(StoreTransaction {
