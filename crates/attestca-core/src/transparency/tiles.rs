@@ -658,6 +658,26 @@ mod tests {
 
     /// Proofs computed from the served tiles alone (what a verifier has) verify under RFC
     /// 9162's algorithms, and fail for a wrong leaf or root.
+    /// Exactly the tiles `request` names, at their width, cut from the widest stored.
+    fn named_tiles(
+        request: ProofRequest,
+        stored: &HashMap<(u8, u64), Vec<u8>>,
+    ) -> HashMap<(u8, u64), Vec<u8>> {
+        request
+            .tiles()
+            .expect("tiles")
+            .into_iter()
+            .map(|p| {
+                let TileKind::Hashes(level) = p.kind else {
+                    unreachable!("hash tiles only")
+                };
+                let data = prefix_of(p.kind, &stored[&(level, p.index)], p.width)
+                    .expect("within the widest");
+                ((level, p.index), data)
+            })
+            .collect()
+    }
+
     #[test]
     fn proofs_from_the_tiles_verify_under_rfc_9162() {
         let leaves: Vec<[u8; 32]> = (0..1_000u32)
@@ -695,19 +715,7 @@ mod tests {
             );
             // What a relying party does: only the named tiles, at their width in tree t.
             let request = ProofRequest::Inclusion { index: n, size: t };
-            let wanted: HashMap<(u8, u64), Vec<u8>> = request
-                .tiles()
-                .expect("tiles")
-                .into_iter()
-                .map(|p| {
-                    let TileKind::Hashes(level) = p.kind else {
-                        unreachable!("hash tiles only")
-                    };
-                    let data = &built_tiles[&(level, p.index)];
-                    let data = prefix_of(p.kind, data, p.width).expect("within the widest");
-                    ((level, p.index), data)
-                })
-                .collect();
+            let wanted = named_tiles(request, &built_tiles);
             let narrow = request.prove(&wanted).expect("proof from the named tiles");
             assert_eq!(narrow, proof);
             assert!(inclusion_holds(n, t, leaves[n as usize], &narrow, root));
@@ -744,19 +752,7 @@ mod tests {
                 .collect();
             assert!(verify_consistency(m, t, old, new, &proof), "{m} -> {t}");
             let request = ProofRequest::Consistency { old: m, new: t };
-            let wanted: HashMap<(u8, u64), Vec<u8>> = request
-                .tiles()
-                .expect("tiles")
-                .into_iter()
-                .map(|p| {
-                    let TileKind::Hashes(level) = p.kind else {
-                        unreachable!("hash tiles only")
-                    };
-                    let data = &built_tiles[&(level, p.index)];
-                    let data = prefix_of(p.kind, data, p.width).expect("within the widest");
-                    ((level, p.index), data)
-                })
-                .collect();
+            let wanted = named_tiles(request, &built_tiles);
             assert_eq!(request.prove(&wanted).expect("from the named tiles"), proof);
             let mut forked = old;
             forked[0] ^= 1;

@@ -288,33 +288,6 @@ async fn checkpoints_are_cosigned_by_a_configured_witness() {
     let enroll_url = format!("{}/.well-known/est/lab/simpleenroll", server.est_url());
     let checkpoint_url = format!("http://{}/log/issuing-ca/checkpoint", server.http);
     let plain = reqwest::Client::new();
-    let cosigned_at_least = |size: u64| {
-        let plain = plain.clone();
-        let checkpoint_url = checkpoint_url.clone();
-        let witness = Arc::clone(&witness);
-        async move {
-            let started = Instant::now();
-            loop {
-                let note = served_note(&plain, &checkpoint_url).await;
-                if let Some((cosigned_size, time)) = cosigned(&note, &witness)
-                    && cosigned_size >= size
-                {
-                    let now = std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .expect("time")
-                        .as_secs();
-                    assert!(time <= now && now - time < 60, "cosignature time {time}");
-                    return note;
-                }
-                assert!(
-                    started.elapsed() < Duration::from_secs(5),
-                    "no cosignature for size {size}: {note}\nwitness saw {:?}",
-                    witness.seen.lock().expect("lock")
-                );
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    };
     // Three rounds of enrollments: each checkpoint after the first is cosigned with a
     // consistency proof from the one before.
     let mut size = 1; // the OCSP responder's certificate
@@ -323,7 +296,7 @@ async fn checkpoints_are_cosigned_by_a_configured_witness() {
             enroll(&rig, &enroll_url, &format!("witnessed-{round}-{i}")).await;
             size += 1;
         }
-        let note = cosigned_at_least(size).await;
+        let note = cosigned_at_least(&plain, &checkpoint_url, &witness, size).await;
         // The log's own signature is still there, and `log verify` accepts the note.
         assert!(note.contains("\u{2014} issuing-ca "), "{note}");
     }
@@ -366,7 +339,7 @@ async fn checkpoints_are_cosigned_by_a_configured_witness() {
         &enroll(&rig, &enroll_url, "witnessed-device").await,
     );
     size += 1;
-    cosigned_at_least(size).await;
+    cosigned_at_least(&plain, &checkpoint_url, &witness, size).await;
     let verify_device = |log_url: &str| {
         run(
             &attestca_bin(),
@@ -398,19 +371,7 @@ async fn checkpoints_are_cosigned_by_a_configured_witness() {
     let checkpoint_url = format!("http://{}/log/issuing-ca/checkpoint", server.http);
     enroll(&rig_for(&pki), &enroll_url, "witnessed-after-restart").await;
     size += 1;
-    let started = Instant::now();
-    loop {
-        let note = served_note(&plain, &checkpoint_url).await;
-        if cosigned(&note, &witness).is_some_and(|(s, _)| s >= size) {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "not cosigned after the restart: {note}\n{:?}",
-            witness.seen.lock().expect("lock")
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    cosigned_at_least(&plain, &checkpoint_url, &witness, size).await;
     assert!(
         witness
             .seen
@@ -489,6 +450,36 @@ async fn checkpoints_are_cosigned_by_a_configured_witness() {
         }
         assert!(started.elapsed() < Duration::from_secs(8), "{metrics}");
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits (5 s at most) for the served checkpoint to carry the witness's cosignature on a
+/// tree of `size` entries or more, made within the last minute; returns the note.
+async fn cosigned_at_least(
+    plain: &reqwest::Client,
+    checkpoint_url: &str,
+    witness: &TestWitness,
+    size: u64,
+) -> String {
+    let started = Instant::now();
+    loop {
+        let note = served_note(plain, checkpoint_url).await;
+        if let Some((cosigned_size, time)) = cosigned(&note, witness)
+            && cosigned_size >= size
+        {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .expect("time")
+                .as_secs();
+            assert!(time <= now && now - time < 60, "cosignature time {time}");
+            return note;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "no cosignature for size {size}: {note}\nwitness saw {:?}",
+            witness.seen.lock().expect("lock")
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
