@@ -25,7 +25,9 @@ die() { printf '[fuzz/smoke.sh] ERROR: %s\n' "$*" >&2; exit 1; }
 cd "$FUZZ_DIR"
 # libFuzzer's instrumentation needs nightly rustc flags: the one stable toolchain is told to
 # accept them, for this build only. No sanitizer: see fuzz/README.md.
-say "cargo fuzz build -s none (fuzz/target)"
+# cargo fuzz builds into CARGO_TARGET_DIR when it is set, fuzz/target otherwise.
+fuzz_target_dir="${CARGO_TARGET_DIR:-$FUZZ_DIR/target}"
+say "cargo fuzz build -s none ($fuzz_target_dir)"
 RUSTC_BOOTSTRAP=1 "$CARGO" fuzz build -s none || die "cargo fuzz build failed"
 
 say "fuzz/seed.sh"
@@ -38,7 +40,7 @@ work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 failed=()
 for t in "${targets[@]}"; do
-    bin="$FUZZ_DIR/target/$TRIPLE/release/$t"
+    bin="$fuzz_target_dir/$TRIPLE/release/$t"
     seeds="$FUZZ_DIR/corpus/$t"
     [[ -x "$bin" ]] || die "$bin was not built"
     [[ -d "$seeds" ]] && [[ -n "$(ls -A "$seeds")" ]] || die "no seeds in $seeds"
