@@ -46,7 +46,7 @@ export HTTP_PORT=${HTTP_PORT:-28280}
 export NO_COLOR=1  # plain log lines, for counting WARN / ERROR
 out=${1:-$root/target/kill9/$(date -u +%Y%m%dT%H%M%SZ)}
 work=$out/install
-bin=$root/target/release
+bin=${CARGO_TARGET_DIR:-$root/target}/release
 admin_url=${ATTESTCA_BENCH_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 RANDOM=$seed
 

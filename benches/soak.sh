@@ -37,7 +37,7 @@ export HTTP_PORT=${HTTP_PORT:-28180}
 export NO_COLOR=1  # plain log lines, for counting WARN / ERROR
 out=${1:-$root/target/soak/$(date -u +%Y%m%dT%H%M%SZ)}
 work=$out/install
-bin=$root/target/release
+bin=${CARGO_TARGET_DIR:-$root/target}/release
 metrics_url=http://127.0.0.1:$HTTP_PORT/metrics
 admin_url=${ATTESTCA_BENCH_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 

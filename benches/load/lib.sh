@@ -8,7 +8,7 @@
 duration=${DURATION:-15}
 concurrency=${CONCURRENCY:-32}
 sessions=${SESSIONS:-16}
-bin=$root/target/release
+bin=${CARGO_TARGET_DIR:-$root/target}/release
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
 

@@ -25,7 +25,7 @@ admin_url=${ATTESTCA_BENCH_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/post
 module=${ATTESTCA_BENCH_PKCS11_MODULE:-/usr/lib/softhsm/libsofthsm2.so}
 est_port=${EST_PORT:-28443}
 http_port=${HTTP_PORT:-28080}
-bin=$root/target/release
+bin=${CARGO_TARGET_DIR:-$root/target}/release
 
 if [[ ! -x $bin/attestca || ! -x $bin/attestca-rig ]]; then
     (cd "$root" && cargo build --release --bins)
