@@ -28,7 +28,8 @@
 #
 # Environment: ENTRIES (default 1000000; a million takes about two minutes to fill, one to
 # integrate and ~3 GB of disk), WINDOWS (default 3), DURATION (default 15 s), CONCURRENCY
-# (default 32), SESSIONS (default 16), and what benches/load/pg-softhsm.sh reads. The whole
+# (default 32), SESSIONS (default 16), KEEP_DATABASE (1: keep the filled database; by
+# default it is dropped at the end), and what benches/load/pg-softhsm.sh reads. The whole
 # run at a million entries and 4 pairs takes about 15 minutes.
 set -euo pipefail
 
@@ -164,6 +165,12 @@ for i in $(seq 1 "$windows"); do
     done
 done
 stop_server
+# A million-entry database is ~3.3 GB: dropped unless KEEP_DATABASE=1 (to look at it after).
+if [[ ${KEEP_DATABASE:-0} != 1 ]]; then
+    db_name=${db_url##*/}
+    psql -q "${db_url%/*}/postgres" -c "DROP DATABASE IF EXISTS \"$db_name\"" \
+        && echo "dropped database $db_name (KEEP_DATABASE=1 keeps it)"
+fi
 
 python3 - "$out" "$windows" "$entries" "$queued" "$target" "$fill_started" "$fill_done" \
     "$queued_at" "$integrated_at" "$cpu_before" "$cpu_after" <<'PY'
