@@ -570,26 +570,19 @@ fn attestation_check(
 
 /// The DER of a PEM or DER file's certificates, in order.
 pub fn certificates_of(bytes: &[u8]) -> Result<Vec<Vec<u8>>, String> {
-    if bytes.starts_with(&[0x30]) {
-        return Certificate::from_der(bytes)
-            .and_then(|c| c.to_der())
-            .map(|der| vec![der])
-            .map_err(|e| format!("not a DER certificate: {e}"));
-    }
-    let text = std::str::from_utf8(bytes).map_err(|_| "neither PEM nor DER".to_owned())?;
-    let mut out = Vec::new();
-    for block in text.split_inclusive("-----END CERTIFICATE-----") {
-        let Some(start) = block.find("-----BEGIN CERTIFICATE-----") else {
-            continue;
-        };
-        let (label, der) = pem_rfc7468::decode_vec(&block.as_bytes()[start..])
-            .map_err(|e| format!("bad PEM: {e}"))?;
-        if label == "CERTIFICATE" {
-            out.push(der);
-        }
-    }
-    if out.is_empty() {
+    // The Raw profile keeps each certificate's bytes as issued: they are compared byte for
+    // byte with the log's entry.
+    use crate::attestation::EvidenceCertificate;
+    let certificates = if bytes.starts_with(&[0x30]) {
+        vec![EvidenceCertificate::from_der(bytes).map_err(|e| format!("not DER: {e}"))?]
+    } else {
+        EvidenceCertificate::load_pem_chain(bytes).map_err(|e| format!("not PEM: {e}"))?
+    };
+    if certificates.is_empty() {
         return Err("no certificate found".into());
     }
-    Ok(out)
+    certificates
+        .iter()
+        .map(|c| c.to_der().map_err(|e| e.to_string()))
+        .collect()
 }

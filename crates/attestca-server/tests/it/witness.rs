@@ -315,21 +315,24 @@ async fn checkpoints_are_cosigned_by_a_configured_witness() {
     let log_url = format!("http://{}/log/issuing-ca/", server.http);
     let data_dir = data.display().to_string();
     let vkey = witness.vkey();
-    let (ok, out) = run(
-        &attestca_bin(),
-        &[
-            "log",
-            "verify",
-            "--url",
-            &log_url,
-            "--dev",
-            "--data-dir",
-            &data_dir,
-            "--witness",
-            &vkey,
-        ],
-        &[],
-    );
+    let log_verify = |log_url: &str| {
+        run(
+            &attestca_bin(),
+            &[
+                "log",
+                "verify",
+                "--url",
+                log_url,
+                "--dev",
+                "--data-dir",
+                &data_dir,
+                "--witness",
+                &vkey,
+            ],
+            &[],
+        )
+    };
+    let (ok, out) = log_verify(&log_url);
     assert!(ok, "log verify on a cosigned log: {out}");
     assert!(out.contains("\"check\":\"witness\",\"ok\":true"), "{out}");
     // A relying party that requires the witness: the device's checkpoint is cosigned.
@@ -414,21 +417,7 @@ async fn checkpoints_are_cosigned_by_a_configured_witness() {
     }
     // Whoever requires the witness now refuses the log's uncosigned checkpoint.
     let log_url = format!("http://{}/log/issuing-ca/", server.http);
-    let (ok, out) = run(
-        &attestca_bin(),
-        &[
-            "log",
-            "verify",
-            "--url",
-            &log_url,
-            "--dev",
-            "--data-dir",
-            &data_dir,
-            "--witness",
-            &vkey,
-        ],
-        &[],
-    );
+    let (ok, out) = log_verify(&log_url);
     assert!(!ok, "{out}");
     assert!(out.contains("\"check\":\"witness\",\"ok\":false"), "{out}");
     let (ok, out) = verify_device(&log_url);
